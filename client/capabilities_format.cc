@@ -1,0 +1,44 @@
+#include "client/capabilities_format.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/detail_list.h"
+#include "client/table_printer.h"
+
+namespace mantissa::cli {
+namespace {
+
+std::string JoinOrDash(const google::protobuf::RepeatedPtrField<std::string>& names) {
+  return names.empty() ? "-" : absl::StrJoin(names, ", ");
+}
+
+std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
+
+}  // namespace
+
+std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities) {
+  DetailList details;
+  details.Add("Device", OrDash(capabilities.device()));
+  details.Add("Device name", OrDash(capabilities.device_name()));
+  details.Add("LibTorch", OrDash(capabilities.libtorch_version()));
+  details.Add("mantissad", OrDash(capabilities.mantissa_version()));
+  details.Add("Intra-op threads", absl::StrCat(capabilities.intra_op_threads()));
+  details.Add("Max concurrent jobs", absl::StrCat(capabilities.max_concurrent_jobs()));
+  std::string out = details.Render();
+
+  TablePrinter precisions({"PRECISION", "SUPPORTED", "ALIASES", "REASON"});
+  for (const v1::PrecisionSupport& precision : capabilities.precisions()) {
+    precisions.AddRow({precision.precision(), precision.supported() ? "yes" : "no",
+                       JoinOrDash(precision.aliases()), precision.reason()});
+  }
+  absl::StrAppend(&out, "\n", precisions.ToString(), "\n");
+
+  DetailList lists;
+  lists.Add("Models", JoinOrDash(capabilities.models()));
+  lists.Add("Datasets", JoinOrDash(capabilities.datasets()));
+  lists.Add("Optimizers", JoinOrDash(capabilities.optimizers()));
+  absl::StrAppend(&out, lists.Render());
+  return out;
+}
+
+}  // namespace mantissa::cli

@@ -1,0 +1,87 @@
+#ifndef MANTISSA_CLIENT_COMMANDS_H_
+#define MANTISSA_CLIENT_COMMANDS_H_
+
+#include <cstdint>
+#include <iostream>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/training_client.h"
+#include "mantissa/v1/training.pb.h"
+
+// The commands of the `mantissa` CLI. Each takes a client, its already
+// validated request and where to write, and returns the process exit code.
+namespace mantissa::cli {
+
+inline constexpr int kExitOk = 0;
+// A failed call, or a watched job that did not succeed.
+inline constexpr int kExitFailure = 1;
+// Bad command line; nothing was sent to the daemon.
+inline constexpr int kExitUsage = 2;
+
+struct CommandIo {
+  std::ostream* out = &std::cout;
+  std::ostream* err = &std::cerr;
+  // Print responses in protobuf's JSON mapping (watch: one event per line).
+  bool json = false;
+  // `out` is a terminal: draw a live progress line instead of one per event.
+  bool terminal = false;
+  int terminal_width = 80;
+  absl::TimeZone time_zone = absl::LocalTimeZone();
+};
+
+// The flags of `mantissa submit`, each unset unless given on the command line
+// so that the daemon fills in its own defaults.
+struct SubmitOptions {
+  std::optional<std::string> model;
+  std::optional<std::string> dataset;
+  std::optional<std::string> precision;
+  std::optional<int64_t> steps;
+  std::optional<int64_t> epochs;
+  std::optional<int64_t> batch_size;
+  std::optional<std::string> optimizer;
+  std::optional<double> lr;
+  std::optional<double> weight_decay;
+  std::optional<double> momentum;
+  std::optional<uint64_t> seed;
+  std::optional<std::string> name;
+  std::optional<int64_t> progress_every_n_steps;
+  std::optional<int64_t> eval_every_n_steps;
+  std::optional<int64_t> eval_max_batches;
+  std::optional<int64_t> eval_batch_size;
+  bool no_eval = false;
+  std::vector<std::string> model_options;    // "KEY=VALUE"
+  std::vector<std::string> dataset_options;  // "KEY=VALUE"
+  bool wait = false;
+};
+
+// INVALID_ARGUMENT (a usage error) for an option that is not KEY=VALUE.
+absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options);
+
+struct ListOptions {
+  std::vector<std::string> states;  // case-insensitive state names
+  std::optional<int64_t> limit;
+};
+
+// INVALID_ARGUMENT (a usage error) for an unknown state or a limit that does
+// not fit the request.
+absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options);
+
+// Prints "mantissa: <error>" on `io.err` and returns kExitFailure.
+int ReportError(const absl::Status& status, const CommandIo& io);
+
+int RunSubmit(TrainingClient& client, const v1::JobSpec& spec, bool wait, const CommandIo& io);
+int RunGet(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const CommandIo& io);
+int RunCancel(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+// kExitOk only if the job ends SUCCEEDED.
+int RunWatch(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+int RunCapabilities(TrainingClient& client, const CommandIo& io);
+
+}  // namespace mantissa::cli
+
+#endif  // MANTISSA_CLIENT_COMMANDS_H_

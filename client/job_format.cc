@@ -1,0 +1,263 @@
+#include "client/job_format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "client/detail_list.h"
+#include "client/table_printer.h"
+
+namespace mantissa::cli {
+namespace {
+
+std::string FormatNumber(double value) { return absl::StrFormat("%g", value); }
+
+std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
+
+std::string WithOptions(const std::string& name,
+                        const google::protobuf::Map<std::string, std::string>& options) {
+  if (options.empty()) return OrDash(name);
+  return absl::StrCat(OrDash(name), " (", FormatOptions(options), ")");
+}
+
+std::string FormatPrecisionLine(const v1::Job& job) {
+  const std::string& requested = job.spec().precision();
+  const std::string& effective = job.effective_precision();
+  if (effective.empty()) return requested.empty() ? "32-true" : requested;
+  if (requested.empty() || requested == effective) return effective;
+  return absl::StrCat(requested, " (effective ", effective, ")");
+}
+
+std::string FormatEvalSettings(const v1::EvalSettings& eval) {
+  if (eval.disabled()) return "disabled";
+  std::vector<std::string> parts;
+  parts.push_back(eval.every_n_steps() > 0 ? absl::StrCat("every ", eval.every_n_steps(), " steps")
+                                           : "at the end");
+  if (eval.max_batches() > 0)
+    parts.push_back(absl::StrCat("at most ", eval.max_batches(), " batches"));
+  if (eval.batch_size() > 0) parts.push_back(absl::StrCat("batch size ", eval.batch_size()));
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string FormatProgressSummary(const v1::Progress& progress) {
+  std::vector<std::string> parts;
+  std::string step = absl::StrCat("step ", FormatStepCount(progress));
+  if (progress.total_steps() > 0) {
+    absl::StrAppendFormat(&step, " (%.1f%%)",
+                          100.0 * static_cast<double>(progress.step()) / progress.total_steps());
+  }
+  parts.push_back(std::move(step));
+  if (progress.epoch() > 0) {
+    parts.push_back(progress.total_epochs() > 0
+                        ? absl::StrCat("epoch ", progress.epoch(), "/", progress.total_epochs())
+                        : absl::StrCat("epoch ", progress.epoch()));
+  }
+  if (progress.step() > 0) parts.push_back(absl::StrCat("loss ", FormatLoss(progress.loss())));
+  if (progress.items_per_second() > 0) {
+    parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+bool HasResult(const v1::Job& job) {
+  const v1::JobResult& result = job.result();
+  return job.state() == v1::SUCCEEDED || result.steps_completed() > 0 ||
+         result.has_eval_accuracy() || result.train_seconds() > 0;
+}
+
+std::string FormatResult(const v1::JobResult& result) {
+  std::vector<std::string> parts;
+  parts.push_back(absl::StrCat("final loss ", FormatLoss(result.final_loss())));
+  if (result.has_eval_accuracy()) {
+    parts.push_back(absl::StrCat("eval accuracy ", FormatAccuracy(result.eval_accuracy())));
+  }
+  if (result.has_eval_loss()) {
+    parts.push_back(absl::StrCat("eval loss ", FormatLoss(result.eval_loss())));
+  }
+  parts.push_back(
+      absl::StrCat(result.steps_completed(), " steps in ", FormatDuration(result.train_seconds())));
+  return absl::StrJoin(parts, ", ");
+}
+
+bool IsSet(const google::protobuf::Timestamp& timestamp) {
+  return timestamp.seconds() != 0 || timestamp.nanos() != 0;
+}
+
+// Shown in `list`: the final loss once there is one, else the latest.
+std::string ListLoss(const v1::Job& job) {
+  if (job.state() == v1::SUCCEEDED) return FormatLoss(job.result().final_loss());
+  if (job.progress().step() > 0) return FormatLoss(job.progress().loss());
+  return "-";
+}
+
+}  // namespace
+
+std::string JobStateName(v1::JobState state) {
+  const std::string& name = v1::JobState_Name(state);
+  return name.empty() ? absl::StrCat("STATE_", static_cast<int>(state)) : name;
+}
+
+absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name) {
+  v1::JobState state;
+  if (!v1::JobState_Parse(absl::AsciiStrToUpper(name), &state) ||
+      state == v1::JOB_STATE_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown job state '", name,
+                     "' (expected QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED)"));
+  }
+  return state;
+}
+
+bool IsTerminalState(v1::JobState state) {
+  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
+}
+
+std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp, absl::TimeZone zone) {
+  if (!IsSet(timestamp)) return "-";
+  const absl::Time time =
+      absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", time, zone);
+}
+
+std::string FormatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "-";
+  if (seconds < 10) return absl::StrFormat("%.1fs", seconds);
+  const int64_t total = static_cast<int64_t>(std::llround(seconds));
+  const int64_t hours = total / 3600;
+  const int64_t minutes = total / 60 % 60;
+  const int64_t secs = total % 60;
+  if (hours > 0) return absl::StrFormat("%dh%02dm%02ds", hours, minutes, secs);
+  if (minutes > 0) return absl::StrFormat("%dm%02ds", minutes, secs);
+  return absl::StrFormat("%ds", secs);
+}
+
+std::string FormatLoss(double loss) {
+  // Four decimals hide very small losses entirely; switch to exponent form.
+  if (loss != 0 && std::fabs(loss) < 1e-3) return absl::StrFormat("%.3e", loss);
+  return absl::StrFormat("%.4f", loss);
+}
+
+std::string FormatAccuracy(double fraction) { return absl::StrFormat("%.2f%%", 100.0 * fraction); }
+
+std::string FormatCount(int64_t count) {
+  // Negate in unsigned arithmetic so that INT64_MIN does not overflow.
+  const uint64_t magnitude = count < 0 ? 0 - static_cast<uint64_t>(count) : count;
+  const std::string digits = absl::StrCat(magnitude);
+  std::string out = count < 0 ? "-" : "";
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string FormatStepCount(const v1::Progress& progress) {
+  if (progress.total_steps() <= 0) return absl::StrCat(progress.step());
+  return absl::StrCat(progress.step(), "/", progress.total_steps());
+}
+
+std::string FormatOptions(const google::protobuf::Map<std::string, std::string>& options) {
+  std::vector<std::pair<std::string, std::string>> sorted(options.begin(), options.end());
+  std::sort(sorted.begin(), sorted.end());
+  return absl::StrJoin(sorted, ", ", absl::PairFormatter("="));
+}
+
+std::string EffectivePrecision(const v1::Job& job) {
+  if (!job.effective_precision().empty()) return job.effective_precision();
+  return OrDash(job.spec().precision());
+}
+
+std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
+  const v1::JobSpec& spec = job.spec();
+  DetailList details;
+  details.Add("ID", job.id());
+  details.Add("Name", OrDash(spec.name()));
+  details.Add("State", job.cancel_requested() && !IsTerminalState(job.state())
+                           ? absl::StrCat(JobStateName(job.state()), " (cancel requested)")
+                           : JobStateName(job.state()));
+  details.Add("Model", WithOptions(spec.model(), spec.model_options()));
+  details.Add("Dataset", WithOptions(spec.dataset(), spec.dataset_options()));
+  details.Add("Precision", FormatPrecisionLine(job));
+  if (spec.has_steps()) details.Add("Steps", absl::StrCat(spec.steps()));
+  if (spec.has_epochs()) details.Add("Epochs", absl::StrCat(spec.epochs()));
+  if (spec.has_batch_size()) details.Add("Batch size", absl::StrCat(spec.batch_size()));
+  details.Add("Optimizer", OrDash(spec.optimizer()));
+  if (spec.has_lr()) details.Add("Learning rate", FormatNumber(spec.lr()));
+  if (spec.has_weight_decay()) details.Add("Weight decay", FormatNumber(spec.weight_decay()));
+  if (spec.has_momentum()) details.Add("Momentum", FormatNumber(spec.momentum()));
+  details.Add("Seed", absl::StrCat(spec.seed()));
+  details.Add("Evaluation", FormatEvalSettings(spec.eval()));
+  if (job.state() != v1::QUEUED || job.progress().step() > 0) {
+    details.Add("Progress", FormatProgressSummary(job.progress()));
+  }
+  if (HasResult(job)) details.Add("Result", FormatResult(job.result()));
+  if (job.parameter_count() > 0) details.Add("Parameters", FormatCount(job.parameter_count()));
+  if (!job.error().empty()) details.Add("Error", job.error());
+  if (!job.warnings().empty()) details.Add("Warnings", absl::StrJoin(job.warnings(), "\n"));
+  details.Add("Created", FormatTimestamp(job.create_time(), zone));
+  if (IsSet(job.start_time())) details.Add("Started", FormatTimestamp(job.start_time(), zone));
+  if (IsSet(job.end_time())) details.Add("Ended", FormatTimestamp(job.end_time(), zone));
+  return details.Render();
+}
+
+std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
+                           absl::TimeZone zone) {
+  TablePrinter table({"ID", "NAME", "MODEL", "DATASET", "PRECISION", "STATE", "STEP", "LOSS",
+                      "ACCURACY", "CREATED"});
+  for (size_t column : {6, 7, 8}) table.AlignRight(column);
+  for (const v1::Job& job : jobs) {
+    table.AddRow(
+        {job.id(), OrDash(job.spec().name()), OrDash(job.spec().model()),
+         OrDash(job.spec().dataset()), EffectivePrecision(job), JobStateName(job.state()),
+         FormatStepCount(job.progress()), ListLoss(job),
+         job.result().has_eval_accuracy() ? FormatAccuracy(job.result().eval_accuracy()) : "-",
+         FormatTimestamp(job.create_time(), zone)});
+  }
+  return table.ToString();
+}
+
+std::string FormatSubmittedJob(const v1::Job& job) {
+  std::string out = absl::StrCat("job ", job.id(), " submitted: ", JobStateName(job.state()),
+                                 ", precision ", EffectivePrecision(job));
+  const std::string& requested = job.spec().precision();
+  if (!requested.empty() && !job.effective_precision().empty() &&
+      requested != job.effective_precision()) {
+    absl::StrAppend(&out, " (requested ", requested, ")");
+  }
+  absl::StrAppend(&out, "\n");
+  for (const std::string& warning : job.warnings())
+    absl::StrAppend(&out, "warning: ", warning, "\n");
+  return out;
+}
+
+std::string FormatJobOutcome(const v1::Job& job) {
+  const std::string head = absl::StrCat("job ", job.id(), " ", JobStateName(job.state()));
+  switch (job.state()) {
+    case v1::SUCCEEDED: {
+      const v1::JobResult& result = job.result();
+      std::string out = absl::StrCat(head, " in ", FormatDuration(result.train_seconds()),
+                                     ": final loss ", FormatLoss(result.final_loss()));
+      if (result.has_eval_accuracy()) {
+        absl::StrAppend(&out, ", eval accuracy ", FormatAccuracy(result.eval_accuracy()));
+      }
+      if (result.has_eval_loss()) {
+        absl::StrAppend(&out, ", eval loss ", FormatLoss(result.eval_loss()));
+      }
+      return out;
+    }
+    case v1::FAILED:
+      return job.error().empty() ? head : absl::StrCat(head, ": ", job.error());
+    case v1::CANCELLED:
+      return absl::StrCat(head, " at step ", FormatStepCount(job.progress()));
+    default:
+      return absl::StrCat("job ", job.id(), " is ", JobStateName(job.state()));
+  }
+}
+
+}  // namespace mantissa::cli

@@ -1,0 +1,53 @@
+#ifndef MANTISSA_CLIENT_JOB_FORMAT_H_
+#define MANTISSA_CLIENT_JOB_FORMAT_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "google/protobuf/map.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "mantissa/v1/training.pb.h"
+
+// Human-readable renderings of jobs. Everything here is pure string building so
+// that it can be tested without a daemon.
+namespace mantissa::cli {
+
+// "RUNNING"; values from a newer daemon print as "STATE_7".
+std::string JobStateName(v1::JobState state);
+// Case-insensitive; only the five real states are accepted.
+absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name);
+bool IsTerminalState(v1::JobState state);
+
+// "-" when unset.
+std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp, absl::TimeZone zone);
+// "4.2s", "42s", "3m05s", "1h02m03s".
+std::string FormatDuration(double seconds);
+std::string FormatLoss(double loss);
+// Accuracy is a fraction in [0, 1]; prints "88.45%".
+std::string FormatAccuracy(double fraction);
+// "101,770".
+std::string FormatCount(int64_t count);
+// "420/938", "420" when the total is unknown.
+std::string FormatStepCount(const v1::Progress& progress);
+// "a=1, b=2", sorted by key so the output is stable.
+std::string FormatOptions(const google::protobuf::Map<std::string, std::string>& options);
+// The precision the job runs in, falling back to the requested one.
+std::string EffectivePrecision(const v1::Job& job);
+
+// The multi-line view of `mantissa get`.
+std::string FormatJob(const v1::Job& job, absl::TimeZone zone);
+// The table of `mantissa list`.
+std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
+                           absl::TimeZone zone);
+// What `mantissa submit` prints: id, state, precision, then one line per warning.
+std::string FormatSubmittedJob(const v1::Job& job);
+// One line on how a job ended: state, final loss and eval accuracy, or the error.
+std::string FormatJobOutcome(const v1::Job& job);
+
+}  // namespace mantissa::cli
+
+#endif  // MANTISSA_CLIENT_JOB_FORMAT_H_

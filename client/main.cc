@@ -1,0 +1,312 @@
+// mantissa: the command-line client of the mantissad training daemon.
+
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "client/arg_parser.h"
+#include "client/commands.h"
+#include "client/training_client.h"
+
+namespace mantissa::cli {
+namespace {
+
+constexpr char kDefaultServer[] = "127.0.0.1:50051";
+constexpr char kServerEnv[] = "MANTISSA_SERVER";
+
+struct GlobalOptions {
+  std::optional<std::string> server;
+  bool json = false;
+  bool help = false;
+};
+
+// The flags of every command; each command registers only its own part.
+struct CommandFlags {
+  SubmitOptions submit;
+  ListOptions list;
+};
+
+struct Command {
+  absl::string_view name;
+  absl::string_view arguments;  // positional arguments, as shown in usage
+  int argument_count;           // exactly this many positional arguments
+  absl::string_view summary;
+  absl::string_view description;
+  void (*define_flags)(ArgParser& parser, CommandFlags* flags);
+};
+
+void AddGlobalFlags(ArgParser& parser, GlobalOptions* global) {
+  parser.AddString(
+      "server", &global->server,
+      absl::StrCat("daemon address (default ", kDefaultServer, ", or $", kServerEnv, ")"),
+      "HOST:PORT");
+  parser.AddBool("json", &global->json,
+                 "print responses as protobuf JSON; watch prints one event per line");
+  parser.AddBool("help", &global->help, "show help");
+  parser.AddShortName('h', "help");
+}
+
+void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
+  SubmitOptions& o = flags->submit;
+  parser.AddString("model", &o.model, "model to train, e.g. mlp", "NAME");
+  parser.AddRepeated("model-option", &o.model_options, "model option; repeatable", "KEY=VALUE");
+  parser.AddString("dataset", &o.dataset, "dataset, e.g. synthetic or fashion-mnist", "NAME");
+  parser.AddRepeated("dataset-option", &o.dataset_options, "dataset option; repeatable",
+                     "KEY=VALUE");
+  parser.AddString("precision", &o.precision,
+                   "Lightning Fabric precision, e.g. 32-true or bf16-mixed (default 32-true)");
+  parser.AddInt("steps", &o.steps, "train for N steps (give --steps or --epochs, not both)");
+  parser.AddInt("epochs", &o.epochs, "train for N epochs (default 1 epoch)");
+  parser.AddInt("batch-size", &o.batch_size, "training batch size (default 64)");
+  parser.AddString("optimizer", &o.optimizer, "sgd, adam or adamw (default adamw)", "NAME");
+  parser.AddDouble("lr", &o.lr, "learning rate (default 1e-3)");
+  parser.AddDouble("weight-decay", &o.weight_decay, "weight decay (default 0; adamw 0.01)");
+  parser.AddDouble("momentum", &o.momentum, "SGD momentum (default 0)");
+  parser.AddUint("seed", &o.seed, "random seed");
+  parser.AddString("name", &o.name, "label shown by 'mantissa list'", "TEXT");
+  parser.AddInt("progress-every-n-steps", &o.progress_every_n_steps,
+                "report progress every N steps (default 10)");
+  parser.AddInt("eval-every-n-steps", &o.eval_every_n_steps,
+                "evaluate every N steps (default: only at the end)");
+  parser.AddInt("eval-max-batches", &o.eval_max_batches,
+                "evaluate on at most N batches (default: the whole test split)");
+  parser.AddInt("eval-batch-size", &o.eval_batch_size,
+                "evaluation batch size (default: the training batch size)");
+  parser.AddBool("no-eval", &o.no_eval, "skip evaluation");
+  parser.AddBool("wait", &o.wait, "watch the job until it ends; exit 0 only if it succeeds");
+}
+
+void DefineListFlags(ArgParser& parser, CommandFlags* flags) {
+  parser.AddRepeated("state", &flags->list.states,
+                     "only jobs in this state: QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED; "
+                     "repeatable",
+                     "STATE");
+  parser.AddInt("limit", &flags->list.limit, "at most N jobs (default: all)");
+}
+
+void DefineNoFlags(ArgParser&, CommandFlags*) {}
+
+constexpr Command kCommands[] = {
+    {"submit", "", 0, "submit a training job",
+     "Submits a training job. Flags left out take the daemon's defaults, and the\n"
+     "daemon validates the spec.",
+     DefineSubmitFlags},
+    {"get", "JOB", 1, "show a job", "Shows a job: its spec, state, progress and result.",
+     DefineNoFlags},
+    {"list", "", 0, "list jobs, newest first", "Lists jobs, newest first.", DefineListFlags},
+    {"cancel", "JOB", 1, "cancel a job",
+     "Cancels a job. A queued job is cancelled at once, a running one within one step.",
+     DefineNoFlags},
+    {"watch", "JOB", 1, "follow a job until it ends",
+     "Follows a job until it ends. Exits 0 only if the job succeeds.", DefineNoFlags},
+    {"capabilities", "", 0, "show what the daemon's device can run",
+     "Shows the daemon's device, versions, and the precisions, models, datasets and\n"
+     "optimizers it supports.",
+     DefineNoFlags},
+};
+
+const Command* FindCommand(absl::string_view name) {
+  for (const Command& command : kCommands) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+
+std::string GlobalFlagsHelp() {
+  GlobalOptions unused;
+  ArgParser parser;
+  AddGlobalFlags(parser, &unused);
+  return parser.Help();
+}
+
+std::string Usage() {
+  std::string out =
+      "Usage: mantissa [--server=HOST:PORT] [--json] COMMAND [ARGS]\n"
+      "\n"
+      "Submits, follows and manages training jobs on a mantissad daemon.\n"
+      "\n"
+      "Commands:\n";
+  std::vector<std::pair<std::string, absl::string_view>> lines;
+  size_t width = 0;
+  for (const Command& command : kCommands) {
+    std::string left = std::string(command.name);
+    if (!command.arguments.empty()) absl::StrAppend(&left, " ", command.arguments);
+    width = std::max(width, left.size());
+    lines.emplace_back(std::move(left), command.summary);
+  }
+  lines.emplace_back("help [COMMAND]", "show help for a command");
+  width = std::max(width, lines.back().first.size());
+  for (const auto& [left, summary] : lines) {
+    absl::StrAppend(&out, "  ", left, std::string(width - left.size() + 2, ' '), summary, "\n");
+  }
+  absl::StrAppend(&out,
+                  "\n"
+                  "Global flags (before or after the command):\n",
+                  GlobalFlagsHelp(),
+                  "\n"
+                  "Flags take --flag=value or --flag value.\n"
+                  "Exit status: 0 on success, 1 when a call fails or a watched job does not\n"
+                  "succeed, 2 for a usage error.\n");
+  return out;
+}
+
+std::string CommandUsage(const Command& command) {
+  std::string out = absl::StrCat("Usage: mantissa [GLOBAL FLAGS] ", command.name);
+  CommandFlags unused;
+  ArgParser parser;
+  command.define_flags(parser, &unused);
+  const std::string flags = parser.Help();
+  if (!flags.empty()) absl::StrAppend(&out, " [FLAGS]");
+  if (!command.arguments.empty()) absl::StrAppend(&out, " ", command.arguments);
+  absl::StrAppend(&out, "\n\n", command.description, "\n");
+  if (!flags.empty()) absl::StrAppend(&out, "\nFlags:\n", flags);
+  absl::StrAppend(&out, "\nGlobal flags:\n", GlobalFlagsHelp());
+  return out;
+}
+
+int UsageError(const Command* command, absl::string_view message) {
+  if (command == nullptr) {
+    std::cerr << "mantissa: " << message << "\nRun 'mantissa --help' for usage.\n";
+  } else {
+    std::cerr << "mantissa " << command->name << ": " << message << "\nRun 'mantissa help "
+              << command->name << "' for usage.\n";
+  }
+  return kExitUsage;
+}
+
+int TerminalWidth() {
+  winsize size{};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0) return size.ws_col;
+  return 80;
+}
+
+volatile sig_atomic_t g_clear_line_on_interrupt = 0;
+
+// Ctrl-C only stops the watching; say so, since the job itself runs on.
+void OnInterrupt(int) {
+  // The terminal has echoed "^C" after the output; either wipe it together
+  // with the progress line or move past it.
+  static constexpr char kClear[] = "\r\x1b[K";
+  static constexpr char kNewline[] = "\n";
+  static constexpr char kMessage[] = "mantissa: stopped watching; the job keeps running\n";
+  if (g_clear_line_on_interrupt) {
+    (void)!write(STDOUT_FILENO, kClear, sizeof(kClear) - 1);
+  } else {
+    (void)!write(STDERR_FILENO, kNewline, sizeof(kNewline) - 1);
+  }
+  (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+  _exit(130);
+}
+
+std::string ServerAddress(const GlobalOptions& global) {
+  if (global.server.has_value()) return *global.server;
+  const char* env = std::getenv(kServerEnv);
+  if (env != nullptr && *env != '\0') return env;
+  return kDefaultServer;
+}
+
+int Main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  GlobalOptions global;
+
+  // Global flags may come before the command ...
+  ArgParser leading;
+  AddGlobalFlags(leading, &global);
+  leading.set_stop_at_positional(true);
+  absl::StatusOr<std::vector<std::string>> rest = leading.Parse(args);
+  if (!rest.ok()) return UsageError(nullptr, rest.status().message());
+  if (rest->empty()) {
+    if (global.help) {
+      std::cout << Usage();
+      return kExitOk;
+    }
+    std::cerr << Usage();
+    return kExitUsage;
+  }
+
+  const std::string name = rest->front();
+  const std::vector<std::string> command_args(rest->begin() + 1, rest->end());
+  if (name == "help") {
+    if (command_args.empty()) {
+      std::cout << Usage();
+      return kExitOk;
+    }
+    if (command_args.size() > 1) return UsageError(nullptr, "help takes at most one command");
+    const Command* command = FindCommand(command_args.front());
+    if (command == nullptr) {
+      return UsageError(nullptr, absl::StrCat("unknown command '", command_args.front(), "'"));
+    }
+    std::cout << CommandUsage(*command);
+    return kExitOk;
+  }
+  const Command* command = FindCommand(name);
+  if (command == nullptr) return UsageError(nullptr, absl::StrCat("unknown command '", name, "'"));
+
+  // ... or after it.
+  CommandFlags flags;
+  ArgParser parser;
+  command->define_flags(parser, &flags);
+  AddGlobalFlags(parser, &global);
+  absl::StatusOr<std::vector<std::string>> positional = parser.Parse(command_args);
+  if (!positional.ok()) return UsageError(command, positional.status().message());
+  if (global.help) {
+    std::cout << CommandUsage(*command);
+    return kExitOk;
+  }
+  if (static_cast<int>(positional->size()) != command->argument_count) {
+    if (positional->size() > static_cast<size_t>(command->argument_count)) {
+      return UsageError(command, absl::StrCat("unexpected argument '",
+                                              (*positional)[command->argument_count], "'"));
+    }
+    return UsageError(command, absl::StrCat("missing ", command->arguments));
+  }
+
+  // Validate everything before any call, so a usage error never half-runs.
+  std::optional<v1::JobSpec> spec;
+  std::optional<v1::ListJobsRequest> list_request;
+  if (command->name == "submit") {
+    absl::StatusOr<v1::JobSpec> built = BuildJobSpec(flags.submit);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    spec = *std::move(built);
+  } else if (command->name == "list") {
+    absl::StatusOr<v1::ListJobsRequest> built = BuildListRequest(flags.list);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    list_request = *std::move(built);
+  }
+  const std::string server = ServerAddress(global);
+  if (server.empty()) return UsageError(command, "--server is empty");
+
+  CommandIo io;
+  io.json = global.json;
+  io.terminal = isatty(STDOUT_FILENO) != 0;
+  io.terminal_width = TerminalWidth();
+  const bool watches = command->name == "watch" || (command->name == "submit" && flags.submit.wait);
+  if (watches) {
+    g_clear_line_on_interrupt = io.terminal && !io.json;
+    signal(SIGINT, OnInterrupt);
+  }
+
+  std::unique_ptr<TrainingClient> client = TrainingClient::Connect(server);
+  const std::string job_id = command->argument_count == 1 ? positional->front() : "";
+  if (command->name == "submit") return RunSubmit(*client, *spec, flags.submit.wait, io);
+  if (command->name == "get") return RunGet(*client, job_id, io);
+  if (command->name == "list") return RunList(*client, *list_request, io);
+  if (command->name == "cancel") return RunCancel(*client, job_id, io);
+  if (command->name == "watch") return RunWatch(*client, job_id, io);
+  return RunCapabilities(*client, io);
+}
+
+}  // namespace
+}  // namespace mantissa::cli
+
+int main(int argc, char** argv) { return mantissa::cli::Main(argc, argv); }

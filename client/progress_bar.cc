@@ -1,0 +1,85 @@
+#include "client/progress_bar.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/job_format.h"
+
+namespace mantissa::cli {
+namespace {
+
+constexpr int kMaxBarCells = 30;
+constexpr int kMinBarCells = 10;
+
+// The fields after "step N/M" shared by the plain line and the bar.
+std::vector<std::string> ProgressDetails(const v1::Progress& progress) {
+  std::vector<std::string> parts;
+  if (progress.epoch() > 0) {
+    parts.push_back(progress.total_epochs() > 0
+                        ? absl::StrCat("epoch ", progress.epoch(), "/", progress.total_epochs())
+                        : absl::StrCat("epoch ", progress.epoch()));
+  }
+  if (progress.step() > 0) parts.push_back(absl::StrCat("loss ", FormatLoss(progress.loss())));
+  if (progress.items_per_second() > 0) {
+    parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
+  }
+  return parts;
+}
+
+}  // namespace
+
+std::string FormatProgressLine(const v1::Job& job) {
+  std::vector<std::string> parts = ProgressDetails(job.progress());
+  parts.insert(parts.begin(), absl::StrCat("step ", FormatStepCount(job.progress())));
+  return absl::StrJoin(parts, " ");
+}
+
+std::optional<double> EstimateRemainingSeconds(const v1::Job& job) {
+  const v1::Progress& progress = job.progress();
+  if (progress.total_steps() <= 0 || progress.step() <= 0) return std::nullopt;
+  const double remaining =
+      static_cast<double>(std::max<int64_t>(progress.total_steps() - progress.step(), 0));
+  if (progress.step_seconds() > 0) return remaining * progress.step_seconds();
+  // Older events may carry only a throughput; turn it back into steps.
+  if (progress.items_per_second() > 0 && job.spec().batch_size() > 0) {
+    return remaining * static_cast<double>(job.spec().batch_size()) / progress.items_per_second();
+  }
+  return std::nullopt;
+}
+
+std::string RenderProgressBar(const v1::Job& job, int width) {
+  const v1::Progress& progress = job.progress();
+  std::vector<std::string> parts;
+  double fraction = -1;
+  if (progress.total_steps() > 0) {
+    fraction = std::clamp(
+        static_cast<double>(progress.step()) / static_cast<double>(progress.total_steps()), 0.0,
+        1.0);
+    parts.push_back(absl::StrFormat("%5.1f%%", 100.0 * fraction));
+  }
+  // With a total the percentage says what the numbers are; without, say it.
+  parts.push_back(fraction >= 0 ? FormatStepCount(progress)
+                                : absl::StrCat("step ", FormatStepCount(progress)));
+  for (std::string& detail : ProgressDetails(progress)) parts.push_back(std::move(detail));
+  if (std::optional<double> eta = EstimateRemainingSeconds(job); eta.has_value() && *eta > 0) {
+    parts.push_back(absl::StrCat("ETA ", FormatDuration(*eta)));
+  }
+  std::string text = absl::StrJoin(parts, " ");
+
+  const int usable = std::max(width - 1, 1);
+  // "[" + cells + "] " must leave room for the text; a bar too narrow to
+  // read is dropped before any of the numbers are.
+  const int cells = std::min(kMaxBarCells, usable - static_cast<int>(text.size()) - 3);
+  if (fraction >= 0 && cells >= kMinBarCells) {
+    const int filled = static_cast<int>(fraction * cells + 0.5);
+    text =
+        absl::StrCat("[", std::string(filled, '#'), std::string(cells - filled, '-'), "] ", text);
+  }
+  if (static_cast<int>(text.size()) > usable) text.resize(usable);
+  return text;
+}
+
+}  // namespace mantissa::cli

@@ -1,0 +1,27 @@
+#!/bin/bash
+# The main job, on a fresh Debian 12 machine: install, build, start mantissad
+# on its embedded defaults and train an MLP on Fashion-MNIST through the CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash deploy/install-deps.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target mantissad mantissa
+
+mantissa=./build/client/mantissa
+./build/server/mantissad &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  $mantissa capabilities >/dev/null 2>&1 && break
+  kill -0 $daemon 2>/dev/null || { echo "quickstart: mantissad did not start" >&2; exit 1; }
+  sleep 0.1
+done
+
+$mantissa capabilities
+echo
+$mantissa submit --name quickstart --model mlp --model-option hidden=256,128 \
+  --dataset fashion-mnist --epochs 1 --optimizer adam --lr 0.001 \
+  --progress-every-n-steps 50 --wait
+echo
+$mantissa list

@@ -1,0 +1,40 @@
+#ifndef MANTISSA_SERVER_DATA_IDX_DATASET_H_
+#define MANTISSA_SERVER_DATA_IDX_DATASET_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/common/option_reader.h"
+#include "server/data/dataset.h"
+
+namespace mantissa {
+
+// MNIST-layout image classification from IDX files (train-images-idx3-ubyte,
+// train-labels-idx1-ubyte, t10k-*), gzipped or not, any number of items.
+// dataset_options: dir, train_limit, test_limit (0 = all items).
+class IdxDataset {
+ public:
+  struct Options {
+    std::string dir;
+    int64_t train_limit = 0;
+    int64_t test_limit = 0;
+    int64_t num_classes = 10;
+    TensorDataset::Normalization normalization;
+  };
+
+  // `default_dir` is where the dataset's Debian package installs it.
+  static absl::StatusOr<Options> ParseOptions(OptionReader& reader, const std::string& default_dir,
+                                              TensorDataset::Normalization normalization);
+  // Checks that the four files exist, without reading them.
+  static absl::Status CheckFiles(const Options& options);
+  static absl::StatusOr<DatasetSplits> Load(const Options& options);
+
+  // Reads one IDX file: uint8 images [N, rows, cols] or labels [N].
+  // `limit` > 0 keeps the first `limit` items.
+  static absl::StatusOr<torch::Tensor> ReadIdx(const std::string& path, int expected_dims,
+                                               int64_t limit);
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_DATA_IDX_DATASET_H_

@@ -1,0 +1,107 @@
+#ifndef MANTISSA_SERVER_JOBS_JOB_MANAGER_H_
+#define MANTISSA_SERVER_JOBS_JOB_MANAGER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "mantissa/v1/training.pb.h"
+#include "server/jobs/job_runner.h"
+#include "server/jobs/job_store.h"
+#include "server/metrics/metrics.h"
+
+namespace mantissa {
+
+// Receives the events of one job. Called with the manager's lock held, in
+// event order: it must return quickly and must not call into the manager.
+class JobWatcher {
+ public:
+  virtual ~JobWatcher() = default;
+  virtual void OnJobEvent(const v1::JobEvent& event) = 0;
+};
+
+// Owns the life of training jobs: validation at submission, a FIFO queue,
+// `max_concurrent_jobs` worker threads that call the JobRunner, cancellation,
+// events for watchers, and write-through persistence to the JobStore.
+// On creation it recovers the store: jobs that were RUNNING when the daemon
+// died are marked FAILED, QUEUED jobs are queued again. Thread-safe.
+class JobManager {
+ public:
+  struct Options {
+    JobStore* store = nullptr;    // not owned; outlives the manager
+    JobRunner* runner = nullptr;  // not owned; outlives the manager
+    Metrics* metrics = nullptr;   // not owned; outlives the manager
+    int max_concurrent_jobs = 1;
+    // Progress events reach watchers at once but the store at most this often.
+    absl::Duration progress_persist_interval = absl::Seconds(1);
+  };
+
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(Options options);
+  ~JobManager();  // Shutdown()
+
+  absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
+  absl::StatusOr<v1::Job> Get(const std::string& id);
+  // Newest first.
+  absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states, int limit);
+  // QUEUED: cancelled now. RUNNING: asked to stop; it ends within one step.
+  // Ended jobs: FAILED_PRECONDITION.
+  absl::StatusOr<v1::Job> Cancel(const std::string& id);
+  v1::GetCapabilitiesResponse Capabilities() const;
+
+  // Sends `watcher` a SNAPSHOT now and every later event of the job. For a
+  // job that already ended, SNAPSHOT is followed by FINISHED and the watcher
+  // is not kept. Otherwise the watcher stays registered until Unwatch, after
+  // which it receives no more calls.
+  absl::Status Watch(const std::string& id, JobWatcher* watcher);
+  void Unwatch(const std::string& id, JobWatcher* watcher);
+
+  // Refuses new jobs, cancels running ones (they end CANCELLED, queued ones
+  // stay QUEUED in the store for the next start) and joins the workers.
+  // Idempotent.
+  void Shutdown();
+
+ private:
+  class Context;
+  struct ActiveJob {
+    v1::Job job;
+    std::atomic<bool> cancel{false};
+    bool cancelled_by_shutdown = false;
+    std::vector<JobWatcher*> watchers;
+    absl::Time last_persisted = absl::InfinitePast();
+    std::shared_ptr<JobMetrics> metrics;
+  };
+
+  explicit JobManager(Options options) : options_(std::move(options)) {}
+  absl::Status Recover();
+  void WorkerLoop();
+  void RunJob(ActiveJob& active);
+
+  // All *Locked methods need mu_ held.
+  void PersistLocked(ActiveJob& active);
+  void PublishLocked(ActiveJob& active, v1::JobEvent::Type type, const std::string& message);
+  void FinishLocked(ActiveJob& active, v1::JobState state, const std::string& error,
+                    const v1::JobResult* result);
+  void UpdateGaugesLocked();
+
+  const Options options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_available_;
+  std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // queued or running
+  std::deque<std::string> queue_;
+  int running_ = 0;
+  bool shutting_down_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_JOBS_JOB_MANAGER_H_

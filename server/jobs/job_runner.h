@@ -1,0 +1,63 @@
+#ifndef MANTISSA_SERVER_JOBS_JOB_RUNNER_H_
+#define MANTISSA_SERVER_JOBS_JOB_RUNNER_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "mantissa/v1/training.pb.h"
+#include "server/metrics/metrics.h"
+
+namespace mantissa {
+
+// The running job as the runner sees it. Implemented by JobManager; every
+// method is safe to call from the job's worker thread.
+class JobContext {
+ public:
+  virtual ~JobContext() = default;
+
+  // True once CancelJob or shutdown asked the job to stop. Runners check it
+  // every step and then return absl::CancelledError.
+  virtual bool cancelled() const = 0;
+
+  // Applies `mutate` to the stored job, persists it and publishes an event
+  // of `type` to watchers. Must not call back into the JobManager.
+  virtual void Update(v1::JobEvent::Type type, const std::function<void(v1::Job&)>& mutate,
+                      const std::string& message = "") = 0;
+
+  // Adds a warning to the job and publishes a WARNING event.
+  virtual void Warn(const std::string& warning) = 0;
+
+  // The job's Prometheus series.
+  virtual JobMetrics& metrics() = 0;
+};
+
+// Whatever executes jobs: the LibTorch trainer in production, fakes in tests.
+// Keeps torch out of the job manager and the gRPC service.
+class JobRunner {
+ public:
+  struct PreparedSpec {
+    v1::JobSpec spec;                   // defaults filled in
+    std::string effective_precision;    // canonical, after device fallbacks
+    std::vector<std::string> warnings;  // e.g. deprecated precision aliases
+  };
+
+  virtual ~JobRunner() = default;
+
+  // Validates a submitted spec without side effects: INVALID_ARGUMENT for bad
+  // values (naming the field), NOT_FOUND for unknown models or datasets,
+  // FAILED_PRECONDITION for what this device cannot run.
+  virtual absl::StatusOr<PreparedSpec> Prepare(const v1::JobSpec& spec) const = 0;
+
+  // Runs the job to completion on the calling thread. Returns CANCELLED when
+  // the context was cancelled, any other error to fail the job.
+  virtual absl::StatusOr<v1::JobResult> Run(const v1::Job& job, JobContext& context) = 0;
+
+  // Device, versions, precision support, models and datasets.
+  virtual v1::GetCapabilitiesResponse Capabilities() const = 0;
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_JOBS_JOB_RUNNER_H_

@@ -1,0 +1,65 @@
+#include "server/metrics/metrics_http_server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
+#include "server/common/host_port.h"
+#include "server/common/status_macros.h"
+
+namespace mantissa {
+
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Create(Options options) {
+  if (options.registry == nullptr) {
+    return absl::InvalidArgumentError("MetricsHttpServer: registry is required");
+  }
+  ASSIGN_OR_RETURN(HostPort address, ParseHostPort("--metrics_address", options.address));
+
+  std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer());
+  self->server_ = std::make_unique<httplib::Server>();
+  std::shared_ptr<prometheus::Registry> registry = options.registry;
+  self->server_->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
+    prometheus::TextSerializer serializer;
+    res.set_content(serializer.Serialize(registry->Collect()),
+                    "text/plain; version=0.0.4; charset=utf-8");
+  });
+  self->server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("mantissad: metrics at /metrics\n", "text/plain");
+  });
+
+  // cpp-httplib sets SO_REUSEPORT by default, which would let a second
+  // daemon bind a port a live one serves and split its scrapes. Only
+  // SO_REUSEADDR: fast restarts, no sharing.
+  self->server_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  if (address.port == 0) {
+    self->port_ = self->server_->bind_to_any_port(address.host);
+  } else if (self->server_->bind_to_port(address.host, address.port)) {
+    self->port_ = address.port;
+  } else {
+    self->port_ = -1;
+  }
+  if (self->port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("--metrics_address: cannot bind ", options.address));
+  }
+  httplib::Server* server = self->server_.get();
+  self->thread_ = std::thread([server] { server->listen_after_bind(); });
+  // stop() is a no-op until the loop runs; wait so the destructor can't hang.
+  for (int i = 0; i < 5000 && !server->is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return self;
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace mantissa

@@ -1,0 +1,33 @@
+#ifndef MANTISSA_SERVER_MODELS_MODEL_FACTORY_H_
+#define MANTISSA_SERVER_MODELS_MODEL_FACTORY_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/models/model.h"
+
+namespace mantissa {
+
+// Maps JobSpec.model + model_options to a Model. Adding a model means one
+// file with ParseOptions/Build and one entry in model_factory.cc.
+class ModelFactory {
+ public:
+  static std::vector<std::string> Names();
+
+  // NOT_FOUND for an unknown name (listing the valid ones), INVALID_ARGUMENT
+  // for bad options. Cheap: builds nothing.
+  static absl::Status Validate(const std::string& name,
+                               const std::map<std::string, std::string>& options);
+
+  // Builds the model with freshly initialised parameters on the CPU.
+  static absl::StatusOr<std::unique_ptr<Model>> Build(
+      const std::string& name, const std::map<std::string, std::string>& options,
+      const DataSpec& data);
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_MODELS_MODEL_FACTORY_H_

@@ -1,0 +1,48 @@
+#ifndef MANTISSA_SERVER_PRECISION_PRECISION_FACTORY_H_
+#define MANTISSA_SERVER_PRECISION_PRECISION_FACTORY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/precision/precision_plugin.h"
+
+namespace mantissa {
+
+// What a precision string resolves to on this daemon's device.
+struct ResolvedPrecision {
+  std::string requested;              // as submitted, e.g. "16"
+  std::string canonical;              // Fabric value it names, e.g. "16-mixed"
+  std::string effective;              // what runs, e.g. "bf16-mixed" on CPU
+  std::vector<std::string> warnings;  // deprecations and fallbacks
+};
+
+// One entry per Fabric precision value.
+struct PrecisionModeInfo {
+  std::string name;
+  std::vector<std::string> aliases;
+  bool supported = false;
+  std::string reason;  // why not, or how it runs
+};
+
+// The one place that maps precision strings to plugins. Adding a mode means
+// one plugin file and one entry here.
+class PrecisionFactory {
+ public:
+  // Every Fabric value, with its support on this build and device.
+  static std::vector<PrecisionModeInfo> Modes();
+
+  // Accepts Fabric's values and legacy aliases (32, "32", 64, "64", 16,
+  // "16", "bf16"); "" means "32-true". INVALID_ARGUMENT listing every valid
+  // value for anything else; FAILED_PRECONDITION with the reason for a value
+  // this build or device cannot run.
+  static absl::StatusOr<ResolvedPrecision> Resolve(const std::string& precision);
+
+  // A fresh plugin for an effective precision returned by Resolve.
+  static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(const std::string& effective);
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_PRECISION_PRECISION_FACTORY_H_

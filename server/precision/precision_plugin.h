@@ -1,0 +1,78 @@
+#ifndef MANTISSA_SERVER_PRECISION_PRECISION_PLUGIN_H_
+#define MANTISSA_SERVER_PRECISION_PRECISION_PLUGIN_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "server/models/model.h"
+
+namespace mantissa {
+
+// A scope set up by a plugin (autocast, default dtype) and undone when the
+// guard is destroyed: the C++ form of Fabric's context managers.
+class PrecisionGuard {
+ public:
+  virtual ~PrecisionGuard() = default;
+};
+
+// The outcome of one optimizer step.
+struct OptimizerStepResult {
+  // True when the step was not applied (a grad scaler found inf/NaN
+  // gradients). Fabric's optimizer_step cannot tell its caller this.
+  bool skipped = false;
+};
+
+// Mirrors Lightning Fabric's `Precision` plugin: every hook defaults to what
+// 32-true does (nothing), and each precision mode is one subclass in its own
+// file overriding only what differs. The trainer calls the hooks in this
+// order every step:
+//   ConvertInput -> ForwardGuard{ model.Forward } -> ConvertOutput -> loss
+//   -> Backward -> [UnscaleGradients -> clip] -> OptimizerStep
+// A plugin instance belongs to one job and is used from one thread.
+class PrecisionPlugin {
+ public:
+  virtual ~PrecisionPlugin() = default;
+
+  // Canonical Fabric value, e.g. "32-true".
+  virtual std::string name() const = 0;
+
+  // Fabric: convert_module. Casts the model's parameters where the mode
+  // keeps weights in another dtype (64-true, the *-true half modes).
+  virtual void ConvertModule(Model& model) {}
+
+  // Fabric: module_init_context. Parameters created inside the guard are
+  // created directly in the mode's dtype.
+  virtual std::unique_ptr<PrecisionGuard> ModuleInitGuard() { return nullptr; }
+
+  // Fabric: forward_context (autocast in the mixed modes).
+  virtual std::unique_ptr<PrecisionGuard> ForwardGuard() { return nullptr; }
+
+  // Fabric: convert_input. Floating inputs to the compute dtype.
+  virtual torch::Tensor ConvertInput(const torch::Tensor& input) { return input; }
+
+  // Fabric: convert_output. Floating outputs back to the default dtype.
+  virtual torch::Tensor ConvertOutput(const torch::Tensor& output) { return output; }
+
+  // Fabric: backward (pre_backward/post_backward folded in).
+  virtual void Backward(const torch::Tensor& loss) { loss.backward(); }
+
+  // Fabric: unscale_gradients. Called before gradient clipping.
+  virtual void UnscaleGradients(torch::optim::Optimizer& optimizer) {}
+
+  // Fabric: optimizer_step.
+  virtual OptimizerStepResult OptimizerStep(torch::optim::Optimizer& optimizer) {
+    optimizer.step();
+    return {};
+  }
+
+  // Fabric: state_dict / load_state_dict. The plugin's own state (the grad
+  // scaler's), saved with checkpoints.
+  virtual void SaveState(torch::serialize::OutputArchive& archive) const {}
+  virtual void LoadState(torch::serialize::InputArchive& archive) {}
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_PRECISION_PRECISION_PLUGIN_H_

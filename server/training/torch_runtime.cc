@@ -1,0 +1,56 @@
+#include "server/training/torch_runtime.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/torch_compat.h"
+
+namespace mantissa {
+
+int ConfigureIntraOpThreads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  // LibTorch already splits work over its OpenMP pool; OpenBLAS's own pthread
+  // pool on top of it oversubscribes the cores and spins between GEMMs. On
+  // two cores an MLP step went from 15 ms to 5.3 ms with OpenBLAS at one
+  // thread. Looked up at run time: other BLAS builds (MKL) lack the symbol.
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(1);
+  }
+  return at::get_num_threads();
+}
+
+absl::StatusOr<std::string> ResolveDevice(const std::string& device) {
+  const bool cuda_available = compat::CudaAvailable();
+  if (device == "auto") return std::string(cuda_available ? "cuda:0" : "cpu");
+  if (device == "cpu") return device;
+  int index = 0;
+  if (device == "cuda") {
+    index = 0;
+  } else if (!absl::StartsWith(device, "cuda:") || !absl::SimpleAtoi(device.substr(5), &index) ||
+             index < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: '", device, "' is not one of auto, cpu, cuda, cuda:N"));
+  }
+  if (!cuda_available) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--device: ", device, " requested but no CUDA device is available to LibTorch ",
+        compat::LibTorchVersion(), " in this process"));
+  }
+  if (index >= compat::CudaDeviceCount()) {
+    return absl::FailedPreconditionError(absl::StrCat("--device: ", device, " requested but only ",
+                                                      compat::CudaDeviceCount(),
+                                                      " CUDA device(s) are present"));
+  }
+  return absl::StrCat("cuda:", index);
+}
+
+std::string LibTorchVersion() { return compat::LibTorchVersion(); }
+
+}  // namespace mantissa

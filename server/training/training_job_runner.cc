@@ -1,0 +1,65 @@
+#include "server/training/training_job_runner.h"
+
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_compat.h"
+#include "server/common/torch_status.h"
+#include "server/data/dataset_factory.h"
+#include "server/models/model_factory.h"
+#include "server/precision/precision_factory.h"
+#include "server/training/job_spec_resolver.h"
+#include "server/training/optimizer_factory.h"
+#include "server/training/torch_runtime.h"
+#include "server/training/trainer.h"
+
+namespace mantissa {
+
+absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Options options) {
+  ASSIGN_OR_RETURN(std::string device, ResolveDevice(options.device));
+  return std::unique_ptr<TrainingJobRunner>(new TrainingJobRunner(std::move(device)));
+}
+
+absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::JobSpec& spec) const {
+  return ResolveJobSpec(spec);
+}
+
+absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
+  absl::StatusOr<v1::JobResult> result;
+  absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
+    Trainer::Options options;
+    options.spec = job.spec();
+    options.effective_precision = job.effective_precision();
+    options.device = torch::Device(device_);
+    ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
+    result = trainer->Run(context);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return result;
+}
+
+v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
+  v1::GetCapabilitiesResponse caps;
+  caps.set_device(device_);
+  caps.set_device_name(device_ == "cpu"
+                           ? absl::StrCat("CPU (", at::get_num_threads(), " intra-op threads)")
+                           : absl::StrCat("CUDA device ", device_));
+  caps.set_libtorch_version(compat::LibTorchVersion());
+  caps.set_mantissa_version(MANTISSA_VERSION);
+  caps.set_intra_op_threads(at::get_num_threads());
+  for (const PrecisionModeInfo& mode : PrecisionFactory::Modes()) {
+    v1::PrecisionSupport* p = caps.add_precisions();
+    p->set_precision(mode.name);
+    p->set_supported(mode.supported);
+    p->set_reason(mode.reason);
+    for (const std::string& a : mode.aliases) p->add_aliases(a);
+  }
+  for (const std::string& m : ModelFactory::Names()) caps.add_models(m);
+  for (const std::string& d : DatasetFactory::Names()) caps.add_datasets(d);
+  for (const std::string& o : OptimizerFactory::Names()) caps.add_optimizers(o);
+  return caps;
+}
+
+}  // namespace mantissa

@@ -1,0 +1,38 @@
+#ifndef MANTISSA_SERVER_TRAINING_TRAINING_JOB_RUNNER_H_
+#define MANTISSA_SERVER_TRAINING_TRAINING_JOB_RUNNER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/jobs/job_runner.h"
+
+namespace mantissa {
+
+// The production JobRunner: validates specs with ResolveJobSpec and trains
+// each job with a Trainer on the daemon's device. LibTorch errors become the
+// job's error here and never escape. Free of torch headers, so main.cc and
+// the service stay quick to compile.
+class TrainingJobRunner final : public JobRunner {
+ public:
+  struct Options {
+    std::string device = "auto";  // as --device
+  };
+
+  static absl::StatusOr<std::unique_ptr<TrainingJobRunner>> Create(Options options);
+
+  absl::StatusOr<PreparedSpec> Prepare(const v1::JobSpec& spec) const override;
+  absl::StatusOr<v1::JobResult> Run(const v1::Job& job, JobContext& context) override;
+  v1::GetCapabilitiesResponse Capabilities() const override;
+
+  const std::string& device() const { return device_; }
+
+ private:
+  explicit TrainingJobRunner(std::string device) : device_(std::move(device)) {}
+
+  const std::string device_;  // canonical: "cpu", "cuda:0"
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_TRAINING_TRAINING_JOB_RUNNER_H_

@@ -1,0 +1,200 @@
+#include "client/job_format.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_jobs.h"
+
+namespace mantissa::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(JobFormatTest, StateNames) {
+  EXPECT_EQ(JobStateName(v1::RUNNING), "RUNNING");
+  EXPECT_EQ(JobStateName(static_cast<v1::JobState>(42)), "STATE_42");
+}
+
+TEST(JobFormatTest, ParseJobStateIsCaseInsensitive) {
+  EXPECT_EQ(ParseJobState("running").value(), v1::RUNNING);
+  EXPECT_EQ(ParseJobState("Cancelled").value(), v1::CANCELLED);
+  EXPECT_FALSE(ParseJobState("JOB_STATE_UNSPECIFIED").ok());
+  auto bad = ParseJobState("done");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("'done'"));
+}
+
+TEST(JobFormatTest, TerminalStates) {
+  EXPECT_TRUE(IsTerminalState(v1::SUCCEEDED));
+  EXPECT_TRUE(IsTerminalState(v1::FAILED));
+  EXPECT_TRUE(IsTerminalState(v1::CANCELLED));
+  EXPECT_FALSE(IsTerminalState(v1::RUNNING));
+  EXPECT_FALSE(IsTerminalState(v1::QUEUED));
+}
+
+TEST(JobFormatTest, Durations) {
+  EXPECT_EQ(FormatDuration(4.24), "4.2s");
+  EXPECT_EQ(FormatDuration(42), "42s");
+  EXPECT_EQ(FormatDuration(185), "3m05s");
+  EXPECT_EQ(FormatDuration(3723), "1h02m03s");
+  EXPECT_EQ(FormatDuration(-1), "-");
+}
+
+TEST(JobFormatTest, Numbers) {
+  EXPECT_EQ(FormatLoss(0.51234), "0.5123");
+  EXPECT_EQ(FormatLoss(0.00001234), "1.234e-05");
+  EXPECT_EQ(FormatLoss(0), "0.0000");
+  EXPECT_EQ(FormatAccuracy(0.8845), "88.45%");
+  EXPECT_EQ(FormatAccuracy(1), "100.00%");
+  EXPECT_EQ(FormatCount(0), "0");
+  EXPECT_EQ(FormatCount(999), "999");
+  EXPECT_EQ(FormatCount(1000), "1,000");
+  EXPECT_EQ(FormatCount(101770), "101,770");
+  EXPECT_EQ(FormatCount(-1234567), "-1,234,567");
+}
+
+TEST(JobFormatTest, Timestamps) {
+  google::protobuf::Timestamp unset;
+  EXPECT_EQ(FormatTimestamp(unset, absl::UTCTimeZone()), "-");
+  google::protobuf::Timestamp time;
+  time.set_seconds(1700000000);
+  EXPECT_EQ(FormatTimestamp(time, absl::UTCTimeZone()), "2023-11-14 22:13:20");
+}
+
+TEST(JobFormatTest, StepCounts) {
+  v1::Progress progress;
+  progress.set_step(5);
+  EXPECT_EQ(FormatStepCount(progress), "5");
+  progress.set_total_steps(10);
+  EXPECT_EQ(FormatStepCount(progress), "5/10");
+}
+
+TEST(JobFormatTest, OptionsAreSortedByKey) {
+  EXPECT_EQ(FormatOptions(RunningJob().spec().model_options()), "depth=2, hidden=128");
+}
+
+TEST(JobFormatTest, EffectivePrecisionFallsBackToTheRequestedOne) {
+  v1::Job job = RunningJob();
+  EXPECT_EQ(EffectivePrecision(job), "bf16-mixed");
+  job.clear_effective_precision();
+  EXPECT_EQ(EffectivePrecision(job), "16-mixed");
+  job.mutable_spec()->clear_precision();
+  EXPECT_EQ(EffectivePrecision(job), "-");
+}
+
+TEST(JobFormatTest, JobViewShowsTheRunningJob) {
+  const std::string view = FormatJob(RunningJob(), absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("ID:             j1\n"));
+  EXPECT_THAT(view, HasSubstr("Name:           baseline\n"));
+  EXPECT_THAT(view, HasSubstr("State:          RUNNING\n"));
+  EXPECT_THAT(view, HasSubstr("Model:          mlp (depth=2, hidden=128)\n"));
+  EXPECT_THAT(view, HasSubstr("Dataset:        synthetic\n"));
+  EXPECT_THAT(view, HasSubstr("Precision:      16-mixed (effective bf16-mixed)\n"));
+  EXPECT_THAT(view, HasSubstr("Steps:          938\n"));
+  EXPECT_THAT(view, HasSubstr("Batch size:     64\n"));
+  EXPECT_THAT(view, HasSubstr("Optimizer:      adamw\n"));
+  EXPECT_THAT(view, HasSubstr("Learning rate:  0.001\n"));
+  EXPECT_THAT(view, HasSubstr("Weight decay:   0.01\n"));
+  EXPECT_THAT(view, HasSubstr("Evaluation:     every 100 steps, at most 10 batches\n"));
+  EXPECT_THAT(view, HasSubstr("Progress:       step 100/938 (10.7%), epoch 1/1, loss 0.5123, 12345 "
+                              "items/s\n"));
+  EXPECT_THAT(view, HasSubstr("Parameters:     101,770\n"));
+  EXPECT_THAT(view, HasSubstr("Warnings:       16-mixed runs as bf16-mixed on cpu\n"));
+  EXPECT_THAT(view, HasSubstr("Created:        2023-11-14 22:13:20\n"));
+  EXPECT_THAT(view, HasSubstr("Started:        2023-11-14 22:13:25\n"));
+  // Not there yet, so not shown.
+  EXPECT_THAT(view, Not(HasSubstr("Result:")));
+  EXPECT_THAT(view, Not(HasSubstr("Ended:")));
+  EXPECT_THAT(view, Not(HasSubstr("Momentum:")));
+  EXPECT_THAT(view, Not(HasSubstr("Error:")));
+  EXPECT_THAT(view, Not(HasSubstr("Epochs:")));
+}
+
+TEST(JobFormatTest, JobViewShowsResultErrorAndEveryWarning) {
+  v1::Job job = SucceededJob();
+  job.add_warnings("second warning");
+  std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Result:         final loss 0.3012, eval accuracy 88.45%, eval loss "
+                              "0.3100, 938 steps in 1m05s\n"));
+  EXPECT_THAT(view, HasSubstr("Warnings:       16-mixed runs as bf16-mixed on cpu\n"
+                              "                second warning\n"));
+  EXPECT_THAT(view, HasSubstr("Ended:          2023-11-14 22:14:30\n"));
+
+  job.set_state(v1::FAILED);
+  job.set_error("CUDA out of memory");
+  view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Error:          CUDA out of memory\n"));
+}
+
+TEST(JobFormatTest, JobViewMarksCancelRequestsAndDisabledEval) {
+  v1::Job job = RunningJob();
+  job.set_cancel_requested(true);
+  job.mutable_spec()->mutable_eval()->set_disabled(true);
+  const std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("State:          RUNNING (cancel requested)\n"));
+  EXPECT_THAT(view, HasSubstr("Evaluation:     disabled\n"));
+}
+
+TEST(JobFormatTest, JobViewValuesShareOneColumn) {
+  const std::string view = FormatJob(SucceededJob(), absl::UTCTimeZone());
+  for (absl::string_view line : absl::StrSplit(view, '\n', absl::SkipEmpty())) {
+    ASSERT_GT(line.size(), 16u) << line;
+    EXPECT_NE(line[16], ' ') << line;
+    EXPECT_EQ(line.substr(14, 2), "  ") << line;
+  }
+}
+
+TEST(JobFormatTest, JobTable) {
+  google::protobuf::RepeatedPtrField<v1::Job> jobs;
+  *jobs.Add() = SucceededJob();
+  v1::Job queued;
+  queued.set_id("j2");
+  queued.set_state(v1::QUEUED);
+  queued.mutable_spec()->set_model("cnn");
+  queued.mutable_spec()->set_dataset("fashion-mnist");
+  queued.mutable_spec()->set_precision("32-true");
+  queued.mutable_progress()->set_total_steps(10);
+  *jobs.Add() = queued;
+  EXPECT_EQ(FormatJobTable(jobs, absl::UTCTimeZone()),
+            "ID  NAME      MODEL  DATASET        PRECISION   STATE         STEP    LOSS  ACCURACY"
+            "  CREATED\n"
+            "j1  baseline  mlp    synthetic      bf16-mixed  SUCCEEDED  938/938  0.3012    88.45%"
+            "  2023-11-14 22:13:20\n"
+            "j2  -         cnn    fashion-mnist  32-true     QUEUED        0/10       -         -"
+            "  -\n");
+}
+
+TEST(JobFormatTest, SubmittedJob) {
+  v1::Job job = RunningJob();
+  job.set_state(v1::QUEUED);
+  EXPECT_EQ(FormatSubmittedJob(job),
+            "job j1 submitted: QUEUED, precision bf16-mixed (requested 16-mixed)\n"
+            "warning: 16-mixed runs as bf16-mixed on cpu\n");
+  job.mutable_spec()->set_precision("bf16-mixed");
+  job.clear_warnings();
+  EXPECT_EQ(FormatSubmittedJob(job), "job j1 submitted: QUEUED, precision bf16-mixed\n");
+}
+
+TEST(JobFormatTest, Outcomes) {
+  EXPECT_EQ(FormatJobOutcome(SucceededJob()),
+            "job j1 SUCCEEDED in 1m05s: final loss 0.3012, eval accuracy 88.45%, eval loss 0.3100");
+
+  v1::Job failed = RunningJob();
+  failed.set_state(v1::FAILED);
+  failed.set_error("loss became NaN at step 12");
+  EXPECT_EQ(FormatJobOutcome(failed), "job j1 FAILED: loss became NaN at step 12");
+
+  v1::Job cancelled = RunningJob();
+  cancelled.set_state(v1::CANCELLED);
+  EXPECT_EQ(FormatJobOutcome(cancelled), "job j1 CANCELLED at step 100/938");
+
+  EXPECT_EQ(FormatJobOutcome(RunningJob()), "job j1 is RUNNING");
+}
+
+}  // namespace
+}  // namespace mantissa::cli

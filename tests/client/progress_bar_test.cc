@@ -1,0 +1,91 @@
+#include "client/progress_bar.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_jobs.h"
+
+namespace mantissa::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+TEST(ProgressBarTest, PlainLine) {
+  EXPECT_EQ(FormatProgressLine(RunningJob()), "step 100/938 epoch 1/1 loss 0.5123 12345 items/s");
+}
+
+TEST(ProgressBarTest, PlainLineWithoutTotals) {
+  v1::Job job;
+  job.mutable_progress()->set_step(3);
+  job.mutable_progress()->set_epoch(2);
+  job.mutable_progress()->set_loss(1.5);
+  EXPECT_EQ(FormatProgressLine(job), "step 3 epoch 2 loss 1.5000");
+}
+
+TEST(ProgressBarTest, EtaFromStepTime) {
+  // 838 steps left at 5 ms each.
+  EXPECT_DOUBLE_EQ(EstimateRemainingSeconds(RunningJob()).value(), 838 * 0.005);
+}
+
+TEST(ProgressBarTest, EtaFromThroughputWhenStepTimeIsMissing) {
+  v1::Job job = RunningJob();
+  job.mutable_progress()->set_step_seconds(0);
+  job.mutable_progress()->set_items_per_second(640);  // 10 steps of 64 per second
+  EXPECT_DOUBLE_EQ(EstimateRemainingSeconds(job).value(), 83.8);
+}
+
+TEST(ProgressBarTest, EtaUnknownWithoutTotalOrPace) {
+  v1::Job job = RunningJob();
+  job.mutable_progress()->set_total_steps(0);
+  EXPECT_FALSE(EstimateRemainingSeconds(job).has_value());
+  job = RunningJob();
+  job.mutable_progress()->set_step_seconds(0);
+  job.mutable_progress()->set_items_per_second(0);
+  EXPECT_FALSE(EstimateRemainingSeconds(job).has_value());
+}
+
+TEST(ProgressBarTest, BarOnAWideTerminal) {
+  const std::string bar = RenderProgressBar(RunningJob(), 120);
+  // 100/938 of 30 cells rounds to 3.
+  EXPECT_EQ(bar,
+            "[###---------------------------]  10.7% 100/938 epoch 1/1 loss 0.5123 12345 items/s "
+            "ETA 4.2s");
+}
+
+TEST(ProgressBarTest, BarShrinksToFitAndNeverFillsTheLastColumn) {
+  for (int width : {100, 80, 70, 60, 40, 20, 5, 1}) {
+    const std::string bar = RenderProgressBar(RunningJob(), width);
+    EXPECT_LE(static_cast<int>(bar.size()), std::max(width - 1, 1)) << width;
+  }
+  const std::string narrow = RenderProgressBar(RunningJob(), 80);
+  EXPECT_THAT(narrow, StartsWith("[##-"));
+  EXPECT_EQ(narrow.size(), 79u);
+}
+
+TEST(ProgressBarTest, TooNarrowForABarKeepsTheNumbers) {
+  const std::string bar = RenderProgressBar(RunningJob(), 70);
+  EXPECT_THAT(bar, StartsWith(" 10.7% 100/938"));
+}
+
+TEST(ProgressBarTest, FullAndOverfullBars) {
+  v1::Job job = RunningJob();
+  job.mutable_progress()->set_step(938);
+  EXPECT_THAT(RenderProgressBar(job, 120), StartsWith("[" + std::string(30, '#') + "] 100.0%"));
+  EXPECT_THAT(RenderProgressBar(job, 120), Not(HasSubstr("ETA")));
+  job.mutable_progress()->set_step(2000);  // never draws past the end
+  EXPECT_THAT(RenderProgressBar(job, 120), StartsWith("[" + std::string(30, '#') + "] 100.0%"));
+}
+
+TEST(ProgressBarTest, NoBarWithoutATotal) {
+  v1::Job job = RunningJob();
+  job.mutable_progress()->set_total_steps(0);
+  const std::string bar = RenderProgressBar(job, 120);
+  EXPECT_EQ(bar, "step 100 epoch 1/1 loss 0.5123 12345 items/s");
+  EXPECT_THAT(bar, Not(HasSubstr("ETA")));
+}
+
+}  // namespace
+}  // namespace mantissa::cli

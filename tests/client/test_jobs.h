@@ -1,0 +1,68 @@
+#ifndef MANTISSA_TESTS_CLIENT_TEST_JOBS_H_
+#define MANTISSA_TESTS_CLIENT_TEST_JOBS_H_
+
+#include "google/protobuf/text_format.h"
+#include "mantissa/v1/training.pb.h"
+
+namespace mantissa::cli {
+
+// Parses a Job from text format, failing loudly on typos in test data.
+inline v1::Job JobFromText(const char* text) {
+  v1::Job job;
+  if (!google::protobuf::TextFormat::ParseFromString(text, &job)) abort();
+  return job;
+}
+
+// A running job part-way through, with everything the views show.
+inline v1::Job RunningJob() {
+  return JobFromText(R"pb(
+    id: "j1"
+    spec {
+      model: "mlp"
+      model_options { key: "hidden" value: "128" }
+      model_options { key: "depth" value: "2" }
+      dataset: "synthetic"
+      precision: "16-mixed"
+      steps: 938
+      batch_size: 64
+      optimizer: "adamw"
+      lr: 0.001
+      weight_decay: 0.01
+      seed: 7
+      eval { every_n_steps: 100 max_batches: 10 }
+      name: "baseline"
+    }
+    state: RUNNING
+    effective_precision: "bf16-mixed"
+    progress {
+      step: 100
+      total_steps: 938
+      epoch: 1
+      total_epochs: 1
+      loss: 0.51234
+      items_per_second: 12345.4
+      step_seconds: 0.005
+    }
+    warnings: "16-mixed runs as bf16-mixed on cpu"
+    create_time { seconds: 1700000000 }
+    start_time { seconds: 1700000005 }
+    parameter_count: 101770
+  )pb");
+}
+
+inline v1::Job SucceededJob() {
+  v1::Job job = RunningJob();
+  job.set_state(v1::SUCCEEDED);
+  job.mutable_progress()->set_step(938);
+  job.mutable_result()->set_final_loss(0.30121);
+  job.mutable_result()->set_eval_accuracy(0.8845);
+  job.mutable_result()->set_eval_loss(0.31);
+  job.mutable_result()->set_steps_completed(938);
+  job.mutable_result()->set_train_seconds(65);
+  job.mutable_end_time()->set_seconds(1700000070);
+  return job;
+}
+
+}  // namespace mantissa::cli
+
+#endif  // MANTISSA_TESTS_CLIENT_TEST_JOBS_H_

@@ -1,0 +1,122 @@
+#include "client/watch_printer.h"
+
+#include <sstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/client/test_jobs.h"
+
+namespace mantissa::cli {
+namespace {
+
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+
+v1::JobEvent Event(v1::JobEvent::Type type, const v1::Job& job, const std::string& message = "") {
+  v1::JobEvent event;
+  event.set_type(type);
+  *event.mutable_job() = job;
+  event.set_message(message);
+  return event;
+}
+
+v1::Job Queued() {
+  v1::Job job = RunningJob();
+  job.set_state(v1::QUEUED);
+  job.clear_progress();
+  return job;
+}
+
+TEST(WatchPrinterTest, PlainPrintsOneLinePerEvent) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  EXPECT_FALSE(printer.has_job());
+  v1::Job running = RunningJob();
+  running.mutable_progress()->set_step(0);
+  printer.Print(Event(v1::JobEvent::SNAPSHOT, Queued()));
+  printer.Print(Event(v1::JobEvent::STATE_CHANGED, running));
+  printer.Print(Event(v1::JobEvent::WARNING, running, "slow data loader"));
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  v1::Job evaluated = RunningJob();
+  evaluated.mutable_result()->set_eval_accuracy(0.5);
+  evaluated.mutable_result()->set_eval_loss(0.75);
+  printer.Print(Event(v1::JobEvent::EVALUATION, evaluated));
+  printer.Print(Event(v1::JobEvent::STATE_CHANGED, SucceededJob()));
+  printer.Print(Event(v1::JobEvent::FINISHED, SucceededJob()));
+  EXPECT_EQ(out.str(),
+            "job j1: QUEUED\n"
+            "state: RUNNING\n"
+            "warning: slow data loader\n"
+            "step 100/938 epoch 1/1 loss 0.5123 12345 items/s\n"
+            "eval at step 100: accuracy 50.00%, loss 0.7500\n");
+  ASSERT_TRUE(printer.has_job());
+  EXPECT_EQ(printer.job().state(), v1::SUCCEEDED);
+}
+
+TEST(WatchPrinterTest, SnapshotAnnouncementCanBeTurnedOff) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  printer.set_announce_snapshot(false);
+  printer.Print(Event(v1::JobEvent::SNAPSHOT, Queued()));
+  EXPECT_EQ(out.str(), "");
+  EXPECT_TRUE(printer.has_job());
+}
+
+TEST(WatchPrinterTest, StateChangeCarriesItsMessage) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  printer.Print(Event(v1::JobEvent::STATE_CHANGED, Queued(), "waiting for a worker"));
+  EXPECT_EQ(out.str(), "state: QUEUED (waiting for a worker)\n");
+}
+
+TEST(WatchPrinterTest, TerminalRedrawsOneLine) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kTerminal, 120);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  v1::Job later = RunningJob();
+  later.mutable_progress()->set_step(200);
+  printer.Print(Event(v1::JobEvent::PROGRESS, later));
+  const std::string text = out.str();
+  EXPECT_EQ(text.find('\n'), std::string::npos) << "progress must not scroll";
+  EXPECT_EQ(text.substr(0, 2), "\r[");
+  EXPECT_THAT(text, HasSubstr("\r[######"));
+  EXPECT_THAT(text, HasSubstr(" 200/938 "));
+  EXPECT_THAT(text, EndsWith("\x1b[K"));
+}
+
+TEST(WatchPrinterTest, TerminalPrintsWarningsAboveTheBar) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kTerminal, 120);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  out.str("");
+  printer.Print(Event(v1::JobEvent::WARNING, RunningJob(), "loss spiked"));
+  const std::string text = out.str();
+  // Clear the bar, print the warning on its own line, draw the bar again.
+  EXPECT_EQ(text.substr(0, 4), "\r\x1b[K");
+  EXPECT_THAT(text, HasSubstr("\r\x1b[Kwarning: loss spiked\n\r["));
+  EXPECT_THAT(text, EndsWith("\x1b[K"));
+}
+
+TEST(WatchPrinterTest, ClearLineRemovesTheBarOnce) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kTerminal, 120);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  out.str("");
+  printer.ClearLine();
+  EXPECT_EQ(out.str(), "\r\x1b[K");
+  printer.ClearLine();
+  EXPECT_EQ(out.str(), "\r\x1b[K");
+}
+
+TEST(WatchPrinterTest, FinishedClearsTheBar) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kTerminal, 120);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  out.str("");
+  printer.Print(Event(v1::JobEvent::FINISHED, SucceededJob()));
+  EXPECT_EQ(out.str(), "\r\x1b[K");
+}
+
+}  // namespace
+}  // namespace mantissa::cli

@@ -1,0 +1,131 @@
+#include "server/data/idx_dataset.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <fstream>
+
+#include "server/data/dataset_factory.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mantissa {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::StatusIs;
+
+std::string BigEndian(uint32_t v) {
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+// An IDX file of `n` 2x3 images whose pixels are the item index, or labels i % 10.
+std::string IdxBytes(bool images, uint32_t n, uint8_t label_offset = 0) {
+  std::string bytes = std::string("\0\0\x08", 3) + static_cast<char>(images ? 3 : 1);
+  bytes += BigEndian(n);
+  if (images) bytes += BigEndian(2) + BigEndian(3);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (images) {
+      bytes += std::string(6, static_cast<char>(i));
+    } else {
+      bytes += static_cast<char>(i % 10 + label_offset);
+    }
+  }
+  return bytes;
+}
+
+void WriteFile(const std::string& path, const std::string& bytes, bool gzip) {
+  if (gzip) {
+    gzFile f = gzopen((path + ".gz").c_str(), "wb");
+    gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+    gzclose(f);
+  } else {
+    std::ofstream(path, std::ios::binary) << bytes;
+  }
+}
+
+void WriteDataset(const std::string& dir, uint32_t train, uint32_t test, bool gzip) {
+  WriteFile(dir + "/train-images-idx3-ubyte", IdxBytes(true, train), gzip);
+  WriteFile(dir + "/train-labels-idx1-ubyte", IdxBytes(false, train), gzip);
+  WriteFile(dir + "/t10k-images-idx3-ubyte", IdxBytes(true, test), gzip);
+  WriteFile(dir + "/t10k-labels-idx1-ubyte", IdxBytes(false, test), gzip);
+}
+
+class IdxDatasetTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(IdxDatasetTest, LoadsAnyNumberOfItemsPlainOrGzipped) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 37, 11, /*gzip=*/GetParam());
+  auto splits = DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0);
+  ASSERT_OK(splits);
+  EXPECT_EQ(splits->train->size(), 37);
+  EXPECT_EQ(splits->test->size(), 11);
+  EXPECT_EQ(splits->spec.input_shape, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(splits->spec.num_classes, 10);
+  Batch batch = splits->train->Get(torch::tensor({12, 0}, torch::kInt64));
+  EXPECT_EQ(batch.inputs.sizes(), torch::IntArrayRef({2, 1, 2, 3}));
+  EXPECT_EQ(batch.inputs.scalar_type(), torch::kFloat32);
+  // Pixel 12 normalised with Fashion-MNIST's statistics.
+  EXPECT_NEAR(batch.inputs[0][0][0][0].item<float>(), (12.0f / 255.0f - 0.2860f) / 0.3530f, 1e-5);
+  EXPECT_EQ(batch.targets[0].item<int64_t>(), 2);
+  EXPECT_EQ(batch.targets.scalar_type(), torch::kInt64);
+}
+
+INSTANTIATE_TEST_SUITE_P(PlainAndGzip, IdxDatasetTest, ::testing::Bool());
+
+TEST(IdxDatasetErrorsTest, LimitsKeepTheFirstItems) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 50, 20, true);
+  auto splits = DatasetFactory::Load(
+      "fashion-mnist", {{"dir", dir.path()}, {"train_limit", "5"}, {"test_limit", "3"}}, 0);
+  ASSERT_OK(splits);
+  EXPECT_EQ(splits->train->size(), 5);
+  EXPECT_EQ(splits->test->size(), 3);
+}
+
+TEST(IdxDatasetErrorsTest, MissingFilesNameThePath) {
+  testing::TempDir dir;
+  EXPECT_THAT(DatasetFactory::Validate("fashion-mnist", {{"dir", dir.path()}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(dir.path() + "/train-images-idx3-ubyte")));
+}
+
+TEST(IdxDatasetErrorsTest, TruncatedFileIsDataLoss) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 10, 4, false);
+  std::string bytes = IdxBytes(true, 10);
+  WriteFile(dir.path() + "/train-images-idx3-ubyte", bytes.substr(0, bytes.size() - 7), false);
+  EXPECT_THAT(
+      DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("train-images-idx3-ubyte: truncated")));
+}
+
+TEST(IdxDatasetErrorsTest, WrongMagicIsInvalidArgument) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 10, 4, false);
+  // Labels where images belong: one dimension instead of three.
+  WriteFile(dir.path() + "/train-images-idx3-ubyte", IdxBytes(false, 10), false);
+  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad IDX magic")));
+}
+
+TEST(IdxDatasetErrorsTest, LabelOutOfRangeIsInvalidArgument) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 10, 4, false);
+  WriteFile(dir.path() + "/t10k-labels-idx1-ubyte", IdxBytes(false, 4, /*label_offset=*/200),
+            false);
+  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out of range")));
+}
+
+TEST(IdxDatasetErrorsTest, MismatchedCountsAreInvalidArgument) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 10, 4, false);
+  WriteFile(dir.path() + "/train-labels-idx1-ubyte", IdxBytes(false, 9), false);
+  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("10 images but")));
+}
+
+}  // namespace
+}  // namespace mantissa

@@ -1,0 +1,137 @@
+// Job state lives in SQLite under --state_dir: restarts, crashes and
+// graceful shutdowns must never lose a job.
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mantissa {
+namespace {
+
+using testing::DaemonProcess;
+using ::testing::HasSubstr;
+using testing::Submit;
+using testing::SyntheticMlpSpec;
+using testing::WaitForJob;
+
+class RestartTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<DaemonProcess> Start() {
+    auto daemon = DaemonProcess::Start({.state_dir = dir_.path()});
+    EXPECT_OK(daemon);
+    return daemon.ok() ? std::move(*daemon) : nullptr;
+  }
+
+  static std::vector<v1::Job> List(v1::TrainingService::Stub& stub) {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(stub.ListJobs(&context, v1::ListJobsRequest(), &response).ok());
+    return {response.jobs().begin(), response.jobs().end()};
+  }
+
+  testing::TempDir dir_;
+};
+
+TEST_F(RestartTest, JobListSurvivesRestart) {
+  std::string id;
+  {
+    auto daemon = Start();
+    ASSERT_NE(daemon, nullptr);
+    auto stub = daemon->NewStub();
+    auto submitted = Submit(*stub, SyntheticMlpSpec(40));
+    ASSERT_TRUE(submitted.status.ok());
+    id = submitted.job.id();
+    auto job = WaitForJob(*stub, id, testing::IsTerminal);
+    ASSERT_OK(job);
+    ASSERT_EQ(job->state(), v1::SUCCEEDED);
+    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
+  }
+  auto daemon = Start();
+  ASSERT_NE(daemon, nullptr);
+  auto stub = daemon->NewStub();
+  std::vector<v1::Job> jobs = List(*stub);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].id(), id);
+  EXPECT_EQ(jobs[0].state(), v1::SUCCEEDED);
+  EXPECT_EQ(jobs[0].result().steps_completed(), 40);
+  EXPECT_TRUE(jobs[0].result().has_eval_accuracy());
+}
+
+TEST_F(RestartTest, JobRunningDuringCrashIsMarkedFailed) {
+  std::string id;
+  {
+    auto daemon = Start();
+    ASSERT_NE(daemon, nullptr);
+    auto stub = daemon->NewStub();
+    auto submitted = Submit(*stub, SyntheticMlpSpec(10'000'000));
+    ASSERT_TRUE(submitted.status.ok());
+    id = submitted.job.id();
+    ASSERT_OK(WaitForJob(*stub, id, [](const v1::Job& j) { return j.state() == v1::RUNNING; }));
+    daemon->Kill();  // SIGKILL: no chance to clean up
+  }
+  auto daemon = Start();
+  ASSERT_NE(daemon, nullptr);
+  auto stub = daemon->NewStub();
+  auto job = WaitForJob(*stub, id, testing::IsTerminal, absl::Seconds(5));
+  ASSERT_OK(job);
+  EXPECT_EQ(job->state(), v1::FAILED);
+  EXPECT_THAT(job->error(), HasSubstr("stopped while this job was running"));
+}
+
+TEST_F(RestartTest, SigtermCancelsRunningJobAndKeepsQueuedOne) {
+  std::string running_id, queued_id;
+  {
+    auto daemon = Start();
+    ASSERT_NE(daemon, nullptr);
+    auto stub = daemon->NewStub();
+    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
+    auto queued = Submit(*stub, SyntheticMlpSpec(30));
+    ASSERT_TRUE(running.status.ok() && queued.status.ok());
+    running_id = running.job.id();
+    queued_id = queued.job.id();
+    ASSERT_OK(
+        WaitForJob(*stub, running_id, [](const v1::Job& j) { return j.progress().step() > 0; }));
+    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
+  }
+  auto daemon = Start();
+  ASSERT_NE(daemon, nullptr);
+  auto stub = daemon->NewStub();
+  auto running = WaitForJob(*stub, running_id, testing::IsTerminal, absl::Seconds(5));
+  ASSERT_OK(running);
+  EXPECT_EQ(running->state(), v1::CANCELLED);
+  EXPECT_THAT(running->error(), HasSubstr("shut down"));
+  // The queued job was kept and runs after the restart.
+  auto queued = WaitForJob(*stub, queued_id, testing::IsTerminal);
+  ASSERT_OK(queued);
+  EXPECT_EQ(queued->state(), v1::SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// A second daemon must not share a live daemon's port (SO_REUSEPORT would
+// let it, splitting clients between the two): it refuses to start.
+TEST(PortTest, SecondDaemonOnTheSamePortFailsToStart) {
+  testing::TempDir first_dir, second_dir;
+  auto first = testing::DaemonProcess::Start({.state_dir = first_dir.path()});
+  ASSERT_OK(first);
+  auto second = testing::DaemonProcess::Start(
+      {.state_dir = second_dir.path(),
+       .extra_flags = {"--grpc_address=" + (*first)->grpc_address()}});
+  EXPECT_THAT(second, testing::StatusIs(absl::StatusCode::kInternal,
+                                        ::testing::HasSubstr("--grpc_address")));
+  auto third = testing::DaemonProcess::Start(
+      {.state_dir = second_dir.path(),
+       .extra_flags = {"--metrics_address=127.0.0.1:" + std::to_string((*first)->metrics_port())}});
+  EXPECT_THAT(third, testing::StatusIs(absl::StatusCode::kInternal,
+                                       ::testing::HasSubstr("--metrics_address")));
+}
+
+}  // namespace
+}  // namespace mantissa

@@ -1,0 +1,826 @@
+#include "server/jobs/job_manager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "mantissa/v1/training.pb.h"
+#include "prometheus/text_serializer.h"
+#include "server/jobs/job_runner.h"
+#include "server/jobs/job_store.h"
+#include "server/metrics/metrics.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mantissa {
+namespace {
+
+using ::mantissa::testing::IsOk;
+using ::mantissa::testing::StatusIs;
+using ::mantissa::testing::TempDir;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::MatchesRegex;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+constexpr auto kDeadline = std::chrono::seconds(10);
+
+// Polls `condition` until it holds or the deadline passes.
+bool WaitFor(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + kDeadline;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// A JobRunner whose behaviour each job picks through its spec's
+// model_options:
+//   block=N  wait before step N (0-based) until Release() or cancellation
+//   fail=M   return INTERNAL with message M after the steps
+//   throw=M  throw std::runtime_error(M) before the first step
+//   warn=M   call context.Warn(M) before the first step
+// Every job takes spec.steps() steps (Prepare fills in 3), each reporting
+// PROGRESS and a metrics step, and checks context.cancelled() first.
+class FakeRunner : public JobRunner {
+ public:
+  // Prepare behaviour; set before submitting.
+  absl::Status prepare_status = absl::OkStatus();
+  std::string prepare_warning;
+  std::string effective_precision = "32-true";
+
+  absl::StatusOr<PreparedSpec> Prepare(const v1::JobSpec& spec) const override {
+    ++prepare_calls_;
+    if (!prepare_status.ok()) return prepare_status;
+    PreparedSpec prepared;
+    prepared.spec = spec;
+    if (!prepared.spec.has_steps()) prepared.spec.set_steps(3);
+    if (prepared.spec.model().empty()) prepared.spec.set_model("mlp");
+    prepared.effective_precision = effective_precision;
+    if (!prepare_warning.empty()) prepared.warnings.push_back(prepare_warning);
+    return prepared;
+  }
+
+  absl::StatusOr<v1::JobResult> Run(const v1::Job& job, JobContext& context) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      started_.push_back(job.id());
+      ++in_run_;
+      max_in_run_ = std::max(max_in_run_, in_run_);
+    }
+    struct Leave {
+      FakeRunner* runner;
+      ~Leave() {
+        std::lock_guard<std::mutex> lock(runner->mu_);
+        --runner->in_run_;
+      }
+    } leave{this};
+
+    const auto& options = job.spec().model_options();
+    if (options.count("throw")) throw std::runtime_error(options.at("throw"));
+    if (options.count("warn")) context.Warn(options.at("warn"));
+    const int64_t block_at = options.count("block") ? std::stoll(options.at("block")) : -1;
+    const int64_t steps = job.spec().steps();
+    for (int64_t step = 0; step < steps; ++step) {
+      if (step == block_at) WaitForRelease(context);
+      if (context.cancelled()) return absl::CancelledError("cancelled by request");
+      const double loss = 1.0 / static_cast<double>(step + 1);
+      context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& j) {
+        j.mutable_progress()->set_step(step + 1);
+        j.mutable_progress()->set_total_steps(steps);
+        j.mutable_progress()->set_loss(loss);
+      });
+      context.metrics().ObserveStep(0.002);
+      context.metrics().SetLoss(loss);
+    }
+    if (options.count("fail")) return absl::InternalError(options.at("fail"));
+    v1::JobResult result;
+    result.set_final_loss(0.5);
+    result.set_steps_completed(steps);
+    return result;
+  }
+
+  v1::GetCapabilitiesResponse Capabilities() const override {
+    v1::GetCapabilitiesResponse caps;
+    caps.set_device("fake");
+    caps.add_models("mlp");
+    caps.set_max_concurrent_jobs(99);
+    return caps;
+  }
+
+  // Lets every job waiting at its block step (and any later one) go on.
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+  // Waits until `n` jobs are waiting at their block step.
+  bool WaitForBlocked(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kDeadline, [&] { return blocked_ >= n; });
+  }
+
+  int in_run() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_run_;
+  }
+  int max_in_run() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_in_run_;
+  }
+  std::vector<std::string> started() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return started_;
+  }
+  int prepare_calls() const { return prepare_calls_; }
+
+ private:
+  void WaitForRelease(JobContext& context) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++blocked_;
+    cv_.notify_all();
+    while (!released_ && !context.cancelled()) {
+      cv_.wait_for(lock, std::chrono::milliseconds(2));
+    }
+    --blocked_;
+  }
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+  int blocked_ = 0;
+  int in_run_ = 0;
+  int max_in_run_ = 0;
+  std::vector<std::string> started_;
+  mutable std::atomic<int> prepare_calls_{0};
+};
+
+// Records the events of one job.
+class EventRecorder : public JobWatcher {
+ public:
+  void OnJobEvent(const v1::JobEvent& event) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(event);
+    cv_.notify_all();
+  }
+
+  bool WaitForFinished() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kDeadline, [&] {
+      for (const v1::JobEvent& e : events_) {
+        if (e.type() == v1::JobEvent::FINISHED) return true;
+      }
+      return false;
+    });
+  }
+
+  std::vector<v1::JobEvent> events() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+
+  std::vector<v1::JobEvent::Type> types() const {
+    std::vector<v1::JobEvent::Type> types;
+    for (const v1::JobEvent& e : events()) types.push_back(e.type());
+    return types;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<v1::JobEvent> events_;
+};
+
+v1::JobSpec Spec(int64_t steps = 3, std::map<std::string, std::string> options = {}) {
+  v1::JobSpec spec;
+  spec.set_model("mlp");
+  spec.set_dataset("synthetic");
+  spec.set_steps(steps);
+  for (auto& [key, value] : options) (*spec.mutable_model_options())[key] = value;
+  return spec;
+}
+
+v1::JobSpec BlockingSpec(int64_t steps = 3, int64_t block_at = 0) {
+  return Spec(steps, {{"block", std::to_string(block_at)}});
+}
+
+v1::Job StoredJob(const std::string& id, v1::JobState state) {
+  v1::Job job;
+  job.set_id(id);
+  job.set_state(state);
+  *job.mutable_spec() = Spec(2);
+  job.set_effective_precision("32-true");
+  return job;
+}
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Create({dir_.File("jobs.db")});
+    ASSERT_OK(store);
+    store_ = std::move(*store);
+  }
+
+  void StartManager(int max_concurrent_jobs = 1,
+                    absl::Duration persist_interval = absl::Seconds(1)) {
+    JobManager::Options options;
+    options.store = store_.get();
+    options.runner = &runner_;
+    options.metrics = &metrics_;
+    options.max_concurrent_jobs = max_concurrent_jobs;
+    options.progress_persist_interval = persist_interval;
+    absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+    ASSERT_OK(manager);
+    manager_ = std::move(*manager);
+  }
+
+  EventRecorder* NewRecorder() {
+    recorders_.push_back(std::make_unique<EventRecorder>());
+    return recorders_.back().get();
+  }
+
+  // Polls Get until the job is in `state`; returns the last job seen.
+  v1::Job WaitForState(const std::string& id, v1::JobState state) {
+    v1::Job last;
+    WaitFor([&] {
+      absl::StatusOr<v1::Job> job = manager_->Get(id);
+      if (!job.ok()) return false;
+      last = *job;
+      return last.state() == state;
+    });
+    return last;
+  }
+
+  v1::Job Submit(const v1::JobSpec& spec) {
+    absl::StatusOr<v1::Job> job = manager_->Submit(spec);
+    EXPECT_OK(job);
+    return job.ok() ? *job : v1::Job();
+  }
+
+  std::string MetricsText() {
+    prometheus::TextSerializer serializer;
+    return serializer.Serialize(metrics_.registry()->Collect());
+  }
+
+  TempDir dir_;
+  std::unique_ptr<JobStore> store_;
+  FakeRunner runner_;
+  Metrics metrics_;
+  // Declared before manager_ so that they outlive it.
+  std::vector<std::unique_ptr<EventRecorder>> recorders_;
+  std::unique_ptr<JobManager> manager_;
+};
+
+TEST_F(JobManagerTest, SubmitQueuesThenRunsToSucceeded) {
+  StartManager();
+  const v1::Job submitted = Submit(BlockingSpec(/*steps=*/4));
+  EXPECT_EQ(submitted.state(), v1::QUEUED);
+  EXPECT_THAT(submitted.id(), MatchesRegex("[0-9a-f]{12}"));
+  EXPECT_EQ(submitted.spec().steps(), 4);
+  EXPECT_EQ(submitted.effective_precision(), "32-true");
+  EXPECT_TRUE(submitted.has_create_time());
+
+  // Accepted jobs are durable before Submit returns.
+  absl::StatusOr<v1::Job> stored = store_->Get(submitted.id());
+  ASSERT_OK(stored);
+
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  absl::StatusOr<v1::Job> running = manager_->Get(submitted.id());
+  ASSERT_OK(running);
+  EXPECT_EQ(running->state(), v1::RUNNING);
+  EXPECT_TRUE(running->has_start_time());
+  stored = store_->Get(submitted.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::RUNNING);
+
+  runner_.Release();
+  const v1::Job done = WaitForState(submitted.id(), v1::SUCCEEDED);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED);
+  EXPECT_DOUBLE_EQ(done.result().final_loss(), 0.5);
+  EXPECT_EQ(done.result().steps_completed(), 4);
+  EXPECT_EQ(done.progress().step(), 4);
+  EXPECT_TRUE(done.has_end_time());
+  EXPECT_EQ(done.error(), "");
+
+  stored = store_->Get(submitted.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::SUCCEEDED);
+  EXPECT_EQ(stored->result().steps_completed(), 4);
+  EXPECT_EQ(stored->progress().step(), 4);
+  EXPECT_THAT(runner_.started(), ElementsAre(submitted.id()));
+}
+
+TEST_F(JobManagerTest, SubmitAssignsDistinctIds) {
+  StartManager();
+  const v1::Job a = Submit(Spec());
+  const v1::Job b = Submit(Spec());
+  EXPECT_NE(a.id(), b.id());
+  EXPECT_EQ(WaitForState(a.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_EQ(WaitForState(b.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobManagerTest, PrepareErrorIsReturnedAndNothingIsStored) {
+  StartManager();
+  runner_.prepare_status = absl::InvalidArgumentError("steps: must be positive, got -1");
+  EXPECT_THAT(manager_->Submit(Spec(-1)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("steps: must be positive")));
+  EXPECT_EQ(runner_.prepare_calls(), 1);
+
+  absl::StatusOr<std::vector<v1::Job>> listed = manager_->List({}, 0);
+  ASSERT_OK(listed);
+  EXPECT_THAT(*listed, IsEmpty());
+  absl::StatusOr<std::vector<v1::Job>> stored = store_->List();
+  ASSERT_OK(stored);
+  EXPECT_THAT(*stored, IsEmpty());
+  EXPECT_THAT(MetricsText(), Not(HasSubstr("mantissa_jobs_submitted_total{")));
+}
+
+TEST_F(JobManagerTest, PrepareWarningsAndEffectivePrecisionReachTheJob) {
+  StartManager();
+  runner_.prepare_warning = "precision '16' is deprecated; use '16-mixed'";
+  runner_.effective_precision = "bf16-mixed";
+  v1::JobSpec spec = Spec();
+  spec.set_precision("16");
+  const v1::Job job = Submit(spec);
+  EXPECT_EQ(job.effective_precision(), "bf16-mixed");
+  EXPECT_EQ(job.spec().precision(), "16");
+  EXPECT_THAT(job.warnings(), ElementsAre("precision '16' is deprecated; use '16-mixed'"));
+
+  const v1::Job done = WaitForState(job.id(), v1::SUCCEEDED);
+  EXPECT_EQ(done.effective_precision(), "bf16-mixed");
+  EXPECT_THAT(done.warnings(), ElementsAre("precision '16' is deprecated; use '16-mixed'"));
+}
+
+TEST_F(JobManagerTest, PrepareFillsInDefaults) {
+  StartManager();
+  v1::JobSpec spec = Spec();
+  spec.clear_steps();
+  const v1::Job job = Submit(spec);
+  EXPECT_TRUE(job.spec().has_steps());
+  EXPECT_EQ(job.spec().steps(), 3);
+}
+
+TEST_F(JobManagerTest, RunnerWarningIsAddedAndPublished) {
+  StartManager();
+  const v1::Job blocker = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job job = Submit(Spec(2, {{"warn", "slow device"}}));
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  runner_.Release();
+  ASSERT_TRUE(recorder->WaitForFinished());
+
+  const std::vector<v1::JobEvent> events = recorder->events();
+  bool saw_warning = false;
+  for (const v1::JobEvent& e : events) {
+    if (e.type() != v1::JobEvent::WARNING) continue;
+    saw_warning = true;
+    EXPECT_EQ(e.message(), "slow device");
+    EXPECT_THAT(e.job().warnings(), Contains("slow device"));
+  }
+  EXPECT_TRUE(saw_warning);
+  EXPECT_THAT(WaitForState(job.id(), v1::SUCCEEDED).warnings(), ElementsAre("slow device"));
+  EXPECT_EQ(WaitForState(blocker.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobManagerTest, CancelQueuedJobCancelsAtOnce) {
+  StartManager(/*max_concurrent_jobs=*/1);
+  const v1::Job running = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job queued = Submit(Spec());
+  ASSERT_EQ(queued.state(), v1::QUEUED);
+
+  absl::StatusOr<v1::Job> cancelled = manager_->Cancel(queued.id());
+  ASSERT_OK(cancelled);
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  EXPECT_TRUE(cancelled->has_end_time());
+
+  absl::StatusOr<v1::Job> got = manager_->Get(queued.id());
+  ASSERT_OK(got);
+  EXPECT_EQ(got->state(), v1::CANCELLED);
+  absl::StatusOr<v1::Job> stored = store_->Get(queued.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::CANCELLED);
+
+  runner_.Release();
+  EXPECT_EQ(WaitForState(running.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  // The cancelled job never reached the runner.
+  EXPECT_THAT(runner_.started(), ElementsAre(running.id()));
+  EXPECT_THAT(
+      MetricsText(),
+      HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\",state=\"CANCELLED\"} 1"));
+}
+
+TEST_F(JobManagerTest, CancelRunningJobEndsCancelled) {
+  StartManager();
+  const v1::Job job = Submit(BlockingSpec(/*steps=*/5, /*block_at=*/2));
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+
+  absl::StatusOr<v1::Job> requested = manager_->Cancel(job.id());
+  ASSERT_OK(requested);
+  EXPECT_TRUE(requested->cancel_requested());
+
+  const v1::Job done = WaitForState(job.id(), v1::CANCELLED);
+  ASSERT_EQ(done.state(), v1::CANCELLED);
+  EXPECT_TRUE(done.cancel_requested());
+  EXPECT_EQ(done.error(), "");
+  EXPECT_EQ(done.progress().step(), 2);
+  EXPECT_TRUE(done.has_end_time());
+
+  absl::StatusOr<v1::Job> stored = store_->Get(job.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::CANCELLED);
+  EXPECT_TRUE(stored->cancel_requested());
+}
+
+TEST_F(JobManagerTest, CancelEndedJobIsFailedPrecondition) {
+  StartManager();
+  const v1::Job job = Submit(Spec());
+  ASSERT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_THAT(manager_->Cancel(job.id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(job.id()), HasSubstr("SUCCEEDED"))));
+  absl::StatusOr<v1::Job> got = manager_->Get(job.id());
+  ASSERT_OK(got);
+  EXPECT_EQ(got->state(), v1::SUCCEEDED);
+  EXPECT_FALSE(got->cancel_requested());
+}
+
+TEST_F(JobManagerTest, UnknownIdIsNotFound) {
+  StartManager();
+  EXPECT_THAT(manager_->Get("0123456789ab"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("0123456789ab")));
+  EXPECT_THAT(manager_->Cancel("0123456789ab"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("0123456789ab")));
+  EventRecorder* recorder = NewRecorder();
+  EXPECT_THAT(manager_->Watch("0123456789ab", recorder),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("0123456789ab")));
+  EXPECT_THAT(recorder->events(), IsEmpty());
+}
+
+TEST_F(JobManagerTest, RunnerErrorFailsJobWithItsMessage) {
+  StartManager();
+  const v1::Job job = Submit(Spec(2, {{"fail", "loss is NaN at step 2"}}));
+  const v1::Job done = WaitForState(job.id(), v1::FAILED);
+  ASSERT_EQ(done.state(), v1::FAILED);
+  EXPECT_EQ(done.error(), "loss is NaN at step 2");
+  EXPECT_TRUE(done.has_end_time());
+  absl::StatusOr<v1::Job> stored = store_->Get(job.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::FAILED);
+  EXPECT_EQ(stored->error(), "loss is NaN at step 2");
+}
+
+TEST_F(JobManagerTest, RunnerExceptionFailsJobAndManagerKeepsWorking) {
+  StartManager();
+  const v1::Job bad = Submit(Spec(2, {{"throw", "tensor shape mismatch"}}));
+  const v1::Job failed = WaitForState(bad.id(), v1::FAILED);
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_THAT(failed.error(), HasSubstr("tensor shape mismatch"));
+
+  const v1::Job good = Submit(Spec());
+  EXPECT_EQ(WaitForState(good.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_THAT(runner_.started(), ElementsAre(bad.id(), good.id()));
+}
+
+TEST_F(JobManagerTest, WatchDeliversSnapshotProgressAndFinishedInOrder) {
+  StartManager(/*max_concurrent_jobs=*/1);
+  const v1::Job blocker = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  // Still queued behind the blocker when the watch starts.
+  const v1::Job job = Submit(Spec(/*steps=*/3));
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  runner_.Release();
+  ASSERT_TRUE(recorder->WaitForFinished());
+  ASSERT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+
+  EXPECT_THAT(recorder->types(), ElementsAre(v1::JobEvent::SNAPSHOT, v1::JobEvent::STATE_CHANGED,
+                                             v1::JobEvent::PROGRESS, v1::JobEvent::PROGRESS,
+                                             v1::JobEvent::PROGRESS, v1::JobEvent::FINISHED));
+  const std::vector<v1::JobEvent> events = recorder->events();
+  ASSERT_THAT(events, SizeIs(6));
+  EXPECT_EQ(events[0].job().id(), job.id());
+  EXPECT_EQ(events[0].job().state(), v1::QUEUED);
+  EXPECT_EQ(events[1].job().state(), v1::RUNNING);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(events[2 + i].job().state(), v1::RUNNING);
+    EXPECT_EQ(events[2 + i].job().progress().step(), i + 1);
+  }
+  EXPECT_EQ(events[5].job().state(), v1::SUCCEEDED);
+  EXPECT_EQ(events[5].job().result().steps_completed(), 3);
+  EXPECT_THAT(events[5].message(), HasSubstr("SUCCEEDED"));
+  for (const v1::JobEvent& e : events) {
+    EXPECT_EQ(e.job().id(), job.id());
+    EXPECT_TRUE(e.has_time());
+  }
+}
+
+TEST_F(JobManagerTest, WatchRunningJobStartsWithSnapshotAndEndsWithFinished) {
+  StartManager();
+  const v1::Job job = Submit(BlockingSpec(/*steps=*/4, /*block_at=*/1));
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  runner_.Release();
+  ASSERT_TRUE(recorder->WaitForFinished());
+
+  const std::vector<v1::JobEvent> events = recorder->events();
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.front().type(), v1::JobEvent::SNAPSHOT);
+  EXPECT_EQ(events.front().job().state(), v1::RUNNING);
+  EXPECT_EQ(events.front().job().progress().step(), 1);
+  EXPECT_EQ(events.back().type(), v1::JobEvent::FINISHED);
+  EXPECT_EQ(events.back().job().state(), v1::SUCCEEDED);
+  int64_t last_step = 1;
+  for (size_t i = 1; i + 1 < events.size(); ++i) {
+    ASSERT_EQ(events[i].type(), v1::JobEvent::PROGRESS) << i;
+    EXPECT_EQ(events[i].job().progress().step(), last_step + 1);
+    last_step = events[i].job().progress().step();
+  }
+  EXPECT_EQ(last_step, 4);
+}
+
+TEST_F(JobManagerTest, WatchEndedJobGivesSnapshotThenFinished) {
+  StartManager();
+  const v1::Job job = Submit(Spec(2, {{"fail", "out of memory"}}));
+  ASSERT_EQ(WaitForState(job.id(), v1::FAILED).state(), v1::FAILED);
+
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  const std::vector<v1::JobEvent> events = recorder->events();
+  ASSERT_THAT(events, SizeIs(2));
+  EXPECT_EQ(events[0].type(), v1::JobEvent::SNAPSHOT);
+  EXPECT_EQ(events[1].type(), v1::JobEvent::FINISHED);
+  for (const v1::JobEvent& e : events) {
+    EXPECT_EQ(e.job().id(), job.id());
+    EXPECT_EQ(e.job().state(), v1::FAILED);
+    EXPECT_EQ(e.job().error(), "out of memory");
+  }
+}
+
+TEST_F(JobManagerTest, WatchQueuedJobThatIsCancelled) {
+  StartManager();
+  const v1::Job blocker = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job job = Submit(Spec());
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  ASSERT_OK(manager_->Cancel(job.id()));
+
+  EXPECT_THAT(recorder->types(), ElementsAre(v1::JobEvent::SNAPSHOT, v1::JobEvent::FINISHED));
+  EXPECT_EQ(recorder->events().back().job().state(), v1::CANCELLED);
+  runner_.Release();
+}
+
+TEST_F(JobManagerTest, UnwatchStopsEvents) {
+  StartManager();
+  const v1::Job job = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), recorder));
+  manager_->Unwatch(job.id(), recorder);
+  runner_.Release();
+  ASSERT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_THAT(recorder->types(), ElementsAre(v1::JobEvent::SNAPSHOT));
+}
+
+TEST_F(JobManagerTest, RecoveryFailsRunningJobsAndRequeuesQueuedOnes) {
+  ASSERT_OK(store_->Put(StoredJob("aaaaaaaaaaa1", v1::QUEUED)));
+  ASSERT_OK(store_->Put(StoredJob("bbbbbbbbbbb2", v1::RUNNING)));
+  ASSERT_OK(store_->Put(StoredJob("ccccccccccc3", v1::QUEUED)));
+  ASSERT_OK(store_->Put(StoredJob("ddddddddddd4", v1::SUCCEEDED)));
+  StartManager();
+
+  absl::StatusOr<v1::Job> crashed = manager_->Get("bbbbbbbbbbb2");
+  ASSERT_OK(crashed);
+  EXPECT_EQ(crashed->state(), v1::FAILED);
+  EXPECT_THAT(crashed->error(), AllOf(HasSubstr("mantissad stopped"), HasSubstr("running")));
+  EXPECT_TRUE(crashed->has_end_time());
+  absl::StatusOr<v1::Job> stored = store_->Get("bbbbbbbbbbb2");
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::FAILED);
+
+  EXPECT_EQ(WaitForState("aaaaaaaaaaa1", v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  const v1::Job second = WaitForState("ccccccccccc3", v1::SUCCEEDED);
+  EXPECT_EQ(second.state(), v1::SUCCEEDED);
+  EXPECT_EQ(second.result().steps_completed(), 2);
+  // Oldest first; the crashed and the finished job are not run again.
+  EXPECT_THAT(runner_.started(), ElementsAre("aaaaaaaaaaa1", "ccccccccccc3"));
+  absl::StatusOr<v1::Job> finished = manager_->Get("ddddddddddd4");
+  ASSERT_OK(finished);
+  EXPECT_EQ(finished->state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobManagerTest, ShutdownCancelsRunningJobAndKeepsQueuedOnes) {
+  StartManager(/*max_concurrent_jobs=*/1);
+  const v1::Job running = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job queued1 = Submit(Spec());
+  const v1::Job queued2 = Submit(Spec());
+
+  manager_->Shutdown();
+  manager_->Shutdown();  // idempotent
+
+  absl::StatusOr<v1::Job> stopped = store_->Get(running.id());
+  ASSERT_OK(stopped);
+  EXPECT_EQ(stopped->state(), v1::CANCELLED);
+  EXPECT_THAT(stopped->error(), HasSubstr("shut down"));
+  for (const v1::Job& q : {queued1, queued2}) {
+    absl::StatusOr<v1::Job> stored = store_->Get(q.id());
+    ASSERT_OK(stored);
+    EXPECT_EQ(stored->state(), v1::QUEUED) << q.id();
+  }
+  EXPECT_THAT(runner_.started(), ElementsAre(running.id()));
+  EXPECT_THAT(manager_->Submit(Spec()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shut")));
+
+  // The next start picks the queued jobs up again, oldest first.
+  manager_.reset();
+  runner_.Release();
+  StartManager();
+  EXPECT_EQ(WaitForState(queued1.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_EQ(WaitForState(queued2.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_THAT(runner_.started(), ElementsAre(running.id(), queued1.id(), queued2.id()));
+  absl::StatusOr<v1::Job> still_cancelled = manager_->Get(running.id());
+  ASSERT_OK(still_cancelled);
+  EXPECT_EQ(still_cancelled->state(), v1::CANCELLED);
+}
+
+TEST_F(JobManagerTest, DestructorShutsDownWithoutWaitingForBlockedJob) {
+  StartManager();
+  const v1::Job running = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  manager_.reset();
+  absl::StatusOr<v1::Job> stored = store_->Get(running.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::CANCELLED);
+}
+
+TEST_F(JobManagerTest, RunsUpToMaxConcurrentJobsAtOnce) {
+  StartManager(/*max_concurrent_jobs=*/2);
+  const v1::Job a = Submit(BlockingSpec());
+  const v1::Job b = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(2));
+  EXPECT_EQ(runner_.in_run(), 2);
+  absl::StatusOr<v1::Job> got_a = manager_->Get(a.id());
+  absl::StatusOr<v1::Job> got_b = manager_->Get(b.id());
+  ASSERT_OK(got_a);
+  ASSERT_OK(got_b);
+  EXPECT_EQ(got_a->state(), v1::RUNNING);
+  EXPECT_EQ(got_b->state(), v1::RUNNING);
+
+  // A third job waits for a free worker.
+  const v1::Job c = Submit(Spec());
+  absl::StatusOr<v1::Job> got_c = manager_->Get(c.id());
+  ASSERT_OK(got_c);
+  EXPECT_EQ(got_c->state(), v1::QUEUED);
+  EXPECT_THAT(MetricsText(),
+              AllOf(HasSubstr("mantissa_jobs_running 2"), HasSubstr("mantissa_jobs_queued 1")));
+
+  runner_.Release();
+  for (const v1::Job& job : {a, b, c}) {
+    EXPECT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED) << job.id();
+  }
+  EXPECT_EQ(runner_.max_in_run(), 2);
+}
+
+TEST_F(JobManagerTest, SingleWorkerRunsJobsOneAtATimeInSubmissionOrder) {
+  StartManager(/*max_concurrent_jobs=*/1);
+  const v1::Job a = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job b = Submit(Spec());
+  const v1::Job c = Submit(Spec());
+  runner_.Release();
+  EXPECT_EQ(WaitForState(c.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_EQ(WaitForState(b.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  EXPECT_THAT(runner_.started(), ElementsAre(a.id(), b.id(), c.id()));
+  EXPECT_EQ(runner_.max_in_run(), 1);
+}
+
+TEST_F(JobManagerTest, ListIsNewestFirstAndShowsLiveProgress) {
+  // Progress reaches the store at most once an hour here, so the live step
+  // can only come from memory.
+  StartManager(/*max_concurrent_jobs=*/1, /*persist_interval=*/absl::Hours(1));
+  const v1::Job done = Submit(Spec());
+  ASSERT_EQ(WaitForState(done.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  const v1::Job running = Submit(BlockingSpec(/*steps=*/5, /*block_at=*/2));
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job queued = Submit(Spec());
+
+  absl::StatusOr<std::vector<v1::Job>> all = manager_->List({}, 0);
+  ASSERT_OK(all);
+  ASSERT_THAT(*all, SizeIs(3));
+  EXPECT_EQ((*all)[0].id(), queued.id());
+  EXPECT_EQ((*all)[1].id(), running.id());
+  EXPECT_EQ((*all)[2].id(), done.id());
+  EXPECT_EQ((*all)[1].state(), v1::RUNNING);
+  EXPECT_EQ((*all)[1].progress().step(), 2);
+
+  absl::StatusOr<v1::Job> stored = store_->Get(running.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::RUNNING);
+  EXPECT_EQ(stored->progress().step(), 0);
+
+  absl::StatusOr<std::vector<v1::Job>> live = manager_->List({v1::QUEUED, v1::RUNNING}, 0);
+  ASSERT_OK(live);
+  ASSERT_THAT(*live, SizeIs(2));
+  EXPECT_EQ((*live)[0].id(), queued.id());
+  EXPECT_EQ((*live)[1].id(), running.id());
+
+  absl::StatusOr<std::vector<v1::Job>> newest = manager_->List({}, 1);
+  ASSERT_OK(newest);
+  ASSERT_THAT(*newest, SizeIs(1));
+  EXPECT_EQ((*newest)[0].id(), queued.id());
+
+  runner_.Release();
+  EXPECT_EQ(WaitForState(queued.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  // The end state is always persisted, with the final progress.
+  stored = store_->Get(running.id());
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::SUCCEEDED);
+  EXPECT_EQ(stored->progress().step(), 5);
+}
+
+TEST_F(JobManagerTest, RecordsMetrics) {
+  StartManager();
+  const v1::Job job = Submit(Spec(/*steps=*/3));
+  ASSERT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  const v1::Job failed = Submit(Spec(1, {{"fail", "boom"}}));
+  ASSERT_EQ(WaitForState(failed.id(), v1::FAILED).state(), v1::FAILED);
+
+  const std::string text = MetricsText();
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_submitted_total{precision=\"32-true\"} 2"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\",state="
+                              "\"SUCCEEDED\"} 1"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\",state="
+                              "\"FAILED\"} 1"));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("mantissa_train_steps_total{job=\"", job.id(),
+                                           "\",model=\"mlp\",precision=\"32-true\"} 3")));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_count{precision="
+                              "\"32-true\"} 4"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_running 0"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_queued 0"));
+}
+
+TEST_F(JobManagerTest, CapabilitiesReportConfiguredConcurrency) {
+  StartManager(/*max_concurrent_jobs=*/3);
+  const v1::GetCapabilitiesResponse caps = manager_->Capabilities();
+  EXPECT_EQ(caps.device(), "fake");
+  EXPECT_THAT(caps.models(), ElementsAre("mlp"));
+  EXPECT_EQ(caps.max_concurrent_jobs(), 3);
+}
+
+TEST_F(JobManagerTest, CreateRejectsZeroConcurrentJobs) {
+  JobManager::Options options;
+  options.store = store_.get();
+  options.runner = &runner_;
+  options.metrics = &metrics_;
+  options.max_concurrent_jobs = 0;
+  EXPECT_THAT(JobManager::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_concurrent_jobs")));
+}
+
+TEST_F(JobManagerTest, CreateRejectsMissingDependencies) {
+  JobManager::Options full;
+  full.store = store_.get();
+  full.runner = &runner_;
+  full.metrics = &metrics_;
+
+  JobManager::Options no_store = full;
+  no_store.store = nullptr;
+  EXPECT_THAT(JobManager::Create(no_store),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("store")));
+  JobManager::Options no_runner = full;
+  no_runner.runner = nullptr;
+  EXPECT_THAT(JobManager::Create(no_runner),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("runner")));
+  JobManager::Options no_metrics = full;
+  no_metrics.metrics = nullptr;
+  EXPECT_THAT(JobManager::Create(no_metrics),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics")));
+  EXPECT_THAT(JobManager::Create(full), IsOk());
+}
+
+}  // namespace
+}  // namespace mantissa

@@ -1,0 +1,265 @@
+#include "server/metrics/metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
+
+namespace mantissa {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Text(const Metrics& metrics) {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(metrics.registry()->Collect());
+}
+
+// The series line of `name` with exactly `labels`, followed by a space, so
+// that job "j1" does not match job "j10".
+std::string Series(const std::string& name, const std::string& labels) {
+  return absl::StrCat(name, "{", labels, "} ");
+}
+
+std::string StepsSeries(const std::string& job) {
+  return Series("mantissa_train_steps_total",
+                absl::StrCat("job=\"", job, "\",model=\"mlp\",precision=\"32-true\""));
+}
+
+TEST(MetricsTest, GaugesStartAtZero) {
+  Metrics metrics;
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_jobs_running gauge\n"));
+  EXPECT_THAT(text, HasSubstr("\nmantissa_jobs_running 0\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_jobs_queued gauge\n"));
+  EXPECT_THAT(text, HasSubstr("\nmantissa_jobs_queued 0\n"));
+}
+
+TEST(MetricsTest, GaugesReportLastValue) {
+  Metrics metrics;
+  metrics.SetJobsRunning(5);
+  metrics.SetJobsQueued(7);
+  metrics.SetJobsRunning(2);
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("\nmantissa_jobs_running 2\n"));
+  EXPECT_THAT(text, HasSubstr("\nmantissa_jobs_queued 7\n"));
+}
+
+TEST(MetricsTest, NoJobCountersBeforeTheFirstJob) {
+  Metrics metrics;
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_jobs_submitted_total{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_jobs_finished_total{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_train_steps_total{")));
+}
+
+TEST(MetricsTest, JobSubmittedCountsByPrecision) {
+  Metrics metrics;
+  metrics.JobSubmitted("32-true");
+  metrics.JobSubmitted("bf16-mixed");
+  metrics.JobSubmitted("32-true");
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_jobs_submitted_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_submitted_total{precision=\"32-true\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_submitted_total{precision=\"bf16-mixed\"} 1\n"));
+}
+
+TEST(MetricsTest, JobFinishedCountsByStateAndPrecision) {
+  Metrics metrics;
+  metrics.JobFinished("SUCCEEDED", "32-true");
+  metrics.JobFinished("SUCCEEDED", "32-true");
+  metrics.JobFinished("FAILED", "32-true");
+  metrics.JobFinished("SUCCEEDED", "bf16-mixed");
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_jobs_finished_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\","
+                              "state=\"SUCCEEDED\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\","
+                              "state=\"FAILED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"bf16-mixed\","
+                              "state=\"SUCCEEDED\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("state=\"CANCELLED\"")));
+}
+
+TEST(MetricsTest, StartJobCreatesLabelledSeries) {
+  Metrics metrics;
+  std::shared_ptr<JobMetrics> job = metrics.StartJob("job1", "mlp", "bf16-mixed");
+  ASSERT_NE(job, nullptr);
+  job->ObserveStep(0.003);
+  job->ObserveStep(0.004);
+  job->SetLoss(0.5);
+  job->SetItemsPerSecond(1024);
+
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_train_steps_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_steps_total{job=\"job1\",model=\"mlp\","
+                              "precision=\"bf16-mixed\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_train_loss gauge\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_loss{job=\"job1\"} 0.5\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_train_items_per_second gauge\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_items_per_second{job=\"job1\"} 1024\n"));
+}
+
+TEST(MetricsTest, StepDurationHistogramIsByPrecision) {
+  Metrics metrics;
+  std::shared_ptr<JobMetrics> job = metrics.StartJob("job1", "mlp", "bf16-mixed");
+  job->ObserveStep(0.003);
+  job->ObserveStep(0.004);
+  job->ObserveStep(20.0);
+
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_train_step_duration_seconds histogram\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_count{"
+                              "precision=\"bf16-mixed\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_bucket{"
+                              "precision=\"bf16-mixed\",le=\"0.0025\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_bucket{"
+                              "precision=\"bf16-mixed\",le=\"0.005\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_bucket{"
+                              "precision=\"bf16-mixed\",le=\"10\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_bucket{"
+                              "precision=\"bf16-mixed\",le=\"+Inf\"} 3\n"));
+  // The histogram has no job label.
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_train_step_duration_seconds_count{job=")));
+}
+
+TEST(MetricsTest, JobsOfOnePrecisionShareTheHistogram) {
+  Metrics metrics;
+  std::shared_ptr<JobMetrics> a = metrics.StartJob("a", "mlp", "32-true");
+  std::shared_ptr<JobMetrics> b = metrics.StartJob("b", "mlp", "32-true");
+  std::shared_ptr<JobMetrics> c = metrics.StartJob("c", "mlp", "bf16-mixed");
+  a->ObserveStep(0.001);
+  b->ObserveStep(0.001);
+  b->ObserveStep(0.001);
+  c->ObserveStep(0.001);
+
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_count{"
+                              "precision=\"32-true\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_count{"
+                              "precision=\"bf16-mixed\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("a") + "1\n"));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("b") + "2\n"));
+}
+
+TEST(MetricsTest, StartJobTwiceReturnsTheSameSeries) {
+  Metrics metrics;
+  std::shared_ptr<JobMetrics> first = metrics.StartJob("job1", "mlp", "32-true");
+  std::shared_ptr<JobMetrics> second = metrics.StartJob("job1", "mlp", "32-true");
+  EXPECT_EQ(first, second);
+  first->ObserveStep(0.001);
+  second->ObserveStep(0.001);
+  EXPECT_THAT(Text(metrics), HasSubstr(StepsSeries("job1") + "2\n"));
+}
+
+TEST(MetricsTest, RetireJobKeepsTheNewestFinishedJobs) {
+  Metrics metrics(Metrics::Options{/*max_finished_jobs=*/2});
+  for (const char* id : {"j1", "j2", "j3", "j4"}) metrics.StartJob(id, "mlp", "32-true");
+
+  metrics.RetireJob("j1");
+  metrics.RetireJob("j2");
+  std::string text = Text(metrics);
+  for (const char* id : {"j1", "j2", "j3", "j4"}) {
+    EXPECT_THAT(text, HasSubstr(StepsSeries(id))) << id;
+  }
+
+  metrics.RetireJob("j3");
+  text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr(StepsSeries("j1"))));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_train_loss{job=\"j1\"}")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_train_items_per_second{job=\"j1\"}")));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("j2")));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("j3")));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("j4")));
+
+  metrics.RetireJob("j4");
+  text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr(StepsSeries("j2"))));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("j3")));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("j4")));
+}
+
+TEST(MetricsTest, RunningJobsSeriesAreNeverRemoved) {
+  Metrics metrics(Metrics::Options{/*max_finished_jobs=*/1});
+  std::shared_ptr<JobMetrics> running = metrics.StartJob("running", "mlp", "32-true");
+  running->ObserveStep(0.001);
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = absl::StrCat("done", i);
+    metrics.StartJob(id, "mlp", "32-true")->ObserveStep(0.001);
+    metrics.RetireJob(id);
+  }
+  running->ObserveStep(0.001);
+
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr(StepsSeries("running") + "2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_train_loss{job=\"running\"}"));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("done4") + "1\n"));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_THAT(text, Not(HasSubstr(StepsSeries(absl::StrCat("done", i))))) << i;
+  }
+  // Retired series leave the shared histogram alone.
+  EXPECT_THAT(text, HasSubstr("mantissa_train_step_duration_seconds_count{"
+                              "precision=\"32-true\"} 7\n"));
+}
+
+TEST(MetricsTest, ZeroFinishedJobsRemovesSeriesAtRetirement) {
+  Metrics metrics(Metrics::Options{/*max_finished_jobs=*/0});
+  metrics.StartJob("running", "mlp", "32-true");
+  metrics.StartJob("done", "mlp", "32-true");
+  metrics.RetireJob("done");
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr(StepsSeries("running")));
+  EXPECT_THAT(text, Not(HasSubstr(StepsSeries("done"))));
+}
+
+TEST(MetricsTest, RetiringAnUnknownJobChangesNothing) {
+  Metrics metrics(Metrics::Options{/*max_finished_jobs=*/1});
+  metrics.StartJob("a", "mlp", "32-true");
+  metrics.RetireJob("a");
+  metrics.RetireJob("never-started");
+  EXPECT_THAT(Text(metrics), HasSubstr(StepsSeries("a")));
+}
+
+TEST(MetricsTest, DefaultKeepsFiftyFinishedJobs) {
+  Metrics metrics;
+  for (int i = 0; i < 51; ++i) {
+    const std::string id = absl::StrCat("job", i);
+    metrics.StartJob(id, "mlp", "32-true");
+    metrics.RetireJob(id);
+  }
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr(StepsSeries("job0"))));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("job1")));
+  EXPECT_THAT(text, HasSubstr(StepsSeries("job50")));
+}
+
+TEST(MetricsTest, ConcurrentJobsUpdateIndependently) {
+  Metrics metrics;
+  constexpr int kThreads = 4;
+  constexpr int kSteps = 1000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&metrics, t] {
+      std::shared_ptr<JobMetrics> job = metrics.StartJob(absl::StrCat("t", t), "mlp", "32-true");
+      for (int i = 0; i < kSteps; ++i) job->ObserveStep(0.001);
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  const std::string text = Text(metrics);
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_THAT(text, HasSubstr(absl::StrCat(StepsSeries(absl::StrCat("t", t)), kSteps, "\n")));
+  }
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("mantissa_train_step_duration_seconds_count{"
+                                           "precision=\"32-true\"} ",
+                                           kThreads * kSteps, "\n")));
+}
+
+}  // namespace
+}  // namespace mantissa
