@@ -53,15 +53,7 @@ std::string FormatProgressSummary(const v1::Progress& progress) {
                           100.0 * static_cast<double>(progress.step()) / progress.total_steps());
   }
   parts.push_back(std::move(step));
-  if (progress.epoch() > 0) {
-    parts.push_back(progress.total_epochs() > 0
-                        ? absl::StrCat("epoch ", progress.epoch(), "/", progress.total_epochs())
-                        : absl::StrCat("epoch ", progress.epoch()));
-  }
-  if (progress.step() > 0) parts.push_back(absl::StrCat("loss ", FormatLoss(progress.loss())));
-  if (progress.items_per_second() > 0) {
-    parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
-  }
+  for (std::string& detail : ProgressDetails(progress)) parts.push_back(std::move(detail));
   return absl::StrJoin(parts, ", ");
 }
 
@@ -97,6 +89,20 @@ std::string ListLoss(const v1::Job& job) {
 }
 
 }  // namespace
+
+std::vector<std::string> ProgressDetails(const v1::Progress& progress) {
+  std::vector<std::string> parts;
+  if (progress.epoch() > 0) {
+    parts.push_back(progress.total_epochs() > 0
+                        ? absl::StrCat("epoch ", progress.epoch(), "/", progress.total_epochs())
+                        : absl::StrCat("epoch ", progress.epoch()));
+  }
+  if (progress.step() > 0) parts.push_back(absl::StrCat("loss ", FormatLoss(progress.loss())));
+  if (progress.items_per_second() > 0) {
+    parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
+  }
+  return parts;
+}
 
 std::string JobStateName(v1::JobState state) {
   const std::string& name = v1::JobState_Name(state);

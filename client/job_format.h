@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -27,6 +28,9 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& timestamp, absl::
 // "4.2s", "42s", "3m05s", "1h02m03s".
 std::string FormatDuration(double seconds);
 std::string FormatLoss(double loss);
+// "epoch 1/1", "loss 0.5123", "12345 items/s": what follows the step count
+// in `get`, `watch` lines and the progress bar.
+std::vector<std::string> ProgressDetails(const v1::Progress& progress);
 // Accuracy is a fraction in [0, 1]; prints "88.45%".
 std::string FormatAccuracy(double fraction);
 // "101,770".

@@ -14,21 +14,6 @@ namespace {
 constexpr int kMaxBarCells = 30;
 constexpr int kMinBarCells = 10;
 
-// The fields after "step N/M" shared by the plain line and the bar.
-std::vector<std::string> ProgressDetails(const v1::Progress& progress) {
-  std::vector<std::string> parts;
-  if (progress.epoch() > 0) {
-    parts.push_back(progress.total_epochs() > 0
-                        ? absl::StrCat("epoch ", progress.epoch(), "/", progress.total_epochs())
-                        : absl::StrCat("epoch ", progress.epoch()));
-  }
-  if (progress.step() > 0) parts.push_back(absl::StrCat("loss ", FormatLoss(progress.loss())));
-  if (progress.items_per_second() > 0) {
-    parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
-  }
-  return parts;
-}
-
 }  // namespace
 
 std::string FormatProgressLine(const v1::Job& job) {

@@ -50,6 +50,13 @@ class OptionReader {
   std::set<std::string> known_;
 };
 
+// A std::map copy of any string map (e.g. a protobuf Map field), the form the
+// model and dataset factories take.
+template <typename Map>
+std::map<std::string, std::string> ToOptionMap(const Map& options) {
+  return std::map<std::string, std::string>(options.begin(), options.end());
+}
+
 }  // namespace mantissa
 
 #endif  // MANTISSA_SERVER_COMMON_OPTION_READER_H_

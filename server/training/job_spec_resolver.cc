@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
@@ -29,11 +30,6 @@ absl::Status RequirePositive(absl::string_view field, int64_t value) {
 absl::Status RequireNonNegative(absl::string_view field, int64_t value) {
   if (value < 0) return Invalid(field, absl::StrCat("must be >= 0, got ", value));
   return absl::OkStatus();
-}
-
-template <typename Map>
-std::map<std::string, std::string> ToStdMap(const Map& m) {
-  return std::map<std::string, std::string>(m.begin(), m.end());
 }
 
 }  // namespace
@@ -102,8 +98,8 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
     return Invalid("dataset", absl::StrCat("is required; valid datasets: ",
                                            absl::StrJoin(DatasetFactory::Names(), ", ")));
   }
-  RETURN_IF_ERROR(ModelFactory::Validate(spec.model(), ToStdMap(spec.model_options())));
-  RETURN_IF_ERROR(DatasetFactory::Validate(spec.dataset(), ToStdMap(spec.dataset_options())));
+  RETURN_IF_ERROR(ModelFactory::Validate(spec.model(), ToOptionMap(spec.model_options())));
+  RETURN_IF_ERROR(DatasetFactory::Validate(spec.dataset(), ToOptionMap(spec.dataset_options())));
 
   ASSIGN_OR_RETURN(ResolvedPrecision precision, PrecisionFactory::Resolve(spec.precision()));
   if (spec.precision().empty()) spec.set_precision(precision.canonical);

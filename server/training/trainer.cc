@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
@@ -22,11 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-template <typename Map>
-std::map<std::string, std::string> ToStdMap(const Map& m) {
-  return std::map<std::string, std::string>(m.begin(), m.end());
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
@@ -34,8 +30,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   t->options_ = std::move(options);
   const v1::JobSpec& spec = t->options_.spec;
 
-  ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(spec.dataset(), ToStdMap(spec.dataset_options()),
-                                                  spec.seed()));
+  ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(
+                                 spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed()));
   ASSIGN_OR_RETURN(t->precision_, PrecisionFactory::Create(t->options_.effective_precision));
   {
     // Parameter initialisation draws from LibTorch's global generator; the
@@ -44,7 +40,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
     std::lock_guard<std::mutex> lock(init_mu);
     torch::manual_seed(spec.seed());
     std::unique_ptr<PrecisionGuard> init_guard = t->precision_->ModuleInitGuard();
-    ASSIGN_OR_RETURN(t->model_, ModelFactory::Build(spec.model(), ToStdMap(spec.model_options()),
+    ASSIGN_OR_RETURN(t->model_, ModelFactory::Build(spec.model(), ToOptionMap(spec.model_options()),
                                                     t->data_.spec));
   }
   t->precision_->ConvertModule(*t->model_);

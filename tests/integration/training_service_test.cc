@@ -321,6 +321,28 @@ TEST_F(TrainingServiceTest, MetricsShowTheJob) {
   EXPECT_EQ(FindSample(*text, "mantissa_jobs_queued"), 0.0);
 }
 
+TEST_F(TrainingServiceTest, LibTorchErrorFailsTheJobNotTheDaemon) {
+  // 10M x 65536 floats (2.6 TB): LibTorch's allocator throws c10::Error.
+  v1::JobSpec spec = SyntheticMlpSpec(10);
+  (*spec.mutable_dataset_options())["train_size"] = "10000000";
+  (*spec.mutable_dataset_options())["features"] = "65536";
+  auto submitted = Submit(*stub_, spec);
+  ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
+  auto job = WaitForJob(*stub_, submitted.job.id(), testing::IsTerminal);
+  ASSERT_OK(job);
+  EXPECT_EQ(job->state(), v1::FAILED);
+  EXPECT_THAT(job->error(), HasSubstr("job " + submitted.job.id() + ": "));
+  EXPECT_THAT(job->error(), HasSubstr("allocate"));
+  EXPECT_THAT(job->error(), ::testing::Not(HasSubstr("\n")));  // no C++ backtrace
+
+  // The daemon lives on and trains the next job.
+  auto next = Submit(*stub_, SyntheticMlpSpec(5));
+  ASSERT_TRUE(next.status.ok());
+  auto done = WaitForJob(*stub_, next.job.id(), testing::IsTerminal);
+  ASSERT_OK(done);
+  EXPECT_EQ(done->state(), v1::SUCCEEDED);
+}
+
 TEST_F(TrainingServiceTest, ConcurrentJobsRunTogetherWhenAllowed) {
   daemon_->Kill();
   StartDaemon({"--max_concurrent_jobs=2"});
