@@ -54,6 +54,10 @@ void ArgParser::AddBool(std::string name, bool* out, std::string help) {
   Add(std::move(name), out, std::move(help), "");
 }
 
+void ArgParser::AddBool(std::string name, std::optional<bool>* out, std::string help) {
+  Add(std::move(name), out, std::move(help), "");
+}
+
 void ArgParser::AddRepeated(std::string name, std::vector<std::string>* out, std::string help,
                             std::string value_name) {
   Add(std::move(name), out, std::move(help), std::move(value_name));
@@ -130,6 +134,12 @@ absl::Status ArgParser::Assign(const Flag& flag, absl::string_view value) {
                           *out = *parsed;
                           return absl::OkStatus();
                         },
+                        [&](std::optional<bool>* out) {
+                          absl::StatusOr<bool> parsed = ParseBool(value);
+                          if (!parsed.ok()) return invalid(parsed.status().message());
+                          *out = *parsed;
+                          return absl::OkStatus();
+                        },
                         [&](std::vector<std::string>* out) {
                           out->emplace_back(value);
                           return absl::OkStatus();
@@ -172,7 +182,8 @@ absl::StatusOr<std::vector<std::string>> ArgParser::Parse(const std::vector<std:
     }
     if (flag == nullptr) return UnknownFlag(arg);
 
-    if (std::holds_alternative<bool*>(flag->target)) {
+    if (std::holds_alternative<bool*>(flag->target) ||
+        std::holds_alternative<std::optional<bool>*>(flag->target)) {
       absl::Status status = Assign(*flag, inline_value.value_or("true"));
       if (!status.ok()) return status;
       continue;

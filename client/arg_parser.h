@@ -32,6 +32,9 @@ class ArgParser {
                  std::string value_name = "X");
   // Takes no value ("--wait"); "--wait=false" is accepted too.
   void AddBool(std::string name, bool* out, std::string help);
+  // The same, for a setting whose explicit "=false" must reach the daemon:
+  // `out` stays unset unless the flag appears.
+  void AddBool(std::string name, std::optional<bool>* out, std::string help);
   // Every occurrence appends its value.
   void AddRepeated(std::string name, std::vector<std::string>* out, std::string help,
                    std::string value_name = "VALUE");
@@ -53,7 +56,7 @@ class ArgParser {
  private:
   using Target =
       std::variant<std::optional<std::string>*, std::optional<int64_t>*, std::optional<uint64_t>*,
-                   std::optional<double>*, bool*, std::vector<std::string>*>;
+                   std::optional<double>*, bool*, std::optional<bool>*, std::vector<std::string>*>;
   struct Flag {
     std::string name;
     Target target;

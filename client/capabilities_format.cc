@@ -26,10 +26,11 @@ std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities) 
   details.Add("Max concurrent jobs", absl::StrCat(capabilities.max_concurrent_jobs()));
   std::string out = details.Render();
 
-  TablePrinter precisions({"PRECISION", "SUPPORTED", "ALIASES", "REASON"});
+  TablePrinter precisions({"PRECISION", "SUPPORTED", "RUNS AS", "ALIASES", "REASON"});
   for (const v1::PrecisionSupport& precision : capabilities.precisions()) {
     precisions.AddRow({precision.precision(), precision.supported() ? "yes" : "no",
-                       JoinOrDash(precision.aliases()), precision.reason()});
+                       OrDash(precision.runs_as()), JoinOrDash(precision.aliases()),
+                       precision.reason()});
   }
   absl::StrAppend(&out, "\n", precisions.ToString(), "\n");
 

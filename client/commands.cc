@@ -1,33 +1,24 @@
 #include "client/commands.h"
 
 #include <limits>
+#include <set>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "client/capabilities_format.h"
+#include "client/compare_format.h"
 #include "client/job_format.h"
+#include "client/json_format.h"
 #include "client/watch_printer.h"
 #include "google/protobuf/message.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace mantissa::cli {
 namespace {
-
-std::string ToJson(const google::protobuf::Message& message, bool pretty) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = pretty;
-  // Scripts read fields like progress.step even while they are still 0.
-  options.always_print_primitive_fields = true;
-  std::string json;
-  if (!google::protobuf::util::MessageToJsonString(message, &json, options).ok()) {
-    // Only reachable for messages that cannot be mapped (none of ours); a
-    // debug rendering beats printing nothing.
-    return message.ShortDebugString();
-  }
-  while (!json.empty() && json.back() == '\n') json.pop_back();
-  return json;
-}
 
 void PrintJson(const google::protobuf::Message& message, bool pretty, const CommandIo& io) {
   *io.out << ToJson(message, pretty) << '\n' << std::flush;
@@ -84,6 +75,30 @@ int WatchUntilDone(TrainingClient& client, const std::string& job_id, bool annou
   return printer.job().state() == v1::SUCCEEDED ? kExitOk : kExitFailure;
 }
 
+// Follows a job until it ends and returns it as of the last event. A watch
+// the daemon ends early is followed by one GetJob, so that a job that did
+// finish is not reported as unfinished.
+absl::StatusOr<v1::Job> WaitForJob(TrainingClient& client, const v1::Job& submitted,
+                                   const CommandIo& io) {
+  v1::WatchJobRequest request;
+  request.set_job_id(submitted.id());
+  v1::Job last = submitted;
+  const absl::Status status = client.WatchJob(request, [&](const v1::JobEvent& event) {
+    if (event.has_job()) last = event.job();
+  });
+  if (!status.ok()) return status;
+  if (IsTerminalState(last.state())) return last;
+  v1::GetJobRequest get;
+  get.set_job_id(submitted.id());
+  absl::StatusOr<v1::GetJobResponse> response = client.GetJob(get);
+  if (response.ok()) last = response->job();
+  if (!IsTerminalState(last.state())) {
+    *io.err << "mantissa: the daemon ended the watch before job " << submitted.id()
+            << " finished\n";
+  }
+  return last;
+}
+
 }  // namespace
 
 absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
@@ -108,6 +123,26 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
   if (options.eval_max_batches) spec.mutable_eval()->set_max_batches(*options.eval_max_batches);
   if (options.eval_batch_size) spec.mutable_eval()->set_batch_size(*options.eval_batch_size);
   if (options.no_eval) spec.mutable_eval()->set_disabled(true);
+  if (options.eps) spec.set_eps(*options.eps);
+  if (options.gradient_clip_norm) spec.set_gradient_clip_norm(*options.gradient_clip_norm);
+  if (options.lr_schedule) spec.set_lr_schedule(*options.lr_schedule);
+  if (options.warmup_steps) spec.set_warmup_steps(*options.warmup_steps);
+  if (options.min_lr) spec.set_min_lr(*options.min_lr);
+  if (options.memory_baseline_steps) spec.set_memory_baseline_steps(*options.memory_baseline_steps);
+  v1::GradScalerSettings& scaler = *spec.mutable_grad_scaler();
+  if (options.grad_scaler_enabled) scaler.set_enabled(*options.grad_scaler_enabled);
+  if (options.grad_scaler_init_scale) scaler.set_init_scale(*options.grad_scaler_init_scale);
+  if (options.grad_scaler_growth_factor) {
+    scaler.set_growth_factor(*options.grad_scaler_growth_factor);
+  }
+  if (options.grad_scaler_backoff_factor) {
+    scaler.set_backoff_factor(*options.grad_scaler_backoff_factor);
+  }
+  if (options.grad_scaler_growth_interval) {
+    scaler.set_growth_interval(*options.grad_scaler_growth_interval);
+  }
+  // Leave the message out entirely when no scaler flag was given.
+  if (scaler.ByteSizeLong() == 0) spec.clear_grad_scaler();
   if (absl::Status status =
           AddOptions("model-option", options.model_options, spec.mutable_model_options());
       !status.ok()) {
@@ -138,6 +173,37 @@ absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options)
     }
     request.set_limit(static_cast<int32_t>(*options.limit));
   }
+  return request;
+}
+
+absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options) {
+  if (!options.precisions.has_value()) {
+    return absl::InvalidArgumentError(
+        "--precisions is required, e.g. --precisions=32-true,bf16-mixed");
+  }
+  if (absl::StripAsciiWhitespace(*options.precisions).empty()) {
+    return absl::InvalidArgumentError(
+        "--precisions is empty; give at least one, e.g. --precisions=32-true,bf16-mixed");
+  }
+  CompareRequest request;
+  std::set<std::string> seen;
+  for (absl::string_view entry : absl::StrSplit(*options.precisions, ',')) {
+    const std::string precision(absl::StripAsciiWhitespace(entry));
+    if (precision.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precisions: '", *options.precisions, "' has an empty entry"));
+    }
+    // Rows are told apart by precision, so each may appear once.
+    if (!seen.insert(precision).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precisions: '", precision, "' is given twice"));
+    }
+    request.precisions.push_back(precision);
+  }
+  absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(options.spec);
+  if (!spec.ok()) return spec.status();
+  request.spec = *std::move(spec);
+  request.spec.clear_precision();
   return request;
 }
 
@@ -223,6 +289,69 @@ int RunCapabilities(TrainingClient& client, const CommandIo& io) {
     PrintJson(*response, /*pretty=*/true, io);
   } else {
     *io.out << FormatCapabilities(*response);
+  }
+  return kExitOk;
+}
+
+int RunCompare(TrainingClient& client, const CompareRequest& request, const CommandIo& io) {
+  std::vector<ComparedRun> runs;
+  std::vector<size_t> submitted;  // indexes into runs
+  const auto still_running = [&] {
+    std::vector<std::string> ids;
+    for (size_t index : submitted) ids.push_back(runs[index].job->id());
+    if (!ids.empty()) {
+      *io.err << "mantissa: submitted jobs keep running: " << absl::StrJoin(ids, ", ") << '\n';
+    }
+  };
+
+  for (const std::string& precision : request.precisions) {
+    v1::SubmitJobRequest submit;
+    *submit.mutable_spec() = request.spec;
+    submit.mutable_spec()->set_precision(precision);
+    absl::StatusOr<v1::SubmitJobResponse> response = client.SubmitJob(submit);
+    ComparedRun run;
+    run.precision = precision;
+    if (response.ok()) {
+      run.job = response->job();
+      *io.err << "submitted " << precision << " as job " << run.job->id() << '\n';
+      submitted.push_back(runs.size());
+    } else if (IsConnectionError(response.status())) {
+      // Not a refusal of this precision: nothing more can be submitted.
+      ReportError(response.status(), io);
+      still_running();
+      return kExitFailure;
+    } else {
+      run.refusal = response.status();
+      *io.err << precision << " refused: " << DescribeError(run.refusal) << '\n';
+    }
+    runs.push_back(std::move(run));
+  }
+  io.err->flush();
+
+  // The daemon runs jobs one at a time by default, so following them in
+  // submission order also reports them about as they finish.
+  size_t finished = 0;
+  for (size_t index : submitted) {
+    ComparedRun& run = runs[index];
+    absl::StatusOr<v1::Job> job = WaitForJob(client, *run.job, io);
+    if (!job.ok()) {
+      ReportError(job.status(), io);
+      still_running();
+      return kExitFailure;
+    }
+    run.job = *std::move(job);
+    *io.err << run.precision << ' ' << JobStateName(run.job->state()) << " (" << ++finished << '/'
+            << submitted.size() << ")\n"
+            << std::flush;
+  }
+
+  *io.out << (io.json ? FormatComparisonJson(runs) : FormatComparison(runs)) << std::flush;
+  if (submitted.empty()) {
+    *io.err << "mantissa: the daemon refused every precision\n";
+    return kExitFailure;
+  }
+  for (size_t index : submitted) {
+    if (runs[index].job->state() != v1::SUCCEEDED) return kExitFailure;
   }
   return kExitOk;
 }

@@ -54,6 +54,19 @@ struct SubmitOptions {
   std::optional<int64_t> eval_max_batches;
   std::optional<int64_t> eval_batch_size;
   bool no_eval = false;
+  std::optional<double> eps;
+  std::optional<double> gradient_clip_norm;
+  std::optional<std::string> lr_schedule;
+  std::optional<int64_t> warmup_steps;
+  std::optional<double> min_lr;
+  std::optional<int64_t> memory_baseline_steps;
+  // Optional so that "--grad-scaler-enabled=false" reaches the daemon as an
+  // explicit false rather than as "not given".
+  std::optional<bool> grad_scaler_enabled;
+  std::optional<double> grad_scaler_init_scale;
+  std::optional<double> grad_scaler_growth_factor;
+  std::optional<double> grad_scaler_backoff_factor;
+  std::optional<int64_t> grad_scaler_growth_interval;
   std::vector<std::string> model_options;    // "KEY=VALUE"
   std::vector<std::string> dataset_options;  // "KEY=VALUE"
   bool wait = false;
@@ -71,6 +84,22 @@ struct ListOptions {
 // not fit the request.
 absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options);
 
+// The flags of `mantissa compare`: those of submit except --precision and
+// --wait, plus the precisions to compare.
+struct CompareOptions {
+  SubmitOptions spec;
+  std::optional<std::string> precisions;  // comma-separated
+};
+
+struct CompareRequest {
+  v1::JobSpec spec;  // submitted once per precision, with that precision set
+  std::vector<std::string> precisions;
+};
+
+// INVALID_ARGUMENT (a usage error) for a missing or empty --precisions, an
+// empty or repeated entry in it, or a spec BuildJobSpec rejects.
+absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options);
+
 // Prints "mantissa: <error>" on `io.err` and returns kExitFailure.
 int ReportError(const absl::Status& status, const CommandIo& io);
 
@@ -81,6 +110,10 @@ int RunCancel(TrainingClient& client, const std::string& job_id, const CommandIo
 // kExitOk only if the job ends SUCCEEDED.
 int RunWatch(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 int RunCapabilities(TrainingClient& client, const CommandIo& io);
+// Submits one job per precision, waits for them all and prints them side by
+// side. A precision the daemon refuses is listed, not fatal; kExitOk only if
+// at least one job was submitted and every submitted job SUCCEEDED.
+int RunCompare(TrainingClient& client, const CompareRequest& request, const CommandIo& io);
 
 }  // namespace mantissa::cli
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "client/detail_list.h"
 #include "client/table_printer.h"
@@ -81,6 +83,82 @@ bool IsSet(const google::protobuf::Timestamp& timestamp) {
   return timestamp.seconds() != 0 || timestamp.nanos() != 0;
 }
 
+std::string FormatGradScaler(const v1::PrecisionStats& stats) {
+  if (!stats.grad_scaler_enabled()) return "disabled";
+  std::vector<std::string> parts = {"enabled", absl::StrCat("scale ", FormatScale(stats.scale()))};
+  if (stats.optimizer_steps() > 0) {
+    parts.push_back(absl::StrCat(FormatCount(stats.skipped_steps()), " of ",
+                                 FormatCount(stats.optimizer_steps()),
+                                 stats.optimizer_steps() == 1 ? " step" : " steps", " skipped"));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+// Only the settings present in the spec.
+std::string FormatGradScalerSettings(const v1::GradScalerSettings& settings) {
+  std::vector<std::string> parts;
+  if (settings.has_init_scale()) {
+    parts.push_back(absl::StrCat("init scale ", FormatScale(settings.init_scale())));
+  }
+  if (settings.has_growth_factor()) {
+    parts.push_back(absl::StrCat("growth factor ", FormatNumber(settings.growth_factor())));
+  }
+  if (settings.has_backoff_factor()) {
+    parts.push_back(absl::StrCat("backoff factor ", FormatNumber(settings.backoff_factor())));
+  }
+  if (settings.has_growth_interval()) {
+    parts.push_back(absl::StrCat("growth interval ", settings.growth_interval()));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+// The source on the first line, then a label/value table with the byte
+// counts right-aligned so that their units line up. Empty without numbers.
+std::string FormatMemory(const v1::MemoryStats& memory) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  if (memory.peak_bytes() > 0) rows.emplace_back("Peak", FormatBytes(memory.peak_bytes()));
+  if (memory.baseline_fp32_peak_bytes() > 0) {
+    rows.emplace_back("FP32 baseline peak", FormatBytes(memory.baseline_fp32_peak_bytes()));
+  }
+  if (memory.has_savings_ratio())
+    rows.emplace_back("Savings", FormatSavings(memory.savings_ratio()));
+  // Zero gradient or optimizer bytes are real values (plain SGD keeps no
+  // state) once the breakdown was measured at all.
+  if (memory.parameter_bytes() > 0) {
+    rows.emplace_back("Parameters", FormatBytes(memory.parameter_bytes()));
+    rows.emplace_back("Gradients", FormatBytes(memory.gradient_bytes()));
+    rows.emplace_back("Optimizer state", FormatBytes(memory.optimizer_state_bytes()));
+  }
+  if (rows.empty()) return "";
+
+  std::vector<std::string> lines;
+  std::string head = memory.source();
+  if (!memory.exact() && memory.peak_bytes() > 0) {
+    absl::StrAppend(&head, head.empty() ? "" : " ",
+                    "(approximate: other jobs ran at the same time)");
+  }
+  if (!head.empty()) lines.push_back(std::move(head));
+  size_t label_width = 0;
+  size_t value_width = 0;
+  for (const auto& [label, value] : rows) {
+    label_width = std::max(label_width, label.size());
+    value_width = std::max(value_width, value.size());
+  }
+  for (const auto& [label, value] : rows) {
+    lines.push_back(absl::StrCat(label, std::string(label_width - label.size() + 2, ' '),
+                                 std::string(value_width - value.size(), ' '), value));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+std::string IndentLines(const std::string& text, absl::string_view indent) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    absl::StrAppend(&out, indent, line, "\n");
+  }
+  return out;
+}
+
 // Shown in `list`: the final loss once there is one, else the latest.
 std::string ListLoss(const v1::Job& job) {
   if (job.state() == v1::SUCCEEDED) return FormatLoss(job.result().final_loss());
@@ -102,6 +180,54 @@ std::vector<std::string> ProgressDetails(const v1::Progress& progress) {
     parts.push_back(absl::StrFormat("%.0f items/s", progress.items_per_second()));
   }
   return parts;
+}
+
+std::string FormatBytes(int64_t bytes) {
+  // Negate in unsigned arithmetic so that INT64_MIN does not overflow.
+  const uint64_t magnitude = bytes < 0 ? 0 - static_cast<uint64_t>(bytes) : bytes;
+  const char* sign = bytes < 0 ? "-" : "";
+  if (magnitude < 1024) return absl::StrCat(sign, magnitude, " B");
+  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(magnitude) / 1024;
+  size_t unit = 0;
+  // 1023.995 and up would print as "1024.00"; say "1.00" of the next unit.
+  while (value >= 1023.995 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat("%s%.2f %s", sign, value, kUnits[unit]);
+}
+
+std::string FormatSavings(double ratio) {
+  double percent = 100.0 * ratio;
+  // Keep a tiny loss from printing as "-0.0%".
+  if (std::fabs(percent) < 0.05) percent = 0;
+  return absl::StrFormat("%.1f%%", percent);
+}
+
+std::string FormatScale(double scale) {
+  // Scales are powers of two; print them whole while they are exact.
+  if (scale >= 1 && scale < 1e15 && scale == std::floor(scale)) {
+    return absl::StrFormat("%.0f", scale);
+  }
+  return absl::StrFormat("%g", scale);
+}
+
+std::vector<std::string> GradScalerDetails(const v1::Job& job) {
+  const v1::PrecisionStats& stats = job.precision_stats();
+  if (!stats.grad_scaler_enabled()) return {};
+  return {absl::StrCat("scale ", FormatScale(stats.scale())),
+          absl::StrCat("skipped ", stats.skipped_steps())};
+}
+
+std::string SkippedStepsCell(const v1::Job& job) {
+  if (!job.precision_stats().grad_scaler_enabled()) return "-";
+  return FormatCount(job.precision_stats().skipped_steps());
+}
+
+std::string SavingsCell(const v1::Job& job) {
+  if (!job.memory().has_savings_ratio()) return "-";
+  return FormatSavings(job.memory().savings_ratio());
 }
 
 std::string JobStateName(v1::JobState state) {
@@ -179,6 +305,24 @@ std::string EffectivePrecision(const v1::Job& job) {
   return OrDash(job.spec().precision());
 }
 
+std::string FormatPrecisionSection(const v1::Job& job) {
+  DetailList details;
+  if (job.has_precision_stats()) {
+    const v1::PrecisionStats& stats = job.precision_stats();
+    if (!stats.parameter_dtype().empty()) details.Add("Parameter dtype", stats.parameter_dtype());
+    if (!stats.compute_dtype().empty()) details.Add("Compute dtype", stats.compute_dtype());
+    details.Add("Grad scaler", FormatGradScaler(stats));
+    const std::string settings = FormatGradScalerSettings(job.spec().grad_scaler());
+    if (stats.grad_scaler_enabled() && !settings.empty()) details.Add("Scaler settings", settings);
+  }
+  if (std::string memory = FormatMemory(job.memory()); !memory.empty()) {
+    details.Add("Memory", std::move(memory));
+  }
+  const std::string rendered = details.Render();
+  if (rendered.empty()) return "";
+  return absl::StrCat("Precision\n", IndentLines(rendered, "  "));
+}
+
 std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   const v1::JobSpec& spec = job.spec();
   DetailList details;
@@ -194,9 +338,21 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   if (spec.has_epochs()) details.Add("Epochs", absl::StrCat(spec.epochs()));
   if (spec.has_batch_size()) details.Add("Batch size", absl::StrCat(spec.batch_size()));
   details.Add("Optimizer", OrDash(spec.optimizer()));
-  if (spec.has_lr()) details.Add("Learning rate", FormatNumber(spec.lr()));
+  if (spec.has_lr()) {
+    std::string lr = FormatNumber(spec.lr());
+    if (spec.lr_schedule() == "cosine") {
+      absl::StrAppend(&lr, ", cosine to ", FormatNumber(spec.min_lr()), " after ",
+                      spec.warmup_steps(), " warmup steps");
+    }
+    details.Add("Learning rate", lr);
+  }
   if (spec.has_weight_decay()) details.Add("Weight decay", FormatNumber(spec.weight_decay()));
   if (spec.has_momentum()) details.Add("Momentum", FormatNumber(spec.momentum()));
+  if (spec.has_eps()) details.Add("Epsilon", FormatNumber(spec.eps()));
+  if (spec.has_gradient_clip_norm()) {
+    details.Add("Gradient clip",
+                absl::StrCat("total norm ", FormatNumber(spec.gradient_clip_norm())));
+  }
   details.Add("Seed", absl::StrCat(spec.seed()));
   details.Add("Evaluation", FormatEvalSettings(spec.eval()));
   if (job.state() != v1::QUEUED || job.progress().step() > 0) {
@@ -209,21 +365,25 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   details.Add("Created", FormatTimestamp(job.create_time(), zone));
   if (IsSet(job.start_time())) details.Add("Started", FormatTimestamp(job.start_time(), zone));
   if (IsSet(job.end_time())) details.Add("Ended", FormatTimestamp(job.end_time(), zone));
-  return details.Render();
+  std::string out = details.Render();
+  if (const std::string precision = FormatPrecisionSection(job); !precision.empty()) {
+    absl::StrAppend(&out, "\n", precision);
+  }
+  return out;
 }
 
 std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
                            absl::TimeZone zone) {
   TablePrinter table({"ID", "NAME", "MODEL", "DATASET", "PRECISION", "STATE", "STEP", "LOSS",
-                      "ACCURACY", "CREATED"});
-  for (size_t column : {6, 7, 8}) table.AlignRight(column);
+                      "ACCURACY", "SKIPPED", "SAVINGS", "CREATED"});
+  for (size_t column : {6, 7, 8, 9, 10}) table.AlignRight(column);
   for (const v1::Job& job : jobs) {
     table.AddRow(
         {job.id(), OrDash(job.spec().name()), OrDash(job.spec().model()),
          OrDash(job.spec().dataset()), EffectivePrecision(job), JobStateName(job.state()),
          FormatStepCount(job.progress()), ListLoss(job),
          job.result().has_eval_accuracy() ? FormatAccuracy(job.result().eval_accuracy()) : "-",
-         FormatTimestamp(job.create_time(), zone)});
+         SkippedStepsCell(job), SavingsCell(job), FormatTimestamp(job.create_time(), zone)});
   }
   return table.ToString();
 }

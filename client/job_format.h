@@ -35,6 +35,21 @@ std::vector<std::string> ProgressDetails(const v1::Progress& progress);
 std::string FormatAccuracy(double fraction);
 // "101,770".
 std::string FormatCount(int64_t count);
+// Binary units: "512 B", "1.50 KiB", "1.50 MiB", "2.00 GiB".
+std::string FormatBytes(int64_t bytes);
+// A memory savings ratio as a percentage; negative when the job used more
+// than its fp32 baseline: "42.0%", "-98.7%".
+std::string FormatSavings(double ratio);
+// The grad scaler's scale: "65536", "0.5", "1.5e+20".
+std::string FormatScale(double scale);
+// "scale 65536", "skipped 3" while the grad scaler is enabled, else nothing:
+// what `watch` lines and the progress bar append.
+std::vector<std::string> GradScalerDetails(const v1::Job& job);
+// Table cells shared by `list` and `compare`: the optimizer steps the grad
+// scaler skipped ("-" while it is disabled), and the memory savings against
+// the fp32 baseline ("-" without one).
+std::string SkippedStepsCell(const v1::Job& job);
+std::string SavingsCell(const v1::Job& job);
 // "420/938", "420" when the total is unknown.
 std::string FormatStepCount(const v1::Progress& progress);
 // "a=1, b=2", sorted by key so the output is stable.
@@ -42,6 +57,9 @@ std::string FormatOptions(const google::protobuf::Map<std::string, std::string>&
 // The precision the job runs in, falling back to the requested one.
 std::string EffectivePrecision(const v1::Job& job);
 
+// The "Precision" section of `mantissa get`: dtypes, the grad scaler and the
+// measured memory. Empty when the daemon has reported none of it.
+std::string FormatPrecisionSection(const v1::Job& job);
 // The multi-line view of `mantissa get`.
 std::string FormatJob(const v1::Job& job, absl::TimeZone zone);
 // The table of `mantissa list`.

@@ -34,6 +34,7 @@ struct GlobalOptions {
 struct CommandFlags {
   SubmitOptions submit;
   ListOptions list;
+  CompareOptions compare;
 };
 
 struct Command {
@@ -56,22 +57,44 @@ void AddGlobalFlags(ArgParser& parser, GlobalOptions* global) {
   parser.AddShortName('h', "help");
 }
 
-void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
-  SubmitOptions& o = flags->submit;
+// What to train on; shared by submit and compare.
+void DefineWorkloadFlags(ArgParser& parser, SubmitOptions& o) {
   parser.AddString("model", &o.model, "model to train, e.g. mlp", "NAME");
   parser.AddRepeated("model-option", &o.model_options, "model option; repeatable", "KEY=VALUE");
   parser.AddString("dataset", &o.dataset, "dataset, e.g. synthetic or fashion-mnist", "NAME");
   parser.AddRepeated("dataset-option", &o.dataset_options, "dataset option; repeatable",
                      "KEY=VALUE");
-  parser.AddString("precision", &o.precision,
-                   "Lightning Fabric precision, e.g. 32-true or bf16-mixed (default 32-true)");
+}
+
+// How to train; shared by submit and compare, which differ in the precision.
+void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
   parser.AddInt("steps", &o.steps, "train for N steps (give --steps or --epochs, not both)");
   parser.AddInt("epochs", &o.epochs, "train for N epochs (default 1 epoch)");
   parser.AddInt("batch-size", &o.batch_size, "training batch size (default 64)");
   parser.AddString("optimizer", &o.optimizer, "sgd, adam or adamw (default adamw)", "NAME");
   parser.AddDouble("lr", &o.lr, "learning rate (default 1e-3)");
+  parser.AddString("lr-schedule", &o.lr_schedule,
+                   "constant, or cosine: linear warmup then cosine decay (default constant)",
+                   "NAME");
+  parser.AddInt("warmup-steps", &o.warmup_steps, "cosine schedule warmup steps (default 0)");
+  parser.AddDouble("min-lr", &o.min_lr, "cosine schedule final learning rate (default 0)");
   parser.AddDouble("weight-decay", &o.weight_decay, "weight decay (default 0; adamw 0.01)");
   parser.AddDouble("momentum", &o.momentum, "SGD momentum (default 0)");
+  parser.AddDouble("eps", &o.eps, "Adam/AdamW epsilon (default 1e-8)");
+  parser.AddDouble("gradient-clip-norm", &o.gradient_clip_norm,
+                   "clip the unscaled gradients' total L2 norm (default: no clipping)");
+  parser.AddBool("grad-scaler-enabled", &o.grad_scaler_enabled,
+                 "scale the loss (default: 16-mixed only); =false turns it off");
+  parser.AddDouble("grad-scaler-init-scale", &o.grad_scaler_init_scale,
+                   "the grad scaler's initial scale (default 65536)");
+  parser.AddDouble("grad-scaler-growth-factor", &o.grad_scaler_growth_factor,
+                   "scale multiplier after growth-interval clean steps (default 2)");
+  parser.AddDouble("grad-scaler-backoff-factor", &o.grad_scaler_backoff_factor,
+                   "scale multiplier after an inf/NaN step (default 0.5)");
+  parser.AddInt("grad-scaler-growth-interval", &o.grad_scaler_growth_interval,
+                "clean steps before the scale grows (default 2000)");
+  parser.AddInt("memory-baseline-steps", &o.memory_baseline_steps,
+                "fp32 steps run first as the memory baseline (default 2, 0 = off)");
   parser.AddUint("seed", &o.seed, "random seed");
   parser.AddString("name", &o.name, "label shown by 'mantissa list'", "TEXT");
   parser.AddInt("progress-every-n-steps", &o.progress_every_n_steps,
@@ -83,7 +106,23 @@ void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
   parser.AddInt("eval-batch-size", &o.eval_batch_size,
                 "evaluation batch size (default: the training batch size)");
   parser.AddBool("no-eval", &o.no_eval, "skip evaluation");
+}
+
+void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
+  SubmitOptions& o = flags->submit;
+  DefineWorkloadFlags(parser, o);
+  parser.AddString("precision", &o.precision,
+                   "Lightning Fabric precision, e.g. bf16-mixed (default 32-true)");
+  DefineTrainingFlags(parser, o);
   parser.AddBool("wait", &o.wait, "watch the job until it ends; exit 0 only if it succeeds");
+}
+
+void DefineCompareFlags(ArgParser& parser, CommandFlags* flags) {
+  CompareOptions& o = flags->compare;
+  DefineWorkloadFlags(parser, o.spec);
+  parser.AddString("precisions", &o.precisions,
+                   "comma-separated precisions to compare, in order; required", "LIST");
+  DefineTrainingFlags(parser, o.spec);
 }
 
 void DefineListFlags(ArgParser& parser, CommandFlags* flags) {
@@ -111,8 +150,19 @@ constexpr Command kCommands[] = {
      "Follows a job until it ends. Exits 0 only if the job succeeds.", DefineNoFlags},
     {"capabilities", "", 0, "show what the daemon's device can run",
      "Shows the daemon's device, versions, and the precisions, models, datasets and\n"
-     "optimizers it supports.",
+     "optimizers it supports, and what each precision runs as.",
      DefineNoFlags},
+    {"compare", "", 0, "train once per precision and compare the runs",
+     "Submits one job per precision in --precisions, in that order and with the same\n"
+     "spec otherwise, waits for them all and prints them side by side: step time,\n"
+     "throughput, peak memory against the fp32 baseline, steps the grad scaler\n"
+     "skipped, final loss and accuracy. A precision the daemon refuses is listed\n"
+     "with its reason while the other jobs still run. Takes every submit flag but\n"
+     "--precision and --wait.\n"
+     "\n"
+     "Exits 0 only if every submitted job succeeds. Ctrl-C stops the waiting; the\n"
+     "jobs keep running.",
+     DefineCompareFlags},
 };
 
 const Command* FindCommand(absl::string_view name) {
@@ -191,6 +241,7 @@ int TerminalWidth() {
 }
 
 volatile sig_atomic_t g_clear_line_on_interrupt = 0;
+volatile sig_atomic_t g_waiting_for_many_jobs = 0;
 
 // Ctrl-C only stops the watching; say so, since the job itself runs on.
 void OnInterrupt(int) {
@@ -199,12 +250,17 @@ void OnInterrupt(int) {
   static constexpr char kClear[] = "\r\x1b[K";
   static constexpr char kNewline[] = "\n";
   static constexpr char kMessage[] = "mantissa: stopped watching; the job keeps running\n";
+  static constexpr char kManyMessage[] = "mantissa: stopped waiting; the jobs keep running\n";
   if (g_clear_line_on_interrupt) {
     (void)!write(STDOUT_FILENO, kClear, sizeof(kClear) - 1);
   } else {
     (void)!write(STDERR_FILENO, kNewline, sizeof(kNewline) - 1);
   }
-  (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+  if (g_waiting_for_many_jobs) {
+    (void)!write(STDERR_FILENO, kManyMessage, sizeof(kManyMessage) - 1);
+  } else {
+    (void)!write(STDERR_FILENO, kMessage, sizeof(kMessage) - 1);
+  }
   _exit(130);
 }
 
@@ -274,6 +330,7 @@ int Main(int argc, char** argv) {
   // Validate everything before any call, so a usage error never half-runs.
   std::optional<v1::JobSpec> spec;
   std::optional<v1::ListJobsRequest> list_request;
+  std::optional<CompareRequest> compare_request;
   if (command->name == "submit") {
     absl::StatusOr<v1::JobSpec> built = BuildJobSpec(flags.submit);
     if (!built.ok()) return UsageError(command, built.status().message());
@@ -282,6 +339,10 @@ int Main(int argc, char** argv) {
     absl::StatusOr<v1::ListJobsRequest> built = BuildListRequest(flags.list);
     if (!built.ok()) return UsageError(command, built.status().message());
     list_request = *std::move(built);
+  } else if (command->name == "compare") {
+    absl::StatusOr<CompareRequest> built = BuildCompareRequest(flags.compare);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    compare_request = *std::move(built);
   }
   const std::string server = ServerAddress(global);
   if (server.empty()) return UsageError(command, "--server is empty");
@@ -294,6 +355,10 @@ int Main(int argc, char** argv) {
   if (watches) {
     g_clear_line_on_interrupt = io.terminal && !io.json;
     signal(SIGINT, OnInterrupt);
+  } else if (command->name == "compare") {
+    // compare draws no live line; it reports on stderr.
+    g_waiting_for_many_jobs = 1;
+    signal(SIGINT, OnInterrupt);
   }
 
   std::unique_ptr<TrainingClient> client = TrainingClient::Connect(server);
@@ -303,6 +368,7 @@ int Main(int argc, char** argv) {
   if (command->name == "list") return RunList(*client, *list_request, io);
   if (command->name == "cancel") return RunCancel(*client, job_id, io);
   if (command->name == "watch") return RunWatch(*client, job_id, io);
+  if (command->name == "compare") return RunCompare(*client, *compare_request, io);
   return RunCapabilities(*client, io);
 }
 

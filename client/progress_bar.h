@@ -9,7 +9,8 @@
 namespace mantissa::cli {
 
 // One plain line per progress event, for logs and pipes:
-// "step 100/938 epoch 1/1 loss 0.5123 12345 items/s".
+// "step 100/938 epoch 1/1 loss 0.5123 12345 items/s", followed by
+// "scale 65536 skipped 3" while the grad scaler is enabled.
 std::string FormatProgressLine(const v1::Job& job);
 
 // Seconds left at the recent pace, or nullopt while that pace is unknown.
@@ -17,7 +18,8 @@ std::optional<double> EstimateRemainingSeconds(const v1::Job& job);
 
 // The live line drawn on a terminal, at most `width - 1` columns so that it
 // never wraps (a wrapped line cannot be redrawn with '\r'):
-// "[######------]  45.2% 420/938 epoch 1/1 loss 0.5123 12345 items/s ETA 1m05s".
+// "[######------]  45.2% 420/938 epoch 1/1 loss 0.5123 12345 items/s ETA 1m05s",
+// with the grad scaler's "scale 65536 skipped 3" before the ETA where it fits.
 std::string RenderProgressBar(const v1::Job& job, int width);
 
 }  // namespace mantissa::cli

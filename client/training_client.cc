@@ -96,6 +96,10 @@ absl::Status TrainingClient::ToStatus(const grpc::Status& status, bool had_event
   return result;
 }
 
+bool IsConnectionError(const absl::Status& status) {
+  return status.GetPayload(kConnectionPayload).has_value();
+}
+
 std::string DescribeError(const absl::Status& status) {
   if (status.GetPayload(kConnectionPayload).has_value()) return std::string(status.message());
   if (status.message().empty()) return absl::StatusCodeToString(status.code());

@@ -56,6 +56,10 @@ class TrainingClient {
 // reached.
 std::string DescribeError(const absl::Status& status);
 
+// Whether `status` says that the daemon could not be reached or the
+// connection was lost, rather than carrying the daemon's own answer.
+bool IsConnectionError(const absl::Status& status);
+
 }  // namespace mantissa::cli
 
 #endif  // MANTISSA_CLIENT_TRAINING_CLIENT_H_

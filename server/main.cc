@@ -87,7 +87,9 @@ int Run() {
 
   Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
 
-  auto runner = TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device)});
+  auto runner =
+      TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
+                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs)});
   if (!runner.ok()) return Fail(runner.status());
 
   JobManager::Options manager_options;

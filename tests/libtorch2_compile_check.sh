@@ -24,7 +24,8 @@ version=$(sed -n 's/^#define TORCH_VERSION "\(.*\)"/\1/p' "$inc/torch/csrc/api/i
 mkdir -p "$work/protobuf-first"
 ln -sfn "$(dirname "$(find /usr/include -maxdepth 3 -path '*/google/protobuf/message.h' | head -1)")/.." \
   "$work/protobuf-first/google"
-flags=(-std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -DMANTISSA_VERSION=\"check\"
+# MANTISSA_WITH_CUDA: the CUDA paths are checked too.
+flags=(-std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -DMANTISSA_VERSION=\"check\" -DMANTISSA_WITH_CUDA=1
   -isystem "$work/protobuf-first" -isystem "$inc" -isystem "$inc/torch/csrc/api/include")
 [ -d /usr/local/cuda/include ] && flags+=(-isystem /usr/local/cuda/include)
 flags+=(-I"$src" -I"$build/proto" $(pkg-config --cflags cpp-httplib))

@@ -53,7 +53,27 @@ Metrics::Metrics(Options options)
       step_duration_(BuildHistogram()
                          .Name("mantissa_train_step_duration_seconds")
                          .Help("Wall time of one training step, by precision.")
-                         .Register(*registry_)) {}
+                         .Register(*registry_)),
+      scaler_skipped_(BuildCounter()
+                          .Name("mantissa_grad_scaler_skipped_steps_total")
+                          .Help("Optimizer steps the grad scaler skipped for inf/NaN gradients.")
+                          .Register(*registry_)),
+      scaler_scale_(BuildGauge()
+                        .Name("mantissa_grad_scaler_scale")
+                        .Help("The grad scaler's current loss scale.")
+                        .Register(*registry_)),
+      memory_peak_(BuildGauge()
+                       .Name("mantissa_memory_peak_bytes")
+                       .Help("Peak bytes allocated by the job's training steps (measured).")
+                       .Register(*registry_)),
+      memory_baseline_(BuildGauge()
+                           .Name("mantissa_memory_fp32_baseline_peak_bytes")
+                           .Help("Peak bytes of a 32-true run of the same model and batch.")
+                           .Register(*registry_)),
+      memory_savings_(BuildGauge()
+                          .Name("mantissa_memory_savings_ratio")
+                          .Help("1 - peak / fp32 baseline peak.")
+                          .Register(*registry_)) {}
 
 void Metrics::JobSubmitted(const std::string& precision) {
   jobs_submitted_.Add({{"precision", precision}}).Increment();
@@ -68,15 +88,21 @@ std::shared_ptr<JobMetrics> Metrics::StartJob(const std::string& job_id, const s
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
   if (it != jobs_.end()) return it->second.reporter;
-  JobSeries series;
+  JobSeries job;
+  JobMetrics::Series& series = job.series;
   series.steps = &train_steps_.Add({{"job", job_id}, {"model", model}, {"precision", precision}});
   series.loss = &train_loss_.Add({{"job", job_id}});
   series.items_per_second = &train_items_per_second_.Add({{"job", job_id}});
-  auto& histogram = step_duration_.Add({{"precision", precision}}, StepBuckets());
-  series.reporter = std::make_shared<JobMetrics>(*series.steps, *series.loss,
-                                                 *series.items_per_second, histogram);
-  auto reporter = series.reporter;
-  jobs_.emplace(job_id, std::move(series));
+  series.step_duration = &step_duration_.Add({{"precision", precision}}, StepBuckets());
+  series.scaler_skipped =
+      &scaler_skipped_.Add({{"job", job_id}, {"model", model}, {"precision", precision}});
+  series.scaler_scale = &scaler_scale_.Add({{"job", job_id}});
+  series.memory_peak = &memory_peak_.Add({{"job", job_id}, {"precision", precision}});
+  series.memory_baseline = &memory_baseline_.Add({{"job", job_id}});
+  series.memory_savings = &memory_savings_.Add({{"job", job_id}, {"precision", precision}});
+  job.reporter = std::make_shared<JobMetrics>(series);
+  auto reporter = job.reporter;
+  jobs_.emplace(job_id, std::move(job));
   return reporter;
 }
 
@@ -93,10 +119,16 @@ void Metrics::RetireJob(const std::string& job_id) {
   }
 }
 
-void Metrics::RemoveSeries(const JobSeries& series) {
-  train_steps_.Remove(series.steps);
-  train_loss_.Remove(series.loss);
-  train_items_per_second_.Remove(series.items_per_second);
+void Metrics::RemoveSeries(const JobSeries& job) {
+  const JobMetrics::Series& s = job.series;
+  train_steps_.Remove(s.steps);
+  train_loss_.Remove(s.loss);
+  train_items_per_second_.Remove(s.items_per_second);
+  scaler_skipped_.Remove(s.scaler_skipped);
+  scaler_scale_.Remove(s.scaler_scale);
+  memory_peak_.Remove(s.memory_peak);
+  memory_baseline_.Remove(s.memory_baseline);
+  memory_savings_.Remove(s.memory_savings);
 }
 
 }  // namespace mantissa

@@ -19,25 +19,43 @@ namespace mantissa {
 // cheap to update from the training thread (atomic counters and gauges).
 class JobMetrics {
  public:
-  JobMetrics(prometheus::Counter& steps, prometheus::Gauge& loss,
-             prometheus::Gauge& items_per_second, prometheus::Histogram& step_duration)
-      : steps_(steps),
-        loss_(loss),
-        items_per_second_(items_per_second),
-        step_duration_(step_duration) {}
+  struct Series {
+    prometheus::Counter* steps;
+    prometheus::Gauge* loss;
+    prometheus::Gauge* items_per_second;
+    prometheus::Histogram* step_duration;  // shared by all jobs of a precision
+    prometheus::Counter* scaler_skipped;
+    prometheus::Gauge* scaler_scale;
+    prometheus::Gauge* memory_peak;
+    prometheus::Gauge* memory_baseline;
+    prometheus::Gauge* memory_savings;
+  };
+
+  explicit JobMetrics(Series series) : s_(series) {}
 
   void ObserveStep(double seconds) {
-    steps_.Increment();
-    step_duration_.Observe(seconds);
+    s_.steps->Increment();
+    s_.step_duration->Observe(seconds);
   }
-  void SetLoss(double loss) { loss_.Set(loss); }
-  void SetItemsPerSecond(double v) { items_per_second_.Set(v); }
+  void SetLoss(double loss) { s_.loss->Set(loss); }
+  void SetItemsPerSecond(double v) { s_.items_per_second->Set(v); }
+  // `skipped_total` is the job's running total; the counter follows it.
+  void SetGradScaler(int64_t skipped_total, double scale) {
+    const double delta = static_cast<double>(skipped_total) - s_.scaler_skipped->Value();
+    if (delta > 0) s_.scaler_skipped->Increment(delta);
+    s_.scaler_scale->Set(scale);
+  }
+  // `baseline_bytes` 0 = not measured: baseline and savings stay unset.
+  void SetMemory(int64_t peak_bytes, int64_t baseline_bytes, double savings_ratio) {
+    s_.memory_peak->Set(static_cast<double>(peak_bytes));
+    if (baseline_bytes > 0) {
+      s_.memory_baseline->Set(static_cast<double>(baseline_bytes));
+      s_.memory_savings->Set(savings_ratio);
+    }
+  }
 
  private:
-  prometheus::Counter& steps_;
-  prometheus::Gauge& loss_;
-  prometheus::Gauge& items_per_second_;
-  prometheus::Histogram& step_duration_;  // shared by all jobs of a precision
+  const Series s_;
 };
 
 // Every metric family of the daemon, declared once (as Triton core does);
@@ -70,9 +88,7 @@ class Metrics {
 
  private:
   struct JobSeries {
-    prometheus::Counter* steps;
-    prometheus::Gauge* loss;
-    prometheus::Gauge* items_per_second;
+    JobMetrics::Series series;
     std::shared_ptr<JobMetrics> reporter;
   };
   void RemoveSeries(const JobSeries& series);
@@ -88,6 +104,11 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& train_loss_;
   prometheus::Family<prometheus::Gauge>& train_items_per_second_;
   prometheus::Family<prometheus::Histogram>& step_duration_;
+  prometheus::Family<prometheus::Counter>& scaler_skipped_;
+  prometheus::Family<prometheus::Gauge>& scaler_scale_;
+  prometheus::Family<prometheus::Gauge>& memory_peak_;
+  prometheus::Family<prometheus::Gauge>& memory_baseline_;
+  prometheus::Family<prometheus::Gauge>& memory_savings_;
 
   std::mutex mu_;
   std::unordered_map<std::string, JobSeries> jobs_;  // guarded by mu_

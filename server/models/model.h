@@ -27,6 +27,8 @@ class Model {
   // Moves parameters and buffers; floating ones are cast to `dtype`.
   virtual void To(torch::Device device, torch::Dtype dtype) = 0;
   virtual void ToDevice(torch::Device device) = 0;
+  // Casts floating parameters and buffers, keeping the device.
+  virtual void ToDtype(torch::Dtype dtype) = 0;
 
   int64_t ParameterCount() {
     int64_t n = 0;
@@ -46,6 +48,7 @@ class ModuleModel : public Model {
   void SetTraining(bool training) override { module_->train(training); }
   void To(torch::Device device, torch::Dtype dtype) override { module_->to(device, dtype); }
   void ToDevice(torch::Device device) override { module_->to(device); }
+  void ToDtype(torch::Dtype dtype) override { module_->to(dtype); }
 
   ModuleHolder& module() { return module_; }
 

@@ -2,7 +2,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/torch_compat.h"
+#include "server/precision/double_precision.h"
 #include "server/precision/fp32_precision.h"
+#include "server/precision/half_precision.h"
+#include "server/precision/mixed_precision.h"
 
 namespace mantissa {
 namespace {
@@ -29,32 +33,85 @@ const std::vector<ModeEntry>& Table() {
   return *table;
 }
 
-// Why a mode cannot run here; empty when it can.
-std::string Unsupported(const std::string& name) {
-  if (name == "32-true") return "";
-  if (name == "transformer-engine" || name == "transformer-engine-float16") {
-    return "FP8 training needs LibTorch >= 2.4 on a CUDA device of compute capability >= 8.9 "
-           "(Hopper/Ada) and the FP8 plugin, which this build does not include";
+// How a canonical mode runs on this device: `runs_as` empty means it does
+// not, and `note` says why; otherwise `note` is a warning for the job.
+struct Support {
+  std::string runs_as;
+  std::string note;
+};
+
+std::string Missing(const DeviceCapabilities& caps, const std::string& what,
+                    const std::string& probe) {
+  return absl::StrCat(what, " is not available on ", caps.device.str(), " with LibTorch ",
+                      compat::LibTorchVersion(), " (", caps.Failure(probe), ")");
+}
+
+Support SupportOf(const std::string& mode, const DeviceCapabilities& caps) {
+  if (mode == "32-true") return {mode, ""};
+  if (mode == "64-true") {
+    return caps.float64 ? Support{mode, ""}
+                        : Support{"", Missing(caps, "float64 compute", "float64")};
   }
-  return "this build of mantissad implements only 32-true so far";
+  if (mode == "bf16-true") {
+    return caps.bfloat16 ? Support{mode, ""}
+                         : Support{"", Missing(caps, "bfloat16 compute", "bfloat16")};
+  }
+  if (mode == "16-true") {
+    return caps.float16 ? Support{mode, ""}
+                        : Support{"", Missing(caps, "float16 compute", "float16")};
+  }
+  if (mode == "bf16-mixed") {
+    return caps.autocast_bfloat16
+               ? Support{mode, ""}
+               : Support{"", Missing(caps, "bfloat16 autocast", "autocast_bfloat16")};
+  }
+  if (mode == "16-mixed") {
+    if (caps.is_cuda() && caps.autocast_float16) return {mode, ""};
+    // Fabric's CPU behaviour, in its words.
+    if (!caps.is_cuda() && caps.autocast_bfloat16) {
+      return {"bf16-mixed",
+              "You passed precision='16-mixed' but AMP with fp16 is not supported on CPU. Using "
+              "precision='bf16-mixed' instead."};
+    }
+    return {"", Missing(caps, "float16 autocast", "autocast_float16")};
+  }
+  // transformer-engine, transformer-engine-float16.
+  if (!caps.is_cuda()) {
+    return {"", absl::StrCat("FP8 training needs a CUDA device of compute capability >= 8.9; "
+                             "this daemon runs on ",
+                             caps.device.str())};
+  }
+  if (caps.compute_capability < 89) {
+    return {"",
+            absl::StrCat("FP8 training needs compute capability >= 8.9; ", caps.device_name,
+                         " has ", caps.compute_capability / 10, ".", caps.compute_capability % 10)};
+  }
+  if (!MANTISSA_TORCH_AT_LEAST(2, 4)) {
+    return {"", absl::StrCat("FP8 training needs LibTorch >= 2.4 (at::_scaled_mm); this is ",
+                             compat::LibTorchVersion())};
+  }
+  return {"", "the FP8 plugin is not part of this build yet"};
 }
 
 }  // namespace
 
-std::vector<PrecisionModeInfo> PrecisionFactory::Modes() {
+std::vector<PrecisionModeInfo> PrecisionFactory::Modes(const DeviceCapabilities& caps) {
   std::vector<PrecisionModeInfo> modes;
   for (const ModeEntry& e : Table()) {
+    const Support support = SupportOf(e.name, caps);
     PrecisionModeInfo info;
     info.name = e.name;
     info.aliases = e.aliases;
-    info.reason = Unsupported(e.name);
-    info.supported = info.reason.empty();
+    info.supported = !support.runs_as.empty();
+    info.runs_as = support.runs_as;
+    info.reason = support.note;
     modes.push_back(std::move(info));
   }
   return modes;
 }
 
-absl::StatusOr<ResolvedPrecision> PrecisionFactory::Resolve(const std::string& precision) {
+absl::StatusOr<ResolvedPrecision> PrecisionFactory::Resolve(const std::string& precision,
+                                                            const DeviceCapabilities& caps) {
   ResolvedPrecision resolved;
   resolved.requested = precision;
   const std::string value = precision.empty() ? "32-true" : precision;
@@ -73,11 +130,13 @@ absl::StatusOr<ResolvedPrecision> PrecisionFactory::Resolve(const std::string& p
                                                  e.name, "' instead!"));
       }
     }
-    if (const std::string why = Unsupported(resolved.canonical); !why.empty()) {
+    const Support support = SupportOf(resolved.canonical, caps);
+    if (support.runs_as.empty()) {
       return absl::FailedPreconditionError(
-          absl::StrCat("precision: '", value, "' cannot run on this daemon: ", why));
+          absl::StrCat("precision: '", value, "' cannot run on this daemon: ", support.note));
     }
-    resolved.effective = resolved.canonical;
+    if (!support.note.empty()) resolved.warnings.push_back(support.note);
+    resolved.effective = support.runs_as;
     return resolved;
   }
   std::vector<std::string> valid;
@@ -90,8 +149,17 @@ absl::StatusOr<ResolvedPrecision> PrecisionFactory::Resolve(const std::string& p
 }
 
 absl::StatusOr<std::unique_ptr<PrecisionPlugin>> PrecisionFactory::Create(
-    const std::string& effective) {
+    const std::string& effective, torch::Device device) {
   if (effective == "32-true") return std::make_unique<Fp32Precision>();
+  if (effective == "64-true") return std::make_unique<DoublePrecision>();
+  if (effective == "bf16-true") return std::make_unique<HalfPrecision>(torch::kBFloat16);
+  if (effective == "16-true") return std::make_unique<HalfPrecision>(torch::kFloat16);
+  if (effective == "bf16-mixed") {
+    return std::make_unique<MixedPrecision>(torch::kBFloat16, device.type());
+  }
+  if (effective == "16-mixed") {
+    return std::make_unique<MixedPrecision>(torch::kFloat16, device.type());
+  }
   return absl::FailedPreconditionError(
       absl::StrCat("precision: no plugin for '", effective, "' in this build"));
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/precision/device_capabilities.h"
 #include "server/precision/precision_plugin.h"
 
 namespace mantissa {
@@ -23,24 +24,28 @@ struct PrecisionModeInfo {
   std::string name;
   std::vector<std::string> aliases;
   bool supported = false;
-  std::string reason;  // why not, or how it runs
+  std::string runs_as;  // effective mode here when supported
+  std::string reason;   // why not, or how it runs (e.g. a fallback)
 };
 
 // The one place that maps precision strings to plugins. Adding a mode means
 // one plugin file and one entry here.
 class PrecisionFactory {
  public:
-  // Every Fabric value, with its support on this build and device.
-  static std::vector<PrecisionModeInfo> Modes();
+  // Every Fabric value, with its support on this device.
+  static std::vector<PrecisionModeInfo> Modes(const DeviceCapabilities& caps);
 
   // Accepts Fabric's values and legacy aliases (32, "32", 64, "64", 16,
   // "16", "bf16"); "" means "32-true". INVALID_ARGUMENT listing every valid
   // value for anything else; FAILED_PRECONDITION with the reason for a value
-  // this build or device cannot run.
-  static absl::StatusOr<ResolvedPrecision> Resolve(const std::string& precision);
+  // this device cannot run. On CPU, 16-mixed runs as bf16-mixed with a
+  // warning, as in Fabric.
+  static absl::StatusOr<ResolvedPrecision> Resolve(const std::string& precision,
+                                                   const DeviceCapabilities& caps);
 
   // A fresh plugin for an effective precision returned by Resolve.
-  static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(const std::string& effective);
+  static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(const std::string& effective,
+                                                                 torch::Device device);
 };
 
 }  // namespace mantissa

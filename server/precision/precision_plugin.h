@@ -7,6 +7,7 @@
 #include <string>
 
 #include "server/models/model.h"
+#include "server/precision/grad_scaler.h"
 
 namespace mantissa {
 
@@ -30,6 +31,8 @@ struct OptimizerStepResult {
 // order every step:
 //   ConvertInput -> ForwardGuard{ model.Forward } -> ConvertOutput -> loss
 //   -> Backward -> [UnscaleGradients -> clip] -> OptimizerStep
+// Loss scaling lives here rather than in the mixed plugin alone (where Fabric
+// keeps it) so that a job may enable the grad scaler in any mode.
 // A plugin instance belongs to one job and is used from one thread.
 class PrecisionPlugin {
  public:
@@ -37,6 +40,16 @@ class PrecisionPlugin {
 
   // Canonical Fabric value, e.g. "32-true".
   virtual std::string name() const = 0;
+
+  // Dtype of the parameters after ConvertModule, and of the compute (the
+  // autocast dtype in the mixed modes).
+  virtual torch::Dtype parameter_dtype() const { return torch::kFloat32; }
+  virtual torch::Dtype compute_dtype() const { return parameter_dtype(); }
+
+  // The job's grad scaler; Backward, UnscaleGradients and OptimizerStep use
+  // it when it is enabled.
+  void set_grad_scaler(std::unique_ptr<GradScaler> scaler) { scaler_ = std::move(scaler); }
+  GradScaler* grad_scaler() const { return scaler_.get(); }
 
   // Fabric: convert_module. Casts the model's parameters where the mode
   // keeps weights in another dtype (64-true, the *-true half modes).
@@ -55,22 +68,49 @@ class PrecisionPlugin {
   // Fabric: convert_output. Floating outputs back to the default dtype.
   virtual torch::Tensor ConvertOutput(const torch::Tensor& output) { return output; }
 
-  // Fabric: backward (pre_backward/post_backward folded in).
-  virtual void Backward(const torch::Tensor& loss) { loss.backward(); }
+  // Fabric: backward (pre_backward/post_backward folded in). Scales the
+  // loss first when the grad scaler is on.
+  virtual void Backward(const torch::Tensor& loss) {
+    (scaling() ? scaler_->Scale(loss) : loss).backward();
+  }
 
   // Fabric: unscale_gradients. Called before gradient clipping.
-  virtual void UnscaleGradients(torch::optim::Optimizer& optimizer) {}
+  virtual void UnscaleGradients(torch::optim::Optimizer& optimizer) {
+    if (scaling()) scaler_->Unscale(optimizer);
+  }
 
-  // Fabric: optimizer_step.
+  // Fabric: optimizer_step. With the scaler: step unless a gradient is
+  // inf/NaN, then update the scale.
   virtual OptimizerStepResult OptimizerStep(torch::optim::Optimizer& optimizer) {
-    optimizer.step();
-    return {};
+    if (!scaling()) {
+      optimizer.step();
+      return {};
+    }
+    OptimizerStepResult result;
+    result.skipped = scaler_->Step(optimizer);
+    scaler_->Update();
+    return result;
   }
 
   // Fabric: state_dict / load_state_dict. The plugin's own state (the grad
   // scaler's), saved with checkpoints.
-  virtual void SaveState(torch::serialize::OutputArchive& archive) const {}
-  virtual void LoadState(torch::serialize::InputArchive& archive) {}
+  virtual void SaveState(torch::serialize::OutputArchive& archive) const {
+    if (scaler_) {
+      torch::serialize::OutputArchive scaler;
+      scaler_->Save(scaler);
+      archive.write("grad_scaler", scaler);
+    }
+  }
+  virtual void LoadState(torch::serialize::InputArchive& archive) {
+    torch::serialize::InputArchive scaler;
+    if (scaler_ && archive.try_read("grad_scaler", scaler)) scaler_->Load(scaler);
+  }
+
+ protected:
+  bool scaling() const { return scaler_ != nullptr && scaler_->enabled(); }
+
+ private:
+  std::unique_ptr<GradScaler> scaler_;
 };
 
 }  // namespace mantissa

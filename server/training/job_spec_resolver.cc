@@ -10,10 +10,33 @@
 #include "server/common/status_macros.h"
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
+#include "server/precision/grad_scaler.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/lr_schedule.h"
 #include "server/training/optimizer_factory.h"
 
 namespace mantissa {
+
+GradScaler::Options GradScalerOptions(const v1::GradScalerSettings& settings) {
+  GradScaler::Options options;
+  options.enabled = settings.enabled();
+  options.init_scale = settings.init_scale();
+  options.growth_factor = settings.growth_factor();
+  options.backoff_factor = settings.backoff_factor();
+  options.growth_interval = settings.growth_interval();
+  return options;
+}
+
+LrSchedule::Options LrScheduleOptions(const v1::JobSpec& spec, int64_t total_steps) {
+  LrSchedule::Options options;
+  options.kind = spec.lr_schedule();
+  options.base_lr = spec.lr();
+  options.warmup_steps = spec.warmup_steps();
+  options.min_lr = spec.min_lr();
+  options.total_steps = total_steps;
+  return options;
+}
+
 namespace {
 
 constexpr int64_t kMaxBatchSize = 1 << 20;
@@ -34,7 +57,8 @@ absl::Status RequireNonNegative(absl::string_view field, int64_t value) {
 
 }  // namespace
 
-absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submitted) {
+absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submitted,
+                                                       const ResolveContext& context) {
   JobRunner::PreparedSpec prepared;
   v1::JobSpec& spec = prepared.spec;
   spec = submitted;
@@ -77,6 +101,31 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
                    absl::StrCat("applies to optimizer sgd only, not '", spec.optimizer(), "'"));
   }
   if (!spec.has_momentum()) spec.set_momentum(0.0);
+  const bool adam = spec.optimizer() == "adam" || spec.optimizer() == "adamw";
+  if (spec.has_eps() && !adam) {
+    return Invalid("eps", absl::StrCat("applies to optimizers adam and adamw only, not '",
+                                       spec.optimizer(), "'"));
+  }
+  if (adam && !spec.has_eps()) spec.set_eps(kDefaultAdamEps);
+  if (spec.has_eps() && (!(spec.eps() > 0) || !std::isfinite(spec.eps()))) {
+    return Invalid("eps", absl::StrCat("must be a finite number > 0, got ", spec.eps()));
+  }
+  if (spec.has_gradient_clip_norm() &&
+      (!(spec.gradient_clip_norm() > 0) || !std::isfinite(spec.gradient_clip_norm()))) {
+    return Invalid("gradient_clip_norm",
+                   absl::StrCat("must be a finite number > 0, got ", spec.gradient_clip_norm()));
+  }
+  if (spec.lr_schedule().empty()) spec.set_lr_schedule("constant");
+  if (!spec.has_warmup_steps()) spec.set_warmup_steps(0);
+  if (!spec.has_min_lr()) spec.set_min_lr(0);
+  RETURN_IF_ERROR(LrSchedule::Create(LrScheduleOptions(spec, /*total_steps=*/1)).status());
+  if (!spec.has_memory_baseline_steps()) {
+    spec.set_memory_baseline_steps(kDefaultMemoryBaselineSteps);
+  }
+  if (spec.memory_baseline_steps() < 0 || spec.memory_baseline_steps() > 100) {
+    return Invalid("memory_baseline_steps",
+                   absl::StrCat("must be in [0, 100], got ", spec.memory_baseline_steps()));
+  }
   if (!(spec.momentum() >= 0 && spec.momentum() < 1)) {
     return Invalid("momentum", absl::StrCat("must be in [0, 1), got ", spec.momentum()));
   }
@@ -101,10 +150,38 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   RETURN_IF_ERROR(ModelFactory::Validate(spec.model(), ToOptionMap(spec.model_options())));
   RETURN_IF_ERROR(DatasetFactory::Validate(spec.dataset(), ToOptionMap(spec.dataset_options())));
 
-  ASSIGN_OR_RETURN(ResolvedPrecision precision, PrecisionFactory::Resolve(spec.precision()));
+  ASSIGN_OR_RETURN(ResolvedPrecision precision,
+                   PrecisionFactory::Resolve(spec.precision(), context.caps));
   if (spec.precision().empty()) spec.set_precision(precision.canonical);
   prepared.effective_precision = precision.effective;
   prepared.warnings = std::move(precision.warnings);
+
+  // The grad scaler: torch.amp.GradScaler's defaults, on for 16-mixed only.
+  v1::GradScalerSettings& gs = *spec.mutable_grad_scaler();
+  if (!gs.has_enabled()) gs.set_enabled(prepared.effective_precision == "16-mixed");
+  if (!gs.has_init_scale()) gs.set_init_scale(GradScaler::Options().init_scale);
+  if (!gs.has_growth_factor()) gs.set_growth_factor(GradScaler::Options().growth_factor);
+  if (!gs.has_backoff_factor()) gs.set_backoff_factor(GradScaler::Options().backoff_factor);
+  if (!gs.has_growth_interval()) gs.set_growth_interval(GradScaler::Options().growth_interval);
+  RETURN_IF_ERROR(GradScaler::Create(GradScalerOptions(gs)).status());
+
+  // Known trap: Adam's eps added to a float16 tensor rounds to 0 below
+  // float16's smallest subnormal, and the first update divides by zero.
+  constexpr double kFloat16SmallestSubnormal = 5.960464477539063e-08;
+  if (prepared.effective_precision == "16-true" && adam && spec.eps() < kFloat16SmallestSubnormal) {
+    prepared.warnings.push_back(
+        absl::StrCat("eps=", spec.eps(),
+                     " underflows to 0 in float16 (smallest subnormal 5.96e-08): with "
+                     "16-true weights ",
+                     spec.optimizer(),
+                     "'s first update divides by zero and the loss "
+                     "becomes NaN. Set --eps to 1e-4 or use bf16-true or 16-mixed."));
+  }
+  if (context.max_concurrent_jobs > 1 && spec.memory_baseline_steps() > 0) {
+    prepared.warnings.push_back(
+        absl::StrCat("memory figures are approximate: up to ", context.max_concurrent_jobs,
+                     " jobs share the device and its allocator counters (--max_concurrent_jobs)"));
+  }
   return prepared;
 }
 

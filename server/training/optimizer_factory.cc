@@ -19,12 +19,12 @@ absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> OptimizerFactory::Creat
   if (name == "adam") {
     return std::make_unique<torch::optim::Adam>(
         std::move(parameters),
-        torch::optim::AdamOptions(spec.lr()).weight_decay(spec.weight_decay()));
+        torch::optim::AdamOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps()));
   }
   if (name == "adamw") {
     return std::make_unique<torch::optim::AdamW>(
         std::move(parameters),
-        torch::optim::AdamWOptions(spec.lr()).weight_decay(spec.weight_decay()));
+        torch::optim::AdamWOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps()));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("optimizer: unknown optimizer '", name,

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <map>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -13,7 +12,9 @@
 #include "server/common/status_macros.h"
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
+#include "server/precision/fp32_precision.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/job_spec_resolver.h"
 #include "server/training/optimizer_factory.h"
 
 namespace mantissa {
@@ -23,38 +24,134 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+std::string DtypeName(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32:
+      return "float32";
+    case torch::kFloat64:
+      return "float64";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kFloat16:
+      return "float16";
+    default:
+      return c10::toString(dtype);
+  }
+}
+
+absl::Status NonFiniteLoss(int64_t step, double loss, const std::string& precision) {
+  const bool half = precision == "16-true" || precision == "bf16-true";
+  return absl::InternalError(absl::StrCat(
+      "step ", step, ": the loss is ", loss, " under ", precision,
+      " without a grad scaler; training stopped instead of continuing on NaN. Likely cause: ",
+      half ? "overflow or underflow in the half-precision weights or optimizer state (for "
+             "Adam/AdamW, an eps that rounds to 0); try 16-mixed or bf16-mixed, a larger eps or "
+             "a lower learning rate"
+           : "diverging training; lower the learning rate or set gradient_clip_norm"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
-  std::unique_ptr<Trainer> t(new Trainer());
-  t->options_ = std::move(options);
+  if (options.device.is_cpu()) MemoryTracker::InstallCpuCounting();
+  std::unique_ptr<Trainer> t(new Trainer(std::move(options)));
   const v1::JobSpec& spec = t->options_.spec;
 
   ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(
                                  spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed()));
-  ASSIGN_OR_RETURN(t->precision_, PrecisionFactory::Create(t->options_.effective_precision));
-  {
-    // Parameter initialisation draws from LibTorch's global generator; the
-    // lock makes a seed give the same weights even with concurrent jobs.
-    static std::mutex init_mu;
-    std::lock_guard<std::mutex> lock(init_mu);
-    torch::manual_seed(spec.seed());
-    std::unique_ptr<PrecisionGuard> init_guard = t->precision_->ModuleInitGuard();
-    ASSIGN_OR_RETURN(t->model_, ModelFactory::Build(spec.model(), ToOptionMap(spec.model_options()),
-                                                    t->data_.spec));
-  }
-  t->precision_->ConvertModule(*t->model_);
-  t->model_->ToDevice(t->options_.device);
-  ASSIGN_OR_RETURN(t->optimizer_, OptimizerFactory::Create(spec, t->model_->Parameters()));
-
   const int64_t n = t->data_.train->size();
   t->steps_per_epoch_ = (n + spec.batch_size() - 1) / spec.batch_size();
   t->total_steps_ = spec.has_steps() ? spec.steps() : spec.epochs() * t->steps_per_epoch_;
+
+  RETURN_IF_ERROR(t->MeasureBaseline());
+
+  // Everything the job allocates from here on counts towards its peak.
+  t->memory_.Start();
+  ASSIGN_OR_RETURN(t->precision_,
+                   PrecisionFactory::Create(t->options_.effective_precision, t->options_.device));
+  ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler,
+                   GradScaler::Create(GradScalerOptions(spec.grad_scaler())));
+  t->precision_->set_grad_scaler(std::move(scaler));
+  ASSIGN_OR_RETURN(t->model_, t->BuildModel(t->precision_.get()));
+  t->precision_->ConvertModule(*t->model_);
+  t->model_->ToDevice(t->options_.device);
+  ASSIGN_OR_RETURN(t->optimizer_, OptimizerFactory::Create(spec, t->model_->Parameters()));
   return t;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Trainer::BuildModel(PrecisionPlugin* plugin) const {
+  const v1::JobSpec& spec = options_.spec;
+  // Parameter initialisation draws from LibTorch's global generator and the
+  // init guard may set the process-wide default dtype: the lock makes a seed
+  // give the same weights, and keeps concurrent jobs from seeing each
+  // other's default dtype.
+  static std::mutex init_mu;
+  std::lock_guard<std::mutex> lock(init_mu);
+  torch::manual_seed(spec.seed());
+  std::unique_ptr<PrecisionGuard> init_guard = plugin->ModuleInitGuard();
+  return ModelFactory::Build(spec.model(), ToOptionMap(spec.model_options()), data_.spec);
+}
+
+absl::Status Trainer::MeasureBaseline() {
+  const v1::JobSpec& spec = options_.spec;
+  if (spec.memory_baseline_steps() <= 0) return absl::OkStatus();
+  // The same model, optimizer and batch in 32-true, freed before the job's
+  // own model is built.
+  MemoryTracker tracker(options_.device);
+  tracker.Start();
+  {
+    Fp32Precision fp32;
+    ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(&fp32));
+    model->ToDevice(options_.device);
+    ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> optimizer,
+                     OptimizerFactory::Create(spec, model->Parameters()));
+    model->SetTraining(true);
+    const int64_t n = std::min(spec.batch_size(), data_.train->size());
+    Batch batch = data_.train->Get(torch::arange(n, torch::kInt64));
+    torch::Tensor x = batch.inputs.to(options_.device);
+    torch::Tensor y = batch.targets.to(options_.device);
+    for (int64_t i = 0; i < spec.memory_baseline_steps(); ++i) {
+      optimizer->zero_grad();
+      Loss(model->Forward(x), y).backward();
+      optimizer->step();
+    }
+  }
+  baseline_peak_bytes_ = tracker.PeakBytes();
+  return absl::OkStatus();
 }
 
 torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
   return torch::nn::functional::cross_entropy(logits, targets);
+}
+
+v1::PrecisionStats Trainer::PrecisionStats(int64_t optimizer_steps) const {
+  v1::PrecisionStats stats;
+  const GradScaler* scaler = precision_->grad_scaler();
+  stats.set_grad_scaler_enabled(scaler != nullptr && scaler->enabled());
+  if (stats.grad_scaler_enabled()) {
+    stats.set_skipped_steps(scaler->skipped_steps());
+    stats.set_scale(scaler->scale());
+  }
+  stats.set_optimizer_steps(optimizer_steps);
+  stats.set_parameter_dtype(DtypeName(precision_->parameter_dtype()));
+  stats.set_compute_dtype(DtypeName(precision_->compute_dtype()));
+  return stats;
+}
+
+v1::MemoryStats Trainer::MemoryStats() const {
+  v1::MemoryStats stats;
+  stats.set_peak_bytes(memory_.PeakBytes());
+  stats.set_baseline_fp32_peak_bytes(baseline_peak_bytes_);
+  if (baseline_peak_bytes_ > 0) {
+    stats.set_savings_ratio(1.0 - static_cast<double>(stats.peak_bytes()) /
+                                      static_cast<double>(baseline_peak_bytes_));
+  }
+  stats.set_parameter_bytes(TensorBytes(model_->Parameters()));
+  stats.set_gradient_bytes(gradient_bytes_);
+  stats.set_optimizer_state_bytes(optimizer_state_bytes_);
+  stats.set_source(memory_.Source());
+  stats.set_exact(options_.memory_exact);
+  return stats;
 }
 
 Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
@@ -66,10 +163,9 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
   const int64_t n = data_.test->size();
   const int64_t batch = settings.batch_size();
   int64_t seen = 0;
-  torch::Tensor correct =
-      torch::zeros({}, torch::TensorOptions(torch::kInt64).device(options_.device));
-  torch::Tensor loss_sum =
-      torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(options_.device));
+  const auto on_device = torch::TensorOptions().device(options_.device);
+  torch::Tensor correct = torch::zeros({}, on_device.dtype(torch::kInt64));
+  torch::Tensor loss_sum = torch::zeros({}, on_device.dtype(torch::kFloat64));
   for (int64_t start = 0, b = 0; start < n; start += batch, ++b) {
     if (settings.max_batches() > 0 && b >= settings.max_batches()) break;
     if (context != nullptr && context->cancelled()) break;
@@ -98,10 +194,21 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
 absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   const v1::JobSpec& spec = options_.spec;
   const torch::Device device = options_.device;
+  const std::string& precision = options_.effective_precision;
   const int64_t batch_size = spec.batch_size();
   const int64_t n = data_.train->size();
   const int64_t total_epochs = (total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
   const bool has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
+  const bool scaling = spec.grad_scaler().enabled();
+  // On the CPU reading the loss costs nothing, so every step is checked; on
+  // CUDA only at progress time, to keep the host off the hot path.
+  const bool check_every_step = device.is_cpu() && !scaling;
+  std::vector<torch::Tensor> parameters = model_->Parameters();
+  ASSIGN_OR_RETURN(const LrSchedule schedule,
+                   LrSchedule::Create(LrScheduleOptions(spec, total_steps_)));
+  // Steps the optimizer applied; skipped ones do not advance the schedule.
+  int64_t applied_steps = 0;
+  double lr = schedule.LrAt(0);
 
   context.Update(
       v1::JobEvent::STATE_CHANGED,
@@ -109,9 +216,10 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
         job.set_parameter_count(model_->ParameterCount());
         job.mutable_progress()->set_total_steps(total_steps_);
         job.mutable_progress()->set_total_epochs(total_epochs);
+        *job.mutable_precision_stats() = PrecisionStats(0);
       },
       absl::StrCat("training ", model_->ParameterCount(), " parameters for ", total_steps_,
-                   " steps on ", device.str()));
+                   " steps on ", device.str(), " in ", precision));
 
   // Shuffling uses a generator of the job's own, so the data order is a
   // function of the seed alone.
@@ -149,9 +257,24 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
     }
     logits = precision_->ConvertOutput(logits);
     torch::Tensor loss = Loss(logits, y);
+    if (check_every_step) {
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
+    }
     optimizer_->zero_grad();
     precision_->Backward(loss);
-    precision_->OptimizerStep(*optimizer_);
+    if (spec.has_gradient_clip_norm()) {
+      // Clip what the optimizer will apply: unscaled gradients.
+      precision_->UnscaleGradients(*optimizer_);
+      torch::nn::utils::clip_grad_norm_(parameters, spec.gradient_clip_norm());
+    }
+    lr = schedule.LrAt(applied_steps);
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    if (!precision_->OptimizerStep(*optimizer_).skipped) ++applied_steps;
+    if (step == 1) {
+      gradient_bytes_ = GradientBytes(parameters);
+      optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
+    }
 
     interval_loss += loss.detach().to(torch::kFloat64);
     ++interval_steps;
@@ -161,9 +284,17 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
     if (step % spec.progress_every_n_steps() == 0 || step == total_steps_) {
       const double elapsed = Seconds(Clock::now() - interval_start);
       last_loss = interval_loss.item<double>() / static_cast<double>(interval_steps);
+      if (!scaling && !std::isfinite(last_loss)) return NonFiniteLoss(step, last_loss, precision);
       const double items_per_second = elapsed > 0 ? interval_items / elapsed : 0;
+      const v1::PrecisionStats precision_stats = PrecisionStats(step);
+      const v1::MemoryStats memory = MemoryStats();
       context.metrics().SetLoss(last_loss);
       context.metrics().SetItemsPerSecond(items_per_second);
+      if (precision_stats.grad_scaler_enabled()) {
+        context.metrics().SetGradScaler(precision_stats.skipped_steps(), precision_stats.scale());
+      }
+      context.metrics().SetMemory(memory.peak_bytes(), memory.baseline_fp32_peak_bytes(),
+                                  memory.savings_ratio());
       context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
         v1::Progress* p = job.mutable_progress();
         p->set_step(step);
@@ -171,6 +302,9 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
         p->set_loss(last_loss);
         p->set_items_per_second(items_per_second);
         p->set_step_seconds(elapsed / static_cast<double>(interval_steps));
+        p->set_lr(lr);
+        *job.mutable_precision_stats() = precision_stats;
+        *job.mutable_memory() = memory;
       });
       interval_loss.zero_();
       interval_steps = 0;

@@ -12,17 +12,22 @@
 #include "server/jobs/job_runner.h"
 #include "server/models/model.h"
 #include "server/precision/precision_plugin.h"
+#include "server/training/memory_tracker.h"
 
 namespace mantissa {
 
 // Trains one job: the loop that ties a model, a dataset, an optimizer and a
-// precision plugin together. Created and run on the job's worker thread.
+// precision plugin together, and measures what the precision did (scaler
+// skips, memory against a 32-true baseline). Created and run on the job's
+// worker thread.
 class Trainer {
  public:
   struct Options {
     v1::JobSpec spec;  // resolved (defaults filled in)
     std::string effective_precision;
     torch::Device device = torch::kCPU;
+    // False when other jobs may allocate on the device at the same time.
+    bool memory_exact = true;
   };
 
   struct Evaluation {
@@ -30,28 +35,44 @@ class Trainer {
     double loss = 0;
   };
 
-  // Loads the data and builds the model under the precision plugin.
+  // Loads the data, measures the 32-true baseline (spec.memory_baseline_steps
+  // steps of the same model and batch), then builds the job's model under its
+  // precision plugin.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(Options options);
 
-  // Runs every step; returns CANCELLED as soon as the context is cancelled.
+  // Runs every step. CANCELLED as soon as the context is cancelled; INTERNAL
+  // naming the step when the loss turns non-finite in a mode without a grad
+  // scaler, instead of training on NaN.
   absl::StatusOr<v1::JobResult> Run(JobContext& context);
 
   // Accuracy and mean loss on the test split (up to eval.max_batches).
   Evaluation Evaluate(const JobContext* context);
 
   Model& model() { return *model_; }
+  PrecisionPlugin& precision() { return *precision_; }
   const DatasetSplits& data() const { return data_; }
   int64_t total_steps() const { return total_steps_; }
+  int64_t baseline_peak_bytes() const { return baseline_peak_bytes_; }
 
  private:
-  Trainer() = default;
+  explicit Trainer(Options options) : options_(std::move(options)), memory_(options_.device) {}
+
+  absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
+  absl::Status MeasureBaseline();
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  // Stats for the Job message, from device state: call at progress time.
+  v1::PrecisionStats PrecisionStats(int64_t optimizer_steps) const;
+  v1::MemoryStats MemoryStats() const;
 
   Options options_;
   DatasetSplits data_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<PrecisionPlugin> precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  MemoryTracker memory_;
+  int64_t baseline_peak_bytes_ = 0;
+  int64_t gradient_bytes_ = 0;
+  int64_t optimizer_state_bytes_ = 0;
   int64_t steps_per_epoch_ = 0;
   int64_t total_steps_ = 0;
 };

@@ -10,19 +10,39 @@
 #include "server/models/model_factory.h"
 #include "server/precision/precision_factory.h"
 #include "server/training/job_spec_resolver.h"
+#include "server/training/memory_tracker.h"
 #include "server/training/optimizer_factory.h"
 #include "server/training/torch_runtime.h"
 #include "server/training/trainer.h"
 
 namespace mantissa {
 
+struct TrainingJobRunner::Probed {
+  ResolveContext context;
+};
+
+TrainingJobRunner::TrainingJobRunner(Options options, std::string device,
+                                     std::unique_ptr<Probed> probed)
+    : options_(std::move(options)), device_(std::move(device)), probed_(std::move(probed)) {}
+
+TrainingJobRunner::~TrainingJobRunner() = default;
+
 absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Options options) {
   ASSIGN_OR_RETURN(std::string device, ResolveDevice(options.device));
-  return std::unique_ptr<TrainingJobRunner>(new TrainingJobRunner(std::move(device)));
+  auto probed = std::make_unique<Probed>();
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("probing ", device), [&] {
+    // Installed before any job allocates, so every job's tensors are counted.
+    MemoryTracker::InstallCpuCounting();
+    probed->context.caps = DeviceCapabilities::Probe(torch::Device(device));
+    return absl::OkStatus();
+  }));
+  probed->context.max_concurrent_jobs = options.max_concurrent_jobs;
+  return std::unique_ptr<TrainingJobRunner>(
+      new TrainingJobRunner(std::move(options), std::move(device), std::move(probed)));
 }
 
 absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::JobSpec& spec) const {
-  return ResolveJobSpec(spec);
+  return ResolveJobSpec(spec, probed_->context);
 }
 
 absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
@@ -32,6 +52,7 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     options.spec = job.spec();
     options.effective_precision = job.effective_precision();
     options.device = torch::Device(device_);
+    options.memory_exact = options_.max_concurrent_jobs == 1;
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
     return absl::OkStatus();
@@ -43,16 +64,18 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
 v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
   v1::GetCapabilitiesResponse caps;
   caps.set_device(device_);
+  const DeviceCapabilities& probed = probed_->context.caps;
   caps.set_device_name(device_ == "cpu"
                            ? absl::StrCat("CPU (", at::get_num_threads(), " intra-op threads)")
-                           : absl::StrCat("CUDA device ", device_));
+                           : probed.device_name);
   caps.set_libtorch_version(compat::LibTorchVersion());
   caps.set_mantissa_version(MANTISSA_VERSION);
   caps.set_intra_op_threads(at::get_num_threads());
-  for (const PrecisionModeInfo& mode : PrecisionFactory::Modes()) {
+  for (const PrecisionModeInfo& mode : PrecisionFactory::Modes(probed)) {
     v1::PrecisionSupport* p = caps.add_precisions();
     p->set_precision(mode.name);
     p->set_supported(mode.supported);
+    p->set_runs_as(mode.runs_as);
     p->set_reason(mode.reason);
     for (const std::string& a : mode.aliases) p->add_aliases(a);
   }

@@ -17,9 +17,12 @@ class TrainingJobRunner final : public JobRunner {
  public:
   struct Options {
     std::string device = "auto";  // as --device
+    int max_concurrent_jobs = 1;  // as --max_concurrent_jobs
   };
 
+  // Resolves the device and probes what it can compute (a tiny op per dtype).
   static absl::StatusOr<std::unique_ptr<TrainingJobRunner>> Create(Options options);
+  ~TrainingJobRunner() override;
 
   absl::StatusOr<PreparedSpec> Prepare(const v1::JobSpec& spec) const override;
   absl::StatusOr<v1::JobResult> Run(const v1::Job& job, JobContext& context) override;
@@ -28,9 +31,12 @@ class TrainingJobRunner final : public JobRunner {
   const std::string& device() const { return device_; }
 
  private:
-  explicit TrainingJobRunner(std::string device) : device_(std::move(device)) {}
+  struct Probed;  // the device's probed capabilities (torch types)
+  TrainingJobRunner(Options options, std::string device, std::unique_ptr<Probed> probed);
 
+  const Options options_;
   const std::string device_;  // canonical: "cpu", "cuda:0"
+  const std::unique_ptr<Probed> probed_;
 };
 
 }  // namespace mantissa

@@ -94,6 +94,26 @@ TEST_F(ArgParserTest, BoolTakesAnOptionalExplicitValue) {
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--wait"));
 }
 
+TEST(ArgParserOptionalBoolTest, UnsetUnlessGivenAndExplicitFalseIsKept) {
+  std::optional<bool> scaler;
+  ArgParser parser;
+  parser.AddBool("grad-scaler-enabled", &scaler, "scaler");
+  ASSERT_TRUE(parser.Parse({}).ok());
+  EXPECT_FALSE(scaler.has_value());
+  auto positional = parser.Parse({"--grad-scaler-enabled", "job1"});
+  ASSERT_TRUE(positional.ok()) << positional.status();
+  EXPECT_THAT(*positional, ElementsAre("job1"));
+  EXPECT_EQ(scaler, true);
+  ASSERT_TRUE(parser.Parse({"--grad-scaler-enabled=false"}).ok());
+  EXPECT_EQ(scaler, false);
+  ASSERT_TRUE(parser.Parse({"--grad-scaler-enabled=yes"}).ok());
+  EXPECT_EQ(scaler, true);
+  auto bad = parser.Parse({"--grad-scaler-enabled=off"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "--grad-scaler-enabled: 'off' is not true or false");
+  EXPECT_THAT(parser.Help(), HasSubstr("  --grad-scaler-enabled  scaler\n"));
+}
+
 TEST_F(ArgParserTest, BoolDoesNotConsumeTheNextArgument) {
   auto positional = parser_.Parse({"--wait", "job1"});
   ASSERT_TRUE(positional.ok());

@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
@@ -32,11 +35,26 @@ class FakeTrainingService final : public v1::TrainingService::Service {
  public:
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
                          v1::SubmitJobResponse* response) override {
+    std::lock_guard<std::mutex> lock(mutex);
     submitted = request->spec();
+    submissions.push_back(request->spec());
+    const std::string& precision = request->spec().precision();
+    if (auto refusal = refusals.find(precision); refusal != refusals.end()) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, refusal->second);
+    }
     v1::Job* job = response->mutable_job();
     *job = RunningJob();
     job->set_state(v1::QUEUED);
     *job->mutable_spec() = request->spec();
+    // With outcomes per precision, every job gets its own id and WatchJob
+    // plays that job to its outcome.
+    if (auto outcome = outcomes.find(precision); outcome != outcomes.end()) {
+      job->set_id(absl::StrCat("c", submissions.size()));
+      v1::Job done = outcome->second;
+      done.set_id(job->id());
+      *done.mutable_spec() = request->spec();
+      finished[job->id()] = {*job, done};
+    }
     return grpc::Status::OK;
   }
 
@@ -75,7 +93,16 @@ class FakeTrainingService final : public v1::TrainingService::Service {
   grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest* request,
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     if (request->job_id() == "missing") return grpc::Status(grpc::StatusCode::NOT_FOUND, "no job");
-    for (const v1::JobEvent& event : events) writer->Write(event);
+    std::vector<v1::JobEvent> to_send = events;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      watched.push_back(request->job_id());
+      if (auto job = finished.find(request->job_id()); job != finished.end()) {
+        to_send = {MakeEvent(v1::JobEvent::SNAPSHOT, job->second.first),
+                   MakeEvent(v1::JobEvent::FINISHED, job->second.second)};
+      }
+    }
+    for (const v1::JobEvent& event : to_send) writer->Write(event);
     return grpc::Status::OK;
   }
 
@@ -90,6 +117,7 @@ class FakeTrainingService final : public v1::TrainingService::Service {
     v1::PrecisionSupport* full = response->add_precisions();
     full->set_precision("32-true");
     full->set_supported(true);
+    full->set_runs_as("32-true");
     full->add_aliases("32");
     full->add_aliases("fp32");
     v1::PrecisionSupport* half = response->add_precisions();
@@ -102,17 +130,30 @@ class FakeTrainingService final : public v1::TrainingService::Service {
     return grpc::Status::OK;
   }
 
+  static v1::JobEvent MakeEvent(v1::JobEvent::Type type, const v1::Job& job) {
+    v1::JobEvent event;
+    event.set_type(type);
+    *event.mutable_job() = job;
+    return event;
+  }
+
+  std::mutex mutex;
   v1::JobSpec submitted;
+  std::vector<v1::JobSpec> submissions;
+  std::vector<std::string> watched;
   v1::ListJobsRequest list_request;
   std::vector<v1::Job> jobs;
   std::vector<v1::JobEvent> events;
+  // Precision -> the FAILED_PRECONDITION message SubmitJob answers with.
+  std::map<std::string, std::string> refusals;
+  // Precision -> how its job ends.
+  std::map<std::string, v1::Job> outcomes;
+  // Job id -> (as submitted, as finished).
+  std::map<std::string, std::pair<v1::Job, v1::Job>> finished;
 };
 
 v1::JobEvent Event(v1::JobEvent::Type type, const v1::Job& job) {
-  v1::JobEvent event;
-  event.set_type(type);
-  *event.mutable_job() = job;
-  return event;
+  return FakeTrainingService::MakeEvent(type, job);
 }
 
 class CommandsTest : public ::testing::Test {
@@ -169,6 +210,92 @@ TEST(BuildJobSpecTest, SetsOnlyTheGivenFields) {
   EXPECT_FALSE(spec->has_momentum());
   EXPECT_FALSE(spec->has_progress_every_n_steps());
   EXPECT_FALSE(spec->has_eval());
+  EXPECT_FALSE(spec->has_eps());
+  EXPECT_FALSE(spec->has_gradient_clip_norm());
+  EXPECT_FALSE(spec->has_memory_baseline_steps());
+  EXPECT_FALSE(spec->has_grad_scaler());
+}
+
+TEST(BuildJobSpecTest, SetsThePrecisionSettings) {
+  SubmitOptions options;
+  options.eps = 1e-6;
+  options.gradient_clip_norm = 1.0;
+  options.memory_baseline_steps = 0;  // given, so "off" reaches the daemon
+  options.grad_scaler_enabled = true;
+  options.grad_scaler_init_scale = 1024;
+  options.grad_scaler_growth_factor = 4;
+  options.grad_scaler_backoff_factor = 0.25;
+  options.grad_scaler_growth_interval = 100;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_DOUBLE_EQ(spec->eps(), 1e-6);
+  EXPECT_DOUBLE_EQ(spec->gradient_clip_norm(), 1.0);
+  ASSERT_TRUE(spec->has_memory_baseline_steps());
+  EXPECT_EQ(spec->memory_baseline_steps(), 0);
+  const v1::GradScalerSettings& scaler = spec->grad_scaler();
+  ASSERT_TRUE(scaler.has_enabled());
+  EXPECT_TRUE(scaler.enabled());
+  EXPECT_DOUBLE_EQ(scaler.init_scale(), 1024);
+  EXPECT_DOUBLE_EQ(scaler.growth_factor(), 4);
+  EXPECT_DOUBLE_EQ(scaler.backoff_factor(), 0.25);
+  EXPECT_EQ(scaler.growth_interval(), 100);
+}
+
+TEST(BuildJobSpecTest, ExplicitlyDisabledScalerIsSent) {
+  SubmitOptions options;
+  options.grad_scaler_enabled = false;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_grad_scaler());
+  ASSERT_TRUE(spec->grad_scaler().has_enabled());
+  EXPECT_FALSE(spec->grad_scaler().enabled());
+  EXPECT_FALSE(spec->grad_scaler().has_init_scale());
+  EXPECT_FALSE(spec->grad_scaler().has_growth_interval());
+}
+
+TEST(BuildJobSpecTest, OneScalerSettingLeavesTheOthersUnset) {
+  SubmitOptions options;
+  options.grad_scaler_growth_interval = 50;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->grad_scaler().has_enabled());
+  EXPECT_FALSE(spec->grad_scaler().has_init_scale());
+  EXPECT_EQ(spec->grad_scaler().growth_interval(), 50);
+}
+
+TEST(BuildCompareRequestTest, SplitsThePrecisionsAndKeepsTheSpec) {
+  CompareOptions options;
+  options.spec.model = "mlp";
+  options.spec.steps = 20;
+  options.spec.grad_scaler_enabled = false;
+  options.precisions = "32-true, bf16-mixed,16-mixed";
+  auto request = BuildCompareRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(request->precisions, ElementsAre("32-true", "bf16-mixed", "16-mixed"));
+  EXPECT_EQ(request->spec.model(), "mlp");
+  EXPECT_EQ(request->spec.steps(), 20);
+  EXPECT_FALSE(request->spec.grad_scaler().enabled());
+  EXPECT_TRUE(request->spec.precision().empty());
+}
+
+TEST(BuildCompareRequestTest, PrecisionsAreRequiredAndNonEmpty) {
+  CompareOptions options;
+  auto missing = BuildCompareRequest(options);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), StartsWith("--precisions is required"));
+
+  for (const char* bad : {"", " ", "32-true,,bf16-mixed", "32-true,", "32-true,32-true"}) {
+    options.precisions = bad;
+    auto request = BuildCompareRequest(options);
+    ASSERT_FALSE(request.ok()) << bad;
+    EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(request.status().message()), StartsWith("--precisions")) << bad;
+  }
+
+  options.precisions = "32-true";
+  options.spec.model_options = {"hidden"};
+  EXPECT_FALSE(BuildCompareRequest(options).ok());
 }
 
 TEST(BuildJobSpecTest, FillsEveryField) {
@@ -403,13 +530,119 @@ TEST_F(CommandsTest, Capabilities) {
             "Intra-op threads:     8\n"
             "Max concurrent jobs:  2\n"
             "\n"
-            "PRECISION  SUPPORTED  ALIASES   REASON\n"
-            "32-true    yes        32, fp32\n"
-            "16-true    no         -         no fp16 kernels on cpu\n"
+            "PRECISION  SUPPORTED  RUNS AS  ALIASES   REASON\n"
+            "32-true    yes        32-true  32, fp32\n"
+            "16-true    no         -        -         no fp16 kernels on cpu\n"
             "\n"
             "Models:      mlp\n"
             "Datasets:    synthetic\n"
             "Optimizers:  sgd, adamw\n");
+}
+
+class CompareTest : public CommandsTest {
+ protected:
+  // 16-true is refused; the others succeed with their own numbers.
+  void SetUp() override {
+    CommandsTest::SetUp();
+    service_.refusals["16-true"] = "16-true needs a CUDA device; this daemon runs on cpu";
+    v1::Job full = SucceededJob();
+    full.set_effective_precision("32-true");
+    full.mutable_progress()->set_step_seconds(0.004);
+    full.mutable_progress()->set_items_per_second(16000);
+    full.mutable_memory()->set_peak_bytes(2621440);
+    full.mutable_memory()->set_baseline_fp32_peak_bytes(2621440);
+    full.mutable_memory()->set_savings_ratio(0);
+    full.mutable_memory()->set_exact(true);
+    service_.outcomes["32-true"] = full;
+    v1::Job mixed = ScaledJob();
+    mixed.set_effective_precision("bf16-mixed");
+    mixed.mutable_progress()->set_step_seconds(0.003);
+    mixed.mutable_progress()->set_items_per_second(21333);
+    mixed.mutable_memory()->set_exact(true);
+    service_.outcomes["16-mixed"] = mixed;
+    request_.spec.set_model("mlp");
+    request_.spec.set_steps(200);
+    request_.precisions = {"32-true", "16-true", "16-mixed"};
+  }
+
+  CompareRequest request_;
+};
+
+TEST_F(CompareTest, RunsEveryPrecisionAndListsTheRefusedOne) {
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitOk);
+  ASSERT_EQ(service_.submissions.size(), 3u);
+  EXPECT_EQ(service_.submissions[0].precision(), "32-true");
+  EXPECT_EQ(service_.submissions[1].precision(), "16-true");
+  EXPECT_EQ(service_.submissions[2].precision(), "16-mixed");
+  for (const v1::JobSpec& spec : service_.submissions) {
+    EXPECT_EQ(spec.model(), "mlp");
+    EXPECT_EQ(spec.steps(), 200);
+  }
+  // Only the submitted jobs are waited for, in order.
+  EXPECT_THAT(service_.watched, ElementsAre("c1", "c3"));
+  EXPECT_EQ(out_.str(),
+            "PRECISION  RUNS AS     STATE      STEP MS  ITEMS/S  PEAK MEM  FP32 BASELINE  SAVINGS"
+            "  SKIPPED  FINAL LOSS  ACCURACY\n"
+            "32-true    32-true     SUCCEEDED     4.00    16000  2.50 MiB       2.50 MiB     0.0%"
+            "        -      0.3012    88.45%\n"
+            "16-true    -           refused          -        -         -              -        -"
+            "        -           -         -\n"
+            "16-mixed   bf16-mixed  SUCCEEDED     3.00    21333  1.50 MiB       2.50 MiB    40.0%"
+            "        3      0.3012    88.45%\n"
+            "\n"
+            "16-true refused: 16-true needs a CUDA device; this daemon runs on cpu\n");
+  EXPECT_EQ(err_.str(),
+            "submitted 32-true as job c1\n"
+            "16-true refused: FAILED_PRECONDITION: 16-true needs a CUDA device; this daemon runs "
+            "on cpu\n"
+            "submitted 16-mixed as job c3\n"
+            "32-true SUCCEEDED (1/2)\n"
+            "16-mixed SUCCEEDED (2/2)\n");
+}
+
+TEST_F(CompareTest, AJobThatDoesNotSucceedFailsTheCommand) {
+  v1::Job failed = service_.outcomes["16-mixed"];
+  failed.set_state(v1::FAILED);
+  failed.set_error("loss became NaN");
+  service_.outcomes["16-mixed"] = failed;
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitFailure);
+  EXPECT_THAT(out_.str(), HasSubstr("\n16-mixed   bf16-mixed  FAILED "));
+  EXPECT_THAT(out_.str(), HasSubstr("\n16-mixed FAILED: loss became NaN\n"));
+  EXPECT_THAT(err_.str(), HasSubstr("16-mixed FAILED (2/2)\n"));
+}
+
+TEST_F(CompareTest, EveryPrecisionRefusedFails) {
+  request_.precisions = {"16-true"};
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitFailure);
+  EXPECT_THAT(out_.str(), HasSubstr("16-true    -        refused"));
+  EXPECT_THAT(err_.str(), HasSubstr("mantissa: the daemon refused every precision\n"));
+  EXPECT_THAT(service_.watched, ::testing::IsEmpty());
+}
+
+TEST_F(CompareTest, JsonHoldsTheJobsAndTheRefusals) {
+  io_.json = true;
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitOk);
+  google::protobuf::Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok()) << out_.str();
+  const auto& jobs = parsed.fields().at("jobs").list_value();
+  ASSERT_EQ(jobs.values_size(), 2);
+  EXPECT_EQ(jobs.values(0).struct_value().fields().at("id").string_value(), "c1");
+  EXPECT_EQ(jobs.values(1).struct_value().fields().at("state").string_value(), "SUCCEEDED");
+  const auto& refused = parsed.fields().at("refused").list_value();
+  ASSERT_EQ(refused.values_size(), 1);
+  EXPECT_EQ(refused.values(0).struct_value().fields().at("precision").string_value(), "16-true");
+  EXPECT_EQ(refused.values(0).struct_value().fields().at("error").string_value(),
+            "16-true needs a CUDA device; this daemon runs on cpu");
+}
+
+TEST_F(CompareTest, AJobTheWatchLeavesUnfinishedFailsTheCommand) {
+  service_.outcomes.clear();  // every job gets id j1, whose watch the fake ends at once
+  service_.events = {};
+  request_.precisions = {"32-true"};
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitFailure);
+  // The watch ended without a terminal state and GetJob says RUNNING.
+  EXPECT_THAT(err_.str(), HasSubstr("before job j1 finished"));
+  EXPECT_THAT(out_.str(), HasSubstr("32-true    bf16-mixed  RUNNING"));
 }
 
 // A port that was free a moment ago, so that nothing answers on it.
@@ -440,6 +673,23 @@ TEST(UnreachableTest, SaysTheDaemonCannotBeReached) {
   EXPECT_EQ(RunList(*client, v1::ListJobsRequest(), io), kExitFailure);
   EXPECT_THAT(err.str(),
               StartsWith(absl::StrCat("mantissa: cannot reach mantissad at ", target, ": ")));
+  EXPECT_EQ(out.str(), "");
+}
+
+TEST(UnreachableTest, CompareStopsWhenTheDaemonCannotBeReached) {
+  std::unique_ptr<TrainingClient> client =
+      TrainingClient::Connect(absl::StrCat("127.0.0.1:", UnusedPort()));
+  std::ostringstream out;
+  std::ostringstream err;
+  CommandIo io;
+  io.out = &out;
+  io.err = &err;
+  CompareRequest request;
+  request.precisions = {"32-true", "bf16-mixed"};
+  EXPECT_EQ(RunCompare(*client, request, io), kExitFailure);
+  EXPECT_THAT(err.str(), StartsWith("mantissa: cannot reach mantissad at "));
+  // One failed call, not one refusal per precision.
+  EXPECT_THAT(err.str(), Not(HasSubstr("32-true refused")));
   EXPECT_EQ(out.str(), "");
 }
 

@@ -1,5 +1,7 @@
 #include "client/job_format.h"
 
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -12,7 +14,10 @@
 namespace mantissa::cli {
 namespace {
 
+using ::testing::ElementsAre;
+using ::testing::EndsWith;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 
 TEST(JobFormatTest, StateNames) {
@@ -141,32 +146,206 @@ TEST(JobFormatTest, JobViewMarksCancelRequestsAndDisabledEval) {
 }
 
 TEST(JobFormatTest, JobViewValuesShareOneColumn) {
-  const std::string view = FormatJob(SucceededJob(), absl::UTCTimeZone());
-  for (absl::string_view line : absl::StrSplit(view, '\n', absl::SkipEmpty())) {
-    ASSERT_GT(line.size(), 16u) << line;
-    EXPECT_NE(line[16], ' ') << line;
-    EXPECT_EQ(line.substr(14, 2), "  ") << line;
+  for (const v1::Job& job : {SucceededJob(), ScaledJob()}) {
+    const std::string view = FormatJob(job, absl::UTCTimeZone());
+    // The precision section below the blank line has its own alignment.
+    const absl::string_view main = absl::string_view(view).substr(0, view.find("\n\n"));
+    for (absl::string_view line : absl::StrSplit(main, '\n', absl::SkipEmpty())) {
+      ASSERT_GT(line.size(), 16u) << line;
+      EXPECT_NE(line[16], ' ') << line;
+      EXPECT_EQ(line.substr(14, 2), "  ") << line;
+    }
   }
+}
+
+TEST(JobFormatTest, Bytes) {
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(1024), "1.00 KiB");
+  EXPECT_EQ(FormatBytes(1536), "1.50 KiB");
+  EXPECT_EQ(FormatBytes(1572864), "1.50 MiB");
+  // Rounds up into the next unit rather than printing "1024.00 KiB".
+  EXPECT_EQ(FormatBytes((int64_t{1} << 20) - 1), "1.00 MiB");
+  EXPECT_EQ(FormatBytes(int64_t{3} << 30), "3.00 GiB");
+  EXPECT_EQ(FormatBytes(-2048), "-2.00 KiB");
+  EXPECT_EQ(FormatBytes(std::numeric_limits<int64_t>::max()), "8.00 EiB");
+  EXPECT_EQ(FormatBytes(std::numeric_limits<int64_t>::min()), "-8.00 EiB");
+}
+
+TEST(JobFormatTest, SavingsMayBeNegative) {
+  EXPECT_EQ(FormatSavings(0.4), "40.0%");
+  EXPECT_EQ(FormatSavings(0.5), "50.0%");
+  EXPECT_EQ(FormatSavings(-0.987), "-98.7%");
+  EXPECT_EQ(FormatSavings(-2.5), "-250.0%");
+  EXPECT_EQ(FormatSavings(-0.0001), "0.0%");
+}
+
+TEST(JobFormatTest, Scales) {
+  EXPECT_EQ(FormatScale(65536), "65536");
+  EXPECT_EQ(FormatScale(1), "1");
+  EXPECT_EQ(FormatScale(0.5), "0.5");
+  EXPECT_EQ(FormatScale(0), "0");
+  EXPECT_EQ(FormatScale(1.5e20), "1.5e+20");
+}
+
+TEST(JobFormatTest, GradScalerDetailsOnlyWhileEnabled) {
+  EXPECT_THAT(GradScalerDetails(ScaledJob()), ElementsAre("scale 65536", "skipped 3"));
+  EXPECT_THAT(GradScalerDetails(SucceededJob()), IsEmpty());
+  v1::Job disabled = ScaledJob();
+  disabled.mutable_precision_stats()->set_grad_scaler_enabled(false);
+  EXPECT_THAT(GradScalerDetails(disabled), IsEmpty());
+}
+
+TEST(JobFormatTest, PrecisionSectionWithScalerAndMemory) {
+  EXPECT_EQ(FormatPrecisionSection(ScaledJob()),
+            "Precision\n"
+            "  Parameter dtype:  float32\n"
+            "  Compute dtype:    float16\n"
+            "  Grad scaler:      enabled, scale 65536, 3 of 200 steps skipped\n"
+            "  Memory:           cuda caching allocator (approximate: other jobs ran at the same "
+            "time)\n"
+            "                    Peak                  1.50 MiB\n"
+            "                    FP32 baseline peak    2.50 MiB\n"
+            "                    Savings                  40.0%\n"
+            "                    Parameters          397.54 KiB\n"
+            "                    Gradients           397.54 KiB\n"
+            "                    Optimizer state     795.08 KiB\n");
+}
+
+TEST(JobFormatTest, JobViewEndsWithThePrecisionSection) {
+  const std::string view = FormatJob(ScaledJob(), absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Precision:      16-mixed\n"));
+  EXPECT_THAT(view, HasSubstr("Ended:          2023-11-14 22:14:30\n"
+                              "\n"
+                              "Precision\n"
+                              "  Parameter dtype:  float32\n"));
+  EXPECT_THAT(view, EndsWith("Optimizer state     795.08 KiB\n"));
+}
+
+TEST(JobFormatTest, PrecisionSectionWithTheScalerDisabledAndNoMemory) {
+  v1::Job job = ScaledJob();
+  job.mutable_precision_stats()->set_grad_scaler_enabled(false);
+  job.mutable_precision_stats()->set_compute_dtype("bfloat16");
+  job.clear_memory();
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Parameter dtype:  float32\n"
+            "  Compute dtype:    bfloat16\n"
+            "  Grad scaler:      disabled\n");
+}
+
+TEST(JobFormatTest, NoPrecisionSectionBeforeTheDaemonReportsOne) {
+  v1::Job job = RunningJob();
+  EXPECT_EQ(FormatPrecisionSection(job), "");
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), Not(HasSubstr("\n\n")));
+  // A source without numbers is no memory table.
+  job.mutable_memory()->set_source("cpu counting allocator");
+  EXPECT_EQ(FormatPrecisionSection(job), "");
+}
+
+TEST(JobFormatTest, MemoryTableOmitsWhatWasNotMeasured) {
+  v1::Job job = ScaledJob();
+  job.clear_precision_stats();
+  v1::MemoryStats& memory = *job.mutable_memory();
+  // An exact peak well above a missing baseline: no baseline, no savings,
+  // and no note.
+  memory.set_exact(true);
+  memory.set_baseline_fp32_peak_bytes(0);
+  memory.clear_savings_ratio();
+  memory.set_parameter_bytes(0);
+  memory.set_source("cpu counting allocator");
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Memory:  cpu counting allocator\n"
+            "           Peak  1.50 MiB\n");
+}
+
+TEST(JobFormatTest, MemoryTableShowsNegativeSavingsAndZeroOptimizerState) {
+  v1::Job job = ScaledJob();
+  job.clear_precision_stats();
+  v1::MemoryStats& memory = *job.mutable_memory();
+  memory.set_exact(true);
+  memory.set_peak_bytes(200 * 1024);
+  memory.set_baseline_fp32_peak_bytes(100 * 1024);
+  memory.set_savings_ratio(-1.0);
+  memory.set_optimizer_state_bytes(0);  // plain SGD
+  memory.clear_source();
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Memory:  Peak                200.00 KiB\n"
+            "           FP32 baseline peak  100.00 KiB\n"
+            "           Savings                -100.0%\n"
+            "           Parameters          397.54 KiB\n"
+            "           Gradients           397.54 KiB\n"
+            "           Optimizer state            0 B\n");
+}
+
+TEST(JobFormatTest, ApproximateNoteNeedsAPeak) {
+  v1::Job job;
+  job.mutable_memory()->set_exact(false);
+  job.mutable_memory()->set_baseline_fp32_peak_bytes(2048);
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Memory:  FP32 baseline peak  2.00 KiB\n");
+  job.mutable_memory()->set_peak_bytes(1024);
+  EXPECT_THAT(FormatPrecisionSection(job),
+              HasSubstr("  Memory:  (approximate: other jobs ran at the same time)\n"));
+}
+
+TEST(JobFormatTest, GradScalerLineBeforeTheFirstStepAndWithOneStep) {
+  v1::Job job = ScaledJob();
+  job.mutable_precision_stats()->set_optimizer_steps(0);
+  job.mutable_precision_stats()->set_skipped_steps(0);
+  EXPECT_THAT(FormatPrecisionSection(job), HasSubstr("  Grad scaler:      enabled, scale 65536\n"));
+  job.mutable_precision_stats()->set_optimizer_steps(1);
+  job.mutable_precision_stats()->set_scale(32768);
+  EXPECT_THAT(FormatPrecisionSection(job),
+              HasSubstr("  Grad scaler:      enabled, scale 32768, 0 of 1 step skipped\n"));
+}
+
+TEST(JobFormatTest, ScalerSettingsShowOnlyWhatTheSpecCarries) {
+  v1::Job job = ScaledJob();
+  job.mutable_spec()->mutable_grad_scaler()->set_init_scale(1024);
+  job.mutable_spec()->mutable_grad_scaler()->set_growth_interval(100);
+  EXPECT_THAT(FormatPrecisionSection(job),
+              HasSubstr("  Scaler settings:  init scale 1024, growth interval 100\n"));
+  job.mutable_precision_stats()->set_grad_scaler_enabled(false);
+  EXPECT_THAT(FormatPrecisionSection(job), Not(HasSubstr("Scaler settings")));
+}
+
+TEST(JobFormatTest, JobViewShowsClippingAndEpsilonWhenSet) {
+  v1::Job job = RunningJob();
+  job.mutable_spec()->set_gradient_clip_norm(1.0);
+  job.mutable_spec()->set_eps(1e-6);
+  const std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Epsilon:        1e-06\n"));
+  EXPECT_THAT(view, HasSubstr("Gradient clip:  total norm 1\n"));
+  EXPECT_THAT(FormatJob(RunningJob(), absl::UTCTimeZone()), Not(HasSubstr("Epsilon:")));
 }
 
 TEST(JobFormatTest, JobTable) {
   google::protobuf::RepeatedPtrField<v1::Job> jobs;
   *jobs.Add() = SucceededJob();
   v1::Job queued;
-  queued.set_id("j2");
+  queued.set_id("j3");
   queued.set_state(v1::QUEUED);
   queued.mutable_spec()->set_model("cnn");
   queued.mutable_spec()->set_dataset("fashion-mnist");
   queued.mutable_spec()->set_precision("32-true");
   queued.mutable_progress()->set_total_steps(10);
   *jobs.Add() = queued;
+  v1::Job scaled = ScaledJob();
+  scaled.mutable_memory()->set_savings_ratio(-0.987);
+  *jobs.Add() = scaled;
   EXPECT_EQ(FormatJobTable(jobs, absl::UTCTimeZone()),
             "ID  NAME      MODEL  DATASET        PRECISION   STATE         STEP    LOSS  ACCURACY"
-            "  CREATED\n"
+            "  SKIPPED  SAVINGS  CREATED\n"
             "j1  baseline  mlp    synthetic      bf16-mixed  SUCCEEDED  938/938  0.3012    88.45%"
-            "  2023-11-14 22:13:20\n"
-            "j2  -         cnn    fashion-mnist  32-true     QUEUED        0/10       -         -"
-            "  -\n");
+            "        -        -  2023-11-14 22:13:20\n"
+            "j3  -         cnn    fashion-mnist  32-true     QUEUED        0/10       -         -"
+            "        -        -  -\n"
+            "j2  baseline  mlp    synthetic      16-mixed    SUCCEEDED  938/938  0.3012    88.45%"
+            "        3   -98.7%  2023-11-14 22:13:20\n");
 }
 
 TEST(JobFormatTest, SubmittedJob) {

@@ -87,5 +87,48 @@ TEST(ProgressBarTest, NoBarWithoutATotal) {
   EXPECT_THAT(bar, Not(HasSubstr("ETA")));
 }
 
+v1::Job ScaledRunningJob() {
+  v1::Job job = RunningJob();
+  job.mutable_precision_stats()->set_grad_scaler_enabled(true);
+  job.mutable_precision_stats()->set_scale(65536);
+  job.mutable_precision_stats()->set_skipped_steps(3);
+  return job;
+}
+
+TEST(ProgressBarTest, PlainLineNamesTheScaleWhileTheScalerIsOn) {
+  EXPECT_EQ(FormatProgressLine(ScaledRunningJob()),
+            "step 100/938 epoch 1/1 loss 0.5123 12345 items/s scale 65536 skipped 3");
+  v1::Job off = ScaledRunningJob();
+  off.mutable_precision_stats()->set_grad_scaler_enabled(false);
+  EXPECT_EQ(FormatProgressLine(off), "step 100/938 epoch 1/1 loss 0.5123 12345 items/s");
+}
+
+TEST(ProgressBarTest, BarNamesTheScaleBeforeTheEta) {
+  EXPECT_EQ(RenderProgressBar(ScaledRunningJob(), 140),
+            "[###---------------------------]  10.7% 100/938 epoch 1/1 loss 0.5123 12345 items/s "
+            "scale 65536 skipped 3 ETA 4.2s");
+}
+
+TEST(ProgressBarTest, ScaleGivesWayToTheBarAndIsNeverCut) {
+  // Too narrow for a bar next to the scale: the scale goes, the bar stays.
+  const std::string bar = RenderProgressBar(ScaledRunningJob(), 90);
+  EXPECT_THAT(bar, StartsWith("[##"));
+  EXPECT_THAT(bar, Not(HasSubstr("scale")));
+  EXPECT_THAT(bar, HasSubstr("ETA 4.2s"));
+  // Without a total there is no bar to make room for.
+  v1::Job job = ScaledRunningJob();
+  job.mutable_progress()->set_total_steps(0);
+  EXPECT_EQ(RenderProgressBar(job, 80),
+            "step 100 epoch 1/1 loss 0.5123 12345 items/s scale 65536 skipped 3");
+  EXPECT_EQ(RenderProgressBar(job, 60), "step 100 epoch 1/1 loss 0.5123 12345 items/s");
+  for (int width : {140, 100, 80, 60, 40, 20, 5, 1}) {
+    const std::string line = RenderProgressBar(ScaledRunningJob(), width);
+    EXPECT_LE(static_cast<int>(line.size()), std::max(width - 1, 1)) << width;
+    const bool whole = line.find("scale 65536 skipped 3") != std::string::npos;
+    const bool none = line.find("scale") == std::string::npos;
+    EXPECT_TRUE(whole || none) << width << ": " << line;
+  }
+}
+
 }  // namespace
 }  // namespace mantissa::cli

@@ -63,6 +63,37 @@ inline v1::Job SucceededJob() {
   return job;
 }
 
+// A finished 16-mixed job with the grad scaler on and memory measured while
+// another job shared the device.
+inline v1::Job ScaledJob() {
+  v1::Job job = SucceededJob();
+  job.MergeFrom(JobFromText(R"pb(
+    id: "j2"
+    spec { precision: "16-mixed" }
+    effective_precision: "16-mixed"
+    precision_stats {
+      grad_scaler_enabled: true
+      skipped_steps: 3
+      scale: 65536
+      optimizer_steps: 200
+      parameter_dtype: "float32"
+      compute_dtype: "float16"
+    }
+    memory {
+      peak_bytes: 1572864
+      baseline_fp32_peak_bytes: 2621440
+      savings_ratio: 0.4
+      parameter_bytes: 407080
+      gradient_bytes: 407080
+      optimizer_state_bytes: 814160
+      source: "cuda caching allocator"
+      exact: false
+    }
+  )pb"));
+  job.clear_warnings();
+  return job;
+}
+
 }  // namespace mantissa::cli
 
 #endif  // MANTISSA_TESTS_CLIENT_TEST_JOBS_H_

@@ -2,8 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include "server/models/mlp.h"
-#include "server/precision/fp32_precision.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -14,18 +12,82 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using testing::StatusIs;
 
+const DeviceCapabilities& Cpu() {
+  static const DeviceCapabilities* const caps =
+      new DeviceCapabilities(DeviceCapabilities::Probe(torch::kCPU));
+  return *caps;
+}
+
+// A CUDA device as a probe on an H100 would describe it; no GPU needed to
+// build the struct.
+DeviceCapabilities Hopper() {
+  DeviceCapabilities caps;
+  caps.device = torch::Device(torch::kCUDA, 0);
+  caps.device_name = "cuda:0 (H100, sm_90)";
+  caps.float64 = caps.bfloat16 = caps.float16 = true;
+  caps.autocast_bfloat16 = caps.autocast_float16 = true;
+  caps.compute_capability = 90;
+  return caps;
+}
+
+TEST(DeviceCapabilitiesTest, ProbesTheCpu) {
+  // LibTorch on CPU computes float64 and bfloat16 and autocasts to bfloat16.
+  EXPECT_TRUE(Cpu().float64);
+  EXPECT_TRUE(Cpu().bfloat16);
+  EXPECT_TRUE(Cpu().autocast_bfloat16);
+  EXPECT_FALSE(Cpu().autocast_float16);
+  EXPECT_EQ(Cpu().compute_capability, 0);
+  if (!Cpu().float16) EXPECT_FALSE(Cpu().Failure("float16").empty());
+}
+
 TEST(PrecisionFactoryTest, ResolvesCanonicalValuesAndAliases) {
-  for (const std::string value : {"", "32", "32-true"}) {
-    auto resolved = PrecisionFactory::Resolve(value);
-    ASSERT_OK(resolved);
-    EXPECT_EQ(resolved->canonical, "32-true");
-    EXPECT_EQ(resolved->effective, "32-true");
-    EXPECT_THAT(resolved->warnings, IsEmpty());
+  const std::vector<std::pair<std::string, std::string>> cases = {{"", "32-true"},
+                                                                  {"32", "32-true"},
+                                                                  {"32-true", "32-true"},
+                                                                  {"64", "64-true"},
+                                                                  {"64-true", "64-true"},
+                                                                  {"bf16-true", "bf16-true"},
+                                                                  {"bf16-mixed", "bf16-mixed"}};
+  for (const auto& [value, canonical] : cases) {
+    auto resolved = PrecisionFactory::Resolve(value, Cpu());
+    ASSERT_OK(resolved) << value;
+    EXPECT_EQ(resolved->canonical, canonical);
+    EXPECT_EQ(resolved->effective, canonical);
+    EXPECT_THAT(resolved->warnings, IsEmpty()) << value;
   }
 }
 
+TEST(PrecisionFactoryTest, LegacyAliasesWarnAsFabricDoes) {
+  auto bf16 = PrecisionFactory::Resolve("bf16", Cpu());
+  ASSERT_OK(bf16);
+  EXPECT_EQ(bf16->canonical, "bf16-mixed");
+  ASSERT_EQ(bf16->warnings.size(), 1u);
+  EXPECT_THAT(bf16->warnings[0], HasSubstr("historical reasons"));
+  EXPECT_THAT(bf16->warnings[0], HasSubstr("'bf16-mixed'"));
+
+  auto sixteen = PrecisionFactory::Resolve("16", Hopper());
+  ASSERT_OK(sixteen);
+  EXPECT_EQ(sixteen->effective, "16-mixed");
+  ASSERT_EQ(sixteen->warnings.size(), 1u);
+  EXPECT_THAT(sixteen->warnings[0], HasSubstr("'16-mixed' instead"));
+}
+
+TEST(PrecisionFactoryTest, SixteenMixedFallsBackToBf16MixedOnCpu) {
+  auto resolved = PrecisionFactory::Resolve("16-mixed", Cpu());
+  ASSERT_OK(resolved);
+  EXPECT_EQ(resolved->canonical, "16-mixed");
+  EXPECT_EQ(resolved->effective, "bf16-mixed");
+  ASSERT_EQ(resolved->warnings.size(), 1u);
+  EXPECT_THAT(resolved->warnings[0], HasSubstr("not supported on CPU"));
+  // On CUDA it stays itself.
+  auto cuda = PrecisionFactory::Resolve("16-mixed", Hopper());
+  ASSERT_OK(cuda);
+  EXPECT_EQ(cuda->effective, "16-mixed");
+  EXPECT_THAT(cuda->warnings, IsEmpty());
+}
+
 TEST(PrecisionFactoryTest, UnknownValueListsEveryValidValue) {
-  auto resolved = PrecisionFactory::Resolve("fp17");
+  auto resolved = PrecisionFactory::Resolve("fp17", Cpu());
   EXPECT_THAT(resolved, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'fp17'")));
   for (const char* v :
        {"32-true", "64-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
@@ -34,52 +96,32 @@ TEST(PrecisionFactoryTest, UnknownValueListsEveryValidValue) {
   }
 }
 
-TEST(PrecisionFactoryTest, KnownButUnavailableModesAreFailedPrecondition) {
-  EXPECT_THAT(PrecisionFactory::Resolve("transformer-engine"),
+TEST(PrecisionFactoryTest, WhatTheDeviceCannotRunIsFailedPrecondition) {
+  EXPECT_THAT(PrecisionFactory::Resolve("transformer-engine", Cpu()),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("compute capability")));
-  // Aliases resolve to their canonical mode before the device check.
-  EXPECT_THAT(PrecisionFactory::Resolve("bf16"),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("'bf16'")));
+  EXPECT_THAT(PrecisionFactory::Resolve("transformer-engine-float16", Cpu()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("runs on cpu")));
+  if (!Cpu().float16) {
+    EXPECT_THAT(PrecisionFactory::Resolve("16-true", Cpu()),
+                StatusIs(absl::StatusCode::kFailedPrecondition,
+                         HasSubstr("float16 compute is not available on cpu")));
+  }
+  DeviceCapabilities ampere = Hopper();
+  ampere.compute_capability = 80;
+  const auto fp8 = PrecisionFactory::Resolve("transformer-engine", ampere);
+  EXPECT_THAT(fp8, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("8.9")));
 }
 
 TEST(PrecisionFactoryTest, ModesListEveryFabricValueInOrder) {
   std::vector<std::string> names;
-  for (const PrecisionModeInfo& m : PrecisionFactory::Modes()) {
+  for (const PrecisionModeInfo& m : PrecisionFactory::Modes(Cpu())) {
     names.push_back(m.name);
-    EXPECT_EQ(m.supported, m.reason.empty()) << m.name;
+    EXPECT_EQ(m.supported, !m.runs_as.empty()) << m.name;
+    if (!m.supported) EXPECT_FALSE(m.reason.empty()) << m.name;
+    if (m.name == "16-mixed") EXPECT_EQ(m.runs_as, "bf16-mixed");
   }
   EXPECT_THAT(names, ElementsAre("32-true", "64-true", "16-mixed", "bf16-mixed", "16-true",
                                  "bf16-true", "transformer-engine", "transformer-engine-float16"));
-}
-
-TEST(Fp32PrecisionTest, KeepsEverythingInFloat32) {
-  auto plugin = PrecisionFactory::Create("32-true");
-  ASSERT_OK(plugin);
-  EXPECT_EQ((*plugin)->name(), "32-true");
-  std::unique_ptr<Model> model =
-      Mlp::Build({.hidden = {8}}, {.input_shape = {4}, .num_classes = 3});
-  (*plugin)->ConvertModule(*model);
-  for (const torch::Tensor& p : model->Parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat32);
-
-  torch::Tensor x = (*plugin)->ConvertInput(torch::randn({2, 4}));
-  EXPECT_EQ(x.scalar_type(), torch::kFloat32);
-  torch::Tensor out;
-  {
-    auto guard = (*plugin)->ForwardGuard();
-    out = model->Forward(x);
-  }
-  out = (*plugin)->ConvertOutput(out);
-  EXPECT_EQ(out.scalar_type(), torch::kFloat32);
-
-  torch::optim::SGD sgd(model->Parameters(), torch::optim::SGDOptions(0.1));
-  const torch::Tensor before = model->Parameters()[0].clone();
-  (*plugin)->Backward(out.sum());
-  for (const torch::Tensor& p : model->Parameters()) {
-    ASSERT_TRUE(p.grad().defined());
-    EXPECT_EQ(p.grad().scalar_type(), torch::kFloat32);
-  }
-  EXPECT_FALSE((*plugin)->OptimizerStep(sgd).skipped);
-  EXPECT_FALSE(torch::equal(before, model->Parameters()[0]));
 }
 
 }  // namespace

@@ -10,6 +10,12 @@ namespace {
 using ::testing::HasSubstr;
 using testing::StatusIs;
 
+const ResolveContext& Cpu() {
+  static const ResolveContext* const context =
+      new ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1};
+  return *context;
+}
+
 v1::JobSpec Minimal() {
   v1::JobSpec spec;
   spec.set_model("mlp");
@@ -18,7 +24,7 @@ v1::JobSpec Minimal() {
 }
 
 TEST(JobSpecResolverTest, FillsDefaults) {
-  auto prepared = ResolveJobSpec(Minimal());
+  auto prepared = ResolveJobSpec(Minimal(), Cpu());
   ASSERT_OK(prepared);
   const v1::JobSpec& spec = prepared->spec;
   EXPECT_EQ(spec.epochs(), 1);
@@ -40,7 +46,7 @@ TEST(JobSpecResolverTest, KeepsWhatTheUserSet) {
   in.set_momentum(0.9);
   in.set_lr(0.5);
   in.set_precision("32");
-  auto prepared = ResolveJobSpec(in);
+  auto prepared = ResolveJobSpec(in, Cpu());
   ASSERT_OK(prepared);
   EXPECT_EQ(prepared->spec.steps(), 5);
   EXPECT_FALSE(prepared->spec.has_epochs());
@@ -83,9 +89,119 @@ TEST(JobSpecResolverTest, ErrorsNameTheField) {
   for (const Case& c : cases) {
     v1::JobSpec spec = Minimal();
     c.mutate(spec);
-    EXPECT_THAT(ResolveJobSpec(spec), StatusIs(c.code, HasSubstr(c.field + ":")))
+    EXPECT_THAT(ResolveJobSpec(spec, Cpu()), StatusIs(c.code, HasSubstr(c.field + ":")))
         << spec.ShortDebugString();
   }
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::StatusIs;
+
+ResolveContext CpuContext(int max_concurrent_jobs = 1) {
+  return ResolveContext{DeviceCapabilities::Probe(torch::kCPU), max_concurrent_jobs};
+}
+
+// A device that computes float16 (as CUDA does), without needing one.
+ResolveContext Float16Context() {
+  ResolveContext context = CpuContext();
+  context.caps.device = torch::Device(torch::kCUDA, 0);
+  context.caps.float16 = context.caps.autocast_float16 = true;
+  return context;
+}
+
+v1::JobSpec Spec(const std::string& precision) {
+  v1::JobSpec spec;
+  spec.set_model("mlp");
+  spec.set_dataset("synthetic");
+  spec.set_precision(precision);
+  return spec;
+}
+
+TEST(JobSpecResolverPrecisionTest, GradScalerDefaultsAreTorchAmpsAndOnFor16MixedOnly) {
+  auto bf16 = ResolveJobSpec(Spec("bf16-mixed"), CpuContext());
+  ASSERT_OK(bf16);
+  const v1::GradScalerSettings& gs = bf16->spec.grad_scaler();
+  EXPECT_FALSE(gs.enabled());
+  EXPECT_DOUBLE_EQ(gs.init_scale(), 65536.0);
+  EXPECT_DOUBLE_EQ(gs.growth_factor(), 2.0);
+  EXPECT_DOUBLE_EQ(gs.backoff_factor(), 0.5);
+  EXPECT_EQ(gs.growth_interval(), 2000);
+  EXPECT_EQ(bf16->spec.memory_baseline_steps(), kDefaultMemoryBaselineSteps);
+  EXPECT_DOUBLE_EQ(bf16->spec.eps(), kDefaultAdamEps);
+
+  auto fp16 = ResolveJobSpec(Spec("16-mixed"), Float16Context());
+  ASSERT_OK(fp16);
+  EXPECT_EQ(fp16->effective_precision, "16-mixed");
+  EXPECT_TRUE(fp16->spec.grad_scaler().enabled());
+  // On CPU 16-mixed runs as bf16-mixed, which has no scaler by default.
+  auto cpu = ResolveJobSpec(Spec("16-mixed"), CpuContext());
+  ASSERT_OK(cpu);
+  EXPECT_EQ(cpu->effective_precision, "bf16-mixed");
+  EXPECT_FALSE(cpu->spec.grad_scaler().enabled());
+
+  v1::JobSpec on = Spec("32-true");
+  on.mutable_grad_scaler()->set_enabled(true);
+  auto enabled = ResolveJobSpec(on, CpuContext());
+  ASSERT_OK(enabled);
+  EXPECT_TRUE(enabled->spec.grad_scaler().enabled());
+}
+
+TEST(JobSpecResolverPrecisionTest, BadScalerAndOptimizerSettingsNameTheField) {
+  const std::vector<std::pair<std::function<void(v1::JobSpec&)>, std::string>> cases = {
+      {[](v1::JobSpec& s) { s.mutable_grad_scaler()->set_init_scale(0); },
+       "grad_scaler.init_scale"},
+      {[](v1::JobSpec& s) { s.mutable_grad_scaler()->set_growth_factor(1.0); },
+       "grad_scaler.growth_factor"},
+      {[](v1::JobSpec& s) { s.mutable_grad_scaler()->set_backoff_factor(1.5); },
+       "grad_scaler.backoff_factor"},
+      {[](v1::JobSpec& s) { s.mutable_grad_scaler()->set_growth_interval(0); },
+       "grad_scaler.growth_interval"},
+      {[](v1::JobSpec& s) { s.set_memory_baseline_steps(-1); }, "memory_baseline_steps"},
+      {[](v1::JobSpec& s) { s.set_gradient_clip_norm(0); }, "gradient_clip_norm"},
+      {[](v1::JobSpec& s) { s.set_eps(-1e-8); }, "eps"},
+      {[](v1::JobSpec& s) {
+         s.set_optimizer("sgd");
+         s.set_eps(1e-8);
+       },
+       "eps"},
+  };
+  for (const auto& [mutate, field] : cases) {
+    v1::JobSpec spec = Spec("bf16-mixed");
+    mutate(spec);
+    EXPECT_THAT(ResolveJobSpec(spec, CpuContext()),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(field + ":")))
+        << field;
+  }
+}
+
+TEST(JobSpecResolverPrecisionTest, WarnsAboutAdamEpsUnderflowIn16True) {
+  v1::JobSpec spec = Spec("16-true");
+  auto trap = ResolveJobSpec(spec, Float16Context());
+  ASSERT_OK(trap);
+  ASSERT_EQ(trap->warnings.size(), 1u);
+  EXPECT_THAT(trap->warnings[0], HasSubstr("eps=1e-08 underflows to 0 in float16"));
+  spec.set_eps(1e-4);
+  auto safe = ResolveJobSpec(spec, Float16Context());
+  ASSERT_OK(safe);
+  EXPECT_TRUE(safe->warnings.empty());
+  spec.set_optimizer("sgd");
+  spec.clear_eps();
+  auto sgd = ResolveJobSpec(spec, Float16Context());
+  ASSERT_OK(sgd);
+  EXPECT_TRUE(sgd->warnings.empty());
+}
+
+TEST(JobSpecResolverPrecisionTest, ConcurrentJobsMakeMemoryFiguresApproximate) {
+  auto prepared = ResolveJobSpec(Spec("bf16-true"), CpuContext(/*max_concurrent_jobs=*/2));
+  ASSERT_OK(prepared);
+  ASSERT_EQ(prepared->warnings.size(), 1u);
+  EXPECT_THAT(prepared->warnings[0], HasSubstr("memory figures are approximate"));
 }
 
 }  // namespace

@@ -23,7 +23,9 @@ Trainer::Options SyntheticOptions(int64_t steps) {
   spec.set_steps(steps);
   spec.set_batch_size(32);
   spec.set_seed(11);
-  auto prepared = ResolveJobSpec(spec);
+  static const ResolveContext* const cpu =
+      new ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1};
+  auto prepared = ResolveJobSpec(spec, *cpu);
   EXPECT_OK(prepared);
   Trainer::Options options;
   options.spec = prepared->spec;
@@ -109,6 +111,90 @@ TEST(TrainerTest, EvaluationCanBeDisabled) {
   auto result = (*trainer)->Run(context);
   ASSERT_OK(result);
   EXPECT_FALSE(result->has_eval_accuracy());
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+double FinalLoss(Trainer::Options options) {
+  auto trainer = Trainer::Create(std::move(options));
+  EXPECT_OK(trainer);
+  if (!trainer.ok()) return 0;
+  testing::FakeJobContext context;
+  auto result = (*trainer)->Run(context);
+  EXPECT_OK(result);
+  return result.ok() ? result->final_loss() : 0;
+}
+
+TEST(TrainerPrecisionTest, ClippingActsOnUnscaledGradients) {
+  // Scaling by a power of two and unscaling is exact, so a scaled run that
+  // clips the unscaled gradients matches an unscaled run bit for bit; one
+  // that clipped the scaled gradients (norm x 1024) would not.
+  Trainer::Options plain = SyntheticOptions(30);
+  plain.effective_precision = "bf16-mixed";
+  plain.spec.set_precision("bf16-mixed");
+  plain.spec.set_gradient_clip_norm(0.05);
+  Trainer::Options scaled = plain;
+  scaled.spec.mutable_grad_scaler()->set_enabled(true);
+  scaled.spec.mutable_grad_scaler()->set_init_scale(1024);
+  Trainer::Options unclipped = plain;
+  unclipped.spec.clear_gradient_clip_norm();
+
+  const double plain_loss = FinalLoss(plain);
+  EXPECT_DOUBLE_EQ(FinalLoss(scaled), plain_loss);
+  EXPECT_NE(FinalLoss(unclipped), plain_loss);  // the clip was active
+}
+
+TEST(TrainerPrecisionTest, ReportsPrecisionAndMemoryStats) {
+  Trainer::Options options = SyntheticOptions(20);
+  options.effective_precision = "bf16-true";
+  options.spec.set_precision("bf16-true");
+  auto trainer = Trainer::Create(options);
+  ASSERT_OK(trainer);
+  testing::FakeJobContext context;
+  ASSERT_OK((*trainer)->Run(context));
+  const v1::Job job = context.job();
+  EXPECT_EQ(job.precision_stats().parameter_dtype(), "bfloat16");
+  EXPECT_EQ(job.precision_stats().optimizer_steps(), 20);
+  EXPECT_GT(job.memory().baseline_fp32_peak_bytes(), 0);
+  EXPECT_GT(job.memory().peak_bytes(), 0);
+  EXPECT_EQ(job.memory().parameter_bytes(), job.parameter_count() * 2);
+  EXPECT_TRUE(job.memory().has_savings_ratio());
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+TEST(TrainerPrecisionTest, SkippedStepsDoNotAdvanceTheLrSchedule) {
+  // The scaler at float32's maximum skips the first steps (large inputs give
+  // gradients above 1); the cosine schedule must count applied steps only.
+  Trainer::Options options = SyntheticOptions(100);
+  (*options.spec.mutable_dataset_options())["noise"] = "50";
+  options.effective_precision = "bf16-mixed";
+  options.spec.set_precision("bf16-mixed");
+  options.spec.mutable_grad_scaler()->set_enabled(true);
+  options.spec.mutable_grad_scaler()->set_init_scale(std::numeric_limits<float>::max());
+  options.spec.set_lr_schedule("cosine");
+  options.spec.set_warmup_steps(5);
+  options.spec.set_min_lr(1e-5);
+  auto trainer = Trainer::Create(options);
+  ASSERT_OK(trainer);
+  testing::FakeJobContext context;
+  ASSERT_OK((*trainer)->Run(context));
+  const v1::Job job = context.job();
+  const int64_t skipped = job.precision_stats().skipped_steps();
+  ASSERT_GT(skipped, 0);
+  auto schedule = LrSchedule::Create(LrScheduleOptions(options.spec, 100));
+  ASSERT_OK(schedule);
+  // The last step (100) ran after 99 steps, `skipped` of which were skipped.
+  EXPECT_DOUBLE_EQ(job.progress().lr(), schedule->LrAt(99 - skipped));
+  EXPECT_NE(job.progress().lr(), schedule->LrAt(99));
 }
 
 }  // namespace

@@ -1,0 +1,115 @@
+#include "client/compare_format.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "client/job_format.h"
+#include "client/json_format.h"
+#include "client/table_printer.h"
+
+namespace mantissa::cli {
+namespace {
+
+constexpr char kApproximateMark[] = "~";
+
+bool IsApproximate(const v1::Job& job) {
+  return !job.memory().exact() && job.memory().peak_bytes() > 0;
+}
+
+std::string BytesOrDash(int64_t bytes) { return bytes > 0 ? FormatBytes(bytes) : "-"; }
+
+std::string RefusalMessage(const absl::Status& refusal) {
+  if (refusal.message().empty()) return absl::StatusCodeToString(refusal.code());
+  return std::string(refusal.message());
+}
+
+std::vector<std::string> JobRow(const std::string& precision, const v1::Job& job) {
+  const v1::Progress& progress = job.progress();
+  const v1::JobResult& result = job.result();
+  const v1::MemoryStats& memory = job.memory();
+  std::string peak = BytesOrDash(memory.peak_bytes());
+  if (IsApproximate(job)) peak = absl::StrCat(kApproximateMark, peak);
+  const bool has_loss = job.state() == v1::SUCCEEDED || result.steps_completed() > 0;
+  return {
+      precision,
+      job.effective_precision().empty() ? "-" : job.effective_precision(),
+      JobStateName(job.state()),
+      progress.step_seconds() > 0 ? absl::StrFormat("%.2f", progress.step_seconds() * 1000) : "-",
+      progress.items_per_second() > 0 ? absl::StrFormat("%.0f", progress.items_per_second()) : "-",
+      std::move(peak),
+      BytesOrDash(memory.baseline_fp32_peak_bytes()),
+      SavingsCell(job),
+      SkippedStepsCell(job),
+      has_loss ? FormatLoss(result.final_loss()) : "-",
+      result.has_eval_accuracy() ? FormatAccuracy(result.eval_accuracy()) : "-"};
+}
+
+// Prefixes every line; JSON strings hold no raw newlines, so this keeps a
+// pretty-printed document valid.
+std::string Indent(const std::string& text, absl::string_view indent) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    lines.push_back(absl::StrCat(indent, line));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+std::string JsonArray(const std::vector<std::string>& items) {
+  if (items.empty()) return "[]";
+  return absl::StrCat("[\n", absl::StrJoin(items, ",\n"), "\n  ]");
+}
+
+}  // namespace
+
+std::string FormatComparison(const std::vector<ComparedRun>& runs) {
+  TablePrinter table({"PRECISION", "RUNS AS", "STATE", "STEP MS", "ITEMS/S", "PEAK MEM",
+                      "FP32 BASELINE", "SAVINGS", "SKIPPED", "FINAL LOSS", "ACCURACY"});
+  for (size_t column = 3; column <= 10; ++column) table.AlignRight(column);
+  bool approximate = false;
+  std::vector<std::string> notes;
+  for (const ComparedRun& run : runs) {
+    if (!run.job.has_value()) {
+      table.AddRow({run.precision, "-", "refused", "-", "-", "-", "-", "-", "-", "-", "-"});
+      notes.push_back(absl::StrCat(run.precision, " refused: ", RefusalMessage(run.refusal)));
+      continue;
+    }
+    const v1::Job& job = *run.job;
+    table.AddRow(JobRow(run.precision, job));
+    approximate = approximate || IsApproximate(job);
+    if (IsTerminalState(job.state()) && job.state() != v1::SUCCEEDED) {
+      std::string note = absl::StrCat(run.precision, " ", JobStateName(job.state()));
+      if (!job.error().empty()) absl::StrAppend(&note, ": ", job.error());
+      notes.push_back(std::move(note));
+    }
+  }
+  if (approximate) {
+    notes.insert(notes.begin(),
+                 absl::StrCat(kApproximateMark, " approximate: other jobs ran at the same time"));
+  }
+  std::string out = table.ToString();
+  if (!notes.empty()) absl::StrAppend(&out, "\n", absl::StrJoin(notes, "\n"), "\n");
+  return out;
+}
+
+std::string FormatComparisonJson(const std::vector<ComparedRun>& runs) {
+  std::vector<std::string> jobs;
+  std::vector<std::string> refused;
+  for (const ComparedRun& run : runs) {
+    if (run.job.has_value()) {
+      jobs.push_back(Indent(ToJson(*run.job, /*pretty=*/true), "    "));
+    } else {
+      refused.push_back(
+          absl::StrCat("    {\"precision\": ", JsonString(run.precision),
+                       ", \"code\": ", JsonString(absl::StatusCodeToString(run.refusal.code())),
+                       ", \"error\": ", JsonString(RefusalMessage(run.refusal)), "}"));
+    }
+  }
+  return absl::StrCat("{\n  \"jobs\": ", JsonArray(jobs), ",\n  \"refused\": ", JsonArray(refused),
+                      "\n}\n");
+}
+
+}  // namespace mantissa::cli
