@@ -20,11 +20,14 @@ absl::StatusOr<SyntheticDataset::Options> SyntheticDataset::ParseOptions(OptionR
 DatasetSplits SyntheticDataset::Generate(const Options& o, uint64_t seed) {
   // A private generator: concurrent jobs must not disturb each other's data.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const torch::Tensor centres = torch::randn({o.classes, o.features}, gen) * 2.0;
+  // Explicit dtype: a concurrent job's module-init guard may have changed the
+  // process-wide default for a moment.
+  const auto f32 = torch::TensorOptions(torch::kFloat32);
+  const torch::Tensor centres = torch::randn({o.classes, o.features}, gen, f32) * 2.0;
   const auto make_split = [&](int64_t n) {
     torch::Tensor targets = torch::randint(0, o.classes, {n}, gen, torch::kInt64);
     torch::Tensor inputs =
-        centres.index_select(0, targets) + torch::randn({n, o.features}, gen) * o.noise;
+        centres.index_select(0, targets) + torch::randn({n, o.features}, gen, f32) * o.noise;
     return std::make_unique<TensorDataset>(inputs, targets);
   };
   DatasetSplits splits;

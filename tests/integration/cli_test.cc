@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -21,14 +22,8 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::RunCli;
 
-class CliTest : public ::testing::Test {
+class CliTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    auto daemon = DaemonProcess::Start({.state_dir = dir_.path()});
-    ASSERT_OK(daemon);
-    daemon_ = std::move(*daemon);
-  }
-
   CommandResult Cli(std::vector<std::string> args) {
     args.insert(args.begin(), daemon_->server_flag());
     return RunCli(args);
@@ -43,9 +38,6 @@ class CliTest : public ::testing::Test {
     if (!std::regex_search(r.out, m, std::regex(R"re("id":\s*"([0-9a-f]+)")re"))) return "";
     return m[1].str();
   }
-
-  testing::TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(CliTest, SubmitWaitSucceedsAndGetListShowTheJob) {
@@ -164,6 +156,51 @@ TEST_F(CliTest, CapabilitiesShowPrecisionSupport) {
   CommandResult json = Cli({"--json", "capabilities"});
   EXPECT_EQ(json.exit_code, 0);
   EXPECT_THAT(json.out, HasSubstr("\"libtorchVersion\""));
+}
+
+TEST_F(CliTest, PrecisionFlagsReachTheJobAndGetShowsTheirEffect) {
+  CommandResult submit = Cli({"submit",
+                              "--model",
+                              "mlp",
+                              "--dataset",
+                              "synthetic",
+                              "--steps",
+                              "20",
+                              "--precision",
+                              "bf16-true",
+                              "--grad-scaler-enabled",
+                              "--grad-scaler-init-scale",
+                              "1024",
+                              "--grad-scaler-growth-interval",
+                              "7",
+                              "--memory-baseline-steps",
+                              "1",
+                              "--gradient-clip-norm",
+                              "1.5",
+                              "--lr-schedule",
+                              "cosine",
+                              "--warmup-steps",
+                              "3",
+                              "--wait"});
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(submit.out, m, std::regex("job ([0-9a-f]{12})"))) << submit.out;
+  const std::string id = m[1].str();
+
+  CommandResult json = Cli({"--json", "get", id});
+  ASSERT_EQ(json.exit_code, 0);
+  for (const char* field :
+       {"\"initScale\": 1024", "\"growthInterval\": \"7\"", "\"gradientClipNorm\": 1.5",
+        "\"lrSchedule\": \"cosine\"", "\"memoryBaselineSteps\": \"1\"",
+        "\"gradScalerEnabled\": true", "\"parameterDtype\": \"bfloat16\""}) {
+    EXPECT_THAT(json.out, HasSubstr(field));
+  }
+  CommandResult get = Cli({"get", id});
+  ASSERT_EQ(get.exit_code, 0);
+  for (const char* text : {"Parameter dtype:  bfloat16", "Grad scaler:      enabled",
+                           "FP32 baseline peak", "Savings", "cpu counting allocator"}) {
+    EXPECT_THAT(get.out, HasSubstr(text));
+  }
 }
 
 TEST(CliUnreachableTest, SaysTheDaemonCannotBeReached) {

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -23,26 +24,9 @@ using testing::Submit;
 using testing::SyntheticMlpSpec;
 using testing::WaitForJob;
 
-class PrecisionTest : public ::testing::Test {
+class PrecisionTest : public testing::DaemonTest {
  protected:
-  void SetUp() override {
-    auto daemon = DaemonProcess::Start({.state_dir = dir_.path()});
-    ASSERT_OK(daemon);
-    daemon_ = std::move(*daemon);
-    stub_ = daemon_->NewStub();
-  }
-
-  v1::Job Run(const v1::JobSpec& spec) {
-    auto submitted = Submit(*stub_, spec);
-    EXPECT_TRUE(submitted.status.ok()) << submitted.status.error_message();
-    auto job = WaitForJob(*stub_, submitted.job.id(), testing::IsTerminal);
-    EXPECT_OK(job);
-    return job.ok() ? *job : v1::Job();
-  }
-
-  testing::TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
-  std::unique_ptr<v1::TrainingService::Stub> stub_;
+  v1::Job Run(const v1::JobSpec& spec) { return SubmitAndWait(spec); }
 };
 
 TEST_F(PrecisionTest, EveryValueTheCpuRunsSucceedsWithItsDtypes) {

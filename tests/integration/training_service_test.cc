@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -19,28 +20,7 @@ using testing::Submit;
 using testing::SyntheticMlpSpec;
 using testing::WaitForJob;
 
-class TrainingServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override { StartDaemon({}); }
-
-  void StartDaemon(std::vector<std::string> flags) {
-    auto daemon = DaemonProcess::Start({.state_dir = dir_.path(), .extra_flags = flags});
-    ASSERT_OK(daemon);
-    daemon_ = std::move(*daemon);
-    stub_ = daemon_->NewStub();
-  }
-
-  std::vector<v1::Job> ListJobs() {
-    grpc::ClientContext context;
-    v1::ListJobsResponse response;
-    EXPECT_TRUE(stub_->ListJobs(&context, v1::ListJobsRequest(), &response).ok());
-    return {response.jobs().begin(), response.jobs().end()};
-  }
-
-  testing::TempDir dir_;
-  std::unique_ptr<DaemonProcess> daemon_;
-  std::unique_ptr<v1::TrainingService::Stub> stub_;
-};
+using TrainingServiceTest = testing::DaemonTest;
 
 TEST_F(TrainingServiceTest, SubmitWatchSucceedsWithFallingLoss) {
   v1::JobSpec spec = SyntheticMlpSpec(300);
@@ -135,7 +115,7 @@ struct BadSpecCase {
   std::vector<std::string> message_parts;
 };
 
-class BadSpecTest : public TrainingServiceTest,
+class BadSpecTest : public testing::DaemonTest,
                     public ::testing::WithParamInterface<BadSpecCase> {};
 
 TEST_P(BadSpecTest, IsRejectedWithCodeAndChangesNothing) {
@@ -344,7 +324,6 @@ TEST_F(TrainingServiceTest, LibTorchErrorFailsTheJobNotTheDaemon) {
 }
 
 TEST_F(TrainingServiceTest, ConcurrentJobsRunTogetherWhenAllowed) {
-  daemon_->Kill();
   StartDaemon({"--max_concurrent_jobs=2"});
   auto a = Submit(*stub_, SyntheticMlpSpec(10'000'000));
   auto b = Submit(*stub_, SyntheticMlpSpec(10'000'000));
