@@ -99,3 +99,41 @@ TEST(PrecisionPluginScalerTest, ScalerSkipsAStepWithInfiniteGradients) {
 
 }  // namespace
 }  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+TEST(PrecisionPluginScalerTest, StateDictCarriesTheScalerAcrossPlugins) {
+  auto make = [] {
+    auto plugin = PrecisionFactory::Create("bf16-mixed", torch::kCPU);
+    auto scaler = GradScaler::Create({.enabled = true, .init_scale = 4096.0});
+    (*plugin)->set_grad_scaler(std::move(*scaler));
+    return std::move(*plugin);
+  };
+  std::unique_ptr<PrecisionPlugin> first = make();
+  std::unique_ptr<Model> model =
+      Mlp::Build({.hidden = {4}}, {.input_shape = {2}, .num_classes = 2});
+  torch::optim::SGD sgd(model->Parameters(), torch::optim::SGDOptions(0.1));
+  // Two overflowing steps: the scale backs off twice.
+  for (int i = 0; i < 2; ++i) {
+    sgd.zero_grad();
+    first->Backward(model->Forward(torch::ones({1, 2})).sum() *
+                    std::numeric_limits<float>::infinity());
+    EXPECT_TRUE(first->OptimizerStep(sgd).skipped);
+  }
+  std::stringstream stream;
+  {
+    torch::serialize::OutputArchive archive;
+    first->SaveState(archive);
+    archive.save_to(stream);
+  }
+  std::unique_ptr<PrecisionPlugin> second = make();
+  torch::serialize::InputArchive archive;
+  archive.load_from(stream);
+  second->LoadState(archive);
+  EXPECT_DOUBLE_EQ(second->grad_scaler()->scale(), 1024.0);
+  EXPECT_EQ(second->grad_scaler()->skipped_steps(), 2);
+}
+
+}  // namespace
+}  // namespace mantissa
