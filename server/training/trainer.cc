@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   t->steps_per_epoch_ = (n + spec.batch_size() - 1) / spec.batch_size();
   t->total_steps_ = spec.has_steps() ? spec.steps() : spec.epochs() * t->steps_per_epoch_;
 
+  t->order_ = torch::empty({n}, torch::kInt64);
   RETURN_IF_ERROR(t->MeasureBaseline());
 
   // Everything the job allocates from here on counts towards its peak.
@@ -224,7 +225,6 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   // Shuffling uses a generator of the job's own, so the data order is a
   // function of the seed alone.
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(spec.seed());
-  torch::Tensor order;
   model_->SetTraining(true);
 
   // The interval's loss is summed on the device and read back only at
@@ -242,12 +242,12 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       return absl::CancelledError(absl::StrCat("cancelled at step ", step - 1));
     }
     const int64_t epoch_step = (step - 1) % steps_per_epoch_;
-    if (epoch_step == 0) order = torch::randperm(n, gen, torch::kInt64);
+    if (epoch_step == 0) at::randperm_out(order_, n, gen);
     const int64_t start = epoch_step * batch_size;
     const int64_t end = std::min(n, start + batch_size);
     const Clock::time_point step_start = Clock::now();
 
-    Batch batch = data_.train->Get(order.slice(0, start, end));
+    Batch batch = data_.train->Get(order_.slice(0, start, end));
     torch::Tensor x = precision_->ConvertInput(batch.inputs.to(device));
     torch::Tensor y = batch.targets.to(device);
     torch::Tensor logits;

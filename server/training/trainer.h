@@ -70,6 +70,10 @@ class Trainer {
   std::unique_ptr<PrecisionPlugin> precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   MemoryTracker memory_;
+  // This epoch's data order. Allocated before the memory measurement starts
+  // and refilled in place, so it counts in neither the job's peak nor the
+  // baseline's: both measure the model and its training, not the data.
+  torch::Tensor order_;
   int64_t baseline_peak_bytes_ = 0;
   int64_t gradient_bytes_ = 0;
   int64_t optimizer_state_bytes_ = 0;
