@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   ASSIGN_OR_RETURN(t->model_, t->BuildModel(t->precision_.get()));
   t->precision_->ConvertModule(*t->model_);
   t->model_->ToDevice(t->options_.device);
+  t->parameter_bytes_ = TensorBytes(t->model_->Parameters());
   ASSIGN_OR_RETURN(t->optimizer_, OptimizerFactory::Create(spec, t->model_->Parameters()));
   return t;
 }
@@ -147,7 +148,7 @@ v1::MemoryStats Trainer::MemoryStats() const {
     stats.set_savings_ratio(1.0 - static_cast<double>(stats.peak_bytes()) /
                                       static_cast<double>(baseline_peak_bytes_));
   }
-  stats.set_parameter_bytes(TensorBytes(model_->Parameters()));
+  stats.set_parameter_bytes(parameter_bytes_);
   stats.set_gradient_bytes(gradient_bytes_);
   stats.set_optimizer_state_bytes(optimizer_state_bytes_);
   stats.set_source(memory_.Source());
@@ -200,7 +201,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   const int64_t n = data_.train->size();
   const int64_t total_epochs = (total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
   const bool has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
-  const bool scaling = spec.grad_scaler().enabled();
+  const bool scaling = precision_->grad_scaler() != nullptr && precision_->grad_scaler()->enabled();
   // On the CPU reading the loss costs nothing, so every step is checked; on
   // CUDA only at progress time, to keep the host off the hot path.
   const bool check_every_step = device.is_cpu() && !scaling;

@@ -75,6 +75,7 @@ class Trainer {
   // baseline's: both measure the model and its training, not the data.
   torch::Tensor order_;
   int64_t baseline_peak_bytes_ = 0;
+  int64_t parameter_bytes_ = 0;  // fixed once the model is built
   int64_t gradient_bytes_ = 0;
   int64_t optimizer_state_bytes_ = 0;
   int64_t steps_per_epoch_ = 0;

@@ -11,13 +11,11 @@
 #include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
-#include "tests/testing/temp_dir.h"
 
 namespace mantissa {
 namespace {
 
 using testing::CommandResult;
-using testing::DaemonProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::RunCli;

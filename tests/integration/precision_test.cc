@@ -8,26 +8,20 @@
 #include <cfloat>
 #include <cmath>
 
-#include "tests/testing/daemon_process.h"
 #include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
-#include "tests/testing/temp_dir.h"
 
 namespace mantissa {
 namespace {
 
-using testing::DaemonProcess;
 using testing::FindSample;
 using ::testing::HasSubstr;
 using testing::Submit;
 using testing::SyntheticMlpSpec;
 using testing::WaitForJob;
 
-class PrecisionTest : public testing::DaemonTest {
- protected:
-  v1::Job Run(const v1::JobSpec& spec) { return SubmitAndWait(spec); }
-};
+using PrecisionTest = testing::DaemonTest;
 
 TEST_F(PrecisionTest, EveryValueTheCpuRunsSucceedsWithItsDtypes) {
   struct Case {
@@ -48,7 +42,7 @@ TEST_F(PrecisionTest, EveryValueTheCpuRunsSucceedsWithItsDtypes) {
     SCOPED_TRACE(c.value);
     v1::JobSpec spec = SyntheticMlpSpec(40);
     spec.set_precision(c.value);
-    const v1::Job job = Run(spec);
+    const v1::Job job = SubmitAndWait(spec);
     EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
     EXPECT_EQ(job.spec().precision(), c.value);
     EXPECT_EQ(job.effective_precision(), c.effective);
@@ -165,9 +159,9 @@ TEST_F(PrecisionTest, MemorySavingsAreMeasuredAgainstTheFp32Baseline) {
     spec.set_precision(precision);
     return spec;
   };
-  const v1::Job bf16 = Run(spec_for("bf16-true"));
-  const v1::Job fp64 = Run(spec_for("64-true"));
-  const v1::Job fp32 = Run(spec_for("32-true"));
+  const v1::Job bf16 = SubmitAndWait(spec_for("bf16-true"));
+  const v1::Job fp64 = SubmitAndWait(spec_for("64-true"));
+  const v1::Job fp32 = SubmitAndWait(spec_for("32-true"));
   for (const v1::Job* job : {&bf16, &fp64, &fp32}) {
     ASSERT_EQ(job->state(), v1::SUCCEEDED) << job->error();
     EXPECT_TRUE(job->memory().exact());
@@ -216,7 +210,7 @@ TEST_F(PrecisionTest, NonFiniteLossFailsTheJobAtThatStep) {
   v1::JobSpec spec = SyntheticMlpSpec(50);
   spec.set_optimizer("sgd");
   spec.set_lr(1e30);  // the first update blows the weights up
-  const v1::Job job = Run(spec);
+  const v1::Job job = SubmitAndWait(spec);
   EXPECT_EQ(job.state(), v1::FAILED);
   EXPECT_THAT(job.error(), HasSubstr("step 2: the loss is"));
   EXPECT_THAT(job.error(), HasSubstr("without a grad scaler"));

@@ -8,12 +8,10 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
-#include "tests/testing/temp_dir.h"
 
 namespace mantissa {
 namespace {
 
-using testing::DaemonProcess;
 using testing::FindSample;
 using ::testing::HasSubstr;
 using testing::Submit;
