@@ -129,6 +129,20 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
   if (options.warmup_steps) spec.set_warmup_steps(*options.warmup_steps);
   if (options.min_lr) spec.set_min_lr(*options.min_lr);
   if (options.memory_baseline_steps) spec.set_memory_baseline_steps(*options.memory_baseline_steps);
+  if (options.nesterov) spec.set_nesterov(*options.nesterov);
+  if (options.accumulate_grad_batches) {
+    spec.set_accumulate_grad_batches(*options.accumulate_grad_batches);
+  }
+  if (options.checkpoint_every_n_steps) {
+    spec.set_checkpoint_every_n_steps(*options.checkpoint_every_n_steps);
+  }
+  if (options.resume_from) {
+    // An empty id would read as "no resume" and start a fresh job instead.
+    if (absl::StripAsciiWhitespace(*options.resume_from).empty()) {
+      return absl::InvalidArgumentError("--resume-from is empty; give the id of the job to resume");
+    }
+    spec.set_resume_from(*options.resume_from);
+  }
   v1::GradScalerSettings& scaler = *spec.mutable_grad_scaler();
   if (options.grad_scaler_enabled) scaler.set_enabled(*options.grad_scaler_enabled);
   if (options.grad_scaler_init_scale) scaler.set_init_scale(*options.grad_scaler_init_scale);
@@ -153,6 +167,17 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
       !status.ok()) {
     return status;
   }
+  return spec;
+}
+
+absl::StatusOr<v1::JobSpec> BuildResumeSpec(const std::string& job_id,
+                                            const ResumeOptions& options) {
+  if (absl::StripAsciiWhitespace(job_id).empty()) {
+    return absl::InvalidArgumentError("JOB is empty; give the id of the job to resume");
+  }
+  v1::JobSpec spec;
+  spec.set_resume_from(job_id);
+  if (options.name) spec.set_name(*options.name);
   return spec;
 }
 

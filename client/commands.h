@@ -67,6 +67,11 @@ struct SubmitOptions {
   std::optional<double> grad_scaler_growth_factor;
   std::optional<double> grad_scaler_backoff_factor;
   std::optional<int64_t> grad_scaler_growth_interval;
+  // Optional for the same reason: "--nesterov=false" is an explicit choice.
+  std::optional<bool> nesterov;
+  std::optional<int64_t> accumulate_grad_batches;
+  std::optional<int64_t> checkpoint_every_n_steps;
+  std::optional<std::string> resume_from;
   std::vector<std::string> model_options;    // "KEY=VALUE"
   std::vector<std::string> dataset_options;  // "KEY=VALUE"
   bool wait = false;
@@ -74,6 +79,18 @@ struct SubmitOptions {
 
 // INVALID_ARGUMENT (a usage error) for an option that is not KEY=VALUE.
 absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options);
+
+// The flags of `mantissa resume`. The resumed job takes its spec from the
+// job it continues, so only the name may be given beside it.
+struct ResumeOptions {
+  std::optional<std::string> name;
+  bool wait = false;
+};
+
+// A spec with only resume_from (and the name, if given) set. INVALID_ARGUMENT
+// (a usage error) for an empty job id.
+absl::StatusOr<v1::JobSpec> BuildResumeSpec(const std::string& job_id,
+                                            const ResumeOptions& options);
 
 struct ListOptions {
   std::vector<std::string> states;  // case-insensitive state names
@@ -103,6 +120,8 @@ absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options
 // Prints "mantissa: <error>" on `io.err` and returns kExitFailure.
 int ReportError(const absl::Status& status, const CommandIo& io);
 
+// Also runs `mantissa resume`, whose spec comes from BuildResumeSpec. With
+// `wait`, kExitOk only if the job ends SUCCEEDED.
 int RunSubmit(TrainingClient& client, const v1::JobSpec& spec, bool wait, const CommandIo& io);
 int RunGet(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const CommandIo& io);

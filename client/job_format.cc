@@ -62,18 +62,14 @@ std::string FormatProgressSummary(const v1::Progress& progress) {
 bool HasResult(const v1::Job& job) {
   const v1::JobResult& result = job.result();
   return job.state() == v1::SUCCEEDED || result.steps_completed() > 0 ||
-         result.has_eval_accuracy() || result.train_seconds() > 0;
+         result.has_eval_accuracy() || result.has_eval_loss() || result.has_eval_perplexity() ||
+         result.train_seconds() > 0;
 }
 
 std::string FormatResult(const v1::JobResult& result) {
   std::vector<std::string> parts;
   parts.push_back(absl::StrCat("final loss ", FormatLoss(result.final_loss())));
-  if (result.has_eval_accuracy()) {
-    parts.push_back(absl::StrCat("eval accuracy ", FormatAccuracy(result.eval_accuracy())));
-  }
-  if (result.has_eval_loss()) {
-    parts.push_back(absl::StrCat("eval loss ", FormatLoss(result.eval_loss())));
-  }
+  for (std::string& detail : EvalDetails(result, "eval ")) parts.push_back(std::move(detail));
   parts.push_back(
       absl::StrCat(result.steps_completed(), " steps in ", FormatDuration(result.train_seconds())));
   return absl::StrJoin(parts, ", ");
@@ -149,6 +145,21 @@ std::string FormatMemory(const v1::MemoryStats& memory) {
                                  std::string(value_width - value.size(), ' '), value));
   }
   return absl::StrJoin(lines, "\n");
+}
+
+// "job j1 at step 400"; the step is known once the daemon has read the
+// checkpoint.
+std::string FormatResumedFrom(const v1::Job& job) {
+  std::string out = absl::StrCat("job ", job.spec().resume_from());
+  if (job.start_step() > 0) absl::StrAppend(&out, " at step ", job.start_step());
+  return out;
+}
+
+// How a job that ended unfinished can go on, if it can.
+std::string ResumeHint(const v1::Job& job) {
+  if (!job.has_checkpoint()) return "";
+  return absl::StrCat(" (checkpoint at step ", job.checkpoint().step(),
+                      ": resume with 'mantissa resume ", job.id(), "')");
 }
 
 std::string IndentLines(const std::string& text, absl::string_view indent) {
@@ -277,6 +288,30 @@ std::string FormatLoss(double loss) {
 
 std::string FormatAccuracy(double fraction) { return absl::StrFormat("%.2f%%", 100.0 * fraction); }
 
+std::vector<std::string> EvalDetails(const v1::JobResult& result, absl::string_view prefix) {
+  std::vector<std::string> parts;
+  if (result.has_eval_accuracy()) {
+    parts.push_back(absl::StrCat(prefix, "accuracy ", FormatAccuracy(result.eval_accuracy())));
+  }
+  if (result.has_eval_loss()) {
+    parts.push_back(absl::StrCat(prefix, "loss ", FormatLoss(result.eval_loss())));
+  }
+  if (result.has_eval_perplexity()) {
+    parts.push_back(
+        absl::StrCat(prefix, "perplexity ", FormatPerplexity(result.eval_perplexity())));
+  }
+  return parts;
+}
+
+std::string FormatPerplexity(double perplexity) { return absl::StrFormat("%.2f", perplexity); }
+
+std::string FormatCheckpoint(const v1::Checkpoint& checkpoint) {
+  std::string out = absl::StrCat("step ", checkpoint.step());
+  if (!checkpoint.path().empty()) absl::StrAppend(&out, ": ", checkpoint.path());
+  if (checkpoint.bytes() > 0) absl::StrAppend(&out, " (", FormatBytes(checkpoint.bytes()), ")");
+  return out;
+}
+
 std::string FormatCount(int64_t count) {
   // Negate in unsigned arithmetic so that INT64_MIN does not overflow.
   const uint64_t magnitude = count < 0 ? 0 - static_cast<uint64_t>(count) : count;
@@ -337,6 +372,11 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   if (spec.has_steps()) details.Add("Steps", absl::StrCat(spec.steps()));
   if (spec.has_epochs()) details.Add("Epochs", absl::StrCat(spec.epochs()));
   if (spec.has_batch_size()) details.Add("Batch size", absl::StrCat(spec.batch_size()));
+  // One batch per step is the default; say nothing then.
+  if (spec.accumulate_grad_batches() > 1) {
+    details.Add("Accumulation",
+                absl::StrCat(spec.accumulate_grad_batches(), " batches per optimizer step"));
+  }
   details.Add("Optimizer", OrDash(spec.optimizer()));
   if (spec.has_lr()) {
     std::string lr = FormatNumber(spec.lr());
@@ -347,7 +387,11 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
     details.Add("Learning rate", lr);
   }
   if (spec.has_weight_decay()) details.Add("Weight decay", FormatNumber(spec.weight_decay()));
-  if (spec.has_momentum()) details.Add("Momentum", FormatNumber(spec.momentum()));
+  if (spec.has_momentum() || spec.nesterov()) {
+    details.Add("Momentum", spec.nesterov()
+                                ? absl::StrCat(FormatNumber(spec.momentum()), ", Nesterov")
+                                : FormatNumber(spec.momentum()));
+  }
   if (spec.has_eps()) details.Add("Epsilon", FormatNumber(spec.eps()));
   if (spec.has_gradient_clip_norm()) {
     details.Add("Gradient clip",
@@ -355,10 +399,28 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   }
   details.Add("Seed", absl::StrCat(spec.seed()));
   details.Add("Evaluation", FormatEvalSettings(spec.eval()));
+  if (spec.has_checkpoint_every_n_steps()) {
+    details.Add("Checkpointing",
+                spec.checkpoint_every_n_steps() > 0
+                    ? absl::StrCat("every ", spec.checkpoint_every_n_steps(), " steps")
+                    : "at the end");
+  }
+  if (!spec.resume_from().empty()) {
+    details.Add("Resumed from", FormatResumedFrom(job));
+  } else if (job.start_step() > 0) {
+    details.Add("Resumed from", absl::StrCat("step ", job.start_step()));
+  }
   if (job.state() != v1::QUEUED || job.progress().step() > 0) {
     details.Add("Progress", FormatProgressSummary(job.progress()));
   }
   if (HasResult(job)) details.Add("Result", FormatResult(job.result()));
+  if (job.has_checkpoint()) {
+    std::string checkpoint = FormatCheckpoint(job.checkpoint());
+    if (IsSet(job.checkpoint().time())) {
+      absl::StrAppend(&checkpoint, ", written ", FormatTimestamp(job.checkpoint().time(), zone));
+    }
+    details.Add("Checkpoint", std::move(checkpoint));
+  }
   if (job.parameter_count() > 0) details.Add("Parameters", FormatCount(job.parameter_count()));
   if (!job.error().empty()) details.Add("Error", job.error());
   if (!job.warnings().empty()) details.Add("Warnings", absl::StrJoin(job.warnings(), "\n"));
@@ -396,6 +458,9 @@ std::string FormatSubmittedJob(const v1::Job& job) {
       requested != job.effective_precision()) {
     absl::StrAppend(&out, " (requested ", requested, ")");
   }
+  if (!job.spec().resume_from().empty()) {
+    absl::StrAppend(&out, ", resuming ", FormatResumedFrom(job));
+  }
   absl::StrAppend(&out, "\n");
   for (const std::string& warning : job.warnings())
     absl::StrAppend(&out, "warning: ", warning, "\n");
@@ -407,20 +472,16 @@ std::string FormatJobOutcome(const v1::Job& job) {
   switch (job.state()) {
     case v1::SUCCEEDED: {
       const v1::JobResult& result = job.result();
-      std::string out = absl::StrCat(head, " in ", FormatDuration(result.train_seconds()),
-                                     ": final loss ", FormatLoss(result.final_loss()));
-      if (result.has_eval_accuracy()) {
-        absl::StrAppend(&out, ", eval accuracy ", FormatAccuracy(result.eval_accuracy()));
-      }
-      if (result.has_eval_loss()) {
-        absl::StrAppend(&out, ", eval loss ", FormatLoss(result.eval_loss()));
-      }
-      return out;
+      std::vector<std::string> parts = {
+          absl::StrCat("final loss ", FormatLoss(result.final_loss()))};
+      for (std::string& detail : EvalDetails(result, "eval ")) parts.push_back(std::move(detail));
+      return absl::StrCat(head, " in ", FormatDuration(result.train_seconds()), ": ",
+                          absl::StrJoin(parts, ", "));
     }
     case v1::FAILED:
-      return job.error().empty() ? head : absl::StrCat(head, ": ", job.error());
+      return absl::StrCat(head, job.error().empty() ? "" : ": ", job.error(), ResumeHint(job));
     case v1::CANCELLED:
-      return absl::StrCat(head, " at step ", FormatStepCount(job.progress()));
+      return absl::StrCat(head, " at step ", FormatStepCount(job.progress()), ResumeHint(job));
     default:
       return absl::StrCat("job ", job.id(), " is ", JobStateName(job.state()));
   }

@@ -33,6 +33,14 @@ std::string FormatLoss(double loss);
 std::vector<std::string> ProgressDetails(const v1::Progress& progress);
 // Accuracy is a fraction in [0, 1]; prints "88.45%".
 std::string FormatAccuracy(double fraction);
+// The eval metrics the result carries, each after `prefix`: "eval accuracy
+// 88.45%", "eval loss 0.3100", "eval perplexity 10.07" with prefix "eval ".
+std::vector<std::string> EvalDetails(const v1::JobResult& result, absl::string_view prefix);
+// Perplexity (exp of the per-token loss): "10.07".
+std::string FormatPerplexity(double perplexity);
+// "step 200: /state/jobs/j1/checkpoint.pt (1.20 MiB)"; the size is left out
+// while unknown (0).
+std::string FormatCheckpoint(const v1::Checkpoint& checkpoint);
 // "101,770".
 std::string FormatCount(int64_t count);
 // Binary units: "512 B", "1.50 KiB", "1.50 MiB", "2.00 GiB".
@@ -65,9 +73,11 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone);
 // The table of `mantissa list`.
 std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
                            absl::TimeZone zone);
-// What `mantissa submit` prints: id, state, precision, then one line per warning.
+// What `mantissa submit` and `resume` print: id, state, precision, the job a
+// resumed one continues, then one line per warning.
 std::string FormatSubmittedJob(const v1::Job& job);
-// One line on how a job ended: state, final loss and eval accuracy, or the error.
+// One line on how a job ended: state, final loss and the eval metrics present,
+// or the error; an unfinished job with a checkpoint adds how to resume it.
 std::string FormatJobOutcome(const v1::Job& job);
 
 }  // namespace mantissa::cli

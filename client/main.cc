@@ -33,6 +33,7 @@ struct GlobalOptions {
 // The flags of every command; each command registers only its own part.
 struct CommandFlags {
   SubmitOptions submit;
+  ResumeOptions resume;
   ListOptions list;
   CompareOptions compare;
 };
@@ -80,9 +81,12 @@ void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
   parser.AddDouble("min-lr", &o.min_lr, "cosine schedule final learning rate (default 0)");
   parser.AddDouble("weight-decay", &o.weight_decay, "weight decay (default 0; adamw 0.01)");
   parser.AddDouble("momentum", &o.momentum, "SGD momentum (default 0)");
+  parser.AddBool("nesterov", &o.nesterov, "SGD with Nesterov momentum (needs --momentum > 0)");
   parser.AddDouble("eps", &o.eps, "Adam/AdamW epsilon (default 1e-8)");
   parser.AddDouble("gradient-clip-norm", &o.gradient_clip_norm,
                    "clip the unscaled gradients' total L2 norm (default: no clipping)");
+  parser.AddInt("accumulate-grad-batches", &o.accumulate_grad_batches,
+                "sum the gradients of N batches per optimizer step (default 1)");
   parser.AddBool("grad-scaler-enabled", &o.grad_scaler_enabled,
                  "scale the loss (default: 16-mixed only); =false turns it off");
   parser.AddDouble("grad-scaler-init-scale", &o.grad_scaler_init_scale,
@@ -106,6 +110,8 @@ void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
   parser.AddInt("eval-batch-size", &o.eval_batch_size,
                 "evaluation batch size (default: the training batch size)");
   parser.AddBool("no-eval", &o.no_eval, "skip evaluation");
+  parser.AddInt("checkpoint-every", &o.checkpoint_every_n_steps,
+                "write a checkpoint every N steps (default 0: only at the end)");
 }
 
 void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
@@ -114,6 +120,17 @@ void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
   parser.AddString("precision", &o.precision,
                    "Lightning Fabric precision, e.g. bf16-mixed (default 32-true)");
   DefineTrainingFlags(parser, o);
+  // Not a training flag: compare submits one spec per precision, and a
+  // resumed job takes the spec of the job it continues.
+  parser.AddString("resume-from", &o.resume_from,
+                   "continue this ended job from its last checkpoint, as 'mantissa resume' does",
+                   "JOB");
+  parser.AddBool("wait", &o.wait, "watch the job until it ends; exit 0 only if it succeeds");
+}
+
+void DefineResumeFlags(ArgParser& parser, CommandFlags* flags) {
+  ResumeOptions& o = flags->resume;
+  parser.AddString("name", &o.name, "label shown by 'mantissa list'", "TEXT");
   parser.AddBool("wait", &o.wait, "watch the job until it ends; exit 0 only if it succeeds");
 }
 
@@ -140,6 +157,13 @@ constexpr Command kCommands[] = {
      "Submits a training job. Flags left out take the daemon's defaults, and the\n"
      "daemon validates the spec.",
      DefineSubmitFlags},
+    {"resume", "JOB", 1, "continue an ended job from its last checkpoint",
+     "Submits a new job that continues JOB, a job that ended before finishing\n"
+     "(cancelled or failed), from its last checkpoint. The new job takes JOB's\n"
+     "spec; only its name may be set. Checkpoints are written every\n"
+     "--checkpoint-every steps, at the end, and when a job is cancelled after its\n"
+     "first checkpoint.",
+     DefineResumeFlags},
     {"get", "JOB", 1, "show a job", "Shows a job: its spec, state, progress and result.",
      DefineNoFlags},
     {"list", "", 0, "list jobs, newest first", "Lists jobs, newest first.", DefineListFlags},
@@ -158,7 +182,7 @@ constexpr Command kCommands[] = {
      "throughput, peak memory against the fp32 baseline, steps the grad scaler\n"
      "skipped, final loss and accuracy. A precision the daemon refuses is listed\n"
      "with its reason while the other jobs still run. Takes every submit flag but\n"
-     "--precision and --wait.\n"
+     "--precision, --resume-from and --wait.\n"
      "\n"
      "Exits 0 only if every submitted job succeeds. Ctrl-C stops the waiting; the\n"
      "jobs keep running.",
@@ -335,6 +359,10 @@ int Main(int argc, char** argv) {
     absl::StatusOr<v1::JobSpec> built = BuildJobSpec(flags.submit);
     if (!built.ok()) return UsageError(command, built.status().message());
     spec = *std::move(built);
+  } else if (command->name == "resume") {
+    absl::StatusOr<v1::JobSpec> built = BuildResumeSpec(positional->front(), flags.resume);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    spec = *std::move(built);
   } else if (command->name == "list") {
     absl::StatusOr<v1::ListJobsRequest> built = BuildListRequest(flags.list);
     if (!built.ok()) return UsageError(command, built.status().message());
@@ -351,7 +379,9 @@ int Main(int argc, char** argv) {
   io.json = global.json;
   io.terminal = isatty(STDOUT_FILENO) != 0;
   io.terminal_width = TerminalWidth();
-  const bool watches = command->name == "watch" || (command->name == "submit" && flags.submit.wait);
+  const bool watches = command->name == "watch" ||
+                       (command->name == "submit" && flags.submit.wait) ||
+                       (command->name == "resume" && flags.resume.wait);
   if (watches) {
     g_clear_line_on_interrupt = io.terminal && !io.json;
     signal(SIGINT, OnInterrupt);
@@ -364,6 +394,7 @@ int Main(int argc, char** argv) {
   std::unique_ptr<TrainingClient> client = TrainingClient::Connect(server);
   const std::string job_id = command->argument_count == 1 ? positional->front() : "";
   if (command->name == "submit") return RunSubmit(*client, *spec, flags.submit.wait, io);
+  if (command->name == "resume") return RunSubmit(*client, *spec, flags.resume.wait, io);
   if (command->name == "get") return RunGet(*client, job_id, io);
   if (command->name == "list") return RunList(*client, *list_request, io);
   if (command->name == "cancel") return RunCancel(*client, job_id, io);

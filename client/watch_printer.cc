@@ -15,18 +15,20 @@ namespace {
 constexpr char kClearToEnd[] = "\x1b[K";
 
 std::string EvaluationLine(const v1::JobEvent& event) {
-  const v1::JobResult& result = event.job().result();
-  std::vector<std::string> parts;
-  if (result.has_eval_accuracy()) {
-    parts.push_back(absl::StrCat("accuracy ", FormatAccuracy(result.eval_accuracy())));
-  }
-  if (result.has_eval_loss())
-    parts.push_back(absl::StrCat("loss ", FormatLoss(result.eval_loss())));
+  const std::vector<std::string> parts = EvalDetails(event.job().result(), "");
   if (parts.empty()) {
     return event.message().empty() ? "evaluation done" : absl::StrCat("eval: ", event.message());
   }
   return absl::StrCat("eval at step ", event.job().progress().step(), ": ",
                       absl::StrJoin(parts, ", "));
+}
+
+std::string CheckpointLine(const v1::JobEvent& event) {
+  if (!event.job().has_checkpoint()) {
+    return event.message().empty() ? "checkpoint written"
+                                   : absl::StrCat("checkpoint: ", event.message());
+  }
+  return absl::StrCat("checkpoint at ", FormatCheckpoint(event.job().checkpoint()));
 }
 
 }  // namespace
@@ -63,6 +65,9 @@ void WatchPrinter::Print(const v1::JobEvent& event) {
       break;
     case v1::JobEvent::EVALUATION:
       PrintLine(EvaluationLine(event));
+      break;
+    case v1::JobEvent::CHECKPOINT:
+      PrintLine(CheckpointLine(event));
       break;
     case v1::JobEvent::FINISHED:
       ClearLine();

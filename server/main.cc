@@ -72,6 +72,7 @@ int Run() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  ConfigureHostAllocator();
   const int threads = ConfigureIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
 
   const std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
@@ -89,7 +90,8 @@ int Run() {
 
   auto runner =
       TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
-                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs)});
+                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
+                                 .state_dir = std::filesystem::absolute(state_dir).string()});
   if (!runner.ok()) return Fail(runner.status());
 
   JobManager::Options manager_options;

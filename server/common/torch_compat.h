@@ -10,6 +10,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
 
 #define MANTISSA_TORCH_AT_LEAST(major, minor) \
@@ -122,6 +124,31 @@ class DefaultDtypeGuard {
  private:
   const caffe2::TypeMeta prev_;
 };
+
+// Causal scaled dot-product attention over q, k, v [N, heads, T, head_dim]:
+// position t attends to positions <= t. LibTorch 2.x has a fused kernel
+// (flash / memory-efficient on CUDA); 1.13 gets the explicit equivalent, with
+// the softmax in float32 so bf16 weights or autocast do not lose the mask's
+// -inf or the normalisation.
+inline torch::Tensor CausalSelfAttention(const torch::Tensor& q, const torch::Tensor& k,
+                                         const torch::Tensor& v, double dropout_p, bool training) {
+#if MANTISSA_TORCH_AT_LEAST(2, 0)
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, training ? dropout_p : 0.0,
+                                          /*is_causal=*/true);
+#else
+  const int64_t t = q.size(-2);
+  torch::Tensor scores =
+      torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  const torch::Tensor future =
+      torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+  torch::Tensor weights = scores.to(torch::kFloat32)
+                              .masked_fill(future, -std::numeric_limits<float>::infinity())
+                              .softmax(-1)
+                              .to(q.scalar_type());
+  if (training && dropout_p > 0.0) weights = torch::dropout(weights, dropout_p, /*train=*/true);
+  return torch::matmul(weights, v);
+#endif
+}
 
 }  // namespace mantissa::compat
 

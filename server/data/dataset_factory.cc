@@ -4,15 +4,30 @@
 #include "absl/strings/str_join.h"
 #include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
+#include "server/data/csv_dataset.h"
 #include "server/data/idx_dataset.h"
 #include "server/data/synthetic_dataset.h"
+#include "server/data/synthetic_tokens_dataset.h"
+#include "server/data/token_file_dataset.h"
 
 namespace mantissa {
 namespace {
 
-constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
-// Per-pixel statistics of the Fashion-MNIST training set.
+// Per-pixel statistics of each training set.
 constexpr TensorDataset::Normalization kFashionMnistNorm{1.0f / 255.0f, 0.2860f, 0.3530f};
+constexpr TensorDataset::Normalization kMnistNorm{1.0f / 255.0f, 0.1307f, 0.3081f};
+
+// Options of the IDX datasets. Debian packages Fashion-MNIST but not MNIST.
+absl::StatusOr<IdxDataset::Options> ParseIdx(const std::string& name, OptionReader& reader) {
+  if (name == "fashion-mnist") {
+    return IdxDataset::ParseOptions(reader, "/usr/share/datasets/fashion-mnist", kFashionMnistNorm,
+                                    "on Debian: apt-get install dataset-fashion-mnist");
+  }
+  return IdxDataset::ParseOptions(
+      reader, "/usr/share/datasets/mnist", kMnistNorm,
+      "no Debian package ships MNIST: download the four IDX files and set "
+      "dataset_options dir=DIR");
+}
 
 absl::Status UnknownDataset(const std::string& name) {
   return absl::NotFoundError(absl::StrCat("dataset: unknown dataset '", name, "'; valid datasets: ",
@@ -21,7 +36,9 @@ absl::Status UnknownDataset(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> DatasetFactory::Names() { return {"synthetic", "fashion-mnist"}; }
+std::vector<std::string> DatasetFactory::Names() {
+  return {"synthetic", "synthetic-tokens", "fashion-mnist", "mnist", "csv", "tokens"};
+}
 
 absl::Status DatasetFactory::Validate(const std::string& name,
                                       const std::map<std::string, std::string>& options) {
@@ -30,11 +47,24 @@ absl::Status DatasetFactory::Validate(const std::string& name,
     RETURN_IF_ERROR(SyntheticDataset::ParseOptions(reader).status());
     return reader.CheckAllUsed();
   }
-  if (name == "fashion-mnist") {
-    ASSIGN_OR_RETURN(IdxDataset::Options idx,
-                     IdxDataset::ParseOptions(reader, kFashionMnistDir, kFashionMnistNorm));
+  if (name == "synthetic-tokens") {
+    RETURN_IF_ERROR(SyntheticTokensDataset::ParseOptions(reader).status());
+    return reader.CheckAllUsed();
+  }
+  if (name == "fashion-mnist" || name == "mnist") {
+    ASSIGN_OR_RETURN(IdxDataset::Options idx, ParseIdx(name, reader));
     RETURN_IF_ERROR(reader.CheckAllUsed());
     return IdxDataset::CheckFiles(idx);
+  }
+  if (name == "csv") {
+    ASSIGN_OR_RETURN(CsvDataset::Options csv, CsvDataset::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return CsvDataset::CheckFile(csv);
+  }
+  if (name == "tokens") {
+    ASSIGN_OR_RETURN(TokenFileDataset::Options tokens, TokenFileDataset::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return TokenFileDataset::CheckFiles(tokens);
   }
   return UnknownDataset(name);
 }
@@ -47,11 +77,26 @@ absl::StatusOr<DatasetSplits> DatasetFactory::Load(
     RETURN_IF_ERROR(reader.CheckAllUsed());
     return SyntheticDataset::Generate(synthetic, seed);
   }
-  if (name == "fashion-mnist") {
-    ASSIGN_OR_RETURN(IdxDataset::Options idx,
-                     IdxDataset::ParseOptions(reader, kFashionMnistDir, kFashionMnistNorm));
+  if (name == "synthetic-tokens") {
+    ASSIGN_OR_RETURN(SyntheticTokensDataset::Options synthetic,
+                     SyntheticTokensDataset::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return SyntheticTokensDataset::Generate(synthetic, seed);
+  }
+  if (name == "fashion-mnist" || name == "mnist") {
+    ASSIGN_OR_RETURN(IdxDataset::Options idx, ParseIdx(name, reader));
     RETURN_IF_ERROR(reader.CheckAllUsed());
     return IdxDataset::Load(idx);
+  }
+  if (name == "csv") {
+    ASSIGN_OR_RETURN(CsvDataset::Options csv, CsvDataset::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return CsvDataset::Load(csv, seed);
+  }
+  if (name == "tokens") {
+    ASSIGN_OR_RETURN(TokenFileDataset::Options tokens, TokenFileDataset::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return TokenFileDataset::Load(tokens);
   }
   return UnknownDataset(name);
 }

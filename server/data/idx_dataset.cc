@@ -53,9 +53,10 @@ constexpr const char* kStems[] = {"train-images-idx3-ubyte", "train-labels-idx1-
 
 absl::StatusOr<IdxDataset::Options> IdxDataset::ParseOptions(
     OptionReader& reader, const std::string& default_dir,
-    TensorDataset::Normalization normalization) {
+    TensorDataset::Normalization normalization, std::string install_hint) {
   Options o;
   o.normalization = normalization;
+  o.install_hint = std::move(install_hint);
   ASSIGN_OR_RETURN(o.dir, reader.String("dir", default_dir));
   ASSIGN_OR_RETURN(o.train_limit, reader.Int("train_limit", 0, 0));
   ASSIGN_OR_RETURN(o.test_limit, reader.Int("test_limit", 0, 0));
@@ -65,9 +66,8 @@ absl::StatusOr<IdxDataset::Options> IdxDataset::ParseOptions(
 absl::Status IdxDataset::CheckFiles(const Options& o) {
   for (const char* stem : kStems) {
     if (FindFile(o.dir, stem).empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("dataset_options[dir]: ", o.dir, "/", stem,
-                       "[.gz] not found (on Debian: apt-get install dataset-fashion-mnist)"));
+      return absl::FailedPreconditionError(absl::StrCat("dataset_options[dir]: ", o.dir, "/", stem,
+                                                        "[.gz] not found (", o.install_hint, ")"));
     }
   }
   return absl::OkStatus();
@@ -120,13 +120,15 @@ absl::StatusOr<DatasetSplits> IdxDataset::Load(const Options& o) {
     return std::make_unique<TensorDataset>(images.unsqueeze(1), labels.to(torch::kInt64),
                                            o.normalization);
   };
-  DatasetSplits splits;
-  ASSIGN_OR_RETURN(splits.train, load_split(kStems[0], kStems[1], o.train_limit));
-  ASSIGN_OR_RETURN(splits.test, load_split(kStems[2], kStems[3], o.test_limit));
-  if (splits.train->size() == 0) {
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorDataset> train,
+                   load_split(kStems[0], kStems[1], o.train_limit));
+  if (train->size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(o.dir, ": the training split has no items"));
   }
-  splits.spec.input_shape = splits.train->item_shape();
+  DatasetSplits splits;
+  splits.spec.input_shape = train->item_shape();
+  splits.train = std::move(train);
+  ASSIGN_OR_RETURN(splits.test, load_split(kStems[2], kStems[3], o.test_limit));
   splits.spec.num_classes = o.num_classes;
   return splits;
 }

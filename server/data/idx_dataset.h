@@ -20,11 +20,15 @@ class IdxDataset {
     int64_t test_limit = 0;
     int64_t num_classes = 10;
     TensorDataset::Normalization normalization;
+    // Appended to the missing-files error: where to get the files.
+    std::string install_hint;
   };
 
-  // `default_dir` is where the dataset's Debian package installs it.
+  // `default_dir` is where the dataset's Debian package installs it (or
+  // would); `install_hint` says how to get the files when they are missing.
   static absl::StatusOr<Options> ParseOptions(OptionReader& reader, const std::string& default_dir,
-                                              TensorDataset::Normalization normalization);
+                                              TensorDataset::Normalization normalization,
+                                              std::string install_hint);
   // Checks that the four files exist, without reading them.
   static absl::Status CheckFiles(const Options& options);
   static absl::StatusOr<DatasetSplits> Load(const Options& options);

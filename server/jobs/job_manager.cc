@@ -109,10 +109,46 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& spec) {
+absl::StatusOr<v1::JobSpec> JobManager::ResumeSpec(const v1::JobSpec& spec) {
+  const std::string& id = spec.resume_from();
+  v1::JobSpec others = spec;
+  others.clear_resume_from();
+  others.clear_name();
+  if (others.ByteSizeLong() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("resume_from: a resumed job runs with job ", id,
+                                                   "'s spec; set only name beside resume_from"));
+  }
+  absl::StatusOr<v1::Job> source = Get(id);
+  if (absl::IsNotFound(source.status())) {
+    return absl::NotFoundError(absl::StrCat("resume_from: no job '", id, "'"));
+  }
+  RETURN_IF_ERROR(source.status());
+  switch (source->state()) {
+    case v1::QUEUED:
+    case v1::RUNNING:
+      return absl::FailedPreconditionError(
+          absl::StrCat("resume_from: job ", id, " is ", v1::JobState_Name(source->state()),
+                       "; resume it once it has ended (cancel it first)"));
+    case v1::SUCCEEDED:
+      return absl::FailedPreconditionError(
+          absl::StrCat("resume_from: job ", id, " already succeeded; there is nothing to resume"));
+    default:
+      break;
+  }
+  v1::JobSpec resumed = source->spec();
+  resumed.set_resume_from(id);
+  if (!spec.name().empty()) resumed.set_name(spec.name());
+  return resumed;
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return absl::UnavailableError("mantissad is shutting down");
+  }
+  v1::JobSpec spec = submitted;
+  if (!spec.resume_from().empty()) {
+    ASSIGN_OR_RETURN(spec, ResumeSpec(submitted));
   }
   ASSIGN_OR_RETURN(JobRunner::PreparedSpec prepared, options_.runner->Prepare(spec));
 

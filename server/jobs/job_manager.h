@@ -47,6 +47,8 @@ class JobManager {
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(Options options);
   ~JobManager();  // Shutdown()
 
+  // A spec with resume_from takes the spec of the job it names (which must
+  // have ended without succeeding); only `name` may be set beside it.
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec);
   absl::StatusOr<v1::Job> Get(const std::string& id);
   // Newest first.
@@ -81,6 +83,7 @@ class JobManager {
 
   explicit JobManager(Options options) : options_(std::move(options)) {}
   absl::Status Recover();
+  absl::StatusOr<v1::JobSpec> ResumeSpec(const v1::JobSpec& spec);
   void WorkerLoop();
   void RunJob(ActiveJob& active);
 

@@ -4,18 +4,36 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mantissa {
 
-// What the dataset tells a model about its inputs and targets.
-struct DataSpec {
-  std::vector<int64_t> input_shape;  // one item, e.g. {1, 28, 28}
-  int64_t num_classes = 0;           // classification targets in [0, num_classes)
+// What a model learns from a dataset; decides the loss and the evaluation.
+enum class Task {
+  // inputs float [N, ...input_shape], targets int64 [N]; cross entropy,
+  // evaluated by accuracy.
+  kClassification,
+  // inputs and targets int64 token ids [N, seq_len] (targets are the inputs
+  // shifted by one); cross entropy per token, evaluated by loss and
+  // perplexity.
+  kLanguageModel,
 };
 
+// What the dataset tells a model about its inputs and targets.
+struct DataSpec {
+  Task task = Task::kClassification;
+  std::vector<int64_t> input_shape;  // one item, e.g. {1, 28, 28}; {seq_len} for tokens
+  int64_t num_classes = 0;           // classification targets in [0, num_classes)
+  int64_t vocab_size = 0;            // language modelling: token ids in [0, vocab_size)
+  int64_t seq_len = 0;               // language modelling: tokens per input window
+};
+
+// Named parameters and buffers, e.g. {"0.weight", tensor}.
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
 // A trainable model, independent of how it was built (a torch::nn module
-// here; TorchScript modules later). The precision plugins and the trainer
+// or a loaded TorchScript module). The precision plugins and the trainer
 // only see this interface.
 class Model {
  public:
@@ -23,6 +41,9 @@ class Model {
 
   virtual torch::Tensor Forward(const torch::Tensor& input) = 0;
   virtual std::vector<torch::Tensor> Parameters() = 0;
+  // Every parameter and buffer by its dotted name: what a checkpoint holds.
+  // The tensors alias the model's, so copying into them loads weights.
+  virtual NamedTensors State() = 0;
   virtual void SetTraining(bool training) = 0;
   // Moves parameters and buffers; floating ones are cast to `dtype`.
   virtual void To(torch::Device device, torch::Dtype dtype) = 0;
@@ -45,6 +66,12 @@ class ModuleModel : public Model {
 
   torch::Tensor Forward(const torch::Tensor& input) override { return module_->forward(input); }
   std::vector<torch::Tensor> Parameters() override { return module_->parameters(); }
+  NamedTensors State() override {
+    NamedTensors state;
+    for (const auto& p : module_->named_parameters()) state.emplace_back(p.key(), p.value());
+    for (const auto& b : module_->named_buffers()) state.emplace_back(b.key(), b.value());
+    return state;
+  }
   void SetTraining(bool training) override { module_->train(training); }
   void To(torch::Device device, torch::Dtype dtype) override { module_->to(device, dtype); }
   void ToDevice(torch::Device device) override { module_->to(device); }

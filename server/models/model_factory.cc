@@ -4,7 +4,11 @@
 #include "absl/strings/str_join.h"
 #include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
+#include "server/common/torch_status.h"
+#include "server/models/cnn.h"
+#include "server/models/gpt.h"
 #include "server/models/mlp.h"
+#include "server/models/torchscript_model.h"
 
 namespace mantissa {
 namespace {
@@ -14,15 +18,64 @@ absl::Status UnknownModel(const std::string& name) {
                                           absl::StrJoin(ModelFactory::Names(), ", ")));
 }
 
+// mlp and cnn map an input to one of num_classes.
+absl::Status CheckClassification(const std::string& name, const DataSpec& data) {
+  if (data.task != Task::kClassification) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", name,
+                     " needs a classification dataset; the dataset gives language-model token "
+                     "windows of shape [",
+                     absl::StrJoin(data.input_shape, ", "), "] (try model gpt)"));
+  }
+  if (data.num_classes <= 0 || data.input_shape.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", name, ": the dataset gives no input shape or classes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Model>> BuildModel(const std::string& name, OptionReader& reader,
+                                                  const DataSpec& data) {
+  if (name == "mlp") {
+    ASSIGN_OR_RETURN(Mlp::Options mlp, Mlp::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    RETURN_IF_ERROR(CheckClassification(name, data));
+    return Mlp::Build(mlp, data);
+  }
+  if (name == "cnn") {
+    ASSIGN_OR_RETURN(Cnn::Options cnn, Cnn::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    if (data.task == Task::kClassification) RETURN_IF_ERROR(CheckClassification(name, data));
+    return Cnn::Build(cnn, data);
+  }
+  if (name == "gpt") {
+    ASSIGN_OR_RETURN(Gpt::Options gpt, Gpt::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return Gpt::Build(gpt, data);
+  }
+  if (name == "torchscript") {
+    ASSIGN_OR_RETURN(TorchScriptModel::Options ts, TorchScriptModel::ParseOptions(reader));
+    RETURN_IF_ERROR(reader.CheckAllUsed());
+    return TorchScriptModel::Build(ts, data);
+  }
+  return UnknownModel(name);
+}
+
 }  // namespace
 
-std::vector<std::string> ModelFactory::Names() { return {"mlp"}; }
+std::vector<std::string> ModelFactory::Names() { return {"mlp", "cnn", "gpt", "torchscript"}; }
 
 absl::Status ModelFactory::Validate(const std::string& name,
                                     const std::map<std::string, std::string>& options) {
   OptionReader reader("model_options", options);
   if (name == "mlp") {
     RETURN_IF_ERROR(Mlp::ParseOptions(reader).status());
+  } else if (name == "cnn") {
+    RETURN_IF_ERROR(Cnn::ParseOptions(reader).status());
+  } else if (name == "gpt") {
+    RETURN_IF_ERROR(Gpt::ParseOptions(reader).status());
+  } else if (name == "torchscript") {
+    RETURN_IF_ERROR(TorchScriptModel::ParseOptions(reader).status());
   } else {
     return UnknownModel(name);
   }
@@ -32,17 +85,15 @@ absl::Status ModelFactory::Validate(const std::string& name,
 absl::StatusOr<std::unique_ptr<Model>> ModelFactory::Build(
     const std::string& name, const std::map<std::string, std::string>& options,
     const DataSpec& data) {
-  if (data.num_classes <= 0 || data.input_shape.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model ", name, ": the dataset gives no input shape or classes"));
-  }
   OptionReader reader("model_options", options);
-  if (name == "mlp") {
-    ASSIGN_OR_RETURN(Mlp::Options mlp, Mlp::ParseOptions(reader));
-    RETURN_IF_ERROR(reader.CheckAllUsed());
-    return Mlp::Build(mlp, data);
-  }
-  return UnknownModel(name);
+  std::unique_ptr<Model> model;
+  // Construction allocates every parameter: a configuration too large for
+  // the host comes back as RESOURCE_EXHAUSTED rather than an exception.
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("building model ", name), [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(model, BuildModel(name, reader, data));
+    return absl::OkStatus();
+  }));
+  return model;
 }
 
 }  // namespace mantissa

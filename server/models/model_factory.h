@@ -11,8 +11,9 @@
 
 namespace mantissa {
 
-// Maps JobSpec.model + model_options to a Model. Adding a model means one
-// file with ParseOptions/Build and one entry in model_factory.cc.
+// Maps JobSpec.model + model_options to a Model: mlp, cnn, gpt, torchscript.
+// Adding a model means one file with ParseOptions/Build and one entry in
+// model_factory.cc.
 class ModelFactory {
  public:
   static std::vector<std::string> Names();
@@ -22,7 +23,9 @@ class ModelFactory {
   static absl::Status Validate(const std::string& name,
                                const std::map<std::string, std::string>& options);
 
-  // Builds the model with freshly initialised parameters on the CPU.
+  // Builds the model with freshly initialised parameters (or, for
+  // torchscript, the file's) on the CPU. INVALID_ARGUMENT when the model
+  // does not fit the dataset (e.g. cnn on token windows, gpt on images).
   static absl::StatusOr<std::unique_ptr<Model>> Build(
       const std::string& name, const std::map<std::string, std::string>& options,
       const DataSpec& data);

@@ -40,6 +40,7 @@ LrSchedule::Options LrScheduleOptions(const v1::JobSpec& spec, int64_t total_ste
 namespace {
 
 constexpr int64_t kMaxBatchSize = 1 << 20;
+constexpr int64_t kMaxAccumulateGradBatches = 1 << 16;
 
 absl::Status Invalid(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
@@ -100,7 +101,18 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
     return Invalid("momentum",
                    absl::StrCat("applies to optimizer sgd only, not '", spec.optimizer(), "'"));
   }
-  if (!spec.has_momentum()) spec.set_momentum(0.0);
+  // Defaults only where they apply, so that resolving a resolved spec (as
+  // resume_from does) gives it back unchanged.
+  if (!spec.has_momentum() && spec.optimizer() == "sgd") spec.set_momentum(0.0);
+  if (spec.has_nesterov() && spec.optimizer() != "sgd") {
+    return Invalid("nesterov",
+                   absl::StrCat("applies to optimizer sgd only, not '", spec.optimizer(), "'"));
+  }
+  if (!spec.has_nesterov() && spec.optimizer() == "sgd") spec.set_nesterov(false);
+  if (spec.nesterov() && !(spec.momentum() > 0)) {
+    // torch.optim.SGD refuses this too: Nesterov needs a momentum term.
+    return Invalid("nesterov", "needs momentum > 0");
+  }
   const bool adam = spec.optimizer() == "adam" || spec.optimizer() == "adamw";
   if (spec.has_eps() && !adam) {
     return Invalid("eps", absl::StrCat("applies to optimizers adam and adamw only, not '",
@@ -134,6 +146,15 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
     spec.set_progress_every_n_steps(kDefaultProgressEveryNSteps);
   }
   RETURN_IF_ERROR(RequirePositive("progress_every_n_steps", spec.progress_every_n_steps()));
+  if (!spec.has_accumulate_grad_batches()) spec.set_accumulate_grad_batches(1);
+  RETURN_IF_ERROR(RequirePositive("accumulate_grad_batches", spec.accumulate_grad_batches()));
+  if (spec.accumulate_grad_batches() > kMaxAccumulateGradBatches) {
+    return Invalid("accumulate_grad_batches",
+                   absl::StrCat("must be <= ", kMaxAccumulateGradBatches, ", got ",
+                                spec.accumulate_grad_batches()));
+  }
+  if (!spec.has_checkpoint_every_n_steps()) spec.set_checkpoint_every_n_steps(0);
+  RETURN_IF_ERROR(RequireNonNegative("checkpoint_every_n_steps", spec.checkpoint_every_n_steps()));
   RETURN_IF_ERROR(RequireNonNegative("eval.every_n_steps", spec.eval().every_n_steps()));
   RETURN_IF_ERROR(RequireNonNegative("eval.max_batches", spec.eval().max_batches()));
   RETURN_IF_ERROR(RequireNonNegative("eval.batch_size", spec.eval().batch_size()));

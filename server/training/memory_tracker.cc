@@ -26,6 +26,7 @@ namespace {
 std::atomic<int64_t> g_cpu_current{0};
 std::atomic<int64_t> g_cpu_peak{0};
 std::atomic<bool> g_cpu_installed{false};
+thread_local bool t_uncounted = false;
 
 void RaisePeak(int64_t level) {
   int64_t peak = g_cpu_peak.load(std::memory_order_relaxed);
@@ -48,8 +49,9 @@ class CountingCpuAllocator final : public c10::Allocator {
 
   c10::DataPtr allocate(size_t n) MANTISSA_ALLOCATOR_ALLOCATE_CONST override {
     c10::DataPtr base = base_->allocate(n);
-    // Zero-byte allocations hold no memory; hand them back untouched.
-    if (n == 0 || base.get() == nullptr) return base;
+    // Zero-byte allocations hold no memory, and uncounted ones are not ours:
+    // hand them back untouched, to be freed by the base allocator.
+    if (n == 0 || base.get() == nullptr || t_uncounted) return base;
     void* data = base.get();
     const c10::Device device = base.device();
     const auto bytes = static_cast<int64_t>(n);
@@ -127,6 +129,9 @@ void MemoryTracker::InstallCpuCounting() {
     g_cpu_installed.store(true, std::memory_order_release);
   });
 }
+
+MemoryTracker::UncountedScope::UncountedScope() : previous_(t_uncounted) { t_uncounted = true; }
+MemoryTracker::UncountedScope::~UncountedScope() { t_uncounted = previous_; }
 
 bool MemoryTracker::CpuCountingInstalled() {
   return g_cpu_installed.load(std::memory_order_acquire);

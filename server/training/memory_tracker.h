@@ -31,11 +31,27 @@ class MemoryTracker {
   static void InstallCpuCounting();
   static bool CpuCountingInstalled();
 
+  // While alive, CPU allocations made by this thread are not counted (a
+  // data loader thread's batches are the dataset's memory, not the model's).
+  class UncountedScope {
+   public:
+    UncountedScope();
+    ~UncountedScope();
+    UncountedScope(const UncountedScope&) = delete;
+    UncountedScope& operator=(const UncountedScope&) = delete;
+
+   private:
+    const bool previous_;
+  };
+
   explicit MemoryTracker(torch::Device device) : device_(device) {}
 
   // Starts a measurement: the peak is reset to the current level, and that
   // level becomes the reference the figures below are relative to.
   void Start();
+  // Lowers the peak to the current level, keeping Start()'s reference: drops
+  // a transient spike (e.g. reading a checkpoint) from the figures.
+  void RestartPeak() { ResetPeak(); }
   // Bytes allocated now, minus the level at Start().
   int64_t CurrentBytes() const;
   // Highest allocated bytes since Start(), minus the level at Start().

@@ -14,6 +14,7 @@ absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> OptimizerFactory::Creat
     return std::make_unique<torch::optim::SGD>(std::move(parameters),
                                                torch::optim::SGDOptions(spec.lr())
                                                    .momentum(spec.momentum())
+                                                   .nesterov(spec.nesterov())
                                                    .weight_decay(spec.weight_decay()));
   }
   if (name == "adam") {

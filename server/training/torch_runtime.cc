@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <thread>
 
@@ -52,5 +53,17 @@ absl::StatusOr<std::string> ResolveDevice(const std::string& device) {
 }
 
 std::string LibTorchVersion() { return compat::LibTorchVersion(); }
+
+void ConfigureHostAllocator() {
+  // LibTorch's CPU allocator is plain malloc. By default glibc serves every
+  // buffer above ~128 KiB-32 MiB with its own mmap and returns freed heap
+  // tops to the kernel, so each training step faults its activations in
+  // again. Measured on 2 cores: a cnn epoch on Fashion-MNIST took 48 s (35 s
+  // of it system time) and 13.8 s with these settings. The cost is that
+  // freed memory stays in the process for reuse, as with a caching allocator.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_TOP_PAD, 64 << 20);
+}
 
 }  // namespace mantissa

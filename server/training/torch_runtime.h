@@ -20,6 +20,10 @@ absl::StatusOr<std::string> ResolveDevice(const std::string& device);
 
 std::string LibTorchVersion();
 
+// Keeps glibc malloc from handing large freed buffers back to the kernel
+// after every step (see the .cc). Call once at start-up, before threads.
+void ConfigureHostAllocator();
+
 }  // namespace mantissa
 
 #endif  // MANTISSA_SERVER_TRAINING_TORCH_RUNTIME_H_

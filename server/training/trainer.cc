@@ -1,19 +1,20 @@
 #include "server/training/trainer.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <chrono>
 #include <cmath>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
 #include "server/precision/fp32_precision.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/batch_loader.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/optimizer_factory.h"
 
@@ -59,11 +60,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
 
   ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(
                                  spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed()));
-  const int64_t n = t->data_.train->size();
-  t->steps_per_epoch_ = (n + spec.batch_size() - 1) / spec.batch_size();
-  t->total_steps_ = spec.has_steps() ? spec.steps() : spec.epochs() * t->steps_per_epoch_;
+  t->accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
+  t->batches_per_epoch_ = (t->data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
+  t->total_batches_ =
+      spec.has_steps() ? spec.steps() * t->accumulate_ : spec.epochs() * t->batches_per_epoch_;
+  t->total_steps_ = (t->total_batches_ + t->accumulate_ - 1) / t->accumulate_;
 
-  t->order_ = torch::empty({n}, torch::kInt64);
   RETURN_IF_ERROR(t->MeasureBaseline());
 
   // Everything the job allocates from here on counts towards its peak.
@@ -78,6 +80,19 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   t->model_->ToDevice(t->options_.device);
   t->parameter_bytes_ = TensorBytes(t->model_->Parameters());
   ASSIGN_OR_RETURN(t->optimizer_, OptimizerFactory::Create(spec, t->model_->Parameters()));
+
+  if (!t->options_.resume_path.empty()) {
+    ASSIGN_OR_RETURN(t->start_, Checkpoint::Load(t->options_.resume_path,
+                                                 {t->model_.get(), t->optimizer_.get(),
+                                                  t->precision_.get(), t->options_.device}));
+    if (t->start_.step > t->total_steps_ || t->start_.next_batch > t->total_batches_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint ", t->options_.resume_path, " is at step ", t->start_.step,
+                       " but the job has only ", t->total_steps_, " steps"));
+    }
+    // The archive's copies of every tensor were freed again: not the job's.
+    t->memory_.RestartPeak();
+  }
   return t;
 }
 
@@ -98,7 +113,12 @@ absl::Status Trainer::MeasureBaseline() {
   const v1::JobSpec& spec = options_.spec;
   if (spec.memory_baseline_steps() <= 0) return absl::OkStatus();
   // The same model, optimizer and batch in 32-true, freed before the job's
-  // own model is built.
+  // own model is built. The batch is read first: like the job's batches,
+  // which the loader thread prepares, it is the data's memory.
+  const int64_t n = std::min(spec.batch_size(), data_.train->size());
+  Batch batch = data_.train->Get(torch::arange(n, torch::kInt64));
+  torch::Tensor x = batch.inputs.to(options_.device);
+  torch::Tensor y = batch.targets.to(options_.device);
   MemoryTracker tracker(options_.device);
   tracker.Start();
   {
@@ -108,10 +128,6 @@ absl::Status Trainer::MeasureBaseline() {
     ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> optimizer,
                      OptimizerFactory::Create(spec, model->Parameters()));
     model->SetTraining(true);
-    const int64_t n = std::min(spec.batch_size(), data_.train->size());
-    Batch batch = data_.train->Get(torch::arange(n, torch::kInt64));
-    torch::Tensor x = batch.inputs.to(options_.device);
-    torch::Tensor y = batch.targets.to(options_.device);
     for (int64_t i = 0; i < spec.memory_baseline_steps(); ++i) {
       optimizer->zero_grad();
       Loss(model->Forward(x), y).backward();
@@ -123,7 +139,32 @@ absl::Status Trainer::MeasureBaseline() {
 }
 
 torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
+  if (language_model()) {
+    // Logits [N, T, vocab] against next tokens [N, T]: the mean per token.
+    return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                                targets.reshape({-1}));
+  }
   return torch::nn::functional::cross_entropy(logits, targets);
+}
+
+absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobContext& context) {
+  std::string spec_json;
+  (void)google::protobuf::util::MessageToJsonString(options_.spec, &spec_json);
+  ASSIGN_OR_RETURN(
+      const int64_t bytes,
+      Checkpoint::Save(options_.checkpoint_path, position, spec_json,
+                       {model_.get(), optimizer_.get(), precision_.get(), options_.device}));
+  context.Update(
+      v1::JobEvent::CHECKPOINT,
+      [&](v1::Job& job) {
+        v1::Checkpoint* c = job.mutable_checkpoint();
+        c->set_step(position.step);
+        c->set_path(options_.checkpoint_path);
+        c->set_bytes(bytes);
+        *c->mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+      },
+      absl::StrCat("checkpoint at step ", position.step));
+  return absl::OkStatus();
 }
 
 v1::PrecisionStats Trainer::PrecisionStats(int64_t optimizer_steps) const {
@@ -164,6 +205,7 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
   const v1::EvalSettings& settings = options_.spec.eval();
   const int64_t n = data_.test->size();
   const int64_t batch = settings.batch_size();
+  // Items for classifiers, tokens for language models.
   int64_t seen = 0;
   const auto on_device = torch::TensorOptions().device(options_.device);
   torch::Tensor correct = torch::zeros({}, on_device.dtype(torch::kInt64));
@@ -181,14 +223,16 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
       logits = model_->Forward(x);
     }
     logits = precision_->ConvertOutput(logits);
-    loss_sum += Loss(logits, y).to(torch::kFloat64) * (end - start);
-    correct += logits.argmax(1).eq(y).sum();
-    seen += end - start;
+    const int64_t count = y.numel();
+    loss_sum += Loss(logits, y).to(torch::kFloat64) * count;
+    if (!language_model()) correct += logits.argmax(1).eq(y).sum();
+    seen += count;
   }
   model_->SetTraining(true);
   if (seen > 0) {
     eval.accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(seen);
     eval.loss = loss_sum.item<double>() / static_cast<double>(seen);
+    eval.perplexity = std::exp(eval.loss);
   }
   return eval;
 }
@@ -197,73 +241,96 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   const v1::JobSpec& spec = options_.spec;
   const torch::Device device = options_.device;
   const std::string& precision = options_.effective_precision;
-  const int64_t batch_size = spec.batch_size();
-  const int64_t n = data_.train->size();
-  const int64_t total_epochs = (total_steps_ + steps_per_epoch_ - 1) / steps_per_epoch_;
+  const int64_t total_epochs = (total_batches_ + batches_per_epoch_ - 1) / batches_per_epoch_;
   const bool has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
   const bool scaling = precision_->grad_scaler() != nullptr && precision_->grad_scaler()->enabled();
-  // On the CPU reading the loss costs nothing, so every step is checked; on
+  const bool checkpoints = !options_.checkpoint_path.empty();
+  const int64_t checkpoint_every = spec.checkpoint_every_n_steps();
+  // On the CPU reading the loss costs nothing, so every batch is checked; on
   // CUDA only at progress time, to keep the host off the hot path.
-  const bool check_every_step = device.is_cpu() && !scaling;
+  const bool check_every_batch = device.is_cpu() && !scaling;
   std::vector<torch::Tensor> parameters = model_->Parameters();
   ASSIGN_OR_RETURN(const LrSchedule schedule,
                    LrSchedule::Create(LrScheduleOptions(spec, total_steps_)));
+  const int64_t start_step = start_.step;
   // Steps the optimizer applied; skipped ones do not advance the schedule.
-  int64_t applied_steps = 0;
-  double lr = schedule.LrAt(0);
+  int64_t applied_steps = start_.applied_steps;
+  int64_t checkpoint_step = start_step;  // the latest checkpoint's step
+  double lr = schedule.LrAt(applied_steps);
+  double last_loss = start_.last_loss;
+
+  ASSIGN_OR_RETURN(std::unique_ptr<BatchLoader> loader,
+                   BatchLoader::Create({.dataset = data_.train.get(),
+                                        .batch_size = spec.batch_size(),
+                                        .seed = spec.seed(),
+                                        .first_batch = start_step * accumulate_,
+                                        .end_batch = total_batches_,
+                                        .device = device}));
 
   context.Update(
       v1::JobEvent::STATE_CHANGED,
       [&](v1::Job& job) {
         job.set_parameter_count(model_->ParameterCount());
+        job.set_start_step(start_step);
+        job.mutable_progress()->set_step(start_step);
         job.mutable_progress()->set_total_steps(total_steps_);
         job.mutable_progress()->set_total_epochs(total_epochs);
         *job.mutable_precision_stats() = PrecisionStats(0);
       },
-      absl::StrCat("training ", model_->ParameterCount(), " parameters for ", total_steps_,
-                   " steps on ", device.str(), " in ", precision));
+      start_step > 0
+          ? absl::StrCat("resuming ", model_->ParameterCount(), " parameters at step ", start_step,
+                         " of ", total_steps_, " on ", device.str(), " in ", precision)
+          : absl::StrCat("training ", model_->ParameterCount(), " parameters for ", total_steps_,
+                         " steps on ", device.str(), " in ", precision));
 
-  // Shuffling uses a generator of the job's own, so the data order is a
-  // function of the seed alone.
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(spec.seed());
   model_->SetTraining(true);
 
   // The interval's loss is summed on the device and read back only at
   // progress time, so steps do not wait on the host.
   torch::Tensor interval_loss =
       torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+  int64_t interval_batches = 0;
   int64_t interval_steps = 0;
   int64_t interval_items = 0;
-  double last_loss = std::nan("");
   const Clock::time_point train_start = Clock::now();
   Clock::time_point interval_start = train_start;
 
-  for (int64_t step = 1; step <= total_steps_; ++step) {
+  for (int64_t step = start_step + 1; step <= total_steps_; ++step) {
     if (context.cancelled()) {
-      return absl::CancelledError(absl::StrCat("cancelled at step ", step - 1));
+      const int64_t done = step - 1;
+      if (checkpoints && checkpoint_every > 0 && done > checkpoint_step) {
+        // The job asked for periodic checkpoints: keep the work done so far.
+        RETURN_IF_ERROR(
+            SaveCheckpoint({done, done * accumulate_, applied_steps, last_loss}, context));
+      }
+      return absl::CancelledError(absl::StrCat("cancelled at step ", done));
     }
-    const int64_t epoch_step = (step - 1) % steps_per_epoch_;
-    if (epoch_step == 0) at::randperm_out(order_, n, gen);
-    const int64_t start = epoch_step * batch_size;
-    const int64_t end = std::min(n, start + batch_size);
     const Clock::time_point step_start = Clock::now();
-
-    Batch batch = data_.train->Get(order_.slice(0, start, end));
-    torch::Tensor x = precision_->ConvertInput(batch.inputs.to(device));
-    torch::Tensor y = batch.targets.to(device);
-    torch::Tensor logits;
-    {
-      std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
-      logits = model_->Forward(x);
-    }
-    logits = precision_->ConvertOutput(logits);
-    torch::Tensor loss = Loss(logits, y);
-    if (check_every_step) {
-      const double value = loss.item<double>();
-      if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
-    }
+    const int64_t first_batch = (step - 1) * accumulate_;
+    const int64_t end_batch = std::min(step * accumulate_, total_batches_);
+    // The loss of each batch is divided by the batch count, so that the
+    // summed gradients are those of their mean.
+    const double loss_divisor = static_cast<double>(end_batch - first_batch);
     optimizer_->zero_grad();
-    precision_->Backward(loss);
+    for (int64_t b = first_batch; b < end_batch; ++b) {
+      ASSIGN_OR_RETURN(Batch batch, loader->Next());
+      torch::Tensor x = precision_->ConvertInput(batch.inputs);
+      torch::Tensor logits;
+      {
+        std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
+        logits = model_->Forward(x);
+      }
+      logits = precision_->ConvertOutput(logits);
+      torch::Tensor loss = Loss(logits, batch.targets);
+      if (check_every_batch) {
+        const double value = loss.item<double>();
+        if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
+      }
+      precision_->Backward(loss_divisor == 1 ? loss : loss / loss_divisor);
+      interval_loss += loss.detach().to(torch::kFloat64);
+      ++interval_batches;
+      interval_items += batch.targets.size(0);
+    }
     if (spec.has_gradient_clip_norm()) {
       // Clip what the optimizer will apply: unscaled gradients.
       precision_->UnscaleGradients(*optimizer_);
@@ -272,19 +339,16 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
     lr = schedule.LrAt(applied_steps);
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
     if (!precision_->OptimizerStep(*optimizer_).skipped) ++applied_steps;
-    if (step == 1) {
+    if (step == start_step + 1) {
       gradient_bytes_ = GradientBytes(parameters);
       optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
     }
-
-    interval_loss += loss.detach().to(torch::kFloat64);
     ++interval_steps;
-    interval_items += end - start;
     context.metrics().ObserveStep(Seconds(Clock::now() - step_start));
 
     if (step % spec.progress_every_n_steps() == 0 || step == total_steps_) {
       const double elapsed = Seconds(Clock::now() - interval_start);
-      last_loss = interval_loss.item<double>() / static_cast<double>(interval_steps);
+      last_loss = interval_loss.item<double>() / static_cast<double>(interval_batches);
       if (!scaling && !std::isfinite(last_loss)) return NonFiniteLoss(step, last_loss, precision);
       const double items_per_second = elapsed > 0 ? interval_items / elapsed : 0;
       const v1::PrecisionStats precision_stats = PrecisionStats(step);
@@ -299,7 +363,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
         v1::Progress* p = job.mutable_progress();
         p->set_step(step);
-        p->set_epoch((step - 1) / steps_per_epoch_ + 1);
+        p->set_epoch((step - 1) * accumulate_ / batches_per_epoch_ + 1);
         p->set_loss(last_loss);
         p->set_items_per_second(items_per_second);
         p->set_step_seconds(elapsed / static_cast<double>(interval_steps));
@@ -308,9 +372,17 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
         *job.mutable_memory() = memory;
       });
       interval_loss.zero_();
+      interval_batches = 0;
       interval_steps = 0;
       interval_items = 0;
       interval_start = Clock::now();
+    }
+
+    if (checkpoints && checkpoint_every > 0 && step % checkpoint_every == 0 &&
+        step != total_steps_) {
+      RETURN_IF_ERROR(
+          SaveCheckpoint({step, step * accumulate_, applied_steps, last_loss}, context));
+      checkpoint_step = step;
     }
 
     if (has_test && spec.eval().every_n_steps() > 0 && step % spec.eval().every_n_steps() == 0 &&
@@ -318,15 +390,17 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       const Evaluation eval = Evaluate(&context);
       context.Update(
           v1::JobEvent::EVALUATION,
-          [&](v1::Job& job) {
-            job.mutable_result()->set_eval_accuracy(eval.accuracy);
-            job.mutable_result()->set_eval_loss(eval.loss);
-          },
-          absl::StrFormat("step %d: eval accuracy %.4f, loss %.4f", step, eval.accuracy,
-                          eval.loss));
+          [&](v1::Job& job) { SetEvaluation(eval, *job.mutable_result()); },
+          absl::StrCat("step ", step, ": ", DescribeEvaluation(eval)));
     }
   }
 
+  // The final weights are kept before the final evaluation, which a
+  // cancellation may cut short.
+  if (checkpoints && total_steps_ > checkpoint_step) {
+    RETURN_IF_ERROR(
+        SaveCheckpoint({total_steps_, total_batches_, applied_steps, last_loss}, context));
+  }
   v1::JobResult result;
   result.set_final_loss(last_loss);
   result.set_steps_completed(total_steps_);
@@ -334,10 +408,24 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   if (has_test) {
     const Evaluation eval = Evaluate(&context);
     if (context.cancelled()) return absl::CancelledError("cancelled during final evaluation");
-    result.set_eval_accuracy(eval.accuracy);
-    result.set_eval_loss(eval.loss);
+    SetEvaluation(eval, result);
   }
   return result;
+}
+
+void Trainer::SetEvaluation(const Evaluation& eval, v1::JobResult& result) const {
+  result.set_eval_loss(eval.loss);
+  if (language_model()) {
+    result.set_eval_perplexity(eval.perplexity);
+  } else {
+    result.set_eval_accuracy(eval.accuracy);
+  }
+}
+
+std::string Trainer::DescribeEvaluation(const Evaluation& eval) const {
+  return language_model()
+             ? absl::StrFormat("eval loss %.4f, perplexity %.3f", eval.loss, eval.perplexity)
+             : absl::StrFormat("eval accuracy %.4f, loss %.4f", eval.accuracy, eval.loss);
 }
 
 }  // namespace mantissa

@@ -12,6 +12,7 @@
 #include "server/jobs/job_runner.h"
 #include "server/models/model.h"
 #include "server/precision/precision_plugin.h"
+#include "server/training/checkpoint.h"
 #include "server/training/memory_tracker.h"
 
 namespace mantissa {
@@ -28,30 +29,39 @@ class Trainer {
     torch::Device device = torch::kCPU;
     // False when other jobs may allocate on the device at the same time.
     bool memory_exact = true;
+    // Where this job's checkpoints go; empty = none.
+    std::string checkpoint_path;
+    // A checkpoint to continue from (spec.resume_from's); empty = fresh start.
+    std::string resume_path;
   };
 
   struct Evaluation {
-    double accuracy = 0;
-    double loss = 0;
+    double accuracy = 0;    // classifiers
+    double loss = 0;        // mean per item (classifiers) or per token (language models)
+    double perplexity = 0;  // language models: exp(loss)
   };
 
   // Loads the data, measures the 32-true baseline (spec.memory_baseline_steps
-  // steps of the same model and batch), then builds the job's model under its
-  // precision plugin.
+  // steps of the same model and batch), builds the job's model under its
+  // precision plugin and, when resuming, restores the checkpoint.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(Options options);
 
-  // Runs every step. CANCELLED as soon as the context is cancelled; INTERNAL
+  // Runs the remaining steps. CANCELLED as soon as the context is cancelled
+  // (after writing a checkpoint if the job takes periodic ones); INTERNAL
   // naming the step when the loss turns non-finite in a mode without a grad
   // scaler, instead of training on NaN.
   absl::StatusOr<v1::JobResult> Run(JobContext& context);
 
-  // Accuracy and mean loss on the test split (up to eval.max_batches).
+  // Accuracy (classifiers) or perplexity (language models) and mean loss on
+  // the test split (up to eval.max_batches).
   Evaluation Evaluate(const JobContext* context);
 
   Model& model() { return *model_; }
   PrecisionPlugin& precision() { return *precision_; }
   const DatasetSplits& data() const { return data_; }
   int64_t total_steps() const { return total_steps_; }
+  // The step the run starts after: 0, or the resumed checkpoint's.
+  int64_t start_step() const { return start_.step; }
   int64_t baseline_peak_bytes() const { return baseline_peak_bytes_; }
 
  private:
@@ -60,6 +70,11 @@ class Trainer {
   absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
   absl::Status MeasureBaseline();
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  bool language_model() const { return data_.spec.task == Task::kLanguageModel; }
+  void SetEvaluation(const Evaluation& eval, v1::JobResult& result) const;
+  std::string DescribeEvaluation(const Evaluation& eval) const;
+  // Writes the checkpoint at `position` and reports it on the job.
+  absl::Status SaveCheckpoint(const CheckpointPosition& position, JobContext& context);
   // Stats for the Job message, from device state: call at progress time.
   v1::PrecisionStats PrecisionStats(int64_t optimizer_steps) const;
   v1::MemoryStats MemoryStats() const;
@@ -70,16 +85,15 @@ class Trainer {
   std::unique_ptr<PrecisionPlugin> precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   MemoryTracker memory_;
-  // This epoch's data order. Allocated before the memory measurement starts
-  // and refilled in place, so it counts in neither the job's peak nor the
-  // baseline's: both measure the model and its training, not the data.
-  torch::Tensor order_;
+  CheckpointPosition start_;  // where the run begins
   int64_t baseline_peak_bytes_ = 0;
   int64_t parameter_bytes_ = 0;  // fixed once the model is built
   int64_t gradient_bytes_ = 0;
   int64_t optimizer_state_bytes_ = 0;
-  int64_t steps_per_epoch_ = 0;
-  int64_t total_steps_ = 0;
+  int64_t accumulate_ = 1;  // batches per optimizer step
+  int64_t batches_per_epoch_ = 0;
+  int64_t total_batches_ = 0;
+  int64_t total_steps_ = 0;  // ceil(total_batches_ / accumulate_)
 };
 
 }  // namespace mantissa

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
@@ -9,6 +11,7 @@
 #include "server/data/dataset_factory.h"
 #include "server/models/model_factory.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/checkpoint.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_tracker.h"
 #include "server/training/optimizer_factory.h"
@@ -42,7 +45,18 @@ absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Opt
 }
 
 absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::JobSpec& spec) const {
-  return ResolveJobSpec(spec, probed_->context);
+  ASSIGN_OR_RETURN(PreparedSpec prepared, ResolveJobSpec(spec, probed_->context));
+  if (!spec.resume_from().empty()) {
+    const std::string path = Checkpoint::PathFor(options_.state_dir, spec.resume_from());
+    std::error_code ec;
+    if (options_.state_dir.empty() || !std::filesystem::is_regular_file(path, ec)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("resume_from: job ", spec.resume_from(), " has no checkpoint (", path,
+                       " not found); it stopped before its first. Jobs write one every "
+                       "checkpoint_every_n_steps steps and at the end"));
+    }
+  }
+  return prepared;
 }
 
 absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
@@ -53,6 +67,12 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     options.effective_precision = job.effective_precision();
     options.device = torch::Device(device_);
     options.memory_exact = options_.max_concurrent_jobs == 1;
+    if (!options_.state_dir.empty()) {
+      options.checkpoint_path = Checkpoint::PathFor(options_.state_dir, job.id());
+      if (!job.spec().resume_from().empty()) {
+        options.resume_path = Checkpoint::PathFor(options_.state_dir, job.spec().resume_from());
+      }
+    }
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
     return absl::OkStatus();

@@ -18,6 +18,9 @@ class TrainingJobRunner final : public JobRunner {
   struct Options {
     std::string device = "auto";  // as --device
     int max_concurrent_jobs = 1;  // as --max_concurrent_jobs
+    // As --state_dir: checkpoints go to <state_dir>/jobs/<job id>/. Empty =
+    // no checkpoints (and no resume_from).
+    std::string state_dir;
   };
 
   // Resolves the device and probes what it can compute (a tiny op per dtype).

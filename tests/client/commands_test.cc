@@ -1,9 +1,12 @@
 #include "client/commands.h"
 
 #include <netinet/in.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -67,7 +70,7 @@ class FakeTrainingService final : public v1::TrainingService::Service {
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           absl::StrCat("no job '", request->job_id(), "'"));
     }
-    *response->mutable_job() = RunningJob();
+    *response->mutable_job() = get_job;
     return grpc::Status::OK;
   }
 
@@ -138,6 +141,7 @@ class FakeTrainingService final : public v1::TrainingService::Service {
   }
 
   std::mutex mutex;
+  v1::Job get_job = RunningJob();  // what GetJob answers for "j1"
   v1::JobSpec submitted;
   std::vector<v1::JobSpec> submissions;
   std::vector<std::string> watched;
@@ -162,13 +166,12 @@ class CommandsTest : public ::testing::Test {
     // A real loopback port rather than an in-process channel: telling a down
     // daemon from an error it sent depends on the channel's connectivity.
     grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    ASSERT_NE(port, 0);
-    client_ = TrainingClient::Connect(absl::StrCat("127.0.0.1:", port));
+    ASSERT_NE(port_, 0);
+    client_ = TrainingClient::Connect(absl::StrCat("127.0.0.1:", port_));
     io_.out = &out_;
     io_.err = &err_;
     io_.time_zone = absl::UTCTimeZone();
@@ -188,6 +191,7 @@ class CommandsTest : public ::testing::Test {
   }
 
   FakeTrainingService service_;
+  int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<TrainingClient> client_;
   std::ostringstream out_;
@@ -214,6 +218,75 @@ TEST(BuildJobSpecTest, SetsOnlyTheGivenFields) {
   EXPECT_FALSE(spec->has_gradient_clip_norm());
   EXPECT_FALSE(spec->has_memory_baseline_steps());
   EXPECT_FALSE(spec->has_grad_scaler());
+  EXPECT_FALSE(spec->has_nesterov());
+  EXPECT_FALSE(spec->has_accumulate_grad_batches());
+  EXPECT_FALSE(spec->has_checkpoint_every_n_steps());
+  EXPECT_EQ(spec->resume_from(), "");
+}
+
+TEST(BuildJobSpecTest, SetsNesterovAccumulationCheckpointsAndResume) {
+  SubmitOptions options;
+  options.nesterov = true;
+  options.accumulate_grad_batches = 4;
+  options.checkpoint_every_n_steps = 200;
+  options.resume_from = "j7";
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_nesterov());
+  EXPECT_TRUE(spec->nesterov());
+  ASSERT_TRUE(spec->has_accumulate_grad_batches());
+  EXPECT_EQ(spec->accumulate_grad_batches(), 4);
+  ASSERT_TRUE(spec->has_checkpoint_every_n_steps());
+  EXPECT_EQ(spec->checkpoint_every_n_steps(), 200);
+  EXPECT_EQ(spec->resume_from(), "j7");
+}
+
+TEST(BuildJobSpecTest, ExplicitFalseNesterovAndZeroCheckpointIntervalAreSent) {
+  SubmitOptions options;
+  options.nesterov = false;
+  options.checkpoint_every_n_steps = 0;  // "only at the end", given explicitly
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_nesterov());
+  EXPECT_FALSE(spec->nesterov());
+  ASSERT_TRUE(spec->has_checkpoint_every_n_steps());
+  EXPECT_EQ(spec->checkpoint_every_n_steps(), 0);
+  EXPECT_FALSE(spec->has_accumulate_grad_batches());
+}
+
+TEST(BuildJobSpecTest, EmptyResumeFromIsAUsageError) {
+  for (const char* empty : {"", "  "}) {
+    SubmitOptions options;
+    options.resume_from = empty;
+    auto spec = BuildJobSpec(options);
+    ASSERT_FALSE(spec.ok()) << "'" << empty << "'";
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(spec.status().message()), StartsWith("--resume-from is empty"));
+  }
+}
+
+TEST(BuildResumeSpecTest, SetsOnlyTheJobAndTheName) {
+  auto spec = BuildResumeSpec("j7", ResumeOptions());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  v1::JobSpec expected;
+  expected.set_resume_from("j7");
+  EXPECT_EQ(spec->SerializeAsString(), expected.SerializeAsString()) << spec->DebugString();
+
+  ResumeOptions named;
+  named.name = "second half";
+  spec = BuildResumeSpec("j7", named);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  expected.set_name("second half");
+  EXPECT_EQ(spec->SerializeAsString(), expected.SerializeAsString()) << spec->DebugString();
+}
+
+TEST(BuildResumeSpecTest, EmptyJobIsAUsageError) {
+  for (const char* empty : {"", " "}) {
+    auto spec = BuildResumeSpec(empty, ResumeOptions());
+    ASSERT_FALSE(spec.ok()) << "'" << empty << "'";
+    EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(spec.status().message()), StartsWith("JOB is empty"));
+  }
 }
 
 TEST(BuildJobSpecTest, SetsThePrecisionSettings) {
@@ -268,12 +341,16 @@ TEST(BuildCompareRequestTest, SplitsThePrecisionsAndKeepsTheSpec) {
   options.spec.model = "mlp";
   options.spec.steps = 20;
   options.spec.grad_scaler_enabled = false;
+  options.spec.accumulate_grad_batches = 2;
+  options.spec.checkpoint_every_n_steps = 10;
   options.precisions = "32-true, bf16-mixed,16-mixed";
   auto request = BuildCompareRequest(options);
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_THAT(request->precisions, ElementsAre("32-true", "bf16-mixed", "16-mixed"));
   EXPECT_EQ(request->spec.model(), "mlp");
   EXPECT_EQ(request->spec.steps(), 20);
+  EXPECT_EQ(request->spec.accumulate_grad_batches(), 2);
+  EXPECT_EQ(request->spec.checkpoint_every_n_steps(), 10);
   EXPECT_FALSE(request->spec.grad_scaler().enabled());
   EXPECT_TRUE(request->spec.precision().empty());
 }
@@ -425,6 +502,43 @@ TEST_F(CommandsTest, SubmitWaitExitsZeroOnlyOnSuccess) {
   EXPECT_THAT(out_.str(), HasSubstr("job j1 FAILED: loss became NaN\n"));
 }
 
+TEST_F(CommandsTest, ResumeSubmitsTheResumeSpecAndNamesTheJobItContinues) {
+  const v1::JobSpec spec = BuildResumeSpec("j0", ResumeOptions()).value();
+  EXPECT_EQ(RunSubmit(*client_, spec, /*wait=*/false, io_), kExitOk);
+  EXPECT_EQ(service_.submitted.resume_from(), "j0");
+  EXPECT_EQ(service_.submitted.model(), "");
+  EXPECT_FALSE(service_.submitted.has_steps());
+  EXPECT_EQ(out_.str(),
+            "job j1 submitted: QUEUED, precision bf16-mixed, resuming job j0\n"
+            "warning: 16-mixed runs as bf16-mixed on cpu\n");
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, ResumeWaitFollowsTheJobAndPrintsCheckpoints) {
+  v1::Job queued = RunningJob();
+  queued.set_state(v1::QUEUED);
+  v1::Job checkpointed = RunningJob();
+  checkpointed.mutable_checkpoint()->set_step(100);
+  checkpointed.mutable_checkpoint()->set_path("/state/jobs/j1/checkpoint.pt");
+  checkpointed.mutable_checkpoint()->set_bytes(1258291);
+  v1::Job done = SucceededJob();
+  service_.events = {Event(v1::JobEvent::SNAPSHOT, queued),
+                     Event(v1::JobEvent::CHECKPOINT, checkpointed),
+                     Event(v1::JobEvent::FINISHED, done)};
+  const v1::JobSpec spec = BuildResumeSpec("j0", ResumeOptions()).value();
+  EXPECT_EQ(RunSubmit(*client_, spec, /*wait=*/true, io_), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("resuming job j0\n"));
+  EXPECT_THAT(out_.str(),
+              HasSubstr("checkpoint at step 100: /state/jobs/j1/checkpoint.pt (1.20 MiB)\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("job j1 SUCCEEDED in 1m05s"));
+
+  done.set_state(v1::CANCELLED);
+  service_.events.back() = Event(v1::JobEvent::FINISHED, done);
+  out_.str("");
+  EXPECT_EQ(RunSubmit(*client_, spec, /*wait=*/true, io_), kExitFailure);
+  EXPECT_THAT(out_.str(), HasSubstr("job j1 CANCELLED at step 938/938\n"));
+}
+
 TEST_F(CommandsTest, WatchPrintsEventsAndTheOutcome) {
   SucceedingEvents(v1::SUCCEEDED);
   EXPECT_EQ(RunWatch(*client_, "j1", io_), kExitOk);
@@ -480,6 +594,30 @@ TEST_F(CommandsTest, GetJsonPrintsZeroFieldsToo) {
   EXPECT_EQ(parsed.job().progress().step(), 100);
   // Unset optional fields stay absent rather than reading as 0.
   EXPECT_FALSE(parsed.job().result().has_eval_accuracy());
+  EXPECT_FALSE(parsed.job().has_checkpoint());
+}
+
+TEST_F(CommandsTest, GetJsonCarriesTheCheckpointAndStartStep) {
+  v1::Job resumed = RunningJob();
+  resumed.mutable_spec()->set_resume_from("j0");
+  resumed.set_start_step(400);
+  resumed.mutable_checkpoint()->set_step(500);
+  resumed.mutable_checkpoint()->set_path("/state/jobs/j1/checkpoint.pt");
+  resumed.mutable_checkpoint()->set_bytes(2048);
+  resumed.mutable_checkpoint()->mutable_time()->set_seconds(1700000060);
+  resumed.mutable_result()->set_eval_perplexity(12.5);
+  service_.get_job = resumed;
+  io_.json = true;
+  EXPECT_EQ(RunGet(*client_, "j1", io_), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"startStep\": \"400\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"resumeFrom\": \"j0\""));
+  EXPECT_THAT(out_.str(), HasSubstr("\"evalPerplexity\": 12.5"));
+  EXPECT_THAT(out_.str(), HasSubstr("\"time\": \"2023-11-14T22:14:20Z\""));
+  v1::GetJobResponse parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out_.str(), &parsed).ok());
+  EXPECT_EQ(parsed.job().checkpoint().step(), 500);
+  EXPECT_EQ(parsed.job().checkpoint().path(), "/state/jobs/j1/checkpoint.pt");
+  EXPECT_EQ(parsed.job().checkpoint().bytes(), 2048);
 }
 
 TEST_F(CommandsTest, ServerErrorsNameTheirCode) {
@@ -643,6 +781,172 @@ TEST_F(CompareTest, AJobTheWatchLeavesUnfinishedFailsTheCommand) {
   // The watch ended without a terminal state and GetJob says RUNNING.
   EXPECT_THAT(err_.str(), HasSubstr("before job j1 finished"));
   EXPECT_THAT(out_.str(), HasSubstr("32-true    bf16-mixed  RUNNING"));
+}
+
+// Runs the `mantissa` binary against the fake daemon, so that the flags and
+// the command table in client/main.cc are covered too.
+class CliBinaryTest : public CommandsTest {
+ protected:
+  struct Result {
+    int exit_code = -1;
+    std::string out;
+    std::string err;
+  };
+
+  Result Run(std::vector<std::string> args) {
+    args.insert(args.begin(), {MANTISSA_CLI_BIN, absl::StrCat("--server=127.0.0.1:", port_)});
+    Result result;
+    const int out_fd = TempFile();
+    const int err_fd = TempFile();
+    if (out_fd < 0 || err_fd < 0) {
+      ADD_FAILURE() << "cannot create temporary files";
+      return result;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, err_fd, STDERR_FILENO);
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    int status = 0;
+    if (spawned != 0) {
+      ADD_FAILURE() << "cannot run " << argv[0] << ": " << strerror(spawned);
+    } else if (waitpid(pid, &status, 0) == pid && WIFEXITED(status)) {
+      result.exit_code = WEXITSTATUS(status);
+    }
+    result.out = ReadAll(out_fd);
+    result.err = ReadAll(err_fd);
+    return result;
+  }
+
+ private:
+  static int TempFile() {
+    char path[] = "/tmp/mantissa_cli_test_XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd >= 0) unlink(path);
+    return fd;
+  }
+
+  static std::string ReadAll(int fd) {
+    std::string text;
+    char buffer[4096];
+    lseek(fd, 0, SEEK_SET);
+    for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) text.append(buffer, n);
+    close(fd);
+    return text;
+  }
+};
+
+TEST_F(CliBinaryTest, SubmitFlagsReachTheSpec) {
+  const Result result =
+      Run({"submit", "--model=mlp", "--optimizer=sgd", "--momentum=0.9", "--nesterov",
+           "--accumulate-grad-batches=4", "--checkpoint-every", "200"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  EXPECT_THAT(result.out, StartsWith("job j1 submitted: QUEUED"));
+  const v1::JobSpec& spec = service_.submitted;
+  EXPECT_EQ(spec.model(), "mlp");
+  EXPECT_TRUE(spec.has_nesterov());
+  EXPECT_TRUE(spec.nesterov());
+  EXPECT_EQ(spec.accumulate_grad_batches(), 4);
+  EXPECT_EQ(spec.checkpoint_every_n_steps(), 200);
+  EXPECT_EQ(spec.resume_from(), "");
+}
+
+TEST_F(CliBinaryTest, FlagsLeftOutStayUnset) {
+  const Result result = Run({"submit", "--model=mlp"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  EXPECT_FALSE(service_.submitted.has_nesterov());
+  EXPECT_FALSE(service_.submitted.has_accumulate_grad_batches());
+  EXPECT_FALSE(service_.submitted.has_checkpoint_every_n_steps());
+  EXPECT_EQ(service_.submitted.resume_from(), "");
+}
+
+TEST_F(CliBinaryTest, NesterovFalseIsSentAndResumeFromReachesTheSpec) {
+  const Result result = Run({"submit", "--nesterov=false", "--resume-from=j0"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  ASSERT_TRUE(service_.submitted.has_nesterov());
+  EXPECT_FALSE(service_.submitted.nesterov());
+  EXPECT_EQ(service_.submitted.resume_from(), "j0");
+}
+
+TEST_F(CliBinaryTest, CompareTakesTheNewTrainingFlagsButNotResumeFrom) {
+  service_.outcomes["32-true"] = SucceededJob();
+  const Result result = Run({"compare", "--precisions=32-true", "--accumulate-grad-batches=2",
+                             "--checkpoint-every=50", "--nesterov"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  ASSERT_EQ(service_.submissions.size(), 1u);
+  EXPECT_EQ(service_.submissions[0].accumulate_grad_batches(), 2);
+  EXPECT_EQ(service_.submissions[0].checkpoint_every_n_steps(), 50);
+  EXPECT_TRUE(service_.submissions[0].nesterov());
+
+  const Result refused = Run({"compare", "--precisions=32-true", "--resume-from=j0"});
+  EXPECT_EQ(refused.exit_code, kExitUsage);
+  EXPECT_THAT(refused.err, StartsWith("mantissa compare: unknown flag --resume-from"));
+  EXPECT_EQ(service_.submissions.size(), 1u);
+}
+
+TEST_F(CliBinaryTest, ResumeSubmitsOnlyTheJobAndTheName) {
+  const Result result = Run({"resume", "j0", "--name=part 2"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  v1::JobSpec expected;
+  expected.set_resume_from("j0");
+  expected.set_name("part 2");
+  EXPECT_EQ(service_.submitted.SerializeAsString(), expected.SerializeAsString())
+      << service_.submitted.DebugString();
+  EXPECT_EQ(result.out,
+            "job j1 submitted: QUEUED, precision bf16-mixed, resuming job j0\n"
+            "warning: 16-mixed runs as bf16-mixed on cpu\n");
+}
+
+TEST_F(CliBinaryTest, ResumeWaitExitsLikeSubmitWait) {
+  SucceedingEvents(v1::SUCCEEDED);
+  Result result = Run({"resume", "--wait", "j0"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("job j1 SUCCEEDED in 1m05s"));
+
+  SucceedingEvents(v1::FAILED);
+  result = Run({"resume", "j0", "--wait"});
+  EXPECT_EQ(result.exit_code, kExitFailure);
+  EXPECT_THAT(result.out, HasSubstr("job j1 FAILED: loss became NaN\n"));
+}
+
+TEST_F(CliBinaryTest, ResumeWithoutAJobIsAUsageError) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"resume"}, std::vector<std::string>{"resume", "--wait"}}) {
+    const Result result = Run(args);
+    EXPECT_EQ(result.exit_code, kExitUsage);
+    EXPECT_EQ(result.err, "mantissa resume: missing JOB\nRun 'mantissa help resume' for usage.\n");
+    EXPECT_EQ(result.out, "");
+  }
+  const Result empty = Run({"resume", ""});
+  EXPECT_EQ(empty.exit_code, kExitUsage);
+  EXPECT_THAT(empty.err, StartsWith("mantissa resume: JOB is empty"));
+  const Result extra = Run({"resume", "j0", "j1"});
+  EXPECT_EQ(extra.exit_code, kExitUsage);
+  EXPECT_THAT(extra.err, StartsWith("mantissa resume: unexpected argument 'j1'"));
+  // Training flags are not resume's: the new job takes the old job's spec.
+  const Result steps = Run({"resume", "j0", "--steps=10"});
+  EXPECT_EQ(steps.exit_code, kExitUsage);
+  EXPECT_THAT(steps.err, StartsWith("mantissa resume: unknown flag --steps"));
+  EXPECT_TRUE(service_.submissions.empty());
+}
+
+TEST_F(CliBinaryTest, HelpListsResumeAndTheNewFlags) {
+  const Result usage = Run({"help"});
+  EXPECT_EQ(usage.exit_code, kExitOk);
+  EXPECT_THAT(usage.out, HasSubstr("  resume JOB "));
+  const Result submit = Run({"help", "submit"});
+  for (const char* flag : {"--nesterov ", "--accumulate-grad-batches=N ", "--checkpoint-every=N ",
+                           "--resume-from=JOB "}) {
+    EXPECT_THAT(submit.out, HasSubstr(flag));
+  }
+  const Result resume = Run({"help", "resume"});
+  EXPECT_THAT(resume.out, StartsWith("Usage: mantissa [GLOBAL FLAGS] resume [FLAGS] JOB\n"));
+  EXPECT_THAT(resume.out, HasSubstr("  --name=TEXT "));
 }
 
 // A port that was free a moment ago, so that nothing answers on it.

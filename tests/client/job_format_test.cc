@@ -146,7 +146,7 @@ TEST(JobFormatTest, JobViewMarksCancelRequestsAndDisabledEval) {
 }
 
 TEST(JobFormatTest, JobViewValuesShareOneColumn) {
-  for (const v1::Job& job : {SucceededJob(), ScaledJob()}) {
+  for (const v1::Job& job : {SucceededJob(), ScaledJob(), ResumedJob()}) {
     const std::string view = FormatJob(job, absl::UTCTimeZone());
     // The precision section below the blank line has its own alignment.
     const absl::string_view main = absl::string_view(view).substr(0, view.find("\n\n"));
@@ -156,6 +156,82 @@ TEST(JobFormatTest, JobViewValuesShareOneColumn) {
       EXPECT_EQ(line.substr(14, 2), "  ") << line;
     }
   }
+}
+
+TEST(JobFormatTest, PerplexityAndCheckpoints) {
+  EXPECT_EQ(FormatPerplexity(10.0), "10.00");
+  EXPECT_EQ(FormatPerplexity(1234.567), "1234.57");
+  v1::Checkpoint checkpoint;
+  checkpoint.set_step(200);
+  EXPECT_EQ(FormatCheckpoint(checkpoint), "step 200");
+  checkpoint.set_path("/state/jobs/j1/checkpoint.pt");
+  EXPECT_EQ(FormatCheckpoint(checkpoint), "step 200: /state/jobs/j1/checkpoint.pt");
+  checkpoint.set_bytes(1258291);
+  EXPECT_EQ(FormatCheckpoint(checkpoint), "step 200: /state/jobs/j1/checkpoint.pt (1.20 MiB)");
+}
+
+TEST(JobFormatTest, EvalDetailsShowOnlyWhatIsPresent) {
+  v1::JobResult result;
+  EXPECT_THAT(EvalDetails(result, "eval "), IsEmpty());
+  result.set_eval_loss(2.3026);
+  result.set_eval_perplexity(10);
+  EXPECT_THAT(EvalDetails(result, "eval "),
+              ElementsAre("eval loss 2.3026", "eval perplexity 10.00"));
+  result.set_eval_accuracy(0.5);
+  EXPECT_THAT(EvalDetails(result, ""),
+              ElementsAre("accuracy 50.00%", "loss 2.3026", "perplexity 10.00"));
+}
+
+TEST(JobFormatTest, JobViewShowsTheResumedJobAndItsCheckpoint) {
+  const std::string view = FormatJob(ResumedJob(), absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Batch size:     64\n"
+                              "Accumulation:   4 batches per optimizer step\n"));
+  EXPECT_THAT(view, HasSubstr("Momentum:       0.9, Nesterov\n"));
+  EXPECT_THAT(view, HasSubstr("Checkpointing:  every 200 steps\n"));
+  EXPECT_THAT(view, HasSubstr("Resumed from:   job j0 at step 400\n"));
+  // Perplexity next to the eval loss, and no accuracy for a language model.
+  EXPECT_THAT(view, HasSubstr("Result:         final loss 0.3012, eval loss 2.3026, eval "
+                              "perplexity 10.00, 938 steps in 1m05s\n"));
+  EXPECT_THAT(view, Not(HasSubstr("accuracy")));
+  EXPECT_THAT(view, HasSubstr("Checkpoint:     step 600: /state/jobs/j5/checkpoint.pt (1.20 MiB), "
+                              "written 2023-11-14 22:14:20\n"));
+}
+
+TEST(JobFormatTest, JobViewBeforeTheResumedJobStarts) {
+  v1::Job job = ResumedJob();
+  job.set_state(v1::QUEUED);
+  job.set_start_step(0);
+  job.clear_checkpoint();
+  job.clear_result();
+  job.clear_progress();
+  job.mutable_spec()->set_checkpoint_every_n_steps(0);
+  const std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Resumed from:   job j0\n"));
+  EXPECT_THAT(view, HasSubstr("Checkpointing:  at the end\n"));
+  EXPECT_THAT(view, Not(HasSubstr("Checkpoint:")));
+  EXPECT_THAT(view, Not(HasSubstr("Result:")));
+}
+
+TEST(JobFormatTest, JobViewLeavesOutDefaultsOfTheNewSettings) {
+  v1::Job job = SucceededJob();
+  job.mutable_spec()->set_accumulate_grad_batches(1);
+  job.mutable_spec()->set_nesterov(false);
+  const std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, Not(HasSubstr("Accumulation:")));
+  EXPECT_THAT(view, Not(HasSubstr("Nesterov")));
+  EXPECT_THAT(view, Not(HasSubstr("Momentum:")));
+  EXPECT_THAT(view, Not(HasSubstr("Checkpoint")));
+  EXPECT_THAT(view, Not(HasSubstr("Resumed from:")));
+  EXPECT_THAT(view, Not(HasSubstr("perplexity")));
+}
+
+TEST(JobFormatTest, JobViewShowsAnEvalOnlyResult) {
+  // An evaluation before the first progress report still shows.
+  v1::Job job = RunningJob();
+  job.mutable_result()->set_eval_loss(2.5);
+  job.mutable_result()->set_eval_perplexity(12.18);
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()),
+              HasSubstr("eval loss 2.5000, eval perplexity 12.18"));
 }
 
 TEST(JobFormatTest, Bytes) {
@@ -359,6 +435,19 @@ TEST(JobFormatTest, SubmittedJob) {
   EXPECT_EQ(FormatSubmittedJob(job), "job j1 submitted: QUEUED, precision bf16-mixed\n");
 }
 
+TEST(JobFormatTest, SubmittedResumedJobNamesTheJobItContinues) {
+  v1::Job job = RunningJob();
+  job.set_state(v1::QUEUED);
+  job.clear_warnings();
+  job.mutable_spec()->set_precision("bf16-mixed");
+  job.mutable_spec()->set_resume_from("j0");
+  EXPECT_EQ(FormatSubmittedJob(job),
+            "job j1 submitted: QUEUED, precision bf16-mixed, resuming job j0\n");
+  job.set_start_step(400);
+  EXPECT_EQ(FormatSubmittedJob(job),
+            "job j1 submitted: QUEUED, precision bf16-mixed, resuming job j0 at step 400\n");
+}
+
 TEST(JobFormatTest, Outcomes) {
   EXPECT_EQ(FormatJobOutcome(SucceededJob()),
             "job j1 SUCCEEDED in 1m05s: final loss 0.3012, eval accuracy 88.45%, eval loss 0.3100");
@@ -373,6 +462,31 @@ TEST(JobFormatTest, Outcomes) {
   EXPECT_EQ(FormatJobOutcome(cancelled), "job j1 CANCELLED at step 100/938");
 
   EXPECT_EQ(FormatJobOutcome(RunningJob()), "job j1 is RUNNING");
+}
+
+TEST(JobFormatTest, OutcomeWithPerplexityHasNoAccuracy) {
+  EXPECT_EQ(
+      FormatJobOutcome(ResumedJob()),
+      "job j5 SUCCEEDED in 1m05s: final loss 0.3012, eval loss 2.3026, eval perplexity 10.00");
+}
+
+TEST(JobFormatTest, UnfinishedOutcomesSayHowToResume) {
+  v1::Job cancelled = ResumedJob();
+  cancelled.set_state(v1::CANCELLED);
+  cancelled.mutable_progress()->set_step(650);
+  EXPECT_EQ(FormatJobOutcome(cancelled),
+            "job j5 CANCELLED at step 650/938 (checkpoint at step 600: resume with 'mantissa "
+            "resume j5')");
+
+  v1::Job failed = cancelled;
+  failed.set_state(v1::FAILED);
+  failed.set_error("loss became NaN");
+  EXPECT_EQ(FormatJobOutcome(failed),
+            "job j5 FAILED: loss became NaN (checkpoint at step 600: resume with 'mantissa resume "
+            "j5')");
+  failed.clear_error();
+  EXPECT_EQ(FormatJobOutcome(failed),
+            "job j5 FAILED (checkpoint at step 600: resume with 'mantissa resume j5')");
 }
 
 }  // namespace

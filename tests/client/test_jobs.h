@@ -94,6 +94,31 @@ inline v1::Job ScaledJob() {
   return job;
 }
 
+// A language-model job resumed from j0's checkpoint at step 400, with a
+// checkpoint of its own at step 600.
+inline v1::Job ResumedJob() {
+  v1::Job job = SucceededJob();
+  job.set_id("j5");
+  v1::JobSpec& spec = *job.mutable_spec();
+  spec.set_resume_from("j0");
+  spec.set_optimizer("sgd");
+  spec.set_momentum(0.9);
+  spec.set_nesterov(true);
+  spec.set_accumulate_grad_batches(4);
+  spec.set_checkpoint_every_n_steps(200);
+  job.set_start_step(400);
+  v1::JobResult& result = *job.mutable_result();
+  result.clear_eval_accuracy();
+  result.set_eval_loss(2.3026);
+  result.set_eval_perplexity(10.0);
+  v1::Checkpoint& checkpoint = *job.mutable_checkpoint();
+  checkpoint.set_step(600);
+  checkpoint.set_path("/state/jobs/j5/checkpoint.pt");
+  checkpoint.set_bytes(1258291);
+  checkpoint.mutable_time()->set_seconds(1700000060);
+  return job;
+}
+
 }  // namespace mantissa::cli
 
 #endif  // MANTISSA_TESTS_CLIENT_TEST_JOBS_H_

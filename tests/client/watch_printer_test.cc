@@ -54,6 +54,49 @@ TEST(WatchPrinterTest, PlainPrintsOneLinePerEvent) {
   EXPECT_EQ(printer.job().state(), v1::SUCCEEDED);
 }
 
+TEST(WatchPrinterTest, CheckpointEventsPrintTheStepPathAndSize) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  v1::Job job = RunningJob();
+  job.mutable_progress()->set_step(210);
+  v1::Checkpoint& checkpoint = *job.mutable_checkpoint();
+  checkpoint.set_step(200);
+  checkpoint.set_path("/state/jobs/j1/checkpoint.pt");
+  checkpoint.set_bytes(1258291);
+  printer.Print(Event(v1::JobEvent::CHECKPOINT, job, "checkpoint written"));
+  EXPECT_EQ(out.str(), "checkpoint at step 200: /state/jobs/j1/checkpoint.pt (1.20 MiB)\n");
+
+  // Without the checkpoint in the job, the event's message stands in.
+  out.str("");
+  printer.Print(Event(v1::JobEvent::CHECKPOINT, RunningJob(), "saved at step 100"));
+  printer.Print(Event(v1::JobEvent::CHECKPOINT, RunningJob()));
+  EXPECT_EQ(out.str(), "checkpoint: saved at step 100\ncheckpoint written\n");
+}
+
+TEST(WatchPrinterTest, TerminalPrintsCheckpointsAboveTheBar) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kTerminal, 120);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  out.str("");
+  v1::Job job = RunningJob();
+  job.mutable_checkpoint()->set_step(100);
+  job.mutable_checkpoint()->set_path("/c.pt");
+  job.mutable_checkpoint()->set_bytes(512);
+  printer.Print(Event(v1::JobEvent::CHECKPOINT, job));
+  EXPECT_THAT(out.str(), HasSubstr("\r\x1b[Kcheckpoint at step 100: /c.pt (512 B)\n\r["));
+  EXPECT_THAT(out.str(), EndsWith("\x1b[K"));
+}
+
+TEST(WatchPrinterTest, EvaluationShowsPerplexityAndNoAbsentAccuracy) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  v1::Job evaluated = RunningJob();
+  evaluated.mutable_result()->set_eval_loss(2.3026);
+  evaluated.mutable_result()->set_eval_perplexity(10);
+  printer.Print(Event(v1::JobEvent::EVALUATION, evaluated));
+  EXPECT_EQ(out.str(), "eval at step 100: loss 2.3026, perplexity 10.00\n");
+}
+
 TEST(WatchPrinterTest, SnapshotAnnouncementCanBeTurnedOff) {
   std::ostringstream out;
   WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cstdio>
 #include <fstream>
 
 #include "server/data/dataset_factory.h"
@@ -12,6 +13,7 @@
 namespace mantissa {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::StatusIs;
 
@@ -84,11 +86,48 @@ TEST(IdxDatasetErrorsTest, LimitsKeepTheFirstItems) {
   EXPECT_EQ(splits->test->size(), 3);
 }
 
+TEST(IdxDatasetTest, MnistUsesMnistNormalisation) {
+  testing::TempDir dir;
+  WriteDataset(dir.path(), 20, 5, /*gzip=*/true);
+  auto splits = DatasetFactory::Load("mnist", {{"dir", dir.path()}}, 0);
+  ASSERT_OK(splits);
+  EXPECT_EQ(splits->train->size(), 20);
+  EXPECT_EQ(splits->test->size(), 5);
+  EXPECT_EQ(splits->spec.input_shape, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(splits->spec.num_classes, 10);
+  Batch batch = splits->test->Get(torch::tensor({3}, torch::kInt64));
+  EXPECT_NEAR(batch.inputs[0][0][1][2].item<float>(), (3.0f / 255.0f - 0.1307f) / 0.3081f, 1e-5);
+  EXPECT_EQ(batch.targets[0].item<int64_t>(), 3);
+}
+
 TEST(IdxDatasetErrorsTest, MissingFilesNameThePath) {
   testing::TempDir dir;
   EXPECT_THAT(DatasetFactory::Validate("fashion-mnist", {{"dir", dir.path()}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr(dir.path() + "/train-images-idx3-ubyte")));
+                       AllOf(HasSubstr(dir.path() + "/train-images-idx3-ubyte"),
+                             HasSubstr("apt-get install dataset-fashion-mnist"))));
+  // Only some files: the first missing one is named.
+  WriteDataset(dir.path(), 3, 2, false);
+  ASSERT_EQ(std::remove((dir.path() + "/t10k-labels-idx1-ubyte").c_str()), 0);
+  EXPECT_THAT(DatasetFactory::Validate("mnist", {{"dir", dir.path()}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr(dir.path() + "/t10k-labels-idx1-ubyte")));
+}
+
+TEST(IdxDatasetErrorsTest, MissingMnistSaysNoPackageShipsIt) {
+  // The default dir, which no Debian package fills.
+  const absl::Status status = DatasetFactory::Validate("mnist", {});
+  if (status.ok()) GTEST_SKIP() << "MNIST is installed in /usr/share/datasets/mnist";
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition,
+                               AllOf(HasSubstr("/usr/share/datasets/mnist/"),
+                                     HasSubstr("no Debian package ships MNIST"),
+                                     HasSubstr("dataset_options dir="))));
+}
+
+TEST(IdxDatasetErrorsTest, UnknownOptionIsRejected) {
+  EXPECT_THAT(
+      DatasetFactory::Validate("mnist", {{"directory", "/x"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'directory'")));
 }
 
 TEST(IdxDatasetErrorsTest, TruncatedFileIsDataLoss) {

@@ -45,8 +45,12 @@ TEST(SyntheticDatasetTest, BadOptionsNameTheKey) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("noise")));
   EXPECT_THAT(DatasetFactory::Validate("synthetic", {{"size", "3"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'size'")));
-  EXPECT_THAT(DatasetFactory::Validate("cifar", {}),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("synthetic, fashion-mnist")));
+  EXPECT_THAT(
+      DatasetFactory::Validate("cifar", {}),
+      StatusIs(absl::StatusCode::kNotFound,
+               HasSubstr("synthetic, synthetic-tokens, fashion-mnist, mnist, csv, tokens")));
+  EXPECT_THAT(DatasetFactory::Load("cifar", {}, 0),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown dataset 'cifar'")));
 }
 
 }  // namespace

@@ -22,8 +22,9 @@ TEST(ModelFactoryTest, MlpHasTheExpectedShapeAndParameterCount) {
 
 TEST(ModelFactoryTest, ValidateNamesUnknownModelsAndOptions) {
   EXPECT_OK(ModelFactory::Validate("mlp", {}));
-  EXPECT_THAT(ModelFactory::Validate("gpt5", {}),
-              StatusIs(absl::StatusCode::kNotFound, HasSubstr("valid models: mlp")));
+  EXPECT_THAT(
+      ModelFactory::Validate("gpt5", {}),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("valid models: mlp, cnn, gpt, torchscript")));
   EXPECT_THAT(ModelFactory::Validate("mlp", {{"width", "3"}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("unknown option 'width'; valid options: activation, hidden")));

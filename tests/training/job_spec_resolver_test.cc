@@ -206,3 +206,55 @@ TEST(JobSpecResolverPrecisionTest, ConcurrentJobsMakeMemoryFiguresApproximate) {
 
 }  // namespace
 }  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// resume_from resolves a stored, already resolved spec again: that must
+// change nothing and refuse nothing.
+TEST(JobSpecResolverTest, ResolvingAResolvedSpecGivesItBackUnchanged) {
+  for (const std::string optimizer : {"sgd", "adam", "adamw"}) {
+    for (const std::string precision : {"32-true", "16-mixed", "bf16-true"}) {
+      v1::JobSpec spec = Minimal();
+      spec.set_optimizer(optimizer);
+      spec.set_precision(precision);
+      auto once = ResolveJobSpec(spec, Cpu());
+      ASSERT_OK(once);
+      auto twice = ResolveJobSpec(once->spec, Cpu());
+      ASSERT_OK(twice) << optimizer << " " << precision;
+      EXPECT_EQ(twice->spec.SerializeAsString(), once->spec.SerializeAsString())
+          << optimizer << " " << precision;
+      EXPECT_EQ(twice->effective_precision, once->effective_precision);
+    }
+  }
+}
+
+TEST(JobSpecResolverTest, NesterovAccumulationAndCheckpointSettings) {
+  v1::JobSpec spec = Minimal();
+  auto defaults = ResolveJobSpec(spec, Cpu());
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->spec.accumulate_grad_batches(), 1);
+  EXPECT_EQ(defaults->spec.checkpoint_every_n_steps(), 0);
+  EXPECT_FALSE(defaults->spec.has_nesterov());
+
+  spec.set_nesterov(true);
+  EXPECT_THAT(ResolveJobSpec(spec, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nesterov: applies to")));
+  spec.set_optimizer("sgd");
+  EXPECT_THAT(ResolveJobSpec(spec, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs momentum > 0")));
+  spec.set_momentum(0.9);
+  EXPECT_OK(ResolveJobSpec(spec, Cpu()));
+
+  v1::JobSpec accumulate = Minimal();
+  accumulate.set_accumulate_grad_batches(0);
+  EXPECT_THAT(ResolveJobSpec(accumulate, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("accumulate_grad_batches")));
+  v1::JobSpec checkpoint = Minimal();
+  checkpoint.set_checkpoint_every_n_steps(-1);
+  EXPECT_THAT(ResolveJobSpec(checkpoint, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("checkpoint_every_n_steps")));
+}
+
+}  // namespace
+}  // namespace mantissa

@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include "server/common/status_macros.h"
 #include "server/training/job_spec_resolver.h"
 #include "tests/testing/fake_job_context.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
 
 namespace mantissa {
 namespace {
@@ -195,6 +197,121 @@ TEST(TrainerPrecisionTest, SkippedStepsDoNotAdvanceTheLrSchedule) {
   // The last step (100) ran after 99 steps, `skipped` of which were skipped.
   EXPECT_DOUBLE_EQ(job.progress().lr(), schedule->LrAt(99 - skipped));
   EXPECT_NE(job.progress().lr(), schedule->LrAt(99));
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+absl::StatusOr<v1::JobResult> RunTrainer(Trainer::Options options, FakeJobContext& context) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
+  return trainer->Run(context);
+}
+
+TEST(TrainerCheckpointTest, AResumedRunEndsExactlyWhereAnUninterruptedOneDoes) {
+  testing::TempDir dir;
+  Trainer::Options options = SyntheticOptions(60);
+  options.spec.set_checkpoint_every_n_steps(20);
+  options.spec.set_progress_every_n_steps(5);
+  options.spec.set_precision("bf16-mixed");
+
+  FakeJobContext whole_context;
+  Trainer::Options whole = options;
+  whole.checkpoint_path = dir.File("whole/checkpoint.pt");
+  auto whole_result = RunTrainer(whole, whole_context);
+  ASSERT_OK(whole_result);
+  EXPECT_EQ(whole_context.job().checkpoint().step(), 60);
+  std::vector<int64_t> checkpoint_steps;
+  for (const v1::JobEvent& e : whole_context.events()) {
+    if (e.type() == v1::JobEvent::CHECKPOINT)
+      checkpoint_steps.push_back(e.job().checkpoint().step());
+  }
+  EXPECT_EQ(checkpoint_steps, (std::vector<int64_t>{20, 40, 60}));
+
+  // Cancelled after step 25: the job writes a checkpoint as it stops.
+  Trainer::Options first = options;
+  first.checkpoint_path = dir.File("first/checkpoint.pt");
+  FakeJobContext first_context;
+  first_context.set_on_update([](const v1::JobEvent& e, FakeJobContext& ctx) {
+    if (e.type() == v1::JobEvent::PROGRESS && e.job().progress().step() == 25) ctx.Cancel();
+  });
+  EXPECT_THAT(RunTrainer(first, first_context),
+              StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  EXPECT_EQ(first_context.job().checkpoint().step(), 25);
+
+  Trainer::Options second = options;
+  second.checkpoint_path = dir.File("second/checkpoint.pt");
+  second.resume_path = first.checkpoint_path;
+  FakeJobContext second_context;
+  auto resumed = RunTrainer(second, second_context);
+  ASSERT_OK(resumed);
+  EXPECT_EQ(second_context.job().start_step(), 25);
+  EXPECT_EQ(resumed->steps_completed(), 60);
+  // Same weights, optimizer state, data position: the same run.
+  EXPECT_DOUBLE_EQ(resumed->final_loss(), whole_result->final_loss());
+  EXPECT_DOUBLE_EQ(resumed->eval_accuracy(), whole_result->eval_accuracy());
+  // The first progress after resuming continues the loss curve.
+  double whole_at_30 = 0, resumed_at_30 = 0;
+  for (const v1::JobEvent& e : whole_context.events()) {
+    if (e.type() == v1::JobEvent::PROGRESS && e.job().progress().step() == 30) {
+      whole_at_30 = e.job().progress().loss();
+    }
+  }
+  for (const v1::JobEvent& e : second_context.events()) {
+    if (e.type() == v1::JobEvent::PROGRESS && e.job().progress().step() == 30) {
+      resumed_at_30 = e.job().progress().loss();
+    }
+  }
+  EXPECT_GT(whole_at_30, 0);
+  EXPECT_DOUBLE_EQ(resumed_at_30, whole_at_30);
+}
+
+TEST(TrainerCheckpointTest, ACheckpointOfAnotherModelIsRefused) {
+  testing::TempDir dir;
+  Trainer::Options options = SyntheticOptions(5);
+  options.checkpoint_path = dir.File("a.pt");
+  FakeJobContext context;
+  ASSERT_OK(RunTrainer(options, context));
+  Trainer::Options other = SyntheticOptions(5);
+  (*other.spec.mutable_model_options())["hidden"] = "8";
+  other.resume_path = options.checkpoint_path;
+  EXPECT_THAT(Trainer::Create(other),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not match the model")));
+}
+
+TEST(TrainerTest, AccumulatingTwoHalfBatchesMatchesOneFullBatch) {
+  Trainer::Options full = SyntheticOptions(40);
+  Trainer::Options accumulated = full;
+  accumulated.spec.set_batch_size(16);
+  accumulated.spec.set_accumulate_grad_batches(2);
+  FakeJobContext a, b;
+  auto full_result = RunTrainer(full, a);
+  auto accumulated_result = RunTrainer(accumulated, b);
+  ASSERT_OK(full_result);
+  ASSERT_OK(accumulated_result);
+  EXPECT_EQ(accumulated_result->steps_completed(), 40);
+  // The same items and the same mean gradient per step, summed in another
+  // order: equal up to float rounding.
+  EXPECT_NEAR(accumulated_result->final_loss(), full_result->final_loss(),
+              1e-4 * full_result->final_loss());
+  EXPECT_EQ(b.job().progress().total_epochs(), a.job().progress().total_epochs());
+}
+
+TEST(TrainerTest, AccumulationCountsStepsInOptimizerSteps) {
+  Trainer::Options options = SyntheticOptions(1);
+  options.spec.clear_steps();
+  options.spec.set_epochs(1);
+  options.spec.set_accumulate_grad_batches(3);  // 32 batches per epoch -> 11 steps
+  auto trainer = Trainer::Create(options);
+  ASSERT_OK(trainer);
+  EXPECT_EQ((*trainer)->total_steps(), 11);
+  FakeJobContext context;
+  auto result = (*trainer)->Run(context);
+  ASSERT_OK(result);
+  EXPECT_EQ(result->steps_completed(), 11);
+  EXPECT_EQ(context.job().precision_stats().optimizer_steps(), 11);
 }
 
 }  // namespace

@@ -1,0 +1,168 @@
+#include "server/models/gpt.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_compat.h"
+
+namespace mantissa {
+namespace {
+
+torch::Tensor Dropout(const torch::Tensor& x, double p, bool training) {
+  return training && p > 0.0 ? torch::dropout(x, p, /*train=*/true) : x;
+}
+
+// x + attn(ln1(x)), then x + mlp(ln2(x)).
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(int64_t d_model, int64_t heads, double dropout)
+      : heads_(heads),
+        dropout_(dropout),
+        ln1_(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})))),
+        qkv_(register_module("qkv", torch::nn::Linear(d_model, 3 * d_model))),
+        proj_(register_module("proj", torch::nn::Linear(d_model, d_model))),
+        ln2_(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})))),
+        fc_(register_module("fc", torch::nn::Linear(d_model, 4 * d_model))),
+        fc_out_(register_module("fc_out", torch::nn::Linear(4 * d_model, d_model))) {}
+
+  torch::Tensor forward(torch::Tensor x) {
+    x = x + Attention(ln1_(x));
+    return x + Dropout(fc_out_(torch::gelu(fc_(ln2_(x)))), dropout_, is_training());
+  }
+
+ private:
+  torch::Tensor Attention(const torch::Tensor& x) {
+    const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
+    // [N, T, 3*d] -> three [N, heads, T, head_dim]
+    std::vector<torch::Tensor> qkv =
+        qkv_(x).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4}).unbind(0);
+    torch::Tensor y = compat::CausalSelfAttention(qkv[0], qkv[1], qkv[2], dropout_, is_training());
+    return Dropout(proj_(y.transpose(1, 2).reshape({n, t, d})), dropout_, is_training());
+  }
+
+  int64_t heads_;
+  double dropout_;
+  torch::nn::LayerNorm ln1_;
+  torch::nn::Linear qkv_;
+  torch::nn::Linear proj_;
+  torch::nn::LayerNorm ln2_;
+  torch::nn::Linear fc_;
+  torch::nn::Linear fc_out_;
+};
+TORCH_MODULE(Block);
+
+class GptNetImpl : public torch::nn::Module {
+ public:
+  explicit GptNetImpl(const Gpt::Options& o)
+      : seq_len_(o.seq_len),
+        dropout_(o.dropout),
+        tok_emb_(register_module("tok_emb", torch::nn::Embedding(o.vocab, o.d_model))),
+        pos_emb_(register_module("pos_emb", torch::nn::Embedding(o.seq_len, o.d_model))),
+        blocks_(register_module("blocks", torch::nn::ModuleList())),
+        ln_f_(register_module("ln_f",
+                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.d_model})))),
+        head_(register_module(
+            "head", torch::nn::Linear(torch::nn::LinearOptions(o.d_model, o.vocab).bias(false)))) {
+    for (int64_t i = 0; i < o.layers; ++i) blocks_->push_back(Block(o.d_model, o.heads, o.dropout));
+    InitGpt2();
+  }
+
+  torch::Tensor forward(const torch::Tensor& tokens) {
+    TORCH_CHECK(tokens.dim() == 2 && !tokens.is_floating_point(),
+                "model gpt: expected integer token ids [N, T], got ", tokens.scalar_type(), " ",
+                tokens.sizes());
+    const int64_t t = tokens.size(1);
+    TORCH_CHECK(t <= seq_len_, "model gpt: ", t, " tokens exceed seq_len ", seq_len_);
+    torch::Tensor positions =
+        torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(tokens.device()));
+    torch::Tensor x = Dropout(tok_emb_(tokens) + pos_emb_(positions), dropout_, is_training());
+    for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
+    return head_(ln_f_(x));
+  }
+
+ private:
+  // GPT-2: N(0, 0.02) weights for every Linear and Embedding, zero biases;
+  // LayerNorms keep their (1, 0) default.
+  void InitGpt2() {
+    for (const auto& m : modules(/*include_self=*/false)) {
+      if (auto* linear = m->as<torch::nn::Linear>()) {
+        torch::nn::init::normal_(linear->weight, 0.0, 0.02);
+        if (linear->bias.defined()) torch::nn::init::zeros_(linear->bias);
+      } else if (auto* embedding = m->as<torch::nn::Embedding>()) {
+        torch::nn::init::normal_(embedding->weight, 0.0, 0.02);
+      }
+    }
+  }
+
+  int64_t seq_len_;
+  double dropout_;
+  torch::nn::Embedding tok_emb_;
+  torch::nn::Embedding pos_emb_;
+  torch::nn::ModuleList blocks_;
+  torch::nn::LayerNorm ln_f_;
+  torch::nn::Linear head_;
+};
+TORCH_MODULE(GptNet);
+
+// "model_options[vocab]=100 is smaller than the dataset's vocabulary 256".
+absl::Status CheckAtLeast(int64_t* value, const char* key, int64_t dataset_value,
+                          const char* what) {
+  if (*value == 0) {
+    *value = dataset_value;
+  } else if (*value < dataset_value) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model gpt: ", key, " mismatch: model_options[", key, "]=", *value,
+                     " is smaller than the dataset's ", what, " ", dataset_value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Gpt::Options> Gpt::ParseOptions(OptionReader& reader) {
+  Options o;
+  ASSIGN_OR_RETURN(o.vocab, reader.Int("vocab", o.vocab, /*min_value=*/1));
+  ASSIGN_OR_RETURN(o.d_model, reader.Int("d_model", o.d_model, /*min_value=*/1));
+  ASSIGN_OR_RETURN(o.layers, reader.Int("layers", o.layers, /*min_value=*/1));
+  ASSIGN_OR_RETURN(o.heads, reader.Int("heads", o.heads, /*min_value=*/1));
+  ASSIGN_OR_RETURN(o.seq_len, reader.Int("seq_len", o.seq_len, /*min_value=*/1));
+  ASSIGN_OR_RETURN(o.dropout, reader.Double("dropout", o.dropout));
+  if (!(o.dropout >= 0.0 && o.dropout < 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model_options[dropout]: ", o.dropout, " is not in [0, 1)"));
+  }
+  if (o.d_model % o.heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model_options[d_model]=", o.d_model,
+                     " is not divisible by model_options[heads]=", o.heads));
+  }
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Gpt::Build(Options options, const DataSpec& data) {
+  if (data.task != Task::kLanguageModel) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model gpt needs a language-model dataset (token ids); the dataset gives "
+                     "classification inputs of shape [",
+                     absl::StrJoin(data.input_shape, ", "), "]"));
+  }
+  if (data.vocab_size <= 0 || data.seq_len <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model gpt: the dataset gives no vocabulary size or sequence length (vocab_size ",
+        data.vocab_size, ", seq_len ", data.seq_len, ")"));
+  }
+  RETURN_IF_ERROR(CheckAtLeast(&options.vocab, "vocab", data.vocab_size, "vocabulary"));
+  RETURN_IF_ERROR(CheckAtLeast(&options.seq_len, "seq_len", data.seq_len, "sequence length"));
+  return std::make_unique<ModuleModel<GptNet>>(GptNet(options));
+}
+
+int64_t Gpt::ParameterCount(const Options& o) {
+  const int64_t d = o.d_model;
+  // ln1 + ln2 (2d each), qkv (3d*d + 3d), proj (d*d + d), fc (4d*d + 4d), fc_out (4d*d + d).
+  const int64_t per_block = 12 * d * d + 13 * d;
+  return o.vocab * d + o.seq_len * d + o.layers * per_block + 2 * d + d * o.vocab;
+}
+
+}  // namespace mantissa

@@ -1,0 +1,113 @@
+#include "server/training/batch_loader.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/torch_status.h"
+#include "server/training/memory_tracker.h"
+
+namespace mantissa {
+
+absl::StatusOr<std::unique_ptr<BatchLoader>> BatchLoader::Create(Options options) {
+  if (options.dataset == nullptr || options.dataset->size() <= 0) {
+    return absl::InvalidArgumentError("batch loader: the dataset is empty");
+  }
+  if (options.batch_size <= 0 || options.queue_capacity <= 0) {
+    return absl::InvalidArgumentError("batch loader: batch size and queue capacity must be > 0");
+  }
+  if (options.first_batch < 0 || options.end_batch < options.first_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("batch loader: bad range [", options.first_batch,
+                                                   ", ", options.end_batch, ")"));
+  }
+  return std::unique_ptr<BatchLoader>(new BatchLoader(std::move(options)));
+}
+
+BatchLoader::BatchLoader(Options options)
+    : options_(std::move(options)),
+      batches_per_epoch_((options_.dataset->size() + options_.batch_size - 1) /
+                         options_.batch_size),
+      next_to_return_(options_.first_batch),
+      thread_([this] { Produce(); }) {}
+
+BatchLoader::~BatchLoader() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+torch::Tensor BatchLoader::EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
+  // Distinct epochs get well-separated generator seeds.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(epoch) *
+                                                                          0x9E3779B97F4A7C15ull);
+  return torch::randperm(n, gen, torch::TensorOptions(torch::kInt64));
+}
+
+void BatchLoader::Produce() {
+  MemoryTracker::UncountedScope uncounted;
+  const int64_t n = options_.dataset->size();
+  const bool pin = options_.device.is_cuda();
+  int64_t order_epoch = -1;
+  torch::Tensor order;
+  for (int64_t b = options_.first_batch; b < options_.end_batch; ++b) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [&] {
+        return stop_ || static_cast<int64_t>(queue_.size()) < options_.queue_capacity;
+      });
+      if (stop_) return;
+    }
+    Batch batch;
+    absl::Status status = GuardTorch(absl::StrCat("loading batch ", b), [&] {
+      const int64_t epoch = b / batches_per_epoch_;
+      if (epoch != order_epoch) {
+        order = EpochOrder(n, options_.seed, epoch);
+        order_epoch = epoch;
+      }
+      const int64_t start = (b % batches_per_epoch_) * options_.batch_size;
+      batch =
+          options_.dataset->Get(order.slice(0, start, std::min(n, start + options_.batch_size)));
+      if (pin) {
+        batch.inputs = batch.inputs.pin_memory();
+        batch.targets = batch.targets.pin_memory();
+      }
+      return absl::OkStatus();
+    });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!status.ok()) {
+        error_ = std::move(status);
+      } else {
+        queue_.push_back(std::move(batch));
+      }
+    }
+    changed_.notify_all();
+    if (!status.ok()) return;
+  }
+}
+
+absl::StatusOr<Batch> BatchLoader::Next() {
+  Batch batch;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (next_to_return_ >= options_.end_batch) {
+      return absl::OutOfRangeError(
+          absl::StrCat("batch loader: all batches up to ", options_.end_batch, " were returned"));
+    }
+    changed_.wait(lock, [&] { return !queue_.empty() || !error_.ok(); });
+    if (queue_.empty()) return error_;
+    batch = std::move(queue_.front());
+    queue_.pop_front();
+    ++next_to_return_;
+  }
+  changed_.notify_all();
+  if (!options_.device.is_cpu()) {
+    batch.inputs = batch.inputs.to(options_.device, /*non_blocking=*/true);
+    batch.targets = batch.targets.to(options_.device, /*non_blocking=*/true);
+  }
+  return batch;
+}
+
+}  // namespace mantissa

@@ -1,0 +1,205 @@
+#include "server/training/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_status.h"
+
+namespace mantissa {
+namespace {
+
+constexpr int64_t kFormatVersion = 1;
+
+absl::Status FsyncPath(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": open: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  if (rc != 0) return absl::InternalError(absl::StrCat(path, ": fsync: ", std::strerror(saved)));
+  return absl::OkStatus();
+}
+
+// Tensor names hold dots ("0.weight"), which archive keys cannot: the names
+// are stored as one string and the tensors under their index.
+void WriteTensors(torch::serialize::OutputArchive& archive, const NamedTensors& tensors) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    names.push_back(tensors[i].first);
+    archive.write(absl::StrCat("t", i), tensors[i].second.detach().to(torch::kCPU));
+  }
+  archive.write("names", c10::IValue(absl::StrJoin(names, "\n")));
+}
+
+NamedTensors ReadTensors(torch::serialize::InputArchive& archive) {
+  c10::IValue names_value;
+  archive.read("names", names_value);
+  const std::string names = names_value.toStringRef();
+  NamedTensors tensors;
+  if (names.empty()) return tensors;
+  for (absl::string_view name : absl::StrSplit(names, '\n')) {
+    torch::Tensor t;
+    archive.read(absl::StrCat("t", tensors.size()), t);
+    tensors.emplace_back(std::string(name), t);
+  }
+  return tensors;
+}
+
+// The generator a job's random ops draw from on `device`.
+at::Generator DefaultGenerator(const torch::Device& device) {
+  return at::globalContext().defaultGenerator(device);
+}
+
+void WriteGenerator(torch::serialize::OutputArchive& archive, const std::string& key,
+                    const torch::Device& device) {
+  at::Generator gen = DefaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  archive.write(key, gen.get_state());
+}
+
+void ReadGenerator(torch::serialize::InputArchive& archive, const std::string& key,
+                   const torch::Device& device) {
+  torch::Tensor state;
+  if (!archive.try_read(key, state)) return;
+  at::Generator gen = DefaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+absl::Status CopyModelState(const NamedTensors& saved, Model& model, const std::string& path) {
+  NamedTensors current = model.State();
+  if (saved.size() != current.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, " holds ", saved.size(),
+                                                   " model tensors, the model has ",
+                                                   current.size()));
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < saved.size(); ++i) {
+    const auto& [name, from] = saved[i];
+    torch::Tensor& to = current[i].second;
+    if (name != current[i].first || from.sizes() != to.sizes() ||
+        from.scalar_type() != to.scalar_type()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint ", path, " does not match the model: it holds ", name, " ",
+          c10::toString(from.scalar_type()), c10::str(from.sizes()), ", the model has ",
+          current[i].first, " ", c10::toString(to.scalar_type()), c10::str(to.sizes())));
+    }
+    to.copy_(from);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string Checkpoint::PathFor(const std::string& state_dir, const std::string& job_id) {
+  return absl::StrCat(state_dir, "/jobs/", job_id, "/checkpoint.pt");
+}
+
+absl::StatusOr<int64_t> Checkpoint::Save(const std::string& path,
+                                         const CheckpointPosition& position,
+                                         const std::string& spec_json, const Parts& parts) {
+  const std::filesystem::path target(path);
+  std::error_code ec;
+  std::filesystem::create_directories(target.parent_path(), ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("checkpoint: cannot create ",
+                                            target.parent_path().string(), ": ", ec.message()));
+  }
+  const std::string tmp = path + ".tmp";
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("writing checkpoint ", tmp), [&] {
+    torch::serialize::OutputArchive archive;
+    archive.write("format_version", c10::IValue(kFormatVersion));
+    archive.write("step", c10::IValue(position.step));
+    archive.write("next_batch", c10::IValue(position.next_batch));
+    archive.write("applied_steps", c10::IValue(position.applied_steps));
+    archive.write("last_loss", c10::IValue(position.last_loss));
+    archive.write("spec_json", c10::IValue(spec_json));
+    torch::serialize::OutputArchive model;
+    WriteTensors(model, parts.model->State());
+    archive.write("model", model);
+    torch::serialize::OutputArchive optimizer;
+    parts.optimizer->save(optimizer);
+    archive.write("optimizer", optimizer);
+    torch::serialize::OutputArchive precision;
+    parts.precision->SaveState(precision);
+    archive.write("precision", precision);
+    WriteGenerator(archive, "rng_cpu", torch::kCPU);
+    if (!parts.device.is_cpu()) WriteGenerator(archive, "rng_device", parts.device);
+    archive.save_to(tmp);
+    return absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(FsyncPath(tmp, O_RDONLY));
+  std::filesystem::rename(tmp, target, ec);
+  if (ec)
+    return absl::InternalError(absl::StrCat("checkpoint: rename to ", path, ": ", ec.message()));
+  // The rename itself is durable only once the directory is flushed.
+  RETURN_IF_ERROR(FsyncPath(target.parent_path().string(), O_RDONLY | O_DIRECTORY));
+  const auto bytes = std::filesystem::file_size(target, ec);
+  return ec ? int64_t{0} : static_cast<int64_t>(bytes);
+}
+
+absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, const Parts& parts) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("checkpoint ", path, " not found"));
+  }
+  CheckpointPosition position;
+  absl::Status copied;
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    c10::IValue value;
+    archive.read("format_version", value);
+    if (value.toInt() != kFormatVersion) {
+      copied = absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint ", path, ": format version ", value.toInt(), ", expected ", kFormatVersion));
+      return absl::OkStatus();
+    }
+    archive.read("step", value);
+    position.step = value.toInt();
+    archive.read("next_batch", value);
+    position.next_batch = value.toInt();
+    archive.read("applied_steps", value);
+    position.applied_steps = value.toInt();
+    archive.read("last_loss", value);
+    position.last_loss = value.toDouble();
+    torch::serialize::InputArchive model;
+    archive.read("model", model);
+    copied = CopyModelState(ReadTensors(model), *parts.model, path);
+    if (!copied.ok()) return absl::OkStatus();
+    torch::serialize::InputArchive optimizer;
+    archive.read("optimizer", optimizer);
+    parts.optimizer->load(optimizer);
+    torch::serialize::InputArchive precision;
+    archive.read("precision", precision);
+    parts.precision->LoadState(precision);
+    ReadGenerator(archive, "rng_cpu", torch::kCPU);
+    if (!parts.device.is_cpu()) ReadGenerator(archive, "rng_device", parts.device);
+    return absl::OkStatus();
+  }));
+  RETURN_IF_ERROR(copied);
+  return position;
+}
+
+absl::StatusOr<NamedTensors> Checkpoint::ReadModelState(const std::string& path) {
+  NamedTensors tensors;
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&] {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    torch::serialize::InputArchive model;
+    archive.read("model", model);
+    tensors = ReadTensors(model);
+    return absl::OkStatus();
+  }));
+  return tensors;
+}
+
+}  // namespace mantissa

@@ -1,0 +1,119 @@
+#include "server/training/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/models/model_factory.h"
+#include "server/precision/fp32_precision.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace mantissa {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::StatusIs;
+
+struct TrainingRun {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  Fp32Precision precision;
+
+  Checkpoint::Parts parts() { return {model.get(), optimizer.get(), &precision, torch::kCPU}; }
+
+  // A few AdamW steps on fixed data, so the optimizer has state.
+  torch::Tensor Train(int steps) {
+    torch::Tensor x = torch::randn({8, 6});
+    torch::Tensor y = torch::randint(0, 3, {8}, torch::kInt64);
+    torch::Tensor loss;
+    for (int i = 0; i < steps; ++i) {
+      optimizer->zero_grad();
+      loss = torch::nn::functional::cross_entropy(model->Forward(x), y);
+      loss.backward();
+      optimizer->step();
+    }
+    return loss.detach();
+  }
+};
+
+std::unique_ptr<TrainingRun> MakeRun(int64_t hidden = 16) {
+  std::map<std::string, std::string> options = {{"hidden", std::to_string(hidden)}};
+  auto model = ModelFactory::Build("mlp", options, {.input_shape = {6}, .num_classes = 3});
+  EXPECT_OK(model);
+  auto run = std::make_unique<TrainingRun>();
+  run->model = std::move(*model);
+  run->optimizer = std::make_unique<torch::optim::AdamW>(run->model->Parameters(),
+                                                         torch::optim::AdamWOptions(1e-2));
+  return run;
+}
+
+TEST(CheckpointTest, RoundTripRestoresWeightsOptimizerPositionAndRng) {
+  testing::TempDir dir;
+  const std::string path = Checkpoint::PathFor(dir.path(), "job1");
+  EXPECT_EQ(path, dir.path() + "/jobs/job1/checkpoint.pt");
+
+  torch::manual_seed(1);
+  std::unique_ptr<TrainingRun> a = MakeRun();
+  a->Train(3);
+  auto bytes =
+      Checkpoint::Save(path, {.step = 3, .next_batch = 6, .applied_steps = 2, .last_loss = 0.5},
+                       "{\"model\":\"mlp\"}", a->parts());
+  ASSERT_OK(bytes);
+  EXPECT_EQ(*bytes, static_cast<int64_t>(std::filesystem::file_size(path)));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  const torch::Tensor after_save = torch::rand({4});  // draws from the saved RNG state
+
+  torch::manual_seed(99);
+  std::unique_ptr<TrainingRun> b = MakeRun();
+  auto position = Checkpoint::Load(path, b->parts());
+  ASSERT_OK(position);
+  EXPECT_EQ(position->step, 3);
+  EXPECT_EQ(position->next_batch, 6);
+  EXPECT_EQ(position->applied_steps, 2);
+  EXPECT_DOUBLE_EQ(position->last_loss, 0.5);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), after_save));
+  const NamedTensors sa = a->model->State();
+  const NamedTensors sb = b->model->State();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(sa[i].first, sb[i].first);
+    EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
+  }
+  // With the optimizer state restored too, both continue identically.
+  torch::manual_seed(5);
+  const torch::Tensor la = a->Train(2);
+  torch::manual_seed(5);
+  const torch::Tensor lb = b->Train(2);
+  EXPECT_TRUE(torch::equal(la, lb));
+
+  auto weights = Checkpoint::ReadModelState(path);
+  ASSERT_OK(weights);
+  ASSERT_EQ(weights->size(), sa.size());
+  EXPECT_EQ((*weights)[0].first, "1.weight");  // Flatten is module 0
+}
+
+TEST(CheckpointTest, ADifferentModelIsRefusedNamingTheTensor) {
+  testing::TempDir dir;
+  const std::string path = dir.File("c.pt");
+  std::unique_ptr<TrainingRun> a = MakeRun(16);
+  ASSERT_OK(Checkpoint::Save(path, {}, "{}", a->parts()));
+  std::unique_ptr<TrainingRun> b = MakeRun(8);
+  EXPECT_THAT(Checkpoint::Load(path, b->parts()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("does not match the model: it holds 1.weight")));
+}
+
+TEST(CheckpointTest, MissingAndCorruptFilesAreErrors) {
+  testing::TempDir dir;
+  std::unique_ptr<TrainingRun> run = MakeRun();
+  EXPECT_THAT(Checkpoint::Load(dir.File("none.pt"), run->parts()),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  { std::ofstream(dir.File("bad.pt")) << "not a checkpoint"; }
+  EXPECT_THAT(Checkpoint::Load(dir.File("bad.pt"), run->parts()),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("reading checkpoint")));
+}
+
+}  // namespace
+}  // namespace mantissa
