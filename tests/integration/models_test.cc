@@ -1,5 +1,6 @@
 // Every model the daemon knows trains through the real daemon in each
-// precision the CPU runs (32-true, bf16-mixed, bf16-true), and the two
+// precision the CPU runs (32-true, 64-true, bf16-mixed, bf16-true; 16-mixed
+// runs as bf16-mixed here and 16-true needs fp16 kernels), and the two
 // reference tasks reach their targets: the cnn above 85% on Fashion-MNIST,
 // the gpt learning a repeating token pattern.
 
@@ -70,8 +71,9 @@ TEST_P(ModelPrecisionTest, TrainsAndTheLossGoesDown) {
   EXPECT_EQ(job.result().steps_completed(), 40);
   EXPECT_GT(job.parameter_count(), 0);
   EXPECT_EQ(job.effective_precision(), precision);
-  EXPECT_EQ(job.precision_stats().parameter_dtype(),
-            precision == "bf16-true" ? "bfloat16" : "float32");
+  EXPECT_EQ(job.precision_stats().parameter_dtype(), precision == "bf16-true" ? "bfloat16"
+                                                     : precision == "64-true" ? "float64"
+                                                                              : "float32");
 
   // The final weights are kept for export.
   ASSERT_TRUE(job.has_checkpoint());
@@ -93,7 +95,7 @@ TEST_P(ModelPrecisionTest, TrainsAndTheLossGoesDown) {
 
 INSTANTIATE_TEST_SUITE_P(AllModels, ModelPrecisionTest,
                          ::testing::Combine(::testing::Values("mlp", "cnn", "gpt", "torchscript"),
-                                            ::testing::Values("32-true", "bf16-mixed",
+                                            ::testing::Values("32-true", "64-true", "bf16-mixed",
                                                               "bf16-true")),
                          [](const ::testing::TestParamInfo<ModelPrecisionTest::ParamType>& info) {
                            std::string name =
