@@ -152,16 +152,15 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
     return absl::NotFoundError(absl::StrCat("checkpoint ", path, " not found"));
   }
   CheckpointPosition position;
-  absl::Status copied;
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&] {
+  // GuardTorch passes the lambda's own errors through unchanged.
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&]() -> absl::Status {
     torch::serialize::InputArchive archive;
     archive.load_from(path);
     c10::IValue value;
     archive.read("format_version", value);
     if (value.toInt() != kFormatVersion) {
-      copied = absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint ", path, ": format version ", value.toInt(), ", expected ", kFormatVersion));
-      return absl::OkStatus();
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, ": format version ",
+                                                     value.toInt(), ", expected ", kFormatVersion));
     }
     archive.read("step", value);
     position.step = value.toInt();
@@ -173,8 +172,7 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
     position.last_loss = value.toDouble();
     torch::serialize::InputArchive model;
     archive.read("model", model);
-    copied = CopyModelState(ReadTensors(model), *parts.model, path);
-    if (!copied.ok()) return absl::OkStatus();
+    RETURN_IF_ERROR(CopyModelState(ReadTensors(model), *parts.model, path));
     torch::serialize::InputArchive optimizer;
     archive.read("optimizer", optimizer);
     parts.optimizer->load(optimizer);
@@ -185,7 +183,6 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
     if (!parts.device.is_cpu()) ReadGenerator(archive, "rng_device", parts.device);
     return absl::OkStatus();
   }));
-  RETURN_IF_ERROR(copied);
   return position;
 }
 
