@@ -88,10 +88,10 @@ int Run() {
 
   Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
 
-  auto runner =
-      TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
-                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
-                                 .state_dir = std::filesystem::absolute(state_dir).string()});
+  auto runner = TrainingJobRunner::Create(
+      {.device = absl::GetFlag(FLAGS_device),
+       .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
+       .state_dir = std::filesystem::absolute(state_dir).lexically_normal().string()});
   if (!runner.ok()) return Fail(runner.status());
 
   JobManager::Options manager_options;
