@@ -1,4 +1,5 @@
-// mantissa: the command-line client of the mantissad training daemon.
+// mantissa: the command-line client of the mantissad daemon: training jobs and
+// served models.
 
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -16,6 +17,8 @@
 #include "absl/strings/string_view.h"
 #include "client/arg_parser.h"
 #include "client/commands.h"
+#include "client/model_client.h"
+#include "client/model_commands.h"
 #include "client/training_client.h"
 
 namespace mantissa::cli {
@@ -36,6 +39,9 @@ struct CommandFlags {
   ResumeOptions resume;
   ListOptions list;
   CompareOptions compare;
+  ExportOptions export_model;
+  LoadOptions load;
+  InferOptions infer;
 };
 
 struct Command {
@@ -53,7 +59,8 @@ void AddGlobalFlags(ArgParser& parser, GlobalOptions* global) {
       absl::StrCat("daemon address (default ", kDefaultServer, ", or $", kServerEnv, ")"),
       "HOST:PORT");
   parser.AddBool("json", &global->json,
-                 "print responses as protobuf JSON; watch prints one event per line");
+                 "print JSON: protobuf's mapping (watch: one event per line; infer: the "
+                 "v2 REST response)");
   parser.AddBool("help", &global->help, "show help");
   parser.AddShortName('h', "help");
 }
@@ -150,6 +157,48 @@ void DefineListFlags(ArgParser& parser, CommandFlags* flags) {
   parser.AddInt("limit", &flags->list.limit, "at most N jobs (default: all)");
 }
 
+// How a served model runs; shared by export and load --torchscript.
+void DefineServingFlags(ArgParser& parser, ServingFlags& o) {
+  parser.AddString("precision", &o.precision,
+                   "serving precision: bf16-true, 16-true or 32-true (default 16-true where the "
+                   "device computes fp16, else bf16-true)",
+                   "NAME");
+  parser.AddInt("max-batch-size", &o.max_batch_size,
+                "most items merged into one forward, and per request (default 64)");
+  parser.AddInt("max-queue-delay-us", &o.max_queue_delay_us,
+                "how long a request waits for others to batch with, in microseconds "
+                "(default 500)");
+}
+
+void DefineExportFlags(ArgParser& parser, CommandFlags* flags) {
+  parser.AddString("name", &flags->export_model.name, "serve the model under this name; required",
+                   "NAME");
+  DefineServingFlags(parser, flags->export_model.serving);
+}
+
+void DefineLoadFlags(ArgParser& parser, CommandFlags* flags) {
+  LoadOptions& o = flags->load;
+  parser.AddString("torchscript", &o.torchscript,
+                   "register this TorchScript file as NAME's next version", "FILE");
+  parser.AddRepeated("input", &o.inputs,
+                     "an input of the TorchScript model's forward(), in order, without the batch "
+                     "dimension; -1 = variable; repeatable",
+                     "NAME:DATATYPE:D1,D2,...");
+  parser.AddRepeated("output", &o.outputs, "an output, in order; repeatable",
+                     "NAME:DATATYPE:D1,D2,...");
+  DefineServingFlags(parser, o.serving);
+}
+
+void DefineInferFlags(ArgParser& parser, CommandFlags* flags) {
+  InferOptions& o = flags->infer;
+  parser.AddString("input", &o.input, "send this KServe v2 REST request body; - reads stdin",
+                   "FILE.json");
+  parser.AddBool("random", &o.random, "send seeded random inputs of the model's declared shapes");
+  parser.AddInt("batch", &o.batch, "items in the --random request (default 1)");
+  parser.AddBool("output-fp32", &o.output_fp32,
+                 "return outputs as FP32 instead of the model's datatype");
+}
+
 void DefineNoFlags(ArgParser&, CommandFlags*) {}
 
 constexpr Command kCommands[] = {
@@ -187,6 +236,46 @@ constexpr Command kCommands[] = {
      "Exits 0 only if every submitted job succeeds. Ctrl-C stops the waiting; the\n"
      "jobs keep running.",
      DefineCompareFlags},
+    {"export", "JOB", 1, "serve a succeeded job's model",
+     "Copies JOB's final weights into the daemon's model repository as the next\n"
+     "version of --name, casts them to the serving precision, validates the cast\n"
+     "against fp32 on a calibration batch of the job's dataset and serves it,\n"
+     "replacing the version served before. Prints the validation figures. Exits 0\n"
+     "only if the new version is READY.",
+     DefineExportFlags},
+    {"load", "NAME", 1, "reload a model, or register a TorchScript model",
+     "Without --torchscript: (re)loads the latest version of NAME from the model\n"
+     "repository; the version it replaces finishes the requests it holds.\n"
+     "\n"
+     "With --torchscript FILE: copies FILE into the repository as the next version of\n"
+     "NAME and serves it. forward() takes the --input tensors in order and returns\n"
+     "the --output tensors (a tensor or a tuple). DATATYPE is FP32, FP16, BF16 or\n"
+     "INT64; shapes leave out the batch dimension, e.g.\n"
+     "  mantissa load net --torchscript net.pt --input image:FP32:3,32,32 \\\n"
+     "      --output logits:FP32:10\n"
+     "\n"
+     "Exits 0 only if the loaded version is READY.",
+     DefineLoadFlags},
+    {"models", "", 0, "list the served models",
+     "Lists the models in the daemon's repository: the latest version of each, its\n"
+     "state and serving precision, where it came from, and how its cast to that\n"
+     "precision compared with fp32 (max |diff|, mean relative difference, top-1\n"
+     "agreement). Models that are not READY follow with the reason.",
+     DefineNoFlags},
+    {"infer", "NAME", 1, "run a served model on some inputs",
+     "Sends one inference request to NAME over the Open Inference Protocol and prints\n"
+     "each output's datatype and shape, and for [batch, classes] outputs each item's\n"
+     "argmax. --input takes a KServe v2 REST request body, data flat or nested:\n"
+     "  {\"inputs\": [{\"name\": \"input\", \"shape\": [1, 4], \"datatype\": \"FP32\",\n"
+     "               \"data\": [[0.1, 0.2, 0.3, 0.4]]}]}\n"
+     "FP32, FP16, BF16 and INT64 inputs are sent as raw little-endian bytes. --random\n"
+     "sends uniform [0, 1) floats (token ids 0 or 1) of the declared shapes, variable\n"
+     "dimensions as 8. --json prints the KServe v2 REST response body.",
+     DefineInferFlags},
+    {"unload", "NAME", 1, "stop serving a model",
+     "Stops serving NAME; requests already taken complete. Its files stay in the\n"
+     "repository, so 'mantissa load NAME' serves it again.",
+     DefineNoFlags},
 };
 
 const Command* FindCommand(absl::string_view name) {
@@ -207,7 +296,8 @@ std::string Usage() {
   std::string out =
       "Usage: mantissa [--server=HOST:PORT] [--json] COMMAND [ARGS]\n"
       "\n"
-      "Submits, follows and manages training jobs on a mantissad daemon.\n"
+      "Submits, follows and manages training jobs on a mantissad daemon, and serves\n"
+      "the trained models for inference.\n"
       "\n"
       "Commands:\n";
   std::vector<std::pair<std::string, absl::string_view>> lines;
@@ -355,6 +445,9 @@ int Main(int argc, char** argv) {
   std::optional<v1::JobSpec> spec;
   std::optional<v1::ListJobsRequest> list_request;
   std::optional<CompareRequest> compare_request;
+  std::optional<v1::ExportModelRequest> export_request;
+  std::optional<LoadRequest> load_request;
+  std::optional<InferPlan> infer_plan;
   if (command->name == "submit") {
     absl::StatusOr<v1::JobSpec> built = BuildJobSpec(flags.submit);
     if (!built.ok()) return UsageError(command, built.status().message());
@@ -371,6 +464,21 @@ int Main(int argc, char** argv) {
     absl::StatusOr<CompareRequest> built = BuildCompareRequest(flags.compare);
     if (!built.ok()) return UsageError(command, built.status().message());
     compare_request = *std::move(built);
+  } else if (command->name == "export") {
+    absl::StatusOr<v1::ExportModelRequest> built =
+        BuildExportRequest(positional->front(), flags.export_model);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    export_request = *std::move(built);
+  } else if (command->name == "load") {
+    absl::StatusOr<LoadRequest> built = BuildLoadRequest(positional->front(), flags.load);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    load_request = *std::move(built);
+  } else if (command->name == "infer") {
+    absl::StatusOr<InferPlan> built = BuildInferPlan(positional->front(), flags.infer);
+    if (!built.ok()) return UsageError(command, built.status().message());
+    infer_plan = *std::move(built);
+  } else if (command->name == "unload" && positional->front().empty()) {
+    return UsageError(command, "NAME is empty; give the name of a model");
   }
   const std::string server = ServerAddress(global);
   if (server.empty()) return UsageError(command, "--server is empty");
@@ -391,6 +499,15 @@ int Main(int argc, char** argv) {
     signal(SIGINT, OnInterrupt);
   }
 
+  if (command->name == "export" || command->name == "load" || command->name == "models" ||
+      command->name == "infer" || command->name == "unload") {
+    std::unique_ptr<ModelClient> models = ModelClient::Connect(server);
+    if (command->name == "export") return RunExport(*models, *export_request, io);
+    if (command->name == "load") return RunLoad(*models, *load_request, io);
+    if (command->name == "models") return RunModels(*models, io);
+    if (command->name == "infer") return RunInfer(*models, *infer_plan, io);
+    return RunUnload(*models, positional->front(), io);
+  }
   std::unique_ptr<TrainingClient> client = TrainingClient::Connect(server);
   const std::string job_id = command->argument_count == 1 ? positional->front() : "";
   if (command->name == "submit") return RunSubmit(*client, *spec, flags.submit.wait, io);

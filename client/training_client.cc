@@ -79,6 +79,11 @@ absl::Status TrainingClient::WatchJob(const v1::WatchJobRequest& request,
 }
 
 absl::Status TrainingClient::ToStatus(const grpc::Status& status, bool had_events) const {
+  return CallStatus(status, *channel_, target_, had_events);
+}
+
+absl::Status CallStatus(const grpc::Status& status, grpc::ChannelInterface& channel,
+                        const std::string& target, bool had_events) {
   if (status.ok()) return absl::OkStatus();
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   // The daemon may itself answer UNAVAILABLE (say, while shutting down) over
@@ -86,11 +91,11 @@ absl::Status TrainingClient::ToStatus(const grpc::Status& status, bool had_event
   // daemon could not be reached.
   const bool connection_problem =
       (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) &&
-      channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY;
+      channel.GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY;
   if (!connection_problem) return absl::Status(code, status.error_message());
-  absl::Status result(code, had_events ? absl::StrCat("lost connection to mantissad at ", target_,
+  absl::Status result(code, had_events ? absl::StrCat("lost connection to mantissad at ", target,
                                                       ": ", status.error_message())
-                                       : absl::StrCat("cannot reach mantissad at ", target_, ": ",
+                                       : absl::StrCat("cannot reach mantissad at ", target, ": ",
                                                       status.error_message()));
   result.SetPayload(kConnectionPayload, absl::Cord());
   return result;

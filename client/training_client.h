@@ -60,6 +60,12 @@ std::string DescribeError(const absl::Status& status);
 // connection was lost, rather than carrying the daemon's own answer.
 bool IsConnectionError(const absl::Status& status);
 
+// How a failed call on `channel` to the daemon at `target` reads: the
+// daemon's own status, or a connection error (see IsConnectionError) when
+// the channel is not connected. Shared by every client of the CLI.
+absl::Status CallStatus(const grpc::Status& status, grpc::ChannelInterface& channel,
+                        const std::string& target, bool had_events);
+
 }  // namespace mantissa::cli
 
 #endif  // MANTISSA_CLIENT_TRAINING_CLIENT_H_

@@ -15,6 +15,18 @@ prometheus::Histogram::BucketBoundaries StepBuckets() {
           0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
 }
 
+// From 50 us to 10 s: a small model's forward on the CPU to a large model
+// behind a full queue.
+prometheus::Histogram::BucketBoundaries RequestBuckets() {
+  return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+          0.05,    0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0};
+}
+
+// Items per merged forward, up to the largest max_batch_size.
+prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
+  return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+}
+
 }  // namespace
 
 Metrics::Metrics(Options options)
@@ -73,7 +85,32 @@ Metrics::Metrics(Options options)
       memory_savings_(BuildGauge()
                           .Name("mantissa_memory_savings_ratio")
                           .Help("1 - peak / fp32 baseline peak.")
-                          .Register(*registry_)) {}
+                          .Register(*registry_)),
+      inference_requests_(BuildCounter()
+                              .Name("mantissa_inference_requests_total")
+                              .Help("Inference requests to served models, by outcome.")
+                              .Register(*registry_)),
+      inference_duration_(BuildHistogram()
+                              .Name("mantissa_inference_request_duration_seconds")
+                              .Help("Time from receiving an inference request to its answer.")
+                              .Register(*registry_)),
+      inference_batch_size_(BuildHistogram()
+                                .Name("mantissa_inference_batch_size")
+                                .Help("Items per forward of a model's dynamic batcher.")
+                                .Register(*registry_)),
+      cast_max_abs_diff_(BuildGauge()
+                             .Name("mantissa_model_cast_max_abs_diff")
+                             .Help("Max |cast - fp32| over the calibration outputs at load.")
+                             .Register(*registry_)),
+      cast_mean_rel_diff_(BuildGauge()
+                              .Name("mantissa_model_cast_mean_rel_diff")
+                              .Help("mean |cast - fp32| / mean |fp32| on the calibration batch.")
+                              .Register(*registry_)),
+      cast_top1_agreement_(BuildGauge()
+                               .Name("mantissa_model_cast_top1_agreement")
+                               .Help("Fraction of calibration argmax predictions the cast model "
+                                     "shares with fp32.")
+                               .Register(*registry_)) {}
 
 void Metrics::JobSubmitted(const std::string& precision) {
   jobs_submitted_.Add({{"precision", precision}}).Increment();
@@ -129,6 +166,56 @@ void Metrics::RemoveSeries(const JobSeries& job) {
   memory_peak_.Remove(s.memory_peak);
   memory_baseline_.Remove(s.memory_baseline);
   memory_savings_.Remove(s.memory_savings);
+}
+
+std::shared_ptr<InferenceMetrics> Metrics::ModelInference(const std::string& model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = models_.find(model);
+  if (it != models_.end()) return it->second;
+  // The OK series exists from the start, so a rate over it is defined
+  // before the first request.
+  inference_requests_.Add({{"model", model}, {"status", "OK"}});
+  auto reporter = std::make_shared<InferenceMetrics>(
+      model, inference_requests_, inference_duration_.Add({{"model", model}}, RequestBuckets()),
+      inference_batch_size_.Add({{"model", model}}, BatchSizeBuckets()));
+  models_.emplace(model, reporter);
+  return reporter;
+}
+
+void Metrics::SetCastValidation(const std::string& model, const std::string& precision,
+                                double max_abs_diff, double mean_rel_diff,
+                                std::optional<double> top1_agreement) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = casts_.find(model);
+  if (it != casts_.end()) {
+    RemoveCastGauges(it->second);
+    casts_.erase(it);
+  }
+  const prometheus::Labels labels = {{"model", model}, {"precision", precision}};
+  CastGauges gauges;
+  gauges.max_abs_diff = &cast_max_abs_diff_.Add(labels);
+  gauges.max_abs_diff->Set(max_abs_diff);
+  gauges.mean_rel_diff = &cast_mean_rel_diff_.Add(labels);
+  gauges.mean_rel_diff->Set(mean_rel_diff);
+  if (top1_agreement.has_value()) {
+    gauges.top1_agreement = &cast_top1_agreement_.Add(labels);
+    gauges.top1_agreement->Set(*top1_agreement);
+  }
+  casts_.emplace(model, gauges);
+}
+
+void Metrics::ClearCastValidation(const std::string& model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = casts_.find(model);
+  if (it == casts_.end()) return;
+  RemoveCastGauges(it->second);
+  casts_.erase(it);
+}
+
+void Metrics::RemoveCastGauges(const CastGauges& gauges) {
+  cast_max_abs_diff_.Remove(gauges.max_abs_diff);
+  cast_mean_rel_diff_.Remove(gauges.mean_rel_diff);
+  if (gauges.top1_agreement != nullptr) cast_top1_agreement_.Remove(gauges.top1_agreement);
 }
 
 }  // namespace mantissa

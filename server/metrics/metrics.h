@@ -1,11 +1,14 @@
 #ifndef MANTISSA_SERVER_METRICS_METRICS_H_
 #define MANTISSA_SERVER_METRICS_METRICS_H_
 
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -58,6 +61,35 @@ class JobMetrics {
   const Series s_;
 };
 
+// The labelled series of one served model (Triton's per-model reporter).
+// Obtained from Metrics::ModelInference; cheap to update from the batcher
+// and request threads. Valid as long as the Metrics object.
+class InferenceMetrics {
+ public:
+  InferenceMetrics(std::string model, prometheus::Family<prometheus::Counter>& requests,
+                   prometheus::Histogram& duration, prometheus::Histogram& batch_size)
+      : model_(std::move(model)),
+        requests_(requests),
+        duration_(duration),
+        batch_size_(batch_size) {}
+
+  // One finished request: `status` is absl::StatusCodeToString of its
+  // outcome ("OK", "INVALID_ARGUMENT", ...). The latency histogram counts
+  // answered requests only (status "OK"), so refusals do not pull it down.
+  void ObserveRequest(const std::string& status, double seconds) {
+    requests_.Add({{"model", model_}, {"status", status}}).Increment();
+    if (status == "OK") duration_.Observe(seconds);
+  }
+  // One forward of the model's batcher, with its merged item count.
+  void ObserveBatch(int64_t items) { batch_size_.Observe(static_cast<double>(items)); }
+
+ private:
+  const std::string model_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Histogram& duration_;
+  prometheus::Histogram& batch_size_;
+};
+
 // Every metric family of the daemon, declared once (as Triton core does);
 // names are fixed by DESIGN.md because the dashboards query them. Thread-safe.
 class Metrics {
@@ -86,12 +118,29 @@ class Metrics {
   // max_finished_jobs are removed.
   void RetireJob(const std::string& job_id);
 
+  // The inference series of `model`; the same object for the same name.
+  // Call it only for models in the repository: names come from users.
+  std::shared_ptr<InferenceMetrics> ModelInference(const std::string& model);
+  // What the last load's cast validation measured for `model`, replacing
+  // the gauges of an earlier precision. `top1_agreement` unset: no gauge.
+  void SetCastValidation(const std::string& model, const std::string& precision,
+                         double max_abs_diff, double mean_rel_diff,
+                         std::optional<double> top1_agreement);
+  // Drops `model`'s validation gauges (its cast was refused or unloaded).
+  void ClearCastValidation(const std::string& model);
+
  private:
   struct JobSeries {
     JobMetrics::Series series;
     std::shared_ptr<JobMetrics> reporter;
   };
   void RemoveSeries(const JobSeries& series);
+  struct CastGauges {
+    prometheus::Gauge* max_abs_diff = nullptr;
+    prometheus::Gauge* mean_rel_diff = nullptr;
+    prometheus::Gauge* top1_agreement = nullptr;  // null when not measured
+  };
+  void RemoveCastGauges(const CastGauges& gauges);
 
   const Options options_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -109,10 +158,18 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& memory_peak_;
   prometheus::Family<prometheus::Gauge>& memory_baseline_;
   prometheus::Family<prometheus::Gauge>& memory_savings_;
+  prometheus::Family<prometheus::Counter>& inference_requests_;
+  prometheus::Family<prometheus::Histogram>& inference_duration_;
+  prometheus::Family<prometheus::Histogram>& inference_batch_size_;
+  prometheus::Family<prometheus::Gauge>& cast_max_abs_diff_;
+  prometheus::Family<prometheus::Gauge>& cast_mean_rel_diff_;
+  prometheus::Family<prometheus::Gauge>& cast_top1_agreement_;
 
   std::mutex mu_;
-  std::unordered_map<std::string, JobSeries> jobs_;  // guarded by mu_
-  std::deque<std::string> finished_;                 // guarded by mu_
+  std::unordered_map<std::string, JobSeries> jobs_;                            // guarded by mu_
+  std::deque<std::string> finished_;                                           // guarded by mu_
+  std::unordered_map<std::string, std::shared_ptr<InferenceMetrics>> models_;  // guarded by mu_
+  std::unordered_map<std::string, CastGauges> casts_;                          // guarded by mu_
 };
 
 }  // namespace mantissa

@@ -1,57 +1,17 @@
 #include "server/training/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
+#include "server/common/file_sync.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
+#include "server/training/named_tensor_archive.h"
 
 namespace mantissa {
 namespace {
 
 constexpr int64_t kFormatVersion = 1;
-
-absl::Status FsyncPath(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags);
-  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": open: ", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  if (rc != 0) return absl::InternalError(absl::StrCat(path, ": fsync: ", std::strerror(saved)));
-  return absl::OkStatus();
-}
-
-// Tensor names hold dots ("0.weight"), which archive keys cannot: the names
-// are stored as one string and the tensors under their index.
-void WriteTensors(torch::serialize::OutputArchive& archive, const NamedTensors& tensors) {
-  std::vector<std::string> names;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    names.push_back(tensors[i].first);
-    archive.write(absl::StrCat("t", i), tensors[i].second.detach().to(torch::kCPU));
-  }
-  archive.write("names", c10::IValue(absl::StrJoin(names, "\n")));
-}
-
-NamedTensors ReadTensors(torch::serialize::InputArchive& archive) {
-  c10::IValue names_value;
-  archive.read("names", names_value);
-  const std::string names = names_value.toStringRef();
-  NamedTensors tensors;
-  if (names.empty()) return tensors;
-  for (absl::string_view name : absl::StrSplit(names, '\n')) {
-    torch::Tensor t;
-    archive.read(absl::StrCat("t", tensors.size()), t);
-    tensors.emplace_back(std::string(name), t);
-  }
-  return tensors;
-}
 
 // The generator a job's random ops draw from on `device`.
 at::Generator DefaultGenerator(const torch::Device& device) {
@@ -123,7 +83,7 @@ absl::StatusOr<int64_t> Checkpoint::Save(const std::string& path,
     archive.write("last_loss", c10::IValue(position.last_loss));
     archive.write("spec_json", c10::IValue(spec_json));
     torch::serialize::OutputArchive model;
-    WriteTensors(model, parts.model->State());
+    WriteNamedTensors(model, parts.model->State());
     archive.write("model", model);
     torch::serialize::OutputArchive optimizer;
     parts.optimizer->save(optimizer);
@@ -136,12 +96,12 @@ absl::StatusOr<int64_t> Checkpoint::Save(const std::string& path,
     archive.save_to(tmp);
     return absl::OkStatus();
   }));
-  RETURN_IF_ERROR(FsyncPath(tmp, O_RDONLY));
+  RETURN_IF_ERROR(FsyncFile(tmp));
   std::filesystem::rename(tmp, target, ec);
   if (ec)
     return absl::InternalError(absl::StrCat("checkpoint: rename to ", path, ": ", ec.message()));
   // The rename itself is durable only once the directory is flushed.
-  RETURN_IF_ERROR(FsyncPath(target.parent_path().string(), O_RDONLY | O_DIRECTORY));
+  RETURN_IF_ERROR(FsyncDir(target.parent_path().string()));
   const auto bytes = std::filesystem::file_size(target, ec);
   return ec ? int64_t{0} : static_cast<int64_t>(bytes);
 }
@@ -153,15 +113,12 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
   }
   CheckpointPosition position;
   // GuardTorch passes the lambda's own errors through unchanged.
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&]() -> absl::Status {
+  const std::string context = absl::StrCat("reading checkpoint ", path);
+  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
     torch::serialize::InputArchive archive;
     archive.load_from(path);
+    RETURN_IF_ERROR(CheckFormatVersion(archive, kFormatVersion, absl::StrCat("checkpoint ", path)));
     c10::IValue value;
-    archive.read("format_version", value);
-    if (value.toInt() != kFormatVersion) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint ", path, ": format version ",
-                                                     value.toInt(), ", expected ", kFormatVersion));
-    }
     archive.read("step", value);
     position.step = value.toInt();
     archive.read("next_batch", value);
@@ -172,7 +129,8 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
     position.last_loss = value.toDouble();
     torch::serialize::InputArchive model;
     archive.read("model", model);
-    RETURN_IF_ERROR(CopyModelState(ReadTensors(model), *parts.model, path));
+    ASSIGN_OR_RETURN(const NamedTensors saved, ReadNamedTensors(model, context));
+    RETURN_IF_ERROR(CopyModelState(saved, *parts.model, path));
     torch::serialize::InputArchive optimizer;
     archive.read("optimizer", optimizer);
     parts.optimizer->load(optimizer);
@@ -187,13 +145,14 @@ absl::StatusOr<CheckpointPosition> Checkpoint::Load(const std::string& path, con
 }
 
 absl::StatusOr<NamedTensors> Checkpoint::ReadModelState(const std::string& path) {
+  const std::string context = absl::StrCat("reading checkpoint ", path);
   NamedTensors tensors;
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat("reading checkpoint ", path), [&] {
+  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
     torch::serialize::InputArchive archive;
     archive.load_from(path);
     torch::serialize::InputArchive model;
     archive.read("model", model);
-    tensors = ReadTensors(model);
+    ASSIGN_OR_RETURN(tensors, ReadNamedTensors(model, context));
     return absl::OkStatus();
   }));
   return tensors;

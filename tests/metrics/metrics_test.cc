@@ -261,5 +261,101 @@ TEST(MetricsTest, ConcurrentJobsUpdateIndependently) {
                                            kThreads * kSteps, "\n")));
 }
 
+TEST(MetricsTest, NoInferenceSeriesBeforeTheFirstModel) {
+  Metrics metrics;
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_inference_requests_total")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_inference_batch_size_count{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_model_cast_max_abs_diff{")));
+}
+
+TEST(MetricsTest, ModelInferenceCountsRequestsByStatus) {
+  Metrics metrics;
+  std::shared_ptr<InferenceMetrics> model = metrics.ModelInference("m1");
+  // The OK series exists before the first request.
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_requests_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_requests_total{model=\"m1\",status=\"OK\"} 0\n"));
+  model->ObserveRequest("OK", 0.0003);
+  model->ObserveRequest("OK", 0.002);
+  model->ObserveRequest("INVALID_ARGUMENT", 0.00001);
+
+  text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_requests_total{model=\"m1\",status=\"OK\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_requests_total{model=\"m1\","
+                              "status=\"INVALID_ARGUMENT\"} 1\n"));
+  // Only answered requests time the latency histogram.
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_request_duration_seconds histogram\n"));
+  EXPECT_THAT(text,
+              HasSubstr("mantissa_inference_request_duration_seconds_count{model=\"m1\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_request_duration_seconds_bucket{model=\"m1\","
+                              "le=\"0.0005\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_request_duration_seconds_bucket{model=\"m1\","
+                              "le=\"0.0025\"} 2\n"));
+}
+
+TEST(MetricsTest, ModelInferenceIsOneObjectPerModel) {
+  Metrics metrics;
+  std::shared_ptr<InferenceMetrics> a = metrics.ModelInference("a");
+  EXPECT_EQ(a, metrics.ModelInference("a"));
+  std::shared_ptr<InferenceMetrics> b = metrics.ModelInference("b");
+  EXPECT_NE(a, b);
+  a->ObserveRequest("OK", 0.001);
+  b->ObserveRequest("NOT_FOUND", 0.001);
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_requests_total{model=\"a\",status=\"OK\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_requests_total{model=\"b\",status=\"OK\"} 0\n"));
+  EXPECT_THAT(text, Not(HasSubstr("model=\"a\",status=\"NOT_FOUND\"")));
+}
+
+TEST(MetricsTest, BatchSizeHistogramHasPowerOfTwoBuckets) {
+  Metrics metrics;
+  std::shared_ptr<InferenceMetrics> model = metrics.ModelInference("m");
+  for (int64_t n : {1, 3, 64, 100, 5000}) model->ObserveBatch(n);
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_batch_size histogram\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_count{model=\"m\"} 5\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_sum{model=\"m\"} 5168\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"1\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"2\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"4\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"64\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"128\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"4096\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"+Inf\"} 5\n"));
+}
+
+TEST(MetricsTest, CastValidationGaugesFollowTheLastLoad) {
+  Metrics metrics;
+  metrics.SetCastValidation("m", "bf16-true", 0.125, 0.01, 0.99);
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_model_cast_max_abs_diff gauge\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_model_cast_max_abs_diff",
+                                     "model=\"m\",precision=\"bf16-true\"") +
+                              "0.125\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_model_cast_mean_rel_diff",
+                                     "model=\"m\",precision=\"bf16-true\"") +
+                              "0.01\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_model_cast_top1_agreement",
+                                     "model=\"m\",precision=\"bf16-true\"") +
+                              "0.99\n"));
+
+  // A reload in another precision replaces the series; no top-1 measured.
+  metrics.SetCastValidation("m", "32-true", 0, 0, std::nullopt);
+  text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr("precision=\"bf16-true\"")));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_model_cast_max_abs_diff",
+                                     "model=\"m\",precision=\"32-true\"") +
+                              "0\n"));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_model_cast_top1_agreement{")));
+
+  metrics.SetCastValidation("other", "bf16-true", 1, 1, 0.5);
+  metrics.ClearCastValidation("m");
+  metrics.ClearCastValidation("never-loaded");
+  text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr("model=\"m\"")));
+  EXPECT_THAT(text, HasSubstr("mantissa_model_cast_top1_agreement{model=\"other\""));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -71,7 +71,16 @@ std::unique_ptr<v1::TrainingService::Stub> DaemonProcess::NewStub() const {
 
 int DaemonProcess::Terminate(absl::Duration timeout) {
   if (pid_ <= 0) return -1;
-  kill(pid_, SIGTERM);
+  SendSignal(SIGTERM);
+  return WaitForExit(timeout);
+}
+
+void DaemonProcess::SendSignal(int signal) {
+  if (pid_ > 0) kill(pid_, signal);
+}
+
+int DaemonProcess::WaitForExit(absl::Duration timeout) {
+  if (pid_ <= 0) return -1;
   const absl::Time deadline = absl::Now() + timeout;
   int status = 0;
   while (absl::Now() < deadline) {

@@ -38,6 +38,11 @@ class DaemonProcess {
 
   // SIGTERM and wait; returns the exit code (-1 if killed by a signal).
   int Terminate(absl::Duration timeout = absl::Seconds(60));
+  // Sends `signal` without waiting, e.g. SIGTERM to watch the daemon drain.
+  void SendSignal(int signal);
+  // Waits for the daemon to exit by itself; its exit code, or -1 if a
+  // signal ended it or it still ran after `timeout` (then it is killed).
+  int WaitForExit(absl::Duration timeout = absl::Seconds(60));
   // SIGKILL and reap, as a crash would.
   void Kill();
   // GET http://127.0.0.1:<metrics>/metrics.

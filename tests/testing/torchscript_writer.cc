@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <exception>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -40,6 +41,31 @@ def forward(self, x):
     m.save(path);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("WriteTorchScriptMlp(", path, "): ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteTorchScriptBf16Overflow(const std::string& path, int64_t features) {
+  if (features <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WriteTorchScriptBf16Overflow: features must be positive, got ", features));
+  }
+  try {
+    torch::NoGradGuard no_grad;
+    torch::jit::Module m("MantissaTsBf16Overflow");
+    m.register_attribute("training", c10::BoolType::get(), true);
+    m.register_parameter("scale",
+                         torch::full({features}, std::numeric_limits<float>::max(),
+                                     torch::TensorOptions().dtype(torch::kFloat32)),
+                         /*is_buffer=*/false);
+    m.define(R"JIT(
+def forward(self, x):
+    return torch.tanh(torch.flatten(x, 1)) * self.scale
+)JIT");
+    m.save(path);
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("WriteTorchScriptBf16Overflow(", path, "): ", e.what()));
   }
   return absl::OkStatus();
 }

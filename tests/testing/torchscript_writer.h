@@ -15,6 +15,12 @@ namespace mantissa::testing {
 absl::Status WriteTorchScriptMlp(const std::string& path, int64_t in_features, int64_t hidden,
                                  int64_t classes, uint64_t seed = 0);
 
+// Writes a TorchScript model that is finite in fp32 and overflows once cast
+// to bfloat16: forward(x) = tanh(flatten(x, 1)) * scale, where every element
+// of the parameter `scale` [features] is FLT_MAX, which rounds to infinity in
+// bf16. For the serving tests of the cast validation's refusal.
+absl::Status WriteTorchScriptBf16Overflow(const std::string& path, int64_t features);
+
 }  // namespace mantissa::testing
 
 #endif  // MANTISSA_TESTS_TESTING_TORCHSCRIPT_WRITER_H_

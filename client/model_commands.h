@@ -1,0 +1,88 @@
+#ifndef MANTISSA_CLIENT_MODEL_COMMANDS_H_
+#define MANTISSA_CLIENT_MODEL_COMMANDS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/commands.h"
+#include "client/model_client.h"
+#include "inference/grpc_service.pb.h"
+#include "mantissa/v1/serving.pb.h"
+
+// The serving commands of the `mantissa` CLI: export, load, models, infer and
+// unload. As in commands.h, the Build* functions turn flags into requests
+// (INVALID_ARGUMENT = a usage error, nothing sent) and the Run* functions
+// make the calls and return the exit code.
+namespace mantissa::cli {
+
+// Serving settings shared by export and load --torchscript.
+struct ServingFlags {
+  std::optional<std::string> precision;
+  std::optional<int64_t> max_batch_size;
+  std::optional<int64_t> max_queue_delay_us;
+};
+
+// `mantissa export JOB --name NAME [...]`.
+struct ExportOptions {
+  std::optional<std::string> name;
+  ServingFlags serving;
+};
+absl::StatusOr<v1::ExportModelRequest> BuildExportRequest(const std::string& job_id,
+                                                          const ExportOptions& options);
+
+// `mantissa load NAME` reloads NAME from the repository (RepositoryModelLoad);
+// with --torchscript it registers a TorchScript file as NAME's next version
+// (RegisterModel) and needs at least one --input and one --output.
+struct LoadOptions {
+  std::optional<std::string> torchscript;
+  std::vector<std::string> inputs;   // "name:DATATYPE:d1,d2,..."
+  std::vector<std::string> outputs;  // the same
+  ServingFlags serving;
+};
+struct LoadRequest {
+  inference::RepositoryModelLoadRequest load;
+  std::optional<v1::RegisterModelRequest> registration;  // set with --torchscript
+};
+// The TorchScript path is made absolute (against the working directory),
+// since the daemon resolves paths against its own.
+absl::StatusOr<LoadRequest> BuildLoadRequest(const std::string& name, const LoadOptions& options);
+
+// "name:DATATYPE:d1,d2,..." -> TensorSpec. DATATYPE is FP32, FP16, BF16 or
+// INT64 (any case); dimensions are >= 1 or -1 (variable), without the batch
+// dimension; an empty shape is a scalar item.
+absl::StatusOr<v1::TensorSpec> ParseTensorSpec(absl::string_view text);
+
+// `mantissa infer NAME --input FILE.json | --random [...]`.
+struct InferOptions {
+  std::optional<std::string> input;  // a KServe v2 REST request body; "-" = stdin
+  bool random = false;
+  std::optional<int64_t> batch;  // items of random input (default 1)
+  bool output_fp32 = false;
+};
+struct InferPlan {
+  std::string model;
+  // From --input; unset with --random, whose request needs the model's
+  // metadata first.
+  std::optional<inference::ModelInferRequest> request;
+  int64_t random_batch = 1;
+  bool output_fp32 = false;
+};
+// Reads and parses --input; file and JSON errors are usage errors naming the
+// file and the field.
+absl::StatusOr<InferPlan> BuildInferPlan(const std::string& model, const InferOptions& options);
+
+// kExitOk only if the new version is READY.
+int RunExport(ModelClient& client, const v1::ExportModelRequest& request, const CommandIo& io);
+// kExitOk only if the (re)loaded version is READY.
+int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io);
+int RunModels(ModelClient& client, const CommandIo& io);
+int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io);
+int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io);
+
+}  // namespace mantissa::cli
+
+#endif  // MANTISSA_CLIENT_MODEL_COMMANDS_H_

@@ -1,0 +1,39 @@
+#ifndef MANTISSA_SERVER_SERVICE_MODEL_SERVICE_H_
+#define MANTISSA_SERVER_SERVICE_MODEL_SERVICE_H_
+
+#include "mantissa/v1/serving.grpc.pb.h"
+#include "server/jobs/job_manager.h"
+#include "server/service/blocking_executor.h"
+#include "server/serving/model_server.h"
+
+namespace mantissa {
+
+// mantissa.v1.ModelService on gRPC's callback API: exports jobs and registers
+// TorchScript files into the model repository, and lists it. Exports and
+// registrations load the new version (cast + validation, seconds), so they
+// run on `executor`; ListModels is a map read answered on the reactor. The
+// manager, the server and the executor outlive the service.
+class ModelService final : public v1::ModelService::CallbackService {
+ public:
+  ModelService(JobManager* manager, ModelServer* server, BlockingExecutor* executor)
+      : manager_(manager), server_(server), executor_(executor) {}
+
+  grpc::ServerUnaryReactor* ExportModel(grpc::CallbackServerContext* context,
+                                        const v1::ExportModelRequest* request,
+                                        v1::ExportModelResponse* response) override;
+  grpc::ServerUnaryReactor* RegisterModel(grpc::CallbackServerContext* context,
+                                          const v1::RegisterModelRequest* request,
+                                          v1::RegisterModelResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+
+ private:
+  JobManager* const manager_;
+  ModelServer* const server_;
+  BlockingExecutor* const executor_;
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_SERVICE_MODEL_SERVICE_H_

@@ -1,0 +1,212 @@
+#include "server/serving/half_cast_validator.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_status.h"
+#include "server/data/dataset_factory.h"
+
+namespace mantissa {
+namespace {
+
+bool IsLanguageModel(const v1::ModelConfig& config) { return config.task() == "language_model"; }
+
+// Token windows covering at most kMaxLanguageModelTokens tokens, at least one.
+int64_t LanguageModelWindows(const v1::ModelConfig& config, int64_t items) {
+  const int64_t seq_len = std::max<int64_t>(config.seq_len(), 1);
+  const int64_t budget = std::max<int64_t>(1, HalfCastValidator::kMaxLanguageModelTokens / seq_len);
+  return std::max<int64_t>(1, std::min(items, budget));
+}
+
+std::string ShapeString(torch::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// The dataset's first items, as ForConfig describes.
+absl::StatusOr<CalibrationBatch> FromDataset(const v1::ModelConfig& config, int64_t items) {
+  const std::map<std::string, std::string> options(config.dataset_options().begin(),
+                                                   config.dataset_options().end());
+  ASSIGN_OR_RETURN(DatasetSplits splits,
+                   DatasetFactory::Load(config.dataset(), options, config.seed()));
+  const bool use_test = splits.test != nullptr && splits.test->size() > 0;
+  const Dataset* split = use_test ? splits.test.get() : splits.train.get();
+  if (split == nullptr || split->size() == 0) {
+    return absl::FailedPreconditionError("its splits are empty");
+  }
+  const bool lm = IsLanguageModel(config);
+  const int64_t n = std::min(lm ? LanguageModelWindows(config, items) : std::max<int64_t>(items, 1),
+                             split->size());
+  CalibrationBatch batch;
+  RETURN_IF_ERROR(GuardTorch("reading the calibration items", [&]() -> absl::Status {
+    Batch b = split->Get(torch::arange(n, torch::kInt64));
+    torch::Tensor x = b.inputs;
+    if (lm) {
+      if (x.scalar_type() != torch::kInt64 || x.dim() != 2 || x.size(1) > config.seq_len()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "it gives inputs ", ShapeString(x.sizes()), " of ", c10::toString(x.scalar_type()),
+            "; the model takes int64 token windows of at most ", config.seq_len(), " tokens"));
+      }
+    } else {
+      std::vector<int64_t> want(config.inputs(0).shape().begin(), config.inputs(0).shape().end());
+      bool fits = x.dim() == static_cast<int64_t>(want.size()) + 1 && x.is_floating_point();
+      for (size_t d = 0; fits && d < want.size(); ++d) {
+        fits = want[d] == -1 || want[d] == x.size(static_cast<int64_t>(d) + 1);
+      }
+      if (!fits) {
+        return absl::InvalidArgumentError(absl::StrCat("it gives items ",
+                                                       ShapeString(x.sizes().slice(1)),
+                                                       ", the model takes ", ShapeString(want)));
+      }
+      x = x.to(torch::kFloat32);
+    }
+    batch.inputs.push_back(x.contiguous());
+    return absl::OkStatus();
+  }));
+  batch.items = n;
+  batch.source = absl::StrCat(
+      config.dataset(), use_test ? " test" : " train", " split, first ", n,
+      lm ? absl::StrCat(" token windows of ", batch.inputs[0].size(1)) : std::string(" items"));
+  return batch;
+}
+
+}  // namespace
+
+CalibrationBatch HalfCastValidator::RandomInputs(const v1::ModelConfig& config, int64_t items,
+                                                 uint64_t seed) {
+  const bool lm = IsLanguageModel(config);
+  const int64_t n = lm ? LanguageModelWindows(config, items) : std::max<int64_t>(items, 1);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  CalibrationBatch batch;
+  batch.items = n;
+  for (const v1::TensorSpec& spec : config.inputs()) {
+    std::vector<int64_t> shape = {n};
+    for (int64_t d : spec.shape()) {
+      if (d != -1) {
+        shape.push_back(d);
+      } else {
+        shape.push_back(lm && config.seq_len() > 0 ? config.seq_len() : kVariableDim);
+      }
+    }
+    if (spec.datatype() == "INT64") {
+      batch.inputs.push_back(lm && config.vocab_size() > 0
+                                 ? torch::randint(0, config.vocab_size(), shape, gen,
+                                                  torch::TensorOptions(torch::kInt64))
+                                 : torch::zeros(shape, torch::kInt64));
+    } else {
+      batch.inputs.push_back(torch::rand(shape, gen, torch::TensorOptions(torch::kFloat32)));
+    }
+  }
+  batch.source = absl::StrCat("random inputs, ", n, lm ? " token windows" : " items");
+  return batch;
+}
+
+CalibrationBatch HalfCastValidator::ForConfig(const v1::ModelConfig& config, int64_t items) {
+  if (config.platform() == "mantissa_libtorch" && !config.dataset().empty() &&
+      config.inputs_size() == 1) {
+    absl::StatusOr<CalibrationBatch> batch = FromDataset(config, items);
+    if (batch.ok()) return *std::move(batch);
+    CalibrationBatch random = RandomInputs(config, items, config.seed());
+    absl::StrAppend(&random.source, " (dataset ", config.dataset(),
+                    " gave no calibration batch: ", batch.status().message(), ")");
+    return random;
+  }
+  return RandomInputs(config, items, config.seed());
+}
+
+absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Options& options,
+                                                                     const CalibrationBatch& batch,
+                                                                     const ForwardFn& reference,
+                                                                     const ForwardFn& cast) {
+  Result result;
+  v1::HalfCastValidation& v = result.validation;
+  v.set_calibration_source(batch.source);
+  v.set_calibration_items(batch.items);
+  const absl::Time start = absl::Now();
+  const int64_t chunk = std::max<int64_t>(options.chunk_items, 1);
+
+  double max_abs_diff = 0.0;
+  double sum_abs_diff = 0.0;
+  double sum_abs_reference = 0.0;
+  int64_t agree = 0;
+  int64_t predictions = 0;
+  bool finite = true;
+  const std::string context = absl::StrCat(options.model, ": validating the ", options.precision,
+                                           " cast on ", batch.source);
+  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
+    c10::InferenceMode inference_mode;
+    for (int64_t begin = 0; begin < batch.items; begin += chunk) {
+      const int64_t n = std::min(chunk, batch.items - begin);
+      std::vector<torch::Tensor> inputs;
+      for (const torch::Tensor& t : batch.inputs) inputs.push_back(t.narrow(0, begin, n));
+      ASSIGN_OR_RETURN(std::vector<torch::Tensor> want, reference(inputs));
+      ASSIGN_OR_RETURN(std::vector<torch::Tensor> got, cast(inputs));
+      if (want.size() != got.size()) {
+        return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
+                                                " outputs, the cast one ", got.size()));
+      }
+      for (size_t i = 0; i < want.size(); ++i) {
+        // bf16 and fp16 widen to fp32 exactly; sums accumulate in double.
+        const torch::Tensor r = want[i].to(torch::kCPU).to(torch::kFloat32);
+        const torch::Tensor c = got[i].to(torch::kCPU).to(torch::kFloat32);
+        if (r.sizes() != c.sizes()) {
+          return absl::InternalError(absl::StrCat(context, ": output ", i, " is ",
+                                                  ShapeString(r.sizes()), " in fp32 but ",
+                                                  ShapeString(c.sizes()), " cast"));
+        }
+        const torch::Tensor r_finite = torch::isfinite(r);
+        const torch::Tensor c_finite = torch::isfinite(c);
+        result.elements += r.numel();
+        result.non_finite += (r_finite & c_finite.logical_not()).sum().item<int64_t>();
+        if (!c_finite.all().item<bool>()) finite = false;
+        const torch::Tensor both = r_finite & c_finite;
+        const torch::Tensor diff = (c - r).abs().masked_select(both);
+        if (diff.numel() > 0) {
+          max_abs_diff = std::max(max_abs_diff, diff.max().item<double>());
+          sum_abs_diff += diff.sum(torch::kFloat64).item<double>();
+          sum_abs_reference += r.abs().masked_select(both).sum(torch::kFloat64).item<double>();
+        }
+        if (i == 0 && options.top1_agreement && r.dim() >= 2) {
+          const torch::Tensor same = r.argmax(-1) == c.argmax(-1);
+          agree += same.sum().item<int64_t>();
+          predictions += same.numel();
+        }
+      }
+    }
+    return absl::OkStatus();
+  }));
+
+  v.set_max_abs_diff(max_abs_diff);
+  if (sum_abs_reference > 0) {
+    v.set_mean_rel_diff(sum_abs_diff / sum_abs_reference);
+  } else {
+    v.set_mean_rel_diff(sum_abs_diff > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+  }
+  if (options.top1_agreement && predictions > 0) {
+    v.set_top1_agreement(static_cast<double>(agree) / static_cast<double>(predictions));
+  }
+  v.set_finite(finite);
+  v.set_duration_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+  return result;
+}
+
+absl::Status HalfCastValidator::Verdict(const Options& options, const Result& result) {
+  if (result.non_finite == 0) return absl::OkStatus();
+  const char* hint = options.precision == "16-true"     ? "fp16 overflow?"
+                     : options.precision == "bf16-true" ? "bf16 overflow?"
+                                                        : "overflow?";
+  return absl::FailedPreconditionError(absl::StrCat(
+      options.model, ": casting to ", options.precision, " gives non-finite outputs (",
+      result.non_finite, " of ", result.elements, "; ", hint, ") on ",
+      result.validation.calibration_source(), "; the fp32 model's outputs are finite there"));
+}
+
+}  // namespace mantissa

@@ -1,0 +1,85 @@
+#ifndef MANTISSA_SERVER_SERVING_HALF_CAST_VALIDATOR_H_
+#define MANTISSA_SERVER_SERVING_HALF_CAST_VALIDATOR_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "mantissa/v1/serving.pb.h"
+
+namespace mantissa {
+
+// The inputs a cast is checked on: one tensor per declared input, [N, ...],
+// on the CPU, floats in fp32 (each model converts them to its own dtype).
+struct CalibrationBatch {
+  std::vector<torch::Tensor> inputs;
+  int64_t items = 0;
+  std::string source;  // e.g. "synthetic test split, first 256 items"
+};
+
+// Runs the fp32 model and the cast model on the same calibration batch and
+// measures how far the cast moved the outputs. Fabric's true-half mode
+// casts blindly; a serving cast that overflows must be refused before it
+// answers requests with inf.
+class HalfCastValidator {
+ public:
+  // One forward: the inputs in declaration order (on the CPU; the model
+  // moves and converts them), one tensor per declared output.
+  using ForwardFn =
+      std::function<absl::StatusOr<std::vector<torch::Tensor>>(const std::vector<torch::Tensor>&)>;
+
+  struct Options {
+    std::string model;      // names errors, e.g. "model m version 3"
+    std::string precision;  // the cast's serving precision
+    // Classifiers and language models: argmax agreement over the last dim
+    // of the first output.
+    bool top1_agreement = false;
+    int64_t chunk_items = 64;  // items per forward (the batcher's max_batch_size)
+  };
+
+  struct Result {
+    v1::HalfCastValidation validation;
+    int64_t elements = 0;    // output elements compared
+    int64_t non_finite = 0;  // cast elements non-finite where the fp32 one is finite
+  };
+
+  // Runs both models chunk by chunk under InferenceMode. Statistics are
+  // accumulated per chunk, so only one chunk's outputs are held at a time.
+  // max_abs_diff and mean_rel_diff cover the elements finite in both
+  // outputs; `finite` says whether every cast element was. Torch errors
+  // (e.g. a forward that does not fit the declared inputs) come back as
+  // INTERNAL/INVALID_ARGUMENT with context.
+  static absl::StatusOr<Result> Compare(const Options& options, const CalibrationBatch& batch,
+                                        const ForwardFn& reference, const ForwardFn& cast);
+
+  // OK, or FAILED_PRECONDITION "... casting to <precision> gives non-finite
+  // outputs (N of M; fp16 overflow?) on <source>".
+  static absl::Status Verdict(const Options& options, const Result& result);
+
+  // The calibration batch of `config`: for exported jobs the dataset's test
+  // split (train when the test split is empty), first `items` items (token
+  // windows for language models, at most kMaxLanguageModelTokens tokens'
+  // worth); if the dataset does not load, random inputs, and the source
+  // says why. Registered models get random inputs of the declared spec.
+  static CalibrationBatch ForConfig(const v1::ModelConfig& config, int64_t items);
+
+  // Random inputs of the declared spec, drawn from `seed`: floats uniform
+  // in [0, 1), INT64 token ids in [0, vocab_size) for language models and
+  // zeros otherwise (a custom model's integers may be indices of any
+  // range). -1 dimensions become kVariableDim (seq_len for token windows).
+  static CalibrationBatch RandomInputs(const v1::ModelConfig& config, int64_t items, uint64_t seed);
+
+  static constexpr int64_t kVariableDim = 8;
+  // Calibrating a language model costs a forward per token; a few thousand
+  // tokens are enough to see an overflow and keep a large gpt's load short.
+  static constexpr int64_t kMaxLanguageModelTokens = 4096;
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_SERVING_HALF_CAST_VALIDATOR_H_

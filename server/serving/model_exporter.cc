@@ -1,0 +1,410 @@
+#include "server/serving/model_exporter.h"
+
+#include <fcntl.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/option_reader.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_status.h"
+#include "server/data/dataset_factory.h"
+#include "server/models/gpt.h"
+#include "server/models/model_factory.h"
+#include "server/training/checkpoint.h"
+#include "server/training/named_tensor_archive.h"
+
+namespace mantissa {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kWeightsFormatVersion = 1;
+constexpr char kWeightsFile[] = "weights.pt";
+constexpr char kModuleFile[] = "module.ts";      // an exported torchscript job's module
+constexpr char kTorchScriptFile[] = "model.ts";  // a registered TorchScript model
+constexpr char kTensorNamePattern[] = "[A-Za-z_][A-Za-z0-9_.-]*";
+
+std::string ShapeString(torch::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// The error `status` with `prefix` in front of its message, same code.
+absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+absl::Status CheckReadableFile(const std::string& path, const std::string& field) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(field, ": ", path, " not found"));
+  }
+  if (!fs::is_regular_file(path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(field, ": ", path, " is not a regular file"));
+  }
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, ": ", path, " cannot be read: ", std::strerror(errno)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+absl::Status CopyInto(const std::string& from, const std::string& to, const std::string& field) {
+  std::error_code ec;
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, ": cannot copy ", from, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Weights are stored in fp32 on the CPU whatever the job trained in; every
+// load casts them to the serving precision.
+absl::StatusOr<NamedTensors> ToFp32(NamedTensors tensors, const std::string& context) {
+  RETURN_IF_ERROR(GuardTorch(context, [&] {
+    for (auto& [name, t] : tensors) {
+      t = t.detach().to(torch::kCPU);
+      if (t.is_floating_point()) t = t.to(torch::kFloat32);
+      t = t.contiguous();
+    }
+    return absl::OkStatus();
+  }));
+  return tensors;
+}
+
+// Builds the architecture on the CPU and checks that the checkpoint holds
+// exactly its tensors with the same shapes, so a version never stores
+// weights its loader cannot use.
+absl::Status CheckWeightsFit(const std::string& model,
+                             const std::map<std::string, std::string>& options,
+                             const DataSpec& data, const NamedTensors& weights,
+                             const std::string& checkpoint) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> built, ModelFactory::Build(model, options, data));
+  return GuardTorch(absl::StrCat("checking ", checkpoint), [&]() -> absl::Status {
+    std::map<std::string, torch::Tensor> expected;
+    for (const auto& [name, t] : built->State()) expected.emplace(name, t);
+    const std::string what = absl::StrCat("checkpoint ", checkpoint, " does not fit model ", model);
+    std::set<std::string> seen;
+    for (const auto& [name, t] : weights) {
+      auto it = expected.find(name);
+      if (it == expected.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": it holds ", name, ", which the model does not have"));
+      }
+      if (it->second.sizes() != t.sizes()) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": it holds ", name, " ",
+                                                       ShapeString(t.sizes()), ", the model has ",
+                                                       ShapeString(it->second.sizes())));
+      }
+      seen.insert(name);
+    }
+    for (const auto& [name, t] : expected) {
+      if (!seen.count(name)) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": it lacks ", name));
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+v1::TensorSpec MakeSpec(const std::string& name, const std::string& datatype,
+                        const std::vector<int64_t>& shape) {
+  v1::TensorSpec spec;
+  spec.set_name(name);
+  spec.set_datatype(datatype);
+  for (int64_t d : shape) spec.add_shape(d);
+  return spec;
+}
+
+bool ValidTensorName(const std::string& name) {
+  if (name.empty() || !(absl::ascii_isalpha(name[0]) || name[0] == '_')) return false;
+  for (char c : name) {
+    if (!(absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-')) return false;
+  }
+  return true;
+}
+
+// Checks a user's tensor specs and normalises float datatypes to the
+// serving precision's.
+absl::Status ValidateSpecs(const std::string& field,
+                           google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs,
+                           const std::string& float_datatype) {
+  if (specs.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": at least one tensor is needed (name, datatype, shape)"));
+  }
+  std::set<std::string> names;
+  for (int i = 0; i < specs.size(); ++i) {
+    v1::TensorSpec& spec = specs[i];
+    const std::string at = absl::StrCat(field, "[", i, "]");
+    if (!ValidTensorName(spec.name())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          at, ".name: '", spec.name(), "' is not a valid tensor name (", kTensorNamePattern, ")"));
+    }
+    if (!names.insert(spec.name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ".name: '", spec.name(), "' appears twice in ", field));
+    }
+    const std::string datatype = absl::AsciiStrToUpper(spec.datatype());
+    if (datatype == "FP32" || datatype == "FP16" || datatype == "BF16") {
+      spec.set_datatype(float_datatype);
+    } else if (datatype == "INT64") {
+      spec.set_datatype(datatype);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, ".datatype: '", spec.datatype(), "' (tensor ", spec.name(),
+                       "); valid datatypes: FP32, FP16, BF16, INT64"));
+    }
+    for (int j = 0; j < spec.shape_size(); ++j) {
+      const int64_t d = spec.shape(j);
+      if (d < 1 && d != -1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(at, ".shape[", j, "]: ", d, " (tensor ", spec.name(),
+                         "); dimensions are >= 1, or -1 for a variable one"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ServingDatatype(const std::string& precision) {
+  if (precision == "bf16-true") return std::string("BF16");
+  if (precision == "16-true") return std::string("FP16");
+  if (precision == "32-true") return std::string("FP32");
+  std::string hint;
+  if (absl::EndsWith(precision, "-mixed")) {
+    hint = " (mixed precisions train under autocast; serving casts the weights themselves)";
+  }
+  return absl::InvalidArgumentError(absl::StrCat("precision: '", precision,
+                                                 "' is not a serving precision; valid values: "
+                                                 "bf16-true, 16-true, 32-true",
+                                                 hint));
+}
+
+absl::Status ValidateBatching(const v1::BatchingSettings& batching) {
+  if (batching.has_max_batch_size() &&
+      (batching.max_batch_size() < 1 || batching.max_batch_size() > kMaxBatchSizeLimit)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batching.max_batch_size: ", batching.max_batch_size(), ", expected 1..",
+                     kMaxBatchSizeLimit));
+  }
+  if (batching.has_max_queue_delay_us() &&
+      (batching.max_queue_delay_us() < 0 ||
+       batching.max_queue_delay_us() > kMaxQueueDelayUsLimit)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batching.max_queue_delay_us: ", batching.max_queue_delay_us(),
+                     ", expected 0..", kMaxQueueDelayUsLimit));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SaveWeights(const std::string& path, const NamedTensors& tensors) {
+  return GuardTorch(absl::StrCat("writing weights ", path), [&] {
+    // Weights files hold contiguous tensors: a view would carry its whole
+    // storage into the file.
+    NamedTensors contiguous;
+    contiguous.reserve(tensors.size());
+    for (const auto& [name, t] : tensors) contiguous.emplace_back(name, t.detach().contiguous());
+    torch::serialize::OutputArchive archive;
+    archive.write("format_version", c10::IValue(kWeightsFormatVersion));
+    WriteNamedTensors(archive, contiguous);
+    archive.save_to(path);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<NamedTensors> LoadWeights(const std::string& path) {
+  RETURN_IF_ERROR(CheckReadableFile(path, "weights"));
+  NamedTensors tensors;
+  const std::string context = absl::StrCat("weights ", path);
+  const absl::Status status = GuardTorch(context, [&]() -> absl::Status {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    RETURN_IF_ERROR(CheckFormatVersion(archive, kWeightsFormatVersion, context));
+    ASSIGN_OR_RETURN(tensors, ReadNamedTensors(archive, context));
+    return absl::OkStatus();
+  });
+  // A file torch cannot parse is bad content, not a server fault.
+  if (status.code() == absl::StatusCode::kInternal) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(status.message(), " (not a weights file of a model version)"));
+  }
+  RETURN_IF_ERROR(status);
+  return tensors;
+}
+
+absl::StatusOr<v1::ModelConfig> ModelExporter::ExportJob(ModelRepository& repository,
+                                                         const std::string& state_dir,
+                                                         const v1::Job& job,
+                                                         const v1::ExportModelRequest& request,
+                                                         const std::string& serving_precision) {
+  RETURN_IF_ERROR(ModelRepository::ValidateName(request.name(), "name"));
+  ASSIGN_OR_RETURN(const std::string float_datatype, ServingDatatype(serving_precision));
+  if (request.has_batching()) RETURN_IF_ERROR(ValidateBatching(request.batching()));
+  if (job.state() != v1::SUCCEEDED) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ",
+                                                      v1::JobState_Name(job.state()),
+                                                      "; only SUCCEEDED jobs can be exported"));
+  }
+  const std::string checkpoint = Checkpoint::PathFor(state_dir, job.id());
+  std::error_code ec;
+  if (!fs::is_regular_file(checkpoint, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job.id(), ": its checkpoint ", checkpoint, " does not exist"));
+  }
+  const v1::JobSpec& spec = job.spec();
+
+  // The dataset describes the model's inputs and outputs; the version cannot
+  // be described (nor its loads calibrated) without it.
+  DataSpec data;
+  {
+    absl::StatusOr<DatasetSplits> splits =
+        DatasetFactory::Load(spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed());
+    if (!splits.ok()) {
+      return Prefixed(splits.status(),
+                      absl::StrCat("job ", job.id(), ": dataset ", spec.dataset(), ": "));
+    }
+    data = splits->spec;
+  }
+
+  ASSIGN_OR_RETURN(NamedTensors weights, Checkpoint::ReadModelState(checkpoint));
+  ASSIGN_OR_RETURN(weights, ToFp32(std::move(weights), absl::StrCat("converting ", checkpoint)));
+
+  v1::ModelConfig config;
+  config.set_platform("mantissa_libtorch");
+  config.set_model(spec.model());
+  *config.mutable_model_options() = spec.model_options();
+  config.set_precision(serving_precision);
+  if (data.task == Task::kLanguageModel) {
+    // gpt may be built wider than its dataset (model_options vocab, seq_len):
+    // the logits and the longest window are the model's.
+    int64_t vocab_size = data.vocab_size;
+    int64_t seq_len = data.seq_len;
+    if (spec.model() == "gpt") {
+      OptionReader reader("model_options", spec.model_options());
+      ASSIGN_OR_RETURN(const Gpt::Options gpt, Gpt::ParseOptions(reader));
+      if (gpt.vocab > 0) vocab_size = gpt.vocab;
+      if (gpt.seq_len > 0) seq_len = gpt.seq_len;
+    }
+    config.set_task("language_model");
+    config.set_vocab_size(vocab_size);
+    config.set_seq_len(seq_len);
+    *config.add_inputs() = MakeSpec("input_ids", "INT64", {-1});
+    *config.add_outputs() = MakeSpec("logits", float_datatype, {-1, vocab_size});
+  } else {
+    config.set_task("classification");
+    config.set_num_classes(data.num_classes);
+    *config.add_inputs() = MakeSpec("input", float_datatype, data.input_shape);
+    *config.add_outputs() = MakeSpec("logits", float_datatype, {data.num_classes});
+  }
+  if (request.has_batching()) *config.mutable_batching() = request.batching();
+  config.set_weights_file(kWeightsFile);
+  config.set_source_job_id(job.id());
+  config.set_trained_precision(job.effective_precision());
+  config.set_dataset(spec.dataset());
+  *config.mutable_dataset_options() = spec.dataset_options();
+  config.set_seed(spec.seed());
+
+  return repository.AddVersion(
+      request.name(), std::move(config),
+      [&](const std::string& dir, v1::ModelConfig& config) -> absl::Status {
+        std::map<std::string, std::string> build_options = ToOptionMap(spec.model_options());
+        if (spec.model() == "torchscript") {
+          // The version carries its own copy of the module; the loader
+          // resolves the relative path against the version directory.
+          auto path = build_options.find("path");
+          if (path == build_options.end()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("job ", job.id(), ": model torchscript has no model_options[path]"));
+          }
+          RETURN_IF_ERROR(CheckReadableFile(path->second, "model_options[path]"));
+          const std::string module = (fs::path(dir) / kModuleFile).string();
+          RETURN_IF_ERROR(CopyInto(path->second, module, "model_options[path]"));
+          path->second = module;
+          (*config.mutable_model_options())["path"] = kModuleFile;
+        }
+        RETURN_IF_ERROR(CheckWeightsFit(spec.model(), build_options, data, weights, checkpoint));
+        return SaveWeights((fs::path(dir) / kWeightsFile).string(), weights);
+      });
+}
+
+absl::StatusOr<v1::ModelConfig> ModelExporter::RegisterTorchScript(
+    ModelRepository& repository, const v1::RegisterModelRequest& request,
+    const std::string& serving_precision) {
+  RETURN_IF_ERROR(ModelRepository::ValidateName(request.name(), "name"));
+  ASSIGN_OR_RETURN(const std::string float_datatype, ServingDatatype(serving_precision));
+  v1::ModelConfig config;
+  *config.mutable_inputs() = request.inputs();
+  *config.mutable_outputs() = request.outputs();
+  RETURN_IF_ERROR(ValidateSpecs("inputs", *config.mutable_inputs(), float_datatype));
+  RETURN_IF_ERROR(ValidateSpecs("outputs", *config.mutable_outputs(), float_datatype));
+  if (request.has_batching()) {
+    RETURN_IF_ERROR(ValidateBatching(request.batching()));
+    *config.mutable_batching() = request.batching();
+  }
+  const std::string& source = request.torchscript_path();
+  if (source.empty()) return absl::InvalidArgumentError("torchscript_path: empty");
+  RETURN_IF_ERROR(CheckReadableFile(source, "torchscript_path"));
+
+  config.set_platform("pytorch_libtorch");
+  config.set_model("torchscript");
+  config.set_task("custom");
+  config.set_precision(serving_precision);
+  config.set_weights_file(kTorchScriptFile);
+  const int num_inputs = config.inputs_size();
+  return repository.AddVersion(
+      request.name(), std::move(config),
+      [&](const std::string& dir, v1::ModelConfig&) -> absl::Status {
+        const std::string copy = (fs::path(dir) / kTorchScriptFile).string();
+        RETURN_IF_ERROR(CopyInto(source, copy, "torchscript_path"));
+        // Loading the copy checks exactly what the version will serve.
+        return GuardTorch(absl::StrCat("torchscript_path: ", source), [&]() -> absl::Status {
+          torch::jit::Module module;
+          try {
+            module = torch::jit::load(copy, torch::kCPU);
+          } catch (const std::exception& e) {
+            std::string message = e.what();
+            message = message.substr(0, message.find('\n'));
+            return absl::InvalidArgumentError(absl::StrCat(
+                "torchscript_path: ", source, " is not a TorchScript module: ", message));
+          }
+          auto forward = module.find_method("forward");
+          if (!forward) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("torchscript_path: ", source, " has no forward method"));
+          }
+          // forward(self, inputs...): the declared inputs must be what it takes.
+          const auto& arguments = forward->function().getSchema().arguments();
+          int required = 0;
+          for (size_t i = 1; i < arguments.size(); ++i) {
+            if (!arguments[i].default_value()) ++required;
+          }
+          const int accepted = static_cast<int>(arguments.size()) - 1;
+          if (num_inputs < required || num_inputs > accepted) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "inputs: ", num_inputs, " declared, but forward of ", source, " takes ",
+                required == accepted ? absl::StrCat(accepted)
+                                     : absl::StrCat(required, " to ", accepted),
+                " inputs"));
+          }
+          return absl::OkStatus();
+        });
+      });
+}
+
+}  // namespace mantissa

@@ -1,0 +1,62 @@
+#ifndef MANTISSA_SERVER_SERVING_MODEL_REPOSITORY_H_
+#define MANTISSA_SERVER_SERVING_MODEL_REPOSITORY_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "mantissa/v1/serving.pb.h"
+
+namespace mantissa {
+
+// The model repository on disk, laid out as Triton's:
+//   <root>/NAME/VERSION/config.json   (v1::ModelConfig in protobuf's JSON mapping)
+//   <root>/NAME/VERSION/<weights_file>
+// Versions count up from 1. A version appears atomically: it is written in a
+// staging directory under <root>/.staging/ and renamed into place, so a
+// crash never leaves a half-written version. Free of torch. Thread-safe.
+class ModelRepository {
+ public:
+  struct Options {
+    std::string root;  // <state_dir>/models; created if missing
+  };
+
+  static absl::StatusOr<std::unique_ptr<ModelRepository>> Create(Options options);
+
+  // INVALID_ARGUMENT unless `name` matches [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+  // (the message names `field` and the pattern).
+  static absl::Status ValidateName(const std::string& name, const std::string& field = "name");
+
+  // Models with at least one complete version, sorted.
+  std::vector<std::string> ModelNames() const;
+  // Complete versions of `name`, ascending; empty when none.
+  std::vector<int64_t> Versions(const std::string& name) const;
+  // NOT_FOUND for a missing version; INVALID_ARGUMENT for an unreadable or
+  // inconsistent config.json (naming the file).
+  absl::StatusOr<v1::ModelConfig> ReadConfig(const std::string& name, int64_t version) const;
+  std::string VersionDir(const std::string& name, int64_t version) const;
+
+  // Adds the next version of `name`. `write_files` fills a fresh staging
+  // directory (it may also set fields of `config`, e.g. weights_file); then
+  // name, version and create_time are set, config.json is written and the
+  // directory is synced and renamed into place. Returns the final config.
+  absl::StatusOr<v1::ModelConfig> AddVersion(
+      const std::string& name, v1::ModelConfig config,
+      const std::function<absl::Status(const std::string& dir, v1::ModelConfig& config)>&
+          write_files);
+
+ private:
+  explicit ModelRepository(Options options) : options_(std::move(options)) {}
+
+  const Options options_;
+  std::mutex add_mu_;  // serialises AddVersion's choice of the next number
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_SERVING_MODEL_REPOSITORY_H_

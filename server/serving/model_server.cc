@@ -1,0 +1,690 @@
+#include "server/serving/model_server.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/common/logging.h"
+#include "server/common/status_macros.h"
+#include "server/common/torch_status.h"
+#include "server/precision/device_capabilities.h"
+#include "server/serving/model_exporter.h"
+#include "server/serving/model_repository.h"
+#include "server/serving/servable.h"
+#include "server/serving/tensor_codec.h"
+#include "server/training/torch_runtime.h"
+
+namespace mantissa {
+namespace {
+
+constexpr char kReady[] = "READY";
+constexpr char kUnavailable[] = "UNAVAILABLE";
+constexpr char kLoading[] = "LOADING";
+
+absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(prefix, status.message()));
+}
+
+// What the server last said about one version of a model.
+struct VersionState {
+  std::string state;
+  std::string reason;
+  std::optional<v1::HalfCastValidation> validation;
+};
+
+struct Entry {
+  // Serialises loads and unloads of this model. Taken before mu_ (which is
+  // then held only briefly), never while holding it.
+  std::shared_ptr<std::mutex> load_mu = std::make_shared<std::mutex>();
+  std::shared_ptr<Servable> servable;  // the served (latest) version; null when none
+  std::map<int64_t, VersionState> versions;
+  std::shared_ptr<InferenceMetrics> metrics;
+};
+
+std::string VersionList(const std::vector<int64_t>& versions) {
+  return versions.empty() ? "none" : absl::StrJoin(versions, ", ");
+}
+
+}  // namespace
+
+// Lifetime of servables (see servable.h): every servable has exactly one
+// owning reference in the server, first in its entry, then in `retired_`
+// once replaced or unloaded. Requests hold further references until their
+// `done` ran. Sweep() stops and destroys a retired servable only once it sees
+// use_count() == 1, i.e. no request holds it, and it does so on the thread of
+// a public call, never on a batcher thread: the last reference a request
+// drops on its batcher thread is never the last one. (use_count() == 1 cannot
+// rise again: only the sweeper can copy a retired reference.)
+class ModelServer::Impl {
+ public:
+  Impl(Options options, std::unique_ptr<ModelRepository> repository, torch::Device device,
+       DeviceCapabilities capabilities, std::unique_ptr<Metrics> own_metrics)
+      : options_(std::move(options)),
+        repository_(std::move(repository)),
+        device_(device),
+        capabilities_(std::move(capabilities)),
+        own_metrics_(std::move(own_metrics)),
+        metrics_(options_.metrics != nullptr ? options_.metrics : own_metrics_.get()) {}
+
+  ~Impl() { Shutdown(); }
+
+  void LoadRepository() {
+    Sweep();
+    for (const std::string& name : repository_->ModelNames()) {
+      if (shutting_down_) break;
+      const absl::Status status = Load(name);
+      if (!status.ok()) LogWarning(absl::StrCat("model ", name, " not loaded: ", status.message()));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!shutting_down_) ready_ = true;
+  }
+
+  bool ready() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ready_ && !shutting_down_;
+  }
+
+  void Shutdown() {
+    std::vector<std::shared_ptr<Servable>> servables;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutting_down_ = true;
+      ready_ = false;
+      for (auto& [name, entry] : models_) {
+        if (entry.servable == nullptr) continue;
+        VersionState& v = entry.versions[entry.servable->version()];
+        v.state = kUnavailable;
+        v.reason = "the server is shutting down";
+        servables.push_back(std::move(entry.servable));
+        entry.servable = nullptr;
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(retired_mu_);
+      for (auto& s : retired_) servables.push_back(std::move(s));
+      retired_.clear();
+    }
+    // Stop drains each queue (every queued request gets its answer) and
+    // joins the batcher; requests refused afterwards get UNAVAILABLE.
+    for (const auto& s : servables) s->Stop();
+  }
+
+  absl::StatusOr<bool> ModelReady(const std::string& name, const std::string& version) const {
+    Sweep();
+    std::shared_ptr<Servable> servable;
+    RETURN_IF_ERROR(Find(name, &servable));
+    if (version.empty()) return servable != nullptr;
+    ASSIGN_OR_RETURN(const int64_t v, ParseVersion(name, version));
+    return servable != nullptr && servable->version() == v;
+  }
+
+  absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(const std::string& name,
+                                                                 const std::string& version) const {
+    Sweep();
+    std::shared_ptr<Servable> servable;
+    RETURN_IF_ERROR(Find(name, &servable));
+    v1::ModelConfig config;
+    if (version.empty() && servable != nullptr) {
+      config = servable->config();
+    } else {
+      int64_t v = 0;
+      if (version.empty()) {
+        const std::vector<int64_t> versions = repository_->Versions(name);
+        if (versions.empty()) {
+          return absl::NotFoundError(absl::StrCat("model ", name, " has no versions"));
+        }
+        v = versions.back();
+      } else {
+        ASSIGN_OR_RETURN(v, ParseVersion(name, version));
+      }
+      if (servable != nullptr && servable->version() == v) {
+        config = servable->config();
+      } else {
+        ASSIGN_OR_RETURN(config, repository_->ReadConfig(name, v));
+      }
+    }
+    inference::ModelMetadataResponse response;
+    response.set_name(name);
+    if (servable != nullptr) response.add_versions(std::to_string(servable->version()));
+    response.set_platform(config.platform());
+    // Every served model batches, so shapes lead with a variable batch
+    // dimension, as Triton reports them for models with max_batch_size > 0.
+    auto copy = [](const v1::TensorSpec& spec,
+                   inference::ModelMetadataResponse::TensorMetadata* out) {
+      out->set_name(spec.name());
+      out->set_datatype(spec.datatype());
+      out->add_shape(-1);
+      for (int64_t d : spec.shape()) out->add_shape(d);
+    };
+    for (const v1::TensorSpec& spec : config.inputs()) copy(spec, response.add_inputs());
+    for (const v1::TensorSpec& spec : config.outputs()) copy(spec, response.add_outputs());
+    return response;
+  }
+
+  void Infer(const inference::ModelInferRequest* request, inference::ModelInferResponse* response,
+             std::function<void(absl::Status)> done) {
+    const absl::Time start = absl::Now();
+    Sweep();
+    const std::string& name = request->model_name();
+    std::shared_ptr<Servable> servable;
+    std::shared_ptr<InferenceMetrics> metrics;
+    absl::Status refusal = Lookup(name, &servable, &metrics);
+    // Refused up front: answered here, on the caller's thread.
+    auto refuse = [&](const absl::Status& status) {
+      if (metrics != nullptr) {
+        metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
+                                absl::ToDoubleSeconds(absl::Now() - start));
+      }
+      done(status);
+    };
+    if (!refusal.ok()) return refuse(refusal);
+    const int64_t version = servable->version();
+    if (!request->model_version().empty() && request->model_version() != std::to_string(version)) {
+      return refuse(
+          absl::NotFoundError(absl::StrCat("model ", name, " version ", request->model_version(),
+                                           " is not served; version ", version, " is")));
+    }
+    absl::StatusOr<DecodedRequest> decoded = DecodeRequest(
+        *request, servable->inputs(), servable->outputs(), servable->max_batch_size());
+    if (!decoded.ok())
+      return refuse(Prefixed(decoded.status(), absl::StrCat("model ", name, ": ")));
+
+    DynamicBatcher::Task task;
+    task.inputs = std::move(decoded->inputs);
+    decoded->inputs.clear();
+    auto request_state = std::make_shared<DecodedRequest>(*std::move(decoded));
+    // Holds `servable` until the answer is written: a replaced version
+    // finishes this request. The batcher drops the task after `done`; the
+    // server's own reference outlives it (see the class comment).
+    task.done = [servable, request_state, request, response, done, metrics,
+                 start](absl::StatusOr<std::vector<torch::Tensor>> outputs) {
+      absl::Status status = outputs.status();
+      if (status.ok()) {
+        status = EncodeResponse(*outputs, *request_state, servable->outputs(), response);
+      }
+      if (status.ok()) {
+        response->set_model_name(servable->name());
+        response->set_model_version(std::to_string(servable->version()));
+        response->set_id(request->id());
+      }
+      metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
+                              absl::ToDoubleSeconds(absl::Now() - start));
+      done(status);
+    };
+    const absl::Status queued = servable->Enqueue(std::move(task));
+    if (!queued.ok()) refuse(queued);
+  }
+
+  inference::RepositoryIndexResponse RepositoryIndex(bool ready_only) const {
+    Sweep();
+    inference::RepositoryIndexResponse response;
+    for (const v1::ModelStatus& model : Statuses(/*with_configs=*/false)) {
+      for (const v1::ModelVersionStatus& v : model.versions()) {
+        if (ready_only && v.state() != kReady) continue;
+        auto* index = response.add_models();
+        index->set_name(model.name());
+        index->set_version(std::to_string(v.config().version()));
+        index->set_state(v.state());
+        index->set_reason(v.reason());
+      }
+    }
+    return response;
+  }
+
+  std::vector<v1::ModelStatus> List() const {
+    Sweep();
+    return Statuses(/*with_configs=*/true);
+  }
+
+  absl::Status Load(const std::string& name) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    if (repository_->Versions(name).empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("model ", name, " is not in the repository (", RepositoryListing(), ")"));
+    }
+    std::shared_ptr<std::mutex> load_mu;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Entry& entry = EntryLocked(name);
+      load_mu = entry.load_mu;
+    }
+    // The model stays served while its next version loads; mu_ is not held
+    // during the load, so requests and other models go on.
+    std::lock_guard<std::mutex> load_lock(*load_mu);
+    const std::vector<int64_t> versions = repository_->Versions(name);
+    if (versions.empty()) {
+      return absl::NotFoundError(absl::StrCat("model ", name, " is not in the repository"));
+    }
+    const int64_t version = versions.back();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      models_[name].versions[version] = VersionState{kLoading, "", std::nullopt};
+    }
+
+    v1::HalfCastValidation validation;
+    absl::StatusOr<std::shared_ptr<Servable>> loaded = LoadVersion(name, version, &validation);
+    const bool validated = !validation.calibration_source().empty();
+
+    std::shared_ptr<Servable> replaced;
+    bool installed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Entry& entry = models_[name];
+      replaced = std::move(entry.servable);
+      entry.servable = nullptr;
+      // Only the latest version is served: whatever served before stops.
+      for (auto& [v, state] : entry.versions) {
+        if (v != version && (state.state == kReady || state.state == kLoading)) {
+          state.state = kUnavailable;
+          state.reason = absl::StrCat("superseded by version ", version);
+        }
+      }
+      VersionState& state = entry.versions[version];
+      state.validation =
+          validated ? std::optional<v1::HalfCastValidation>(validation) : std::nullopt;
+      if (loaded.ok() && !shutting_down_) {
+        entry.servable = *loaded;
+        state.state = kReady;
+        state.reason.clear();
+        installed = true;
+      } else {
+        state.state = kUnavailable;
+        state.reason =
+            loaded.ok() ? "the server is shutting down" : std::string(loaded.status().message());
+      }
+    }
+    Retire(std::move(replaced));
+
+    if (!loaded.ok()) {
+      metrics_->ClearCastValidation(name);
+      LogWarning(absl::StrCat("model ", name, " version ", version,
+                              " is unavailable: ", loaded.status().message()));
+      return loaded.status();
+    }
+    if (!installed) {
+      (*loaded)->Stop();
+      return ShuttingDown();
+    }
+    const v1::HalfCastValidation& v = (*loaded)->validation();
+    metrics_->SetCastValidation(
+        name, (*loaded)->config().precision(), v.max_abs_diff(), v.mean_rel_diff(),
+        v.has_top1_agreement() ? std::optional<double>(v.top1_agreement()) : std::nullopt);
+    LogInfo(absl::StrCat("model ", name, " version ", version, " serving in ",
+                         (*loaded)->config().precision(), " on ", device_.str(), ": max_abs_diff ",
+                         v.max_abs_diff(), ", mean_rel_diff ", v.mean_rel_diff(),
+                         v.has_top1_agreement() ? absl::StrCat(", top1 ", v.top1_agreement()) : "",
+                         " on ", v.calibration_source(), " (", v.duration_seconds(), " s)"));
+    return absl::OkStatus();
+  }
+
+  absl::Status Unload(const std::string& name) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    std::shared_ptr<std::mutex> load_mu;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end()) load_mu = it->second.load_mu;
+    }
+    if (load_mu == nullptr) {
+      if (repository_->Versions(name).empty()) return NotFound(name);
+      return absl::OkStatus();  // in the repository, never loaded
+    }
+    std::shared_ptr<Servable> unloaded;
+    {
+      std::lock_guard<std::mutex> load_lock(*load_mu);
+      std::lock_guard<std::mutex> lock(mu_);
+      Entry& entry = models_[name];
+      if (entry.servable == nullptr) return absl::OkStatus();
+      VersionState& state = entry.versions[entry.servable->version()];
+      state.state = kUnavailable;
+      state.reason = "unloaded";
+      unloaded = std::move(entry.servable);
+      entry.servable = nullptr;
+    }
+    // Requests already holding it finish on it; the sweeper stops it once
+    // they have.
+    Retire(std::move(unloaded));
+    metrics_->ClearCastValidation(name);
+    Sweep();
+    LogInfo(absl::StrCat("model ", name, " unloaded"));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<v1::ModelVersionStatus> Export(const v1::Job& job,
+                                                const v1::ExportModelRequest& request) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    ASSIGN_OR_RETURN(const std::string precision,
+                     ResolveServingPrecision(request.precision(), capabilities_));
+    ASSIGN_OR_RETURN(
+        const v1::ModelConfig config,
+        ModelExporter::ExportJob(*repository_, options_.state_dir, job, request, precision));
+    return LoadAdded(config);
+  }
+
+  absl::StatusOr<v1::ModelVersionStatus> Register(const v1::RegisterModelRequest& request) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    ASSIGN_OR_RETURN(const std::string precision,
+                     ResolveServingPrecision(request.precision(), capabilities_));
+    ASSIGN_OR_RETURN(const v1::ModelConfig config,
+                     ModelExporter::RegisterTorchScript(*repository_, request, precision));
+    return LoadAdded(config);
+  }
+
+ private:
+  static absl::Status ShuttingDown() {
+    return absl::UnavailableError("the model server is shutting down");
+  }
+
+  absl::Status NotFound(const std::string& name) const {
+    return absl::NotFoundError(absl::StrCat("model ", name, " not found; ", ServedListing()));
+  }
+
+  // "loaded models: a, b" (mu_ not held).
+  std::string ServedListing() const {
+    std::vector<std::string> served;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [name, entry] : models_) {
+        if (entry.servable != nullptr) served.push_back(name);
+      }
+    }
+    return served.empty() ? "no models are loaded"
+                          : absl::StrCat("loaded models: ", absl::StrJoin(served, ", "));
+  }
+
+  std::string RepositoryListing() const {
+    const std::vector<std::string> names = repository_->ModelNames();
+    return names.empty() ? "the repository is empty"
+                         : absl::StrCat("models: ", absl::StrJoin(names, ", "));
+  }
+
+  absl::StatusOr<int64_t> ParseVersion(const std::string& name, const std::string& version) const {
+    const std::vector<int64_t> versions = repository_->Versions(name);
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(version, &v) ||
+        std::find(versions.begin(), versions.end(), v) == versions.end()) {
+      return absl::NotFoundError(absl::StrCat("model ", name, " has no version '", version,
+                                              "' (versions: ", VersionList(versions), ")"));
+    }
+    return v;
+  }
+
+  Entry& EntryLocked(const std::string& name) {
+    Entry& entry = models_[name];
+    if (entry.metrics == nullptr) entry.metrics = metrics_->ModelInference(name);
+    return entry;
+  }
+
+  // NOT_FOUND unless `name` is known (loaded once or in the repository).
+  absl::Status Find(const std::string& name, std::shared_ptr<Servable>* servable) const {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end()) {
+        *servable = it->second.servable;
+        return absl::OkStatus();
+      }
+    }
+    if (repository_->Versions(name).empty()) return NotFound(name);
+    return absl::OkStatus();
+  }
+
+  // The servable a request goes to, or why there is none.
+  absl::Status Lookup(const std::string& name, std::shared_ptr<Servable>* servable,
+                      std::shared_ptr<InferenceMetrics>* metrics) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (shutting_down_) return ShuttingDown();
+      auto it = models_.find(name);
+      if (it != models_.end()) {
+        const Entry& entry = it->second;
+        *metrics = entry.metrics;
+        *servable = entry.servable;
+        if (*servable != nullptr) return absl::OkStatus();
+        // The latest version's state says why nothing is served.
+        if (!entry.versions.empty()) {
+          const auto& [version, state] = *entry.versions.rbegin();
+          if (state.state == kLoading) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("model ", name, " is loading version ", version));
+          }
+          return absl::FailedPreconditionError(absl::StrCat("model ", name, " version ", version,
+                                                            " is unavailable: ", state.reason));
+        }
+      }
+    }
+    if (repository_->Versions(name).empty()) return NotFound(name);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      *metrics = EntryLocked(name).metrics;
+    }
+    return absl::FailedPreconditionError(absl::StrCat("model ", name, " is not loaded"));
+  }
+
+  absl::StatusOr<std::shared_ptr<Servable>> LoadVersion(const std::string& name, int64_t version,
+                                                        v1::HalfCastValidation* validation) {
+    ASSIGN_OR_RETURN(v1::ModelConfig config, repository_->ReadConfig(name, version));
+    // A repository written on another machine may name a precision this
+    // device cannot compute.
+    {
+      absl::StatusOr<std::string> precision =
+          ResolveServingPrecision(config.precision(), capabilities_);
+      if (!precision.ok()) {
+        return Prefixed(precision.status(),
+                        absl::StrCat("model ", name, " version ", version, ": config.json "));
+      }
+      config.set_precision(*precision);
+    }
+    Servable::Options options;
+    options.config = std::move(config);
+    options.version_dir = repository_->VersionDir(name, version);
+    options.device = device_;
+    options.calibration_items = options_.calibration_items;
+    options.default_max_batch_size = options_.default_max_batch_size;
+    options.default_max_queue_delay_us = options_.default_max_queue_delay_us;
+    options.metrics = metrics_;
+    return Servable::Load(std::move(options), validation);
+  }
+
+  // Loads the version Export or Register just added and reports on it.
+  absl::StatusOr<v1::ModelVersionStatus> LoadAdded(const v1::ModelConfig& config) {
+    const absl::Status loaded = Load(config.name());
+    for (const v1::ModelStatus& model : Statuses(/*with_configs=*/false)) {
+      if (model.name() != config.name()) continue;
+      for (const v1::ModelVersionStatus& v : model.versions()) {
+        if (v.config().version() != config.version()) continue;
+        if (!loaded.ok()) {
+          // The version stays in the repository (and in ListModels).
+          return absl::Status(
+              loaded.code(),
+              absl::StrCat("model ", config.name(), " version ", config.version(),
+                           " was added to the repository but not loaded: ", loaded.message()));
+        }
+        v1::ModelVersionStatus status = v;
+        *status.mutable_config() = config;
+        return status;
+      }
+    }
+    RETURN_IF_ERROR(loaded);
+    return absl::InternalError(absl::StrCat("model ", config.name(), " version ", config.version(),
+                                            " vanished from the repository"));
+  }
+
+  // Every model and version, on disk or known to the server, sorted.
+  std::vector<v1::ModelStatus> Statuses(bool with_configs) const {
+    std::map<std::string, std::map<int64_t, VersionState>> known;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [name, entry] : models_) known[name] = entry.versions;
+    }
+    for (const std::string& name : repository_->ModelNames()) known[name];
+    std::vector<v1::ModelStatus> statuses;
+    for (auto& [name, states] : known) {
+      std::set<int64_t> versions;
+      for (int64_t v : repository_->Versions(name)) versions.insert(v);
+      for (const auto& [v, state] : states) versions.insert(v);
+      if (versions.empty()) continue;
+      const int64_t latest = *versions.rbegin();
+      v1::ModelStatus& model = statuses.emplace_back();
+      model.set_name(name);
+      for (int64_t v : versions) {
+        v1::ModelVersionStatus* status = model.add_versions();
+        auto it = states.find(v);
+        if (it != states.end()) {
+          status->set_state(it->second.state);
+          status->set_reason(it->second.reason);
+          if (it->second.validation.has_value()) {
+            *status->mutable_validation() = *it->second.validation;
+          }
+        } else {
+          status->set_state(kUnavailable);
+          status->set_reason(v < latest ? absl::StrCat("superseded by version ", latest)
+                                        : "not loaded");
+        }
+        if (with_configs) {
+          absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, v);
+          if (config.ok()) {
+            *status->mutable_config() = *std::move(config);
+          } else if (status->reason().empty()) {
+            status->set_reason(std::string(config.status().message()));
+          }
+        }
+        status->mutable_config()->set_name(name);
+        status->mutable_config()->set_version(v);
+      }
+    }
+    return statuses;
+  }
+
+  void Retire(std::shared_ptr<Servable> servable) const {
+    if (servable == nullptr) return;
+    std::lock_guard<std::mutex> lock(retired_mu_);
+    retired_.push_back(std::move(servable));
+  }
+
+  // Stops and destroys retired servables no request holds any more, on the
+  // calling thread (a public call's, never a batcher's).
+  void Sweep() const {
+    std::vector<std::shared_ptr<Servable>> idle;
+    {
+      std::lock_guard<std::mutex> lock(retired_mu_);
+      if (retired_.empty()) return;
+      auto keep =
+          std::partition(retired_.begin(), retired_.end(),
+                         [](const std::shared_ptr<Servable>& s) { return s.use_count() > 1; });
+      idle.assign(std::make_move_iterator(keep), std::make_move_iterator(retired_.end()));
+      retired_.erase(keep, retired_.end());
+    }
+    for (const auto& servable : idle) servable->Stop();
+  }
+
+  const Options options_;
+  const std::unique_ptr<ModelRepository> repository_;
+  const torch::Device device_;
+  const DeviceCapabilities capabilities_;
+  const std::unique_ptr<Metrics> own_metrics_;  // when Options.metrics is null
+  Metrics* const metrics_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> models_;  // guarded by mu_
+  bool ready_ = false;                   // guarded by mu_
+  std::atomic<bool> shutting_down_{false};
+
+  mutable std::mutex retired_mu_;
+  mutable std::vector<std::shared_ptr<Servable>> retired_;  // guarded by retired_mu_
+};
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options) {
+  if (options.state_dir.empty()) return absl::InvalidArgumentError("state_dir: empty");
+  if (options.calibration_items < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration_items: ", options.calibration_items, ", expected >= 1"));
+  }
+  if (options.default_max_batch_size < 1 || options.default_max_batch_size > kMaxBatchSizeLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("default_max_batch_size: ", options.default_max_batch_size, ", expected 1..",
+                     kMaxBatchSizeLimit));
+  }
+  if (options.default_max_queue_delay_us < 0 ||
+      options.default_max_queue_delay_us > kMaxQueueDelayUsLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("default_max_queue_delay_us: ", options.default_max_queue_delay_us,
+                     ", expected 0..", kMaxQueueDelayUsLimit));
+  }
+  ASSIGN_OR_RETURN(const std::string device_name, ResolveDevice(options.device));
+  torch::Device device = torch::kCPU;
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat("device ", device_name), [&] {
+    device = torch::Device(device_name);
+    return absl::OkStatus();
+  }));
+  DeviceCapabilities capabilities = DeviceCapabilities::Probe(device);
+  ModelRepository::Options repository_options;
+  repository_options.root = options.state_dir + "/models";
+  ASSIGN_OR_RETURN(std::unique_ptr<ModelRepository> repository,
+                   ModelRepository::Create(std::move(repository_options)));
+  std::unique_ptr<Metrics> own_metrics;
+  if (options.metrics == nullptr) own_metrics = std::make_unique<Metrics>();
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(repository), device,
+                                     std::move(capabilities), std::move(own_metrics));
+  return std::unique_ptr<ModelServer>(new ModelServer(std::move(impl)));
+}
+
+ModelServer::ModelServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ModelServer::~ModelServer() { impl_->Shutdown(); }
+
+void ModelServer::LoadRepository() { impl_->LoadRepository(); }
+bool ModelServer::ready() const { return impl_->ready(); }
+void ModelServer::Shutdown() { impl_->Shutdown(); }
+
+absl::StatusOr<bool> ModelServer::ModelReady(const std::string& name,
+                                             const std::string& version) const {
+  return impl_->ModelReady(name, version);
+}
+
+absl::StatusOr<inference::ModelMetadataResponse> ModelServer::ModelMetadata(
+    const std::string& name, const std::string& version) const {
+  return impl_->ModelMetadata(name, version);
+}
+
+void ModelServer::Infer(const inference::ModelInferRequest* request,
+                        inference::ModelInferResponse* response,
+                        std::function<void(absl::Status)> done) {
+  impl_->Infer(request, response, std::move(done));
+}
+
+inference::RepositoryIndexResponse ModelServer::RepositoryIndex(bool ready_only) const {
+  return impl_->RepositoryIndex(ready_only);
+}
+
+absl::Status ModelServer::Load(const std::string& name) { return impl_->Load(name); }
+absl::Status ModelServer::Unload(const std::string& name) { return impl_->Unload(name); }
+
+absl::StatusOr<v1::ModelVersionStatus> ModelServer::Export(const v1::Job& job,
+                                                           const v1::ExportModelRequest& request) {
+  return impl_->Export(job, request);
+}
+
+absl::StatusOr<v1::ModelVersionStatus> ModelServer::Register(
+    const v1::RegisterModelRequest& request) {
+  return impl_->Register(request);
+}
+
+std::vector<v1::ModelStatus> ModelServer::List() const { return impl_->List(); }
+
+}  // namespace mantissa

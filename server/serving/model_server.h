@@ -1,0 +1,90 @@
+#ifndef MANTISSA_SERVER_SERVING_MODEL_SERVER_H_
+#define MANTISSA_SERVER_SERVING_MODEL_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "inference/grpc_service.pb.h"
+#include "mantissa/v1/serving.pb.h"
+#include "mantissa/v1/training.pb.h"
+#include "server/metrics/metrics.h"
+
+namespace mantissa {
+
+// The serving half of the daemon: the model repository under
+// <state_dir>/models (NAME/VERSION/{config.json, weights}), the loaded
+// servables (the latest version of each model, cast to its serving
+// precision and validated against fp32), and one dynamic batcher per loaded
+// model running forwards on its own inference thread under InferenceMode.
+//
+// Servables are shared: a request holds its servable until it completes, so
+// a model replaced or unloaded mid-traffic finishes what it already took.
+// Torch stays behind this header so that the gRPC services compile quickly.
+// Thread-safe.
+class ModelServer {
+ public:
+  struct Options {
+    // Model repository: <state_dir>/models. Job checkpoints are read from
+    // <state_dir>/jobs/<id>/checkpoint.pt.
+    std::string state_dir;
+    std::string device = "auto";  // as --device
+    Metrics* metrics = nullptr;   // not owned; outlives the server
+    // Items in the calibration batch that validates each cast.
+    int calibration_items = 256;
+    // Batching of models whose config leaves it unset.
+    int default_max_batch_size = 64;
+    int64_t default_max_queue_delay_us = 500;
+  };
+
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options);
+  ~ModelServer();  // Shutdown()
+
+  // Loads the latest version of every model in the repository. A model that
+  // fails is left UNAVAILABLE with its reason (and logged); never fatal.
+  // ready() turns true when this returns.
+  void LoadRepository();
+  // LoadRepository has finished and Shutdown has not begun.
+  bool ready() const;
+  // Refuses new requests, lets every batcher finish the requests it holds
+  // and joins the inference threads. Idempotent.
+  void Shutdown();
+
+  // --- inference.GRPCInferenceService. NOT_FOUND for unknown models or
+  // versions; INVALID_ARGUMENT for malformed requests, naming the tensor.
+  absl::StatusOr<bool> ModelReady(const std::string& name, const std::string& version) const;
+  absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(const std::string& name,
+                                                                 const std::string& version) const;
+  // Validates `request`, converts its inputs to the model's precision and
+  // queues them on the model's batcher. `done` runs exactly once: on an
+  // inference thread after the forward, or on the calling thread when the
+  // request is refused up front. `request` and `response` must stay valid
+  // until then.
+  void Infer(const inference::ModelInferRequest* request, inference::ModelInferResponse* response,
+             std::function<void(absl::Status)> done);
+  inference::RepositoryIndexResponse RepositoryIndex(bool ready_only) const;
+  // (Re)loads the latest version of `name` from disk; the version it
+  // replaces keeps serving the requests it holds.
+  absl::Status Load(const std::string& name);
+  // Stops serving `name`; its files stay in the repository.
+  absl::Status Unload(const std::string& name);
+
+  // --- mantissa.v1.ModelService. `job` is a SUCCEEDED job (the service
+  // checks its state); its final checkpoint holds the weights.
+  absl::StatusOr<v1::ModelVersionStatus> Export(const v1::Job& job,
+                                                const v1::ExportModelRequest& request);
+  absl::StatusOr<v1::ModelVersionStatus> Register(const v1::RegisterModelRequest& request);
+  std::vector<v1::ModelStatus> List() const;
+
+ private:
+  class Impl;
+  explicit ModelServer(std::unique_ptr<Impl> impl);
+  const std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mantissa
+
+#endif  // MANTISSA_SERVER_SERVING_MODEL_SERVER_H_
