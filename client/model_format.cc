@@ -121,7 +121,11 @@ std::string FormatModelVersion(const v1::ModelVersionStatus& model) {
     const std::string source = v.calibration_source().empty()
                                    ? absl::StrCat(v.calibration_items(), " calibration items")
                                    : v.calibration_source();
-    absl::StrAppend(&out, "\n  on ", source, " in ", FormatDuration(v.duration_seconds()), "\n");
+    // Small models validate in milliseconds, which "0.0s" would hide.
+    const double seconds = v.duration_seconds();
+    const std::string took =
+        seconds < 1 ? absl::StrFormat("%.0f ms", seconds * 1000) : FormatDuration(seconds);
+    absl::StrAppend(&out, "\n  on ", source, " in ", took, "\n");
   }
   if (model.state() != "READY" && !model.reason().empty()) {
     absl::StrAppend(&out, "reason: ", model.reason(), "\n");

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The main job, on a fresh Debian 12 machine: install, build, start mantissad
-# on its embedded defaults and train an MLP on Fashion-MNIST through the CLI.
+# on its embedded defaults, train an MLP on Fashion-MNIST through the CLI,
+# then serve it cast to bf16 and run an inference request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,12 @@ $mantissa submit --name quickstart --model mlp --model-option hidden=256,128 \
   --progress-every-n-steps 50 --wait
 echo
 $mantissa list
+echo
+
+# Serve the trained model in true half precision and ask it something.
+job=$($mantissa --json list --limit 1 | sed -n 's/^ *"id": "\([0-9a-f]*\)".*/\1/p' | head -1)
+$mantissa export "$job" --name quickstart
+echo
+$mantissa models
+echo
+$mantissa infer quickstart --random --batch 4

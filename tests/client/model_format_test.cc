@@ -84,7 +84,7 @@ TEST(FormatModelVersionTest, ReadyWithValidation) {
   EXPECT_EQ(FormatModelVersion(model),
             "model mlp version 2: READY, bf16-true\n"
             "validation: max |diff| 0.0156, mean rel diff 0.412%, top-1 agreement 99.61%\n"
-            "  on synthetic test split, first 256 items in 0.8s\n");
+            "  on synthetic test split, first 256 items in 800 ms\n");
 }
 
 TEST(FormatModelVersionTest, RefusedShowsTheReason) {
