@@ -268,7 +268,34 @@ class ModelServer::Impl {
     if (versions.empty()) {
       return absl::NotFoundError(absl::StrCat("model ", name, " is not in the repository"));
     }
-    const int64_t version = versions.back();
+    // The newest version that loads is served. A newer version that fails
+    // leaves the one already serving in place (bad input changes nothing);
+    // with none serving (start-up), older versions are tried in turn.
+    absl::Status latest_status = absl::OkStatus();
+    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
+      const absl::Status status = LoadVersionLocked(name, *it);
+      if (it == versions.rbegin()) latest_status = status;
+      if (status.ok() || status.code() == absl::StatusCode::kUnavailable) break;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (models_[name].servable != nullptr) break;
+    }
+    if (latest_status.ok()) return latest_status;
+    std::shared_ptr<Servable> serving;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      serving = models_[name].servable;
+    }
+    if (serving == nullptr) {
+      metrics_->ClearCastValidation(name);
+      return latest_status;
+    }
+    return absl::Status(latest_status.code(), absl::StrCat(latest_status.message(), "; version ",
+                                                           serving->version(), " keeps serving"));
+  }
+
+  // Loads one version and, if it loads, serves it in place of the one
+  // serving before. Needs the model's load mutex held.
+  absl::Status LoadVersionLocked(const std::string& name, int64_t version) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       models_[name].versions[version] = VersionState{kLoading, "", std::nullopt};
@@ -283,20 +310,19 @@ class ModelServer::Impl {
     {
       std::lock_guard<std::mutex> lock(mu_);
       Entry& entry = models_[name];
-      replaced = std::move(entry.servable);
-      entry.servable = nullptr;
-      // Only the latest version is served: whatever served before stops.
-      for (auto& [v, state] : entry.versions) {
-        if (v != version && (state.state == kReady || state.state == kLoading)) {
-          state.state = kUnavailable;
-          state.reason = absl::StrCat("superseded by version ", version);
-        }
-      }
       VersionState& state = entry.versions[version];
       state.validation =
           validated ? std::optional<v1::HalfCastValidation>(validation) : std::nullopt;
       if (loaded.ok() && !shutting_down_) {
+        replaced = std::move(entry.servable);
         entry.servable = *loaded;
+        // Only one version is served: whatever served before stops.
+        for (auto& [v, other] : entry.versions) {
+          if (v != version && (other.state == kReady || other.state == kLoading)) {
+            other.state = kUnavailable;
+            other.reason = absl::StrCat("superseded by version ", version);
+          }
+        }
         state.state = kReady;
         state.reason.clear();
         installed = true;
@@ -309,7 +335,6 @@ class ModelServer::Impl {
     Retire(std::move(replaced));
 
     if (!loaded.ok()) {
-      metrics_->ClearCastValidation(name);
       LogWarning(absl::StrCat("model ", name, " version ", version,
                               " is unavailable: ", loaded.status().message()));
       return loaded.status();

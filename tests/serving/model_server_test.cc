@@ -315,6 +315,49 @@ TEST_F(ModelServerTest, RefusalsNameTheModelAndTheReason) {
   EXPECT_THAT(text, Not(HasSubstr("model=\"nope\"")));
 }
 
+TEST_F(ModelServerTest, ARefusedNewVersionLeavesThePreviousOneServing) {
+  auto server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  const std::string file = dir_.File("overflow.pt");
+  WriteOverflowingScale(file, 4);
+  // In fp32 the module serves (0.5 * 3.4e38 is finite); cast to bf16 it cannot.
+  ASSERT_OK(server->Register(RegisterRequest("big", file, "32-true", 4, 4)));
+  EXPECT_THAT(
+      server->Register(RegisterRequest("big", file, "bf16-true", 4, 4)),
+      StatusIs(absl::StatusCode::kFailedPrecondition,
+               AllOf(HasSubstr("model big version 2 was added to the repository"),
+                     HasSubstr("non-finite outputs"), HasSubstr("version 1 keeps serving"))));
+
+  inference::ModelInferRequest request;
+  request.set_model_name("big");
+  auto* input = request.add_inputs();
+  input->set_name("x");
+  input->set_datatype("FP32");
+  input->add_shape(1);
+  input->add_shape(4);
+  for (int i = 0; i < 4; ++i) input->mutable_contents()->add_fp32_contents(0.5f);
+  auto expect_version_1_serves = [&](ModelServer& s) {
+    EXPECT_THAT(s.ModelReady("big", ""), HoldsValue(true));
+    EXPECT_THAT(s.ModelReady("big", "2"), HoldsValue(false));
+    auto response = InferSync(s, request);
+    ASSERT_OK(response);
+    EXPECT_EQ(response->model_version(), "1");
+    std::vector<v1::ModelStatus> models = s.List();
+    ASSERT_EQ(models.size(), 1u);
+    ASSERT_EQ(models[0].versions_size(), 2);
+    EXPECT_EQ(models[0].versions(0).state(), "READY");
+    EXPECT_EQ(models[0].versions(1).state(), "UNAVAILABLE");
+    EXPECT_THAT(models[0].versions(1).reason(), HasSubstr("non-finite outputs"));
+  };
+  expect_version_1_serves(*server);
+
+  // After a restart the newest version that loads serves.
+  server.reset();
+  server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  expect_version_1_serves(*server);
+}
+
 TEST_F(ModelServerTest, OverflowingCastLeavesTheVersionUnavailableWithItsReason) {
   auto server = StartServer(/*calibration_items=*/16);
   ASSERT_NE(server, nullptr);
