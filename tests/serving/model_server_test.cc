@@ -92,6 +92,20 @@ absl::StatusOr<inference::ModelInferResponse> InferSync(
   return response;
 }
 
+// One item of four 0.5s for the overflowing scale module: 0.5 * 3.4e38 is
+// finite in fp32.
+inference::ModelInferRequest HalfInputRequest(const std::string& model) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  auto* input = request.add_inputs();
+  input->set_name("x");
+  input->set_datatype("FP32");
+  input->add_shape(1);
+  input->add_shape(4);
+  for (int i = 0; i < 4; ++i) input->mutable_contents()->add_fp32_contents(0.5f);
+  return request;
+}
+
 v1::RegisterModelRequest RegisterRequest(const std::string& name, const std::string& file,
                                          const std::string& precision, int64_t features,
                                          int64_t outputs) {
@@ -328,14 +342,7 @@ TEST_F(ModelServerTest, ARefusedNewVersionLeavesThePreviousOneServing) {
                AllOf(HasSubstr("model big version 2 was added to the repository"),
                      HasSubstr("non-finite outputs"), HasSubstr("version 1 keeps serving"))));
 
-  inference::ModelInferRequest request;
-  request.set_model_name("big");
-  auto* input = request.add_inputs();
-  input->set_name("x");
-  input->set_datatype("FP32");
-  input->add_shape(1);
-  input->add_shape(4);
-  for (int i = 0; i < 4; ++i) input->mutable_contents()->add_fp32_contents(0.5f);
+  const inference::ModelInferRequest request = HalfInputRequest("big");
   auto expect_version_1_serves = [&](ModelServer& s) {
     EXPECT_THAT(s.ModelReady("big", ""), HoldsValue(true));
     EXPECT_THAT(s.ModelReady("big", "2"), HoldsValue(false));
@@ -377,14 +384,7 @@ TEST_F(ModelServerTest, OverflowingCastLeavesTheVersionUnavailableWithItsReason)
   EXPECT_FALSE(status.validation().finite());
   EXPECT_EQ(status.config().platform(), "pytorch_libtorch");
 
-  inference::ModelInferRequest request;
-  request.set_model_name("big");
-  auto* input = request.add_inputs();
-  input->set_name("x");
-  input->set_datatype("FP32");
-  input->add_shape(1);
-  input->add_shape(4);
-  for (int i = 0; i < 4; ++i) input->mutable_contents()->add_fp32_contents(0.5f);
+  const inference::ModelInferRequest request = HalfInputRequest("big");
   EXPECT_THAT(InferSync(*server, request),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("model big version 1 is unavailable"),
