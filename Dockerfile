@@ -1,30 +1,110 @@
-# CPU image of mantissad on Debian 12 (LibTorch 1.13). The GPU image builds
-# the same sources against a CUDA base's LibTorch 2.x; it replaces this build
-# stage when the Kubernetes deployment lands.
+# GPU image of mantissad and the mantissa CLI: LibTorch 2.x with CUDA from the
+# official PyTorch development image, and Debian 12's gRPC, protobuf, Abseil,
+# prometheus-cpp, cpp-httplib, SQLite and zlib, the versions CI builds and
+# tests with. Ubuntu 22.04 (under the PyTorch image) ships a gRPC too old for
+# the callback API, so Debian's packages are unpacked beside LibTorch, the
+# route checked on an H100 with PyTorch 2.11 (see README, "Container").
+# The same image runs on CPU nodes with --device=cpu.
 #
-#   docker build -t mantissad:cpu .
-#   docker run -p 50051:50051 -p 9464:9464 mantissad:cpu
+#   docker build -t mantissa/mantissad:0.1.0 .
+#   docker run --gpus all -p 50051:50051 -p 9464:9464 mantissa/mantissad:0.1.0
 
-FROM debian:12 AS build
-WORKDIR /src
-COPY . .
-# The same install and CMake invocation as the README and CI.
-RUN bash deploy/install-deps.sh \
- && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMANTISSA_BUILD_TESTS=OFF \
- && cmake --build build -j"$(nproc)" --target mantissad mantissa
+# PyTorch >= 2.7: its wheels use the C++11 string ABI, as Debian's libraries do.
+ARG PYTORCH_IMAGE=pytorch/pytorch:2.8.0-cuda12.8-cudnn9-devel
+# LibTorch brings its own CUDA libraries; the base image adds the variables
+# that make the NVIDIA container runtime mount the driver.
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
 
-FROM debian:12-slim
+# Debian 12's packages, downloaded but not installed (their dependencies are
+# the glibc and libstdc++ that Ubuntu 22.04 has), and the Fashion-MNIST files
+# that --dataset fashion-mnist reads.
+FROM debian:12 AS debs
+RUN apt-get update -qq \
+ && mkdir /debs && cd /debs \
+ && apt-get download -qq \
+      libgrpc++-dev libgrpc++1.51 libgrpc-dev libgrpc29 protobuf-compiler-grpc \
+      libprotobuf-dev libprotobuf32 libprotoc32 protobuf-compiler \
+      libabsl-dev libabsl20220623 libre2-9 libre2-dev libc-ares2 libc-ares-dev \
+      prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
+      libprometheus-cpp-push1.0 libcivetweb-dev libcivetweb1 civetweb \
+      libcurl4-openssl-dev libcurl4 \
+      libssl-dev zlib1g-dev libsqlite3-dev libsqlite3-0 \
+      nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      dataset-fashion-mnist >/dev/null \
+ && rm -rf /var/lib/apt/lists/*
+
+FROM ${PYTORCH_IMAGE} AS build
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libtorch1.13 libopenblas0-pthread libgrpc++1.51 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libcpp-httplib0.11 libsqlite3-0 zlib1g \
-      dataset-fashion-mnist \
+      g++ cmake ninja-build pkg-config libssl3 zlib1g libbrotli1 >/dev/null \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --create-home mantissa
-COPY --from=build /src/build/server/mantissad /src/build/client/mantissa /usr/local/bin/
-USER mantissa
-WORKDIR /home/mantissa
+ && python -c 'import sys, torch; sys.exit(0 if torch.compiled_with_cxx11_abi() else \
+      "torch " + torch.__version__ + " has the pre-C++11 ABI: use PyTorch >= 2.7")'
+COPY --from=debs /debs /tmp/debs
+# Unpack the packages into /opt/deps, point their pkg-config files there, and
+# link OpenSSL and zlib against the image's shared ones rather than the static
+# archives the -dev packages carry (as ../shared/gpu/build.sh does).
+RUN set -eu; deps=/opt/deps; lib=$deps/usr/lib/x86_64-linux-gnu; \
+    for f in /tmp/debs/*.deb; do dpkg -x "$f" $deps; done; \
+    sed -i "s|^prefix=/usr\$|prefix=$deps/usr|" \
+      $lib/pkgconfig/*.pc $deps/usr/share/pkgconfig/*.pc; \
+    for n in ssl crypto; do \
+      rm -f $lib/lib$n.a; ln -sf /usr/lib/x86_64-linux-gnu/lib$n.so.3 $lib/lib$n.so; \
+    done; \
+    rm -f $lib/libz.a; ln -sf /usr/lib/x86_64-linux-gnu/libz.so.1 $lib/libz.so; \
+    rm -rf /tmp/debs
+ENV PATH=/opt/deps/usr/bin:$PATH \
+    LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu \
+    PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/opt/deps/usr/share/pkgconfig
+WORKDIR /src
+COPY . .
+# The CMake invocation of tests/run_tests.sh, with LibTorch from the PyTorch
+# package and the unpacked Debian tree as prefixes; no tests in the image.
+RUN torch_prefix=$(python -c 'import torch; print(torch.utils.cmake_prefix_path)') \
+ && export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu \
+ && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DMANTISSA_BUILD_TESTS=OFF \
+      -DCMAKE_PREFIX_PATH="$torch_prefix;/opt/deps/usr" -DPKG_CONFIG_USE_CMAKE_PREFIX_PATH=ON \
+ && cmake --build build -j"$(nproc)" --target mantissad mantissa
+# Collect what the runtime image needs under /out: the binaries; LibTorch's
+# lib/ and the nvidia/ CUDA packages beside it, whole, because LibTorch loads
+# parts of CUDA and cuDNN with dlopen and finds them through $ORIGIN-relative
+# paths; and every other library ldd resolves, except glibc's, which the
+# runtime base (the same Ubuntu) has, and the driver's libcuda.so.1, which the
+# NVIDIA container runtime mounts.
+RUN set -eu; \
+    site=$(python -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))'); \
+    mkdir -p /out/usr/local/bin /out/opt/mantissa/lib /out/opt/mantissa/python/torch; \
+    cp build/server/mantissad build/client/mantissa /out/usr/local/bin/; \
+    cp -a "$site/torch/lib" /out/opt/mantissa/python/torch/; \
+    for d in nvidia torch.libs; do \
+      [ ! -d "$site/$d" ] || cp -a "$site/$d" /out/opt/mantissa/python/; \
+    done; \
+    export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu:$site/torch/lib; \
+    missing=$(ldd build/server/mantissad build/client/mantissa | grep 'not found' \
+      | grep -v 'libcuda\.so\.1' || true); \
+    if [ -n "$missing" ]; then echo "$missing"; exit 1; fi; \
+    ldd build/server/mantissad build/client/mantissa \
+      | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u \
+      | grep -v -e "^$site/" -e '/ld-linux' \
+                -e '/lib\(c\|m\|dl\|rt\|pthread\|resolv\|util\)\.so' \
+      | xargs -r cp -L -t /out/opt/mantissa/lib/
+
+FROM ${CUDA_IMAGE}
+COPY --from=build /out/ /
+COPY --from=debs /usr/share/datasets/fashion-mnist /usr/share/datasets/fashion-mnist
+# The uid the Kubernetes manifests run as (deploy/k8s/base/statefulset.yaml).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/mantissa mantissa \
+ && install -d -o 10001 -g 10001 /var/lib/mantissa
+ENV LD_LIBRARY_PATH=/opt/mantissa/lib:/opt/mantissa/python/torch/lib:/usr/local/nvidia/lib64
+USER 10001:10001
+WORKDIR /var/lib/mantissa
 EXPOSE 50051 9464
-HEALTHCHECK --interval=10s --timeout=5s CMD ["mantissa", "capabilities"]
+# Liveness only: capabilities is answered as soon as gRPC is up, also while
+# the model repository loads. Readiness is grpc.health.v1, which Kubernetes
+# probes natively.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+  CMD ["mantissa", "--server=127.0.0.1:50051", "capabilities"]
+# Kubernetes replaces these with its ConfigMap's --flagfile.
 ENTRYPOINT ["mantissad", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
-            "--state_dir=/home/mantissa/state"]
+            "--state_dir=/var/lib/mantissa", "--drain_seconds=10"]

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs the Debian 12 packages Mantissa builds, runs and tests with.
 # Packages already present are left alone, so a prepared machine needs no
-# network. Used by the README commands, .ci/run and the Dockerfile.
+# network. Used by the README commands and .ci/run.
 set -euo pipefail
 
 packages=(
@@ -11,9 +11,16 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libcpp-httplib-dev libsqlite3-dev zlib1g-dev
-  # tests and data
-  libgtest-dev libgmock-dev dataset-fashion-mnist
+  # tests and data; prometheus (with promtool) and python3 for
+  # tests/deploy/prometheus_test.sh
+  libgtest-dev libgmock-dev dataset-fashion-mnist prometheus python3
+  # deploy/ checks: YAML lint and parsing for the Kubernetes manifests test
+  yamllint python3-yaml
 )
+# kubectl renders the kustomizations. Debian's is kubernetes-client; a kubectl
+# from another package (e.g. Google Cloud SDK's "kubectl", which owns the same
+# /usr/bin/kubectl) is used as it is.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do

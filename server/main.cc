@@ -24,6 +24,7 @@
 #include "server/common/logging.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_store.h"
+#include "server/metrics/device_memory.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_http_server.h"
 #include "server/service/blocking_executor.h"
@@ -119,6 +120,8 @@ int Run() {
   if (!store.ok()) return Fail(store.status());
 
   Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
+  // Host memory always; a CUDA runner adds its GPUs with their own readers.
+  metrics.SetDeviceMemoryReader("cpu", ReadProcessMemory);
 
   const std::string absolute_state_dir =
       std::filesystem::absolute(state_dir).lexically_normal().string();
@@ -172,8 +175,10 @@ int Run() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   SetServing(health, false);
 
-  auto metrics_server = MetricsHttpServer::Create(
-      {.address = absl::GetFlag(FLAGS_metrics_address), .registry = metrics.registry()});
+  auto metrics_server =
+      MetricsHttpServer::Create({.address = absl::GetFlag(FLAGS_metrics_address),
+                                 .registry = metrics.registry(),
+                                 .before_scrape = [&metrics] { metrics.RefreshDeviceMemory(); }});
   if (!metrics_server.ok()) return Fail(metrics_server.status());
 
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {

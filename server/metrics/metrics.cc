@@ -29,6 +29,47 @@ prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
 
 }  // namespace
 
+void LazyGauge::Set(double value) {
+  prometheus::Gauge* gauge = gauge_.load(std::memory_order_acquire);
+  if (gauge == nullptr) {
+    // Add returns the existing child for the same labels, so a race between
+    // two first Sets is harmless.
+    gauge = &family_.Add(labels_);
+    gauge_.store(gauge, std::memory_order_release);
+  }
+  gauge->Set(value);
+}
+
+void LazyGauge::Remove() {
+  prometheus::Gauge* gauge = gauge_.exchange(nullptr);
+  if (gauge != nullptr) family_.Remove(gauge);
+}
+
+JobMetrics::JobMetrics(const JobFamilies& families, const std::string& job_id,
+                       const std::string& model, const std::string& precision)
+    : families_(families),
+      steps_(families.steps.Add({{"job", job_id}, {"model", model}, {"precision", precision}})),
+      step_duration_(families.step_duration.Add({{"precision", precision}}, StepBuckets())),
+      scaler_skipped_(families.scaler_skipped.Add(
+          {{"job", job_id}, {"model", model}, {"precision", precision}})),
+      loss_(families.loss, {{"job", job_id}}),
+      items_per_second_(families.items_per_second, {{"job", job_id}}),
+      scaler_scale_(families.scaler_scale, {{"job", job_id}}),
+      memory_peak_(families.memory_peak, {{"job", job_id}, {"precision", precision}}),
+      memory_baseline_(families.memory_baseline, {{"job", job_id}}),
+      memory_savings_(families.memory_savings, {{"job", job_id}, {"precision", precision}}) {}
+
+void JobMetrics::RemoveSeries() {
+  families_.steps.Remove(&steps_);
+  families_.scaler_skipped.Remove(&scaler_skipped_);
+  loss_.Remove();
+  items_per_second_.Remove();
+  scaler_scale_.Remove();
+  memory_peak_.Remove();
+  memory_baseline_.Remove();
+  memory_savings_.Remove();
+}
+
 Metrics::Metrics(Options options)
     : options_(options),
       registry_(std::make_shared<prometheus::Registry>()),
@@ -110,7 +151,20 @@ Metrics::Metrics(Options options)
                                .Name("mantissa_model_cast_top1_agreement")
                                .Help("Fraction of calibration argmax predictions the cast model "
                                      "shares with fp32.")
-                               .Register(*registry_)) {}
+                               .Register(*registry_)),
+      device_memory_used_(BuildGauge()
+                              .Name("mantissa_device_memory_used_bytes")
+                              .Help("Memory in use on the device: the process's resident set "
+                                    "on cpu, the driver's used bytes on a GPU.")
+                              .Register(*registry_)),
+      device_memory_total_(BuildGauge()
+                               .Name("mantissa_device_memory_total_bytes")
+                               .Help("Memory the device has: MemTotal on cpu, the driver's "
+                                     "total bytes on a GPU.")
+                               .Register(*registry_)),
+      job_families_{train_steps_,   train_loss_,      train_items_per_second_,
+                    step_duration_, scaler_skipped_,  scaler_scale_,
+                    memory_peak_,   memory_baseline_, memory_savings_} {}
 
 void Metrics::JobSubmitted(const std::string& precision) {
   jobs_submitted_.Add({{"precision", precision}}).Increment();
@@ -124,22 +178,9 @@ std::shared_ptr<JobMetrics> Metrics::StartJob(const std::string& job_id, const s
                                               const std::string& precision) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
-  if (it != jobs_.end()) return it->second.reporter;
-  JobSeries job;
-  JobMetrics::Series& series = job.series;
-  series.steps = &train_steps_.Add({{"job", job_id}, {"model", model}, {"precision", precision}});
-  series.loss = &train_loss_.Add({{"job", job_id}});
-  series.items_per_second = &train_items_per_second_.Add({{"job", job_id}});
-  series.step_duration = &step_duration_.Add({{"precision", precision}}, StepBuckets());
-  series.scaler_skipped =
-      &scaler_skipped_.Add({{"job", job_id}, {"model", model}, {"precision", precision}});
-  series.scaler_scale = &scaler_scale_.Add({{"job", job_id}});
-  series.memory_peak = &memory_peak_.Add({{"job", job_id}, {"precision", precision}});
-  series.memory_baseline = &memory_baseline_.Add({{"job", job_id}});
-  series.memory_savings = &memory_savings_.Add({{"job", job_id}, {"precision", precision}});
-  job.reporter = std::make_shared<JobMetrics>(series);
-  auto reporter = job.reporter;
-  jobs_.emplace(job_id, std::move(job));
+  if (it != jobs_.end()) return it->second;
+  auto reporter = std::make_shared<JobMetrics>(job_families_, job_id, model, precision);
+  jobs_.emplace(job_id, reporter);
   return reporter;
 }
 
@@ -151,21 +192,9 @@ void Metrics::RetireJob(const std::string& job_id) {
     auto it = jobs_.find(finished_.front());
     finished_.pop_front();
     if (it == jobs_.end()) continue;
-    RemoveSeries(it->second);
+    it->second->RemoveSeries();
     jobs_.erase(it);
   }
-}
-
-void Metrics::RemoveSeries(const JobSeries& job) {
-  const JobMetrics::Series& s = job.series;
-  train_steps_.Remove(s.steps);
-  train_loss_.Remove(s.loss);
-  train_items_per_second_.Remove(s.items_per_second);
-  scaler_skipped_.Remove(s.scaler_skipped);
-  scaler_scale_.Remove(s.scaler_scale);
-  memory_peak_.Remove(s.memory_peak);
-  memory_baseline_.Remove(s.memory_baseline);
-  memory_savings_.Remove(s.memory_savings);
 }
 
 std::shared_ptr<InferenceMetrics> Metrics::ModelInference(const std::string& model) {
@@ -216,6 +245,30 @@ void Metrics::RemoveCastGauges(const CastGauges& gauges) {
   cast_max_abs_diff_.Remove(gauges.max_abs_diff);
   cast_mean_rel_diff_.Remove(gauges.mean_rel_diff);
   if (gauges.top1_agreement != nullptr) cast_top1_agreement_.Remove(gauges.top1_agreement);
+}
+
+void Metrics::SetDeviceMemoryReader(const std::string& device, DeviceMemoryReader reader) {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  devices_[device].reader = std::move(reader);
+}
+
+void Metrics::RefreshDeviceMemory() {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  for (auto& [device, gauges] : devices_) {
+    absl::StatusOr<DeviceMemory> memory = gauges.reader();
+    if (!memory.ok()) {
+      if (gauges.used != nullptr) device_memory_used_.Remove(gauges.used);
+      if (gauges.total != nullptr) device_memory_total_.Remove(gauges.total);
+      gauges.used = gauges.total = nullptr;
+      continue;
+    }
+    if (gauges.used == nullptr) {
+      gauges.used = &device_memory_used_.Add({{"device", device}});
+      gauges.total = &device_memory_total_.Add({{"device", device}});
+    }
+    gauges.used->Set(static_cast<double>(memory->used_bytes));
+    gauges.total->Set(static_cast<double>(memory->total_bytes));
+  }
 }
 
 }  // namespace mantissa

@@ -1,8 +1,10 @@
 #ifndef MANTISSA_SERVER_METRICS_METRICS_H_
 #define MANTISSA_SERVER_METRICS_METRICS_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,50 +17,93 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics/device_memory.h"
 
 namespace mantissa {
 
+// A gauge child that appears in /metrics only once it is first set, so that
+// a job exports no figure it has not measured: no grad-scaler scale without a
+// scaler, no savings ratio without a baseline, no loss before the first
+// progress interval (a 0 there would read as a real value, and would fire the
+// scale-collapse alert for every job without a scaler).
+class LazyGauge {
+ public:
+  LazyGauge(prometheus::Family<prometheus::Gauge>& family, prometheus::Labels labels)
+      : family_(family), labels_(std::move(labels)) {}
+  LazyGauge(const LazyGauge&) = delete;
+  LazyGauge& operator=(const LazyGauge&) = delete;
+
+  void Set(double value);
+  // Drops the child if it was ever set. Not concurrent with Set.
+  void Remove();
+
+ private:
+  prometheus::Family<prometheus::Gauge>& family_;
+  const prometheus::Labels labels_;
+  std::atomic<prometheus::Gauge*> gauge_{nullptr};
+};
+
+// The families of the per-job series; owned by Metrics.
+struct JobFamilies {
+  prometheus::Family<prometheus::Counter>& steps;
+  prometheus::Family<prometheus::Gauge>& loss;
+  prometheus::Family<prometheus::Gauge>& items_per_second;
+  prometheus::Family<prometheus::Histogram>& step_duration;
+  prometheus::Family<prometheus::Counter>& scaler_skipped;
+  prometheus::Family<prometheus::Gauge>& scaler_scale;
+  prometheus::Family<prometheus::Gauge>& memory_peak;
+  prometheus::Family<prometheus::Gauge>& memory_baseline;
+  prometheus::Family<prometheus::Gauge>& memory_savings;
+};
+
 // The labelled series of one training job. Obtained from Metrics::StartJob;
 // cheap to update from the training thread (atomic counters and gauges).
+// The counters exist from the start (at 0, so that rate() sees the first
+// increase); the gauges appear when first set.
 class JobMetrics {
  public:
-  struct Series {
-    prometheus::Counter* steps;
-    prometheus::Gauge* loss;
-    prometheus::Gauge* items_per_second;
-    prometheus::Histogram* step_duration;  // shared by all jobs of a precision
-    prometheus::Counter* scaler_skipped;
-    prometheus::Gauge* scaler_scale;
-    prometheus::Gauge* memory_peak;
-    prometheus::Gauge* memory_baseline;
-    prometheus::Gauge* memory_savings;
-  };
-
-  explicit JobMetrics(Series series) : s_(series) {}
+  JobMetrics(const JobFamilies& families, const std::string& job_id, const std::string& model,
+             const std::string& precision);
+  JobMetrics(const JobMetrics&) = delete;
+  JobMetrics& operator=(const JobMetrics&) = delete;
 
   void ObserveStep(double seconds) {
-    s_.steps->Increment();
-    s_.step_duration->Observe(seconds);
+    steps_.Increment();
+    step_duration_.Observe(seconds);
   }
-  void SetLoss(double loss) { s_.loss->Set(loss); }
-  void SetItemsPerSecond(double v) { s_.items_per_second->Set(v); }
+  void SetLoss(double loss) { loss_.Set(loss); }
+  void SetItemsPerSecond(double v) { items_per_second_.Set(v); }
   // `skipped_total` is the job's running total; the counter follows it.
+  // Called only for jobs whose grad scaler is on.
   void SetGradScaler(int64_t skipped_total, double scale) {
-    const double delta = static_cast<double>(skipped_total) - s_.scaler_skipped->Value();
-    if (delta > 0) s_.scaler_skipped->Increment(delta);
-    s_.scaler_scale->Set(scale);
+    const double delta = static_cast<double>(skipped_total) - scaler_skipped_.Value();
+    if (delta > 0) scaler_skipped_.Increment(delta);
+    scaler_scale_.Set(scale);
   }
   // `baseline_bytes` 0 = not measured: baseline and savings stay unset.
   void SetMemory(int64_t peak_bytes, int64_t baseline_bytes, double savings_ratio) {
-    s_.memory_peak->Set(static_cast<double>(peak_bytes));
+    memory_peak_.Set(static_cast<double>(peak_bytes));
     if (baseline_bytes > 0) {
-      s_.memory_baseline->Set(static_cast<double>(baseline_bytes));
-      s_.memory_savings->Set(savings_ratio);
+      memory_baseline_.Set(static_cast<double>(baseline_bytes));
+      memory_savings_.Set(savings_ratio);
     }
   }
 
+  // Drops every series of the job except the shared histogram (Metrics
+  // does it when the job is retired).
+  void RemoveSeries();
+
  private:
-  const Series s_;
+  const JobFamilies& families_;
+  prometheus::Counter& steps_;
+  prometheus::Histogram& step_duration_;  // shared by all jobs of a precision
+  prometheus::Counter& scaler_skipped_;
+  LazyGauge loss_;
+  LazyGauge items_per_second_;
+  LazyGauge scaler_scale_;
+  LazyGauge memory_peak_;
+  LazyGauge memory_baseline_;
+  LazyGauge memory_savings_;
 };
 
 // The labelled series of one served model (Triton's per-model reporter).
@@ -129,12 +174,17 @@ class Metrics {
   // Drops `model`'s validation gauges (its cast was refused or unloaded).
   void ClearCastValidation(const std::string& model);
 
+  // Reports `device`'s memory ("cpu", "cuda:0") from `reader` at each
+  // RefreshDeviceMemory, replacing an earlier reader of that device. main
+  // sets the CPU reader (ReadProcessMemory); this is the seam for a CUDA
+  // runner to add its GPUs.
+  void SetDeviceMemoryReader(const std::string& device, DeviceMemoryReader reader);
+  // Runs every reader and sets mantissa_device_memory_{used,total}_bytes.
+  // A reader that fails drops its device's gauges until it succeeds again,
+  // so that no stale figure shows. Called before each scrape.
+  void RefreshDeviceMemory();
+
  private:
-  struct JobSeries {
-    JobMetrics::Series series;
-    std::shared_ptr<JobMetrics> reporter;
-  };
-  void RemoveSeries(const JobSeries& series);
   struct CastGauges {
     prometheus::Gauge* max_abs_diff = nullptr;
     prometheus::Gauge* mean_rel_diff = nullptr;
@@ -164,12 +214,24 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& cast_max_abs_diff_;
   prometheus::Family<prometheus::Gauge>& cast_mean_rel_diff_;
   prometheus::Family<prometheus::Gauge>& cast_top1_agreement_;
+  prometheus::Family<prometheus::Gauge>& device_memory_used_;
+  prometheus::Family<prometheus::Gauge>& device_memory_total_;
+  const JobFamilies job_families_;
 
   std::mutex mu_;
-  std::unordered_map<std::string, JobSeries> jobs_;                            // guarded by mu_
+  std::unordered_map<std::string, std::shared_ptr<JobMetrics>> jobs_;          // guarded by mu_
   std::deque<std::string> finished_;                                           // guarded by mu_
   std::unordered_map<std::string, std::shared_ptr<InferenceMetrics>> models_;  // guarded by mu_
   std::unordered_map<std::string, CastGauges> casts_;                          // guarded by mu_
+
+  struct DeviceGauges {
+    DeviceMemoryReader reader;
+    prometheus::Gauge* used = nullptr;  // null while the reader fails
+    prometheus::Gauge* total = nullptr;
+  };
+  // Its own lock: readers do I/O at scrape time, which must not hold up jobs.
+  std::mutex device_mu_;
+  std::map<std::string, DeviceGauges> devices_;  // guarded by device_mu_
 };
 
 }  // namespace mantissa

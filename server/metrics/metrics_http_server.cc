@@ -22,11 +22,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Create(Opt
   std::unique_ptr<MetricsHttpServer> self(new MetricsHttpServer());
   self->server_ = std::make_unique<httplib::Server>();
   std::shared_ptr<prometheus::Registry> registry = options.registry;
-  self->server_->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
-    prometheus::TextSerializer serializer;
-    res.set_content(serializer.Serialize(registry->Collect()),
-                    "text/plain; version=0.0.4; charset=utf-8");
-  });
+  std::function<void()> before_scrape = std::move(options.before_scrape);
+  self->server_->Get("/metrics",
+                     [registry, before_scrape](const httplib::Request&, httplib::Response& res) {
+                       if (before_scrape) before_scrape();
+                       prometheus::TextSerializer serializer;
+                       res.set_content(serializer.Serialize(registry->Collect()),
+                                       "text/plain; version=0.0.4; charset=utf-8");
+                     });
   self->server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("mantissad: metrics at /metrics\n", "text/plain");
   });

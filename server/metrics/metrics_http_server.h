@@ -1,6 +1,7 @@
 #ifndef MANTISSA_SERVER_METRICS_METRICS_HTTP_SERVER_H_
 #define MANTISSA_SERVER_METRICS_METRICS_HTTP_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +23,9 @@ class MetricsHttpServer {
   struct Options {
     std::string address = "127.0.0.1:9464";  // port 0 picks a free port
     std::shared_ptr<prometheus::Registry> registry;
+    // Runs before each scrape's collection, on the HTTP thread, to refresh
+    // what is read on demand (Metrics::RefreshDeviceMemory). Optional.
+    std::function<void()> before_scrape;
   };
 
   // Binds the address and starts serving on a thread of its own.

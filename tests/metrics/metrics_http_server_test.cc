@@ -103,6 +103,27 @@ TEST(MetricsHttpServerTest, EachScrapeSeesCurrentValues) {
                                       "precision=\"32-true\"} 1\n"));
 }
 
+TEST(MetricsHttpServerTest, BeforeScrapeRunsAtEachScrape) {
+  Metrics metrics;
+  int64_t used = 1;
+  metrics.SetDeviceMemoryReader("cpu", [&used]() -> absl::StatusOr<DeviceMemory> {
+    return DeviceMemory{used++, 100};
+  });
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> server = MetricsHttpServer::Create(
+      {.address = "127.0.0.1:0", .registry = metrics.registry(), .before_scrape = [&metrics] {
+         metrics.RefreshDeviceMemory();
+       }});
+  ASSERT_OK(server);
+  auto client = ClientFor((*server)->port());
+  for (const char* expected : {"mantissa_device_memory_used_bytes{device=\"cpu\"} 1\n",
+                               "mantissa_device_memory_used_bytes{device=\"cpu\"} 2\n"}) {
+    httplib::Result res = client->Get("/metrics");
+    ASSERT_TRUE(res) << httplib::to_string(res.error());
+    EXPECT_THAT(res->body, HasSubstr(expected));
+    EXPECT_THAT(res->body, HasSubstr("mantissa_device_memory_total_bytes{device=\"cpu\"} 100\n"));
+  }
+}
+
 TEST(MetricsHttpServerTest, RootPointsToMetrics) {
   Metrics metrics;
   std::unique_ptr<MetricsHttpServer> server = StartServer(metrics);

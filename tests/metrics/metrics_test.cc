@@ -107,6 +107,126 @@ TEST(MetricsTest, StartJobCreatesLabelledSeries) {
   EXPECT_THAT(text, HasSubstr("mantissa_train_items_per_second{job=\"job1\"} 1024\n"));
 }
 
+TEST(MetricsTest, JobGaugesAppearOnlyOnceMeasured) {
+  Metrics metrics;
+  std::shared_ptr<JobMetrics> job = metrics.StartJob("job1", "mlp", "32-true");
+  std::string text = Text(metrics);
+  // The counters exist at 0 from the start, so rate() sees the first increase.
+  EXPECT_THAT(text, HasSubstr(StepsSeries("job1") + "0\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_grad_scaler_skipped_steps_total",
+                                     "job=\"job1\",model=\"mlp\",precision=\"32-true\"") +
+                              "0\n"));
+  // No gauge reads 0 before it was measured: a scale of 0 would look like a
+  // collapsed scaler, a savings ratio of 0 like a measured one.
+  for (const char* name :
+       {"mantissa_train_loss{", "mantissa_train_items_per_second{", "mantissa_grad_scaler_scale{",
+        "mantissa_memory_peak_bytes{", "mantissa_memory_fp32_baseline_peak_bytes{",
+        "mantissa_memory_savings_ratio{"}) {
+    EXPECT_THAT(text, Not(HasSubstr(name))) << name;
+  }
+
+  // A job without a baseline reports its peak only.
+  job->SetMemory(4096, 0, 0);
+  text = Text(metrics);
+  EXPECT_THAT(text,
+              HasSubstr(Series("mantissa_memory_peak_bytes", "job=\"job1\",precision=\"32-true\"") +
+                        "4096\n"));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_memory_fp32_baseline_peak_bytes{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_memory_savings_ratio{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_grad_scaler_scale{")));
+
+  job->SetMemory(2048, 8192, 0.75);
+  job->SetGradScaler(3, 8192);
+  text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_memory_fp32_baseline_peak_bytes", "job=\"job1\"") +
+                              "8192\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_memory_savings_ratio",
+                                     "job=\"job1\",precision=\"32-true\"") +
+                              "0.75\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_grad_scaler_scale", "job=\"job1\"") + "8192\n"));
+  EXPECT_THAT(text, HasSubstr(Series("mantissa_grad_scaler_skipped_steps_total",
+                                     "job=\"job1\",model=\"mlp\",precision=\"32-true\"") +
+                              "3\n"));
+}
+
+TEST(MetricsTest, RetiringRemovesEveryGaugeThatWasSet) {
+  Metrics metrics(Metrics::Options{/*max_finished_jobs=*/0});
+  std::shared_ptr<JobMetrics> job = metrics.StartJob("gone", "mlp", "32-true");
+  job->SetLoss(1);
+  job->SetItemsPerSecond(2);
+  job->SetGradScaler(1, 4);
+  job->SetMemory(5, 6, 0.5);
+  metrics.RetireJob("gone");
+  EXPECT_THAT(Text(metrics), Not(HasSubstr("job=\"gone\"")));
+}
+
+TEST(MetricsTest, NoDeviceMemoryWithoutAReader) {
+  Metrics metrics;
+  metrics.RefreshDeviceMemory();
+  EXPECT_THAT(Text(metrics), Not(HasSubstr("mantissa_device_memory_used_bytes{")));
+}
+
+TEST(MetricsTest, DeviceMemoryIsReadAtEachRefresh) {
+  Metrics metrics;
+  int64_t used = 100;
+  metrics.SetDeviceMemoryReader("cpu", [&used]() -> absl::StatusOr<DeviceMemory> {
+    return DeviceMemory{used, 1000};
+  });
+  metrics.SetDeviceMemoryReader("cuda:0", []() -> absl::StatusOr<DeviceMemory> {
+    return DeviceMemory{7, 80};
+  });
+  // Nothing is read until a refresh (a scrape) asks.
+  EXPECT_THAT(Text(metrics), Not(HasSubstr("mantissa_device_memory_used_bytes{")));
+
+  metrics.RefreshDeviceMemory();
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_device_memory_used_bytes gauge\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_used_bytes{device=\"cpu\"} 100\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_total_bytes{device=\"cpu\"} 1000\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_used_bytes{device=\"cuda:0\"} 7\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_total_bytes{device=\"cuda:0\"} 80\n"));
+
+  used = 300;
+  metrics.RefreshDeviceMemory();
+  EXPECT_THAT(Text(metrics), HasSubstr("mantissa_device_memory_used_bytes{device=\"cpu\"} 300\n"));
+}
+
+TEST(MetricsTest, FailingDeviceReaderDropsItsGaugesUntilItRecovers) {
+  Metrics metrics;
+  bool fail = false;
+  metrics.SetDeviceMemoryReader("cuda:0", [&fail]() -> absl::StatusOr<DeviceMemory> {
+    if (fail) return absl::UnavailableError("driver gone");
+    return DeviceMemory{1, 2};
+  });
+  metrics.RefreshDeviceMemory();
+  EXPECT_THAT(Text(metrics), HasSubstr("mantissa_device_memory_used_bytes{device=\"cuda:0\"} 1"));
+
+  fail = true;
+  metrics.RefreshDeviceMemory();
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_device_memory_used_bytes{")));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_device_memory_total_bytes{")));
+
+  fail = false;
+  metrics.RefreshDeviceMemory();
+  EXPECT_THAT(Text(metrics),
+              HasSubstr("mantissa_device_memory_total_bytes{device=\"cuda:0\"} 2\n"));
+}
+
+TEST(MetricsTest, SettingAReaderAgainReplacesIt) {
+  Metrics metrics;
+  metrics.SetDeviceMemoryReader("cpu", []() -> absl::StatusOr<DeviceMemory> {
+    return DeviceMemory{1, 10};
+  });
+  metrics.SetDeviceMemoryReader("cpu", []() -> absl::StatusOr<DeviceMemory> {
+    return DeviceMemory{2, 20};
+  });
+  metrics.RefreshDeviceMemory();
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_used_bytes{device=\"cpu\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_device_memory_total_bytes{device=\"cpu\"} 20\n"));
+}
+
 TEST(MetricsTest, StepDurationHistogramIsByPrecision) {
   Metrics metrics;
   std::shared_ptr<JobMetrics> job = metrics.StartJob("job1", "mlp", "bf16-mixed");
@@ -190,6 +310,7 @@ TEST(MetricsTest, RunningJobsSeriesAreNeverRemoved) {
   Metrics metrics(Metrics::Options{/*max_finished_jobs=*/1});
   std::shared_ptr<JobMetrics> running = metrics.StartJob("running", "mlp", "32-true");
   running->ObserveStep(0.001);
+  running->SetLoss(0.25);
   for (int i = 0; i < 5; ++i) {
     const std::string id = absl::StrCat("done", i);
     metrics.StartJob(id, "mlp", "32-true")->ObserveStep(0.001);

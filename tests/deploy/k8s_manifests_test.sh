@@ -1,0 +1,99 @@
+#!/bin/bash
+# Validates deploy/ without a cluster:
+#  1. yamllint --strict on every YAML file under deploy/;
+#  2. kubectl kustomize renders deploy/k8s/base and each overlay;
+#  3. k8s_manifests_check.py asserts on each rendering that probes, ports,
+#     volumes, grace period, security context, GPU request, Services,
+#     ServiceMonitor and PodDisruptionBudget agree with the flags in the
+#     ConfigMap, with the Dockerfile and with the scrape job name that
+#     deploy/prometheus/rules.yml alerts on, and (--self-test) that it
+#     catches each of a list of broken variants of the base;
+#  4. the real mantissad starts on the base's ConfigMap flagfile (so every flag
+#     in it exists and parses), with only the addresses, state dir and device
+#     overridden for this machine; the CLI reaches it (the image's
+#     HEALTHCHECK command), /metrics answers, and SIGTERM drains for the
+#     flagfile's --drain_seconds and exits 0.
+# `kubectl create --dry-run=client` is not run: it needs a cluster's API
+# discovery even on the client side.
+#
+# Usage: k8s_manifests_test.sh SOURCE_DIR MANTISSAD MANTISSA_CLI
+set -euo pipefail
+src=$1 mantissad=$2 cli=$3
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$src"
+
+for tool in kubectl yamllint; do
+  command -v $tool >/dev/null || { echo "FAIL: $tool missing: run install-deps.sh"; exit 1; }
+done
+# Debian's python3 has python3-yaml (install-deps.sh); another first in PATH
+# may not.
+python=/usr/bin/python3
+$python -c 'import yaml' 2>/dev/null || python=python3
+$python -c 'import yaml' || { echo "FAIL: python3-yaml missing: run install-deps.sh"; exit 1; }
+
+tmp=$(mktemp -d)
+daemon=
+cleanup() {
+  [ -z "$daemon" ] || kill -KILL "$daemon" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "== yamllint"
+yamllint --strict -c deploy/.yamllint.yml deploy/
+
+# Debian 12's kubernetes-client (1.20) embeds kustomize v2.0.3, which renders
+# the base but predates the overlays' `resources: [dir]` and `patches:`.
+minor=$(kubectl version --client -o json | $python -c \
+  'import json, re, sys; print(re.sub(r"\D", "", json.load(sys.stdin)["clientVersion"]["minor"]))')
+dirs=(deploy/k8s/base)
+if [ "$minor" -ge 21 ]; then
+  dirs+=(deploy/k8s/overlays/*/)
+else
+  echo "note: kubectl 1.$minor's kustomize cannot render the overlays; checking the base only"
+fi
+for dir in "${dirs[@]}"; do
+  dir=${dir%/}
+  echo "== kubectl kustomize $dir"
+  out=$tmp/$(basename "$dir").yaml
+  kubectl kustomize "$dir" > "$out"
+  $python "$here/k8s_manifests_check.py" "$out" --dockerfile=Dockerfile \
+    --rules=deploy/prometheus/rules.yml --flagfile-out="$tmp/$(basename "$dir").flags"
+done
+echo "== self-test of the checks"
+$python "$here/k8s_manifests_check.py" "$tmp/base.yaml" --self-test \
+  --rules=deploy/prometheus/rules.yml
+
+echo "== mantissad on the base's flagfile"
+drain=$(sed -n 's/^--drain_seconds=//p' "$tmp/base.flags")
+# Later flags win over the flagfile's: only what this machine needs changes.
+"$mantissad" --flagfile="$tmp/base.flags" --grpc_address=127.0.0.1:0 \
+  --metrics_address=127.0.0.1:0 --state_dir="$tmp/state" --device=cpu --intra_op_threads=1 \
+  --port_file="$tmp/ports" > "$tmp/log" 2>&1 &
+daemon=$!
+for _ in $(seq 300); do
+  [ -f "$tmp/ports" ] && break
+  kill -0 $daemon 2>/dev/null || { cat "$tmp/log"; echo "FAIL: mantissad exited"; exit 1; }
+  sleep 0.1
+done
+[ -f "$tmp/ports" ] || { cat "$tmp/log"; echo "FAIL: no port file"; exit 1; }
+grpc_port=$(sed 's/.*"grpc": \([0-9]*\).*/\1/' "$tmp/ports")
+metrics_port=$(sed 's/.*"metrics": \([0-9]*\).*/\1/' "$tmp/ports")
+"$cli" --server="127.0.0.1:$grpc_port" capabilities > "$tmp/capabilities"
+grep -q 'cpu' "$tmp/capabilities" || { cat "$tmp/capabilities"; echo "FAIL: capabilities"; exit 1; }
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" > "$tmp/metrics"
+grep -q '^mantissa_jobs_running ' "$tmp/metrics" \
+  || { echo "FAIL: /metrics has no mantissa_jobs_running"; exit 1; }
+kill -TERM $daemon
+for _ in $(seq 100); do
+  grep -q "draining for $drain s" "$tmp/log" && break
+  sleep 0.1
+done
+grep -q "draining for $drain s" "$tmp/log" \
+  || { cat "$tmp/log"; echo "FAIL: no ${drain} s drain (the flagfile's)"; exit 1; }
+kill -TERM $daemon  # a second signal ends the drain
+status=0
+wait $daemon || status=$?
+daemon=
+[ $status -eq 0 ] || { cat "$tmp/log"; echo "FAIL: mantissad exited $status on SIGTERM"; exit 1; }
+echo "PASS"

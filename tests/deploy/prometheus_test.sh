@@ -1,0 +1,208 @@
+#!/bin/bash
+# The dashboard and the alert rules, proven against a real Prometheus (Debian
+# `prometheus`) scraping a real mantissad:
+#   1. promtool accepts deploy/prometheus/{rules,prometheus}.yml and the
+#      daemon's /metrics with no warning;
+#   2. mantissad trains real jobs: a healthy one (exported and served), one
+#      whose grad scaler skips every other step, one whose inputs are inf
+#      (NaN loss, every step skipped, the scale collapses to 0) and one that
+#      fails; it serves inference, OK and refused;
+#   3. Prometheus scrapes it every second with deploy/prometheus/prometheus.yml
+#      (target and intervals replaced) and evaluates deploy/prometheus/rules.yml;
+#   4. check_promql.py evaluates every PromQL expression of
+#      deploy/grafana/mantissa.json (each must return a finite value) and of
+#      the rules (each alert must fire), then the daemon stops and the
+#      daemon-down alert must fire.
+# A renamed metric or label breaks this test.
+#
+#   prometheus_test.sh MANTISSAD MANTISSA SOURCE_DIR
+set -euo pipefail
+
+if [ $# -ne 3 ]; then
+  echo "usage: $0 MANTISSAD MANTISSA SOURCE_DIR" >&2
+  exit 2
+fi
+mantissad=$1
+cli=$2
+src=$3
+rules=$src/deploy/prometheus/rules.yml
+config=$src/deploy/prometheus/prometheus.yml
+dashboard=$src/deploy/grafana/mantissa.json
+check="python3 $src/tests/deploy/check_promql.py"
+
+for tool in prometheus promtool curl python3; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "FAIL: $tool not found; deploy/install-deps.sh installs it" >&2
+    exit 1
+  fi
+done
+
+tmp=$(mktemp -d)
+daemon_pid=""
+prometheus_pid=""
+cleanup() {
+  local rc=$?
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  [ -n "$prometheus_pid" ] && kill "$prometheus_pid" 2>/dev/null && wait "$prometheus_pid" 2>/dev/null
+  if [ "$rc" -ne 0 ]; then
+    echo "--- mantissad log (tail)"; tail -n 20 "$tmp/mantissad.log" 2>/dev/null || true
+    echo "--- prometheus log (tail)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+step() { echo "== $(date +%T) $*"; }
+
+# promtool must pass with no warning: its output holds only its usual lines.
+promtool_clean() {
+  local out
+  out=$("$@" 2>&1) || fail "$* failed:"$'\n'"$out"
+  if grep -qiv -e '^Checking ' -e 'SUCCESS' -e '^$' <<<"$out"; then
+    fail "$* warns:"$'\n'"$out"
+  fi
+}
+
+step "promtool check rules / config"
+promtool_clean promtool check rules "$rules"
+promtool_clean promtool check config "$config"
+
+step "start mantissad"
+"$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+  --state_dir="$tmp/state" --port_file="$tmp/ports" --intra_op_threads=1 \
+  --max_concurrent_jobs=1 >"$tmp/mantissad.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 100); do
+  [ -s "$tmp/ports" ] && break
+  kill -0 "$daemon_pid" 2>/dev/null || fail "mantissad exited"
+  sleep 0.1
+done
+[ -s "$tmp/ports" ] || fail "mantissad wrote no port file"
+read -r grpc_port metrics_port < <(python3 -c \
+  'import json,sys; p=json.load(open(sys.argv[1])); print(p["grpc"], p["metrics"])' "$tmp/ports")
+mantissa() { "$cli" --server="127.0.0.1:$grpc_port" "$@"; }
+
+step "start prometheus"
+# The shipped config with the test's target, 1 s intervals and the rules'
+# absolute path; each replacement must apply exactly once.
+python3 - "$config" "$tmp/prometheus.yml" "127.0.0.1:$metrics_port" "$rules" <<'EOF'
+import re, sys
+source, out, target, rules = sys.argv[1:]
+text = open(source).read()
+for pattern, replacement in [
+    (r"scrape_interval: \S+", "scrape_interval: 1s"),
+    (r"evaluation_interval: \S+", "evaluation_interval: 1s"),
+    (r"- rules\.yml", "- " + rules),
+    (r"targets: \['127\.0\.0\.1:9464'\]", "targets: ['%s']" % target),
+]:
+    text, n = re.subn(pattern, replacement, text)
+    if n != 1:
+        sys.exit("%s: %r matched %d times, expected once" % (source, pattern, n))
+open(out, "w").write(text)
+EOF
+promtool_clean promtool check config "$tmp/prometheus.yml"
+prom_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+prom=http://127.0.0.1:$prom_port
+prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/tsdb" \
+  --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$tmp/prometheus.log" 2>&1 &
+prometheus_pid=$!
+
+# A query's single value, or empty.
+value() {
+  curl -sf --max-time 5 "$prom/api/v1/query" --data-urlencode "query=$1" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["data"]["result"]
+print(r[0]["value"][1] if r else "")'
+}
+for _ in $(seq 150); do
+  curl -sf --max-time 1 "$prom/-/ready" >/dev/null 2>&1 && break
+  kill -0 "$prometheus_pid" 2>/dev/null || fail "prometheus exited"
+  sleep 0.2
+done
+# Jobs must start after the first scrape, so that the per-job counters are
+# seen at 0 before they rise (rate() ignores a series' first sample).
+for _ in $(seq 100); do
+  [ "$(value 'up{job="mantissad"}')" = "1" ] && break
+  sleep 0.2
+done
+[ "$(value 'up{job="mantissad"}')" = "1" ] || fail "prometheus does not scrape mantissad"
+
+step "train"
+common=(--model=mlp --model-option=hidden=32 --dataset=synthetic --progress-every-n-steps=10)
+submit() { mantissa --json submit "${common[@]}" "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["id"])'; }
+healthy=$(submit --precision=32-true --steps=300)
+mantissa watch "$healthy" >/dev/null || fail "job $healthy did not succeed"
+# bf16-mixed with the scale at float32's maximum and growth after every clean
+# step: the scale doubles into overflow and backs off, so every other step is
+# skipped (the skip-storm alert's condition). See tests/integration/precision_test.cc.
+storm=$(submit --precision=bf16-mixed --steps=5000 --optimizer=sgd --lr=0.01 \
+  --dataset-option=noise=50 --grad-scaler-enabled --grad-scaler-init-scale=3.4e38 \
+  --grad-scaler-growth-interval=1)
+# noise=1e39 overflows float32: inputs are inf, every loss NaN, every step skipped and the
+# scale halves down to 0 (the collapse and non-finite-loss alerts' conditions).
+diverged=$(submit --precision=bf16-mixed --steps=3000 --optimizer=sgd \
+  --dataset-option=noise=1e39 --grad-scaler-enabled)
+# The same without a grad scaler fails at its first step.
+failing=$(submit --precision=32-true --steps=100 --dataset-option=noise=1e39)
+
+step "serve"
+mantissa export "$healthy" --name=classifier >/dev/null
+mantissa export "$healthy" --name=refused >/dev/null
+# Spread over a few scrapes: rate() needs a series to rise after its first sample.
+for i in 1 2 3 4; do
+  mantissa infer classifier --random --batch="$i" >/dev/null
+  mantissa infer classifier --random >/dev/null
+  # Over max_batch_size 64: INVALID_ARGUMENT. `refused` never answers OK.
+  if mantissa infer refused --random --batch=65 >/dev/null 2>&1; then
+    fail "a batch of 65 was accepted"
+  fi
+  sleep 1.1
+done
+if mantissa infer classifier --random --batch=65 >/dev/null 2>&1; then
+  fail "a batch of 65 was accepted"
+fi
+
+step "wait for the jobs"
+for job in "$storm" "$diverged" "$failing"; do mantissa watch "$job" >/dev/null || true; done
+states=$(mantissa --json list | python3 -c '
+import json, sys
+print(" ".join(j["id"] + "=" + j["state"] for j in json.load(sys.stdin)["jobs"]))')
+for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$failing=FAILED"; do
+  [[ " $states " == *" $expected "* ]] || fail "expected $expected, jobs are: $states"
+done
+
+step "promtool check metrics"
+curl -sf --max-time 10 "http://127.0.0.1:$metrics_port/metrics" >"$tmp/metrics.txt"
+out=$(promtool check metrics <"$tmp/metrics.txt" 2>&1) || fail "promtool check metrics:"$'\n'"$out"
+[ -z "$out" ] || fail "promtool check metrics warns:"$'\n'"$out"
+grep -q '^mantissa_train_loss{job="'"$diverged"'"} Nan$' "$tmp/metrics.txt" ||
+  fail "the diverged job's loss is not exported as NaN"
+grep -q '^mantissa_device_memory_used_bytes{device="cpu"} ' "$tmp/metrics.txt" ||
+  fail "no device memory series"
+
+step "wait for prometheus to see everything"
+for _ in $(seq 100); do
+  [ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] &&
+    [ "$(value 'sum(mantissa_inference_requests_total{status="INVALID_ARGUMENT"})')" = "5" ] && break
+  sleep 0.2
+done
+[ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] || fail "prometheus does not see 4 finished jobs"
+sleep 2
+
+step "dashboard queries"
+$check "$prom" "$dashboard" "$rules" dashboard
+step "alerts while the daemon runs"
+$check "$prom" "$dashboard" "$rules" alerts-up
+
+step "stop mantissad"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" || fail "mantissad exited non-zero on SIGTERM"
+daemon_pid=""
+step "alerts with the daemon down"
+$check "$prom" "$dashboard" "$rules" alerts-down
+step "PASS"
