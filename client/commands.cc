@@ -157,6 +157,13 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
   }
   // Leave the message out entirely when no scaler flag was given.
   if (scaler.ByteSizeLong() == 0) spec.clear_grad_scaler();
+  v1::Fp8Recipe& fp8 = *spec.mutable_fp8();
+  if (options.fp8_format) fp8.set_fp8_format(*options.fp8_format);
+  if (options.fp8_amax_history_len) fp8.set_amax_history_len(*options.fp8_amax_history_len);
+  if (options.fp8_amax_compute_algo) fp8.set_amax_compute_algo(*options.fp8_amax_compute_algo);
+  if (options.fp8_margin) fp8.set_margin(*options.fp8_margin);
+  if (fp8.ByteSizeLong() == 0) spec.clear_fp8();
+  if (options.cuda_graph) spec.set_cuda_graph(*options.cuda_graph);
   if (absl::Status status =
           AddOptions("model-option", options.model_options, spec.mutable_model_options());
       !status.ok()) {

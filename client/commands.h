@@ -72,6 +72,13 @@ struct SubmitOptions {
   std::optional<int64_t> accumulate_grad_batches;
   std::optional<int64_t> checkpoint_every_n_steps;
   std::optional<std::string> resume_from;
+  // The FP8 recipe of the transformer-engine precisions (JobSpec.fp8).
+  std::optional<std::string> fp8_format;
+  std::optional<int64_t> fp8_amax_history_len;
+  std::optional<std::string> fp8_amax_compute_algo;
+  std::optional<int64_t> fp8_margin;
+  // Optional so that "--cuda-graph=false" is sent as an explicit false.
+  std::optional<bool> cuda_graph;
   std::vector<std::string> model_options;    // "KEY=VALUE"
   std::vector<std::string> dataset_options;  // "KEY=VALUE"
   bool wait = false;

@@ -110,6 +110,21 @@ std::string FormatGradScalerSettings(const v1::GradScalerSettings& settings) {
 
 // The source on the first line, then a label/value table with the byte
 // counts right-aligned so that their units line up. Empty without numbers.
+// The daemon fills every field of an accepted recipe; one it has not
+// resolved yet shows only what was given.
+std::string FormatFp8Recipe(const v1::Fp8Recipe& recipe) {
+  std::vector<std::string> parts;
+  if (!recipe.fp8_format().empty()) parts.push_back(recipe.fp8_format());
+  if (recipe.has_amax_history_len()) {
+    parts.push_back(absl::StrCat("amax history ", recipe.amax_history_len()));
+  }
+  if (!recipe.amax_compute_algo().empty()) {
+    parts.push_back(absl::StrCat("amax ", recipe.amax_compute_algo()));
+  }
+  if (recipe.has_margin()) parts.push_back(absl::StrCat("margin ", recipe.margin()));
+  return parts.empty() ? "-" : absl::StrJoin(parts, ", ");
+}
+
 std::string FormatMemory(const v1::MemoryStats& memory) {
   std::vector<std::pair<std::string, std::string>> rows;
   if (memory.peak_bytes() > 0) rows.emplace_back("Peak", FormatBytes(memory.peak_bytes()));
@@ -350,6 +365,7 @@ std::string FormatPrecisionSection(const v1::Job& job) {
     const std::string settings = FormatGradScalerSettings(job.spec().grad_scaler());
     if (stats.grad_scaler_enabled() && !settings.empty()) details.Add("Scaler settings", settings);
   }
+  if (job.spec().has_fp8()) details.Add("FP8 recipe", FormatFp8Recipe(job.spec().fp8()));
   if (std::string memory = FormatMemory(job.memory()); !memory.empty()) {
     details.Add("Memory", std::move(memory));
   }
@@ -377,6 +393,7 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
     details.Add("Accumulation",
                 absl::StrCat(spec.accumulate_grad_batches(), " batches per optimizer step"));
   }
+  if (spec.cuda_graph()) details.Add("CUDA graph", "requested");
   details.Add("Optimizer", OrDash(spec.optimizer()));
   if (spec.has_lr()) {
     std::string lr = FormatNumber(spec.lr());

@@ -104,6 +104,17 @@ void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
                    "scale multiplier after an inf/NaN step (default 0.5)");
   parser.AddInt("grad-scaler-growth-interval", &o.grad_scaler_growth_interval,
                 "clean steps before the scale grows (default 2000)");
+  parser.AddString("fp8-format", &o.fp8_format,
+                   "transformer-engine: HYBRID (E4M3 forward, E5M2 gradients; default) or E4M3",
+                   "FORMAT");
+  parser.AddInt("fp8-amax-history-len", &o.fp8_amax_history_len,
+                "transformer-engine: steps of amax history per tensor (default 1024)");
+  parser.AddString("fp8-amax-compute-algo", &o.fp8_amax_compute_algo,
+                   "transformer-engine: max (default) or most_recent", "ALGO");
+  parser.AddInt("fp8-margin", &o.fp8_margin,
+                "transformer-engine: scale = (fp8_max / amax) / 2^margin (default 0)");
+  parser.AddBool("cuda-graph", &o.cuda_graph,
+                 "CUDA only: capture the training step as a CUDA graph and replay it");
   parser.AddInt("memory-baseline-steps", &o.memory_baseline_steps,
                 "fp32 steps run first as the memory baseline (default 2, 0 = off)");
   parser.AddUint("seed", &o.seed, "random seed");

@@ -130,6 +130,9 @@ int Run() {
                                  .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
                                  .state_dir = absolute_state_dir});
   if (!runner.ok()) return Fail(runner.status());
+  if ((*runner)->device() != "cpu") {
+    metrics.SetDeviceMemoryReader((*runner)->device(), CudaMemoryReader((*runner)->device()));
+  }
 
   ModelServer::Options model_server_options;
   model_server_options.state_dir = absolute_state_dir;

@@ -12,7 +12,9 @@
 
 #include <cmath>
 #include <limits>
+#include <sstream>
 #include <string>
+#include <type_traits>
 
 #define MANTISSA_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||           \
@@ -38,6 +40,11 @@ inline std::string LibTorchVersion() {
 inline bool CudaAvailable() { return torch::cuda::is_available(); }
 
 inline int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
+
+// Waits for the device's queued work; nothing to wait for on the CPU.
+inline void Synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
 
 // Autocast state is thread-local. LibTorch 1.13 has one setter per device
 // kind (set_enabled = CUDA, set_cpu_enabled); 2.4+ takes the device type.
@@ -148,6 +155,91 @@ inline torch::Tensor CausalSelfAttention(const torch::Tensor& q, const torch::Te
   if (training && dropout_p > 0.0) weights = torch::dropout(weights, dropout_p, /*train=*/true);
   return torch::matmul(weights, v);
 #endif
+}
+
+// FP8: the float8 dtypes and at::_scaled_mm (per-tensor scales returning one
+// tensor) exist from LibTorch 2.4, and _scaled_mm runs on CUDA sm_89+ only.
+// Without them the FP8 plugin emulates the formats with float math.
+#if MANTISSA_TORCH_AT_LEAST(2, 4)
+inline constexpr bool kHasFp8 = true;
+#else
+inline constexpr bool kHasFp8 = false;
+#endif
+
+// Float8_e4m3fn (no infinities, max 448) or Float8_e5m2 (max 57344). Throws
+// where !kHasFp8.
+inline at::ScalarType Float8Dtype(bool e5m2) {
+#if MANTISSA_TORCH_AT_LEAST(2, 4)
+  return e5m2 ? at::ScalarType::Float8_e5m2 : at::ScalarType::Float8_e4m3fn;
+#else
+  TORCH_CHECK(false, "float8 dtypes need LibTorch >= 2.4; this is ", LibTorchVersion());
+  return at::ScalarType::Undefined;
+#endif
+}
+
+// out = (a * scale_a) @ (b * scale_b) [+ bias] in out_dtype, accumulated in
+// float32: a [M, K] row-major and b [K, N] column-major float8 tensors, K and
+// N multiples of 16; scale_a and scale_b one-element float32 tensors holding
+// the dequantization (inverse) scales; bias [N] in out_dtype (bf16/fp16).
+// Throws where !kHasFp8.
+inline torch::Tensor ScaledMm(const torch::Tensor& a, const torch::Tensor& b,
+                              const torch::Tensor& scale_a, const torch::Tensor& scale_b,
+                              const torch::Tensor& bias, at::ScalarType out_dtype,
+                              bool use_fast_accum) {
+#if MANTISSA_TORCH_AT_LEAST(2, 4)
+  c10::optional<torch::Tensor> maybe_bias;
+  if (bias.defined()) maybe_bias = bias;
+  return at::_scaled_mm(a, b, scale_a, scale_b, maybe_bias, /*scale_result=*/{}, out_dtype,
+                        use_fast_accum);
+#else
+  TORCH_CHECK(false, "at::_scaled_mm needs LibTorch >= 2.4; this is ", LibTorchVersion());
+  return {};
+#endif
+}
+
+// Fused Adam/AdamW CUDA kernels taking the lr as a device tensor (so a CUDA
+// graph replays the current lr) and the grad scaler's grad_scale/found_inf.
+// 1.13 has _fused_adam_ with a double lr only and no _fused_adamw_; the
+// Tensor-lr overloads are there from 2.2.
+constexpr bool kHasFusedAdam = MANTISSA_TORCH_AT_LEAST(2, 2);
+
+// One fused step over same-device, same-dtype lists. `grad_scale` undefined:
+// the gradients are already unscaled; `found_inf` undefined: never skip.
+// The kernels read `steps` (float32) but do not advance them.
+inline void FusedAdamStep(bool adamw, at::TensorList params, at::TensorList grads,
+                          at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                          at::TensorList max_exp_avg_sqs, at::TensorList steps,
+                          const at::Tensor& lr, double beta1, double beta2, double weight_decay,
+                          double eps, bool amsgrad, const at::Tensor& grad_scale,
+                          const at::Tensor& found_inf) {
+#if MANTISSA_TORCH_AT_LEAST(2, 2)
+  const c10::optional<at::Tensor> scale =
+      grad_scale.defined() ? c10::optional<at::Tensor>(grad_scale) : c10::nullopt;
+  const c10::optional<at::Tensor> inf =
+      found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt;
+  if (adamw) {
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
+                      beta2, weight_decay, eps, amsgrad, /*maximize=*/false, scale, inf);
+  } else {
+    at::_fused_adam_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1, beta2,
+                     weight_decay, eps, amsgrad, /*maximize=*/false, scale, inf);
+  }
+#else
+  TORCH_CHECK(false, "fused Adam/AdamW needs LibTorch >= 2.2, this is ", LibTorchVersion());
+#endif
+}
+
+// torch::optim::Optimizer::state_ is keyed by the parameter's TensorImpl:
+// its address printed as a string in 1.13, the pointer itself in 2.x.
+template <typename StateMap>
+typename StateMap::key_type OptimizerStateKey(const at::Tensor& param) {
+  if constexpr (std::is_same_v<typename StateMap::key_type, std::string>) {
+    std::ostringstream key;  // what c10::guts::to_string does in 1.13
+    key << param.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
 }
 
 }  // namespace mantissa::compat

@@ -215,41 +215,28 @@ void Metrics::SetCastValidation(const std::string& model, const std::string& pre
                                 double max_abs_diff, double mean_rel_diff,
                                 std::optional<double> top1_agreement) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = casts_.find(model);
-  if (it != casts_.end()) {
-    RemoveCastGauges(it->second);
-    casts_.erase(it);
-  }
-  const prometheus::Labels labels = {{"model", model}, {"precision", precision}};
-  CastGauges gauges;
-  gauges.max_abs_diff = &cast_max_abs_diff_.Add(labels);
-  gauges.max_abs_diff->Set(max_abs_diff);
-  gauges.mean_rel_diff = &cast_mean_rel_diff_.Add(labels);
-  gauges.mean_rel_diff->Set(mean_rel_diff);
-  if (top1_agreement.has_value()) {
-    gauges.top1_agreement = &cast_top1_agreement_.Add(labels);
-    gauges.top1_agreement->Set(*top1_agreement);
-  }
-  casts_.emplace(model, gauges);
+  // A new cast may carry another precision label: drop the old series first.
+  std::unique_ptr<CastGauges>& gauges = casts_[model];
+  if (gauges != nullptr) gauges->Remove();
+  gauges = std::make_unique<CastGauges>(
+      *this, prometheus::Labels{{"model", model}, {"precision", precision}});
+  gauges->max_abs_diff.Set(max_abs_diff);
+  gauges->mean_rel_diff.Set(mean_rel_diff);
+  if (top1_agreement.has_value()) gauges->top1_agreement.Set(*top1_agreement);
 }
 
 void Metrics::ClearCastValidation(const std::string& model) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = casts_.find(model);
   if (it == casts_.end()) return;
-  RemoveCastGauges(it->second);
+  it->second->Remove();
   casts_.erase(it);
-}
-
-void Metrics::RemoveCastGauges(const CastGauges& gauges) {
-  cast_max_abs_diff_.Remove(gauges.max_abs_diff);
-  cast_mean_rel_diff_.Remove(gauges.mean_rel_diff);
-  if (gauges.top1_agreement != nullptr) cast_top1_agreement_.Remove(gauges.top1_agreement);
 }
 
 void Metrics::SetDeviceMemoryReader(const std::string& device, DeviceMemoryReader reader) {
   std::lock_guard<std::mutex> lock(device_mu_);
-  devices_[device].reader = std::move(reader);
+  auto it = devices_.try_emplace(device, *this, device).first;
+  it->second.reader = std::move(reader);
 }
 
 void Metrics::RefreshDeviceMemory() {
@@ -257,17 +244,12 @@ void Metrics::RefreshDeviceMemory() {
   for (auto& [device, gauges] : devices_) {
     absl::StatusOr<DeviceMemory> memory = gauges.reader();
     if (!memory.ok()) {
-      if (gauges.used != nullptr) device_memory_used_.Remove(gauges.used);
-      if (gauges.total != nullptr) device_memory_total_.Remove(gauges.total);
-      gauges.used = gauges.total = nullptr;
+      gauges.used.Remove();
+      gauges.total.Remove();
       continue;
     }
-    if (gauges.used == nullptr) {
-      gauges.used = &device_memory_used_.Add({{"device", device}});
-      gauges.total = &device_memory_total_.Add({{"device", device}});
-    }
-    gauges.used->Set(static_cast<double>(memory->used_bytes));
-    gauges.total->Set(static_cast<double>(memory->total_bytes));
+    gauges.used.Set(static_cast<double>(memory->used_bytes));
+    gauges.total.Set(static_cast<double>(memory->total_bytes));
   }
 }
 

@@ -185,12 +185,21 @@ class Metrics {
   void RefreshDeviceMemory();
 
  private:
+  // One model's validation series, labelled with the precision it was cast to.
   struct CastGauges {
-    prometheus::Gauge* max_abs_diff = nullptr;
-    prometheus::Gauge* mean_rel_diff = nullptr;
-    prometheus::Gauge* top1_agreement = nullptr;  // null when not measured
+    CastGauges(Metrics& metrics, const prometheus::Labels& labels)
+        : max_abs_diff(metrics.cast_max_abs_diff_, labels),
+          mean_rel_diff(metrics.cast_mean_rel_diff_, labels),
+          top1_agreement(metrics.cast_top1_agreement_, labels) {}
+    void Remove() {
+      max_abs_diff.Remove();
+      mean_rel_diff.Remove();
+      top1_agreement.Remove();
+    }
+    LazyGauge max_abs_diff;
+    LazyGauge mean_rel_diff;
+    LazyGauge top1_agreement;  // never set when not measured
   };
-  void RemoveCastGauges(const CastGauges& gauges);
 
   const Options options_;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -222,15 +231,19 @@ class Metrics {
   std::unordered_map<std::string, std::shared_ptr<JobMetrics>> jobs_;          // guarded by mu_
   std::deque<std::string> finished_;                                           // guarded by mu_
   std::unordered_map<std::string, std::shared_ptr<InferenceMetrics>> models_;  // guarded by mu_
-  std::unordered_map<std::string, CastGauges> casts_;                          // guarded by mu_
+  std::unordered_map<std::string, std::unique_ptr<CastGauges>> casts_;         // guarded by mu_
 
   struct DeviceGauges {
+    DeviceGauges(Metrics& metrics, const std::string& device)
+        : used(metrics.device_memory_used_, {{"device", device}}),
+          total(metrics.device_memory_total_, {{"device", device}}) {}
     DeviceMemoryReader reader;
-    prometheus::Gauge* used = nullptr;  // null while the reader fails
-    prometheus::Gauge* total = nullptr;
+    LazyGauge used;  // removed while the reader fails
+    LazyGauge total;
   };
   // Its own lock: readers do I/O at scrape time, which must not hold up jobs.
   std::mutex device_mu_;
+  // Node-based: LazyGauge does not move.
   std::map<std::string, DeviceGauges> devices_;  // guarded by device_mu_
 };
 

@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
+#include "server/models/swappable_layers.h"
 
 namespace mantissa {
 namespace {
@@ -14,22 +15,47 @@ torch::Tensor Dropout(const torch::Tensor& x, double p, bool training) {
   return training && p > 0.0 ? torch::dropout(x, p, /*train=*/true) : x;
 }
 
+// The Linear layers are held as AnyModule so that a precision plugin can
+// swap them (SwappableLayers): the FP8 plugin's Linear replaces them.
+torch::nn::AnyModule RegisterLinear(torch::nn::Module& parent, const std::string& name,
+                                    const torch::nn::LinearOptions& options) {
+  return torch::nn::AnyModule(parent.register_module(name, torch::nn::Linear(options)));
+}
+
+// Re-points `slot` at `layer` if `name` is one of `slots`.
+bool SwapSlot(torch::nn::Module& parent,
+              std::initializer_list<std::pair<const char*, torch::nn::AnyModule*>> slots,
+              const std::string& name, torch::nn::AnyModule layer) {
+  for (const auto& [slot_name, slot] : slots) {
+    if (name != slot_name) continue;
+    parent.replace_module(name, layer.ptr());
+    *slot = std::move(layer);
+    return true;
+  }
+  return false;
+}
+
 // x + attn(ln1(x)), then x + mlp(ln2(x)).
-class BlockImpl : public torch::nn::Module {
+class BlockImpl : public torch::nn::Module, public SwappableLayers {
  public:
   BlockImpl(int64_t d_model, int64_t heads, double dropout)
       : heads_(heads),
         dropout_(dropout),
         ln1_(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})))),
-        qkv_(register_module("qkv", torch::nn::Linear(d_model, 3 * d_model))),
-        proj_(register_module("proj", torch::nn::Linear(d_model, d_model))),
+        qkv_(RegisterLinear(*this, "qkv", {d_model, 3 * d_model})),
+        proj_(RegisterLinear(*this, "proj", {d_model, d_model})),
         ln2_(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d_model})))),
-        fc_(register_module("fc", torch::nn::Linear(d_model, 4 * d_model))),
-        fc_out_(register_module("fc_out", torch::nn::Linear(4 * d_model, d_model))) {}
+        fc_(RegisterLinear(*this, "fc", {d_model, 4 * d_model})),
+        fc_out_(RegisterLinear(*this, "fc_out", {4 * d_model, d_model})) {}
 
   torch::Tensor forward(torch::Tensor x) {
     x = x + Attention(ln1_(x));
-    return x + Dropout(fc_out_(torch::gelu(fc_(ln2_(x)))), dropout_, is_training());
+    return x + Dropout(fc_out_.forward(torch::gelu(fc_.forward(ln2_(x)))), dropout_, is_training());
+  }
+
+  bool SwapLayer(const std::string& name, torch::nn::AnyModule layer) override {
+    return SwapSlot(*this, {{"qkv", &qkv_}, {"proj", &proj_}, {"fc", &fc_}, {"fc_out", &fc_out_}},
+                    name, std::move(layer));
   }
 
  private:
@@ -37,23 +63,23 @@ class BlockImpl : public torch::nn::Module {
     const int64_t n = x.size(0), t = x.size(1), d = x.size(2);
     // [N, T, 3*d] -> three [N, heads, T, head_dim]
     std::vector<torch::Tensor> qkv =
-        qkv_(x).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4}).unbind(0);
+        qkv_.forward(x).view({n, t, 3, heads_, d / heads_}).permute({2, 0, 3, 1, 4}).unbind(0);
     torch::Tensor y = compat::CausalSelfAttention(qkv[0], qkv[1], qkv[2], dropout_, is_training());
-    return Dropout(proj_(y.transpose(1, 2).reshape({n, t, d})), dropout_, is_training());
+    return Dropout(proj_.forward(y.transpose(1, 2).reshape({n, t, d})), dropout_, is_training());
   }
 
   int64_t heads_;
   double dropout_;
   torch::nn::LayerNorm ln1_;
-  torch::nn::Linear qkv_;
-  torch::nn::Linear proj_;
+  torch::nn::AnyModule qkv_;
+  torch::nn::AnyModule proj_;
   torch::nn::LayerNorm ln2_;
-  torch::nn::Linear fc_;
-  torch::nn::Linear fc_out_;
+  torch::nn::AnyModule fc_;
+  torch::nn::AnyModule fc_out_;
 };
 TORCH_MODULE(Block);
 
-class GptNetImpl : public torch::nn::Module {
+class GptNetImpl : public torch::nn::Module, public SwappableLayers {
  public:
   explicit GptNetImpl(const Gpt::Options& o)
       : seq_len_(o.seq_len),
@@ -63,8 +89,8 @@ class GptNetImpl : public torch::nn::Module {
         blocks_(register_module("blocks", torch::nn::ModuleList())),
         ln_f_(register_module("ln_f",
                               torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.d_model})))),
-        head_(register_module(
-            "head", torch::nn::Linear(torch::nn::LinearOptions(o.d_model, o.vocab).bias(false)))) {
+        head_(RegisterLinear(*this, "head",
+                             torch::nn::LinearOptions(o.d_model, o.vocab).bias(false))) {
     for (int64_t i = 0; i < o.layers; ++i) blocks_->push_back(Block(o.d_model, o.heads, o.dropout));
     InitGpt2();
   }
@@ -79,7 +105,11 @@ class GptNetImpl : public torch::nn::Module {
         torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(tokens.device()));
     torch::Tensor x = Dropout(tok_emb_(tokens) + pos_emb_(positions), dropout_, is_training());
     for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
-    return head_(ln_f_(x));
+    return head_.forward(ln_f_(x));
+  }
+
+  bool SwapLayer(const std::string& name, torch::nn::AnyModule layer) override {
+    return SwapSlot(*this, {{"head", &head_}}, name, std::move(layer));
   }
 
  private:
@@ -102,7 +132,7 @@ class GptNetImpl : public torch::nn::Module {
   torch::nn::Embedding pos_emb_;
   torch::nn::ModuleList blocks_;
   torch::nn::LayerNorm ln_f_;
-  torch::nn::Linear head_;
+  torch::nn::AnyModule head_;
 };
 TORCH_MODULE(GptNet);
 

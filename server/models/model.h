@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +51,10 @@ class Model {
   virtual void ToDevice(torch::Device device) = 0;
   // Casts floating parameters and buffers, keeping the device.
   virtual void ToDtype(torch::Dtype dtype) = 0;
+  // The root of the torch::nn module tree, for precision plugins that swap
+  // layers (FP8); null for models that are not torch::nn modules
+  // (TorchScript).
+  virtual std::shared_ptr<torch::nn::Module> nn_module() { return nullptr; }
 
   int64_t ParameterCount() {
     int64_t n = 0;
@@ -76,6 +81,7 @@ class ModuleModel : public Model {
   void To(torch::Device device, torch::Dtype dtype) override { module_->to(device, dtype); }
   void ToDevice(torch::Device device) override { module_->to(device); }
   void ToDtype(torch::Dtype dtype) override { module_->to(dtype); }
+  std::shared_ptr<torch::nn::Module> nn_module() override { return module_.ptr(); }
 
   ModuleHolder& module() { return module_; }
 

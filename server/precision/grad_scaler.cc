@@ -77,6 +77,7 @@ void GradScaler::LazyInit(const torch::Device& device) {
                          torch::TensorOptions().dtype(torch::kFloat32).device(device));
     growth_tracker_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kInt32).device(device));
     found_inf_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    device_skips_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
     return;
   }
   // State restored by Load() lives on the CPU until the first loss shows
@@ -85,6 +86,7 @@ void GradScaler::LazyInit(const torch::Device& device) {
     scale_ = scale_.to(device);
     growth_tracker_ = growth_tracker_.to(device);
     found_inf_ = found_inf_.to(device);
+    device_skips_ = device_skips_.to(device);
   }
 }
 
@@ -96,7 +98,10 @@ torch::Tensor GradScaler::Scale(const torch::Tensor& loss) {
 
 void GradScaler::Unscale(torch::optim::Optimizer& optimizer) {
   if (!enabled() || unscaled_) return;
+  CheckAndUnscale(optimizer, /*check_only=*/false);
+}
 
+void GradScaler::CheckAndUnscale(torch::optim::Optimizer& optimizer, bool check_only) {
   // Grouped by device and dtype, the way the fused kernel needs them.
   std::unordered_map<torch::Device, std::unordered_map<int, std::vector<torch::Tensor>>> groups;
   std::vector<torch::Device> device_order;
@@ -122,7 +127,9 @@ void GradScaler::Unscale(torch::optim::Optimizer& optimizer) {
   }
   found_inf_.zero_();
   // Double reciprocal then float, as torch.amp.GradScaler.unscale_.
-  const torch::Tensor inv_scale = scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
+  const torch::Tensor inv_scale = check_only
+                                      ? torch::ones_like(scale_)
+                                      : scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
 
   for (const torch::Device& device : device_order) {
     const bool home = device == scale_.device();
@@ -133,27 +140,40 @@ void GradScaler::Unscale(torch::optim::Optimizer& optimizer) {
     }
     if (!home) found_inf_.copy_(torch::maximum(found_inf_, found_inf.to(found_inf_.device())));
   }
-  unscaled_ = true;
+  unscaled_ = !check_only;
+  inf_checked_ = true;
 }
 
-bool GradScaler::Step(torch::optim::Optimizer& optimizer) {
+OptimizerStepResult GradScaler::Step(torch::optim::Optimizer& optimizer) {
+  OptimizerStepResult result;
   if (!enabled()) {
     optimizer.step();
-    return false;
+    return result;
+  }
+  if (auto* device_scaled = dynamic_cast<DeviceScaledOptimizer*>(&optimizer)) {
+    // No host read: the kernel unscales (unless clipping did already) and
+    // skips on found-inf, and the skip is counted where it is known.
+    const bool unscaled = unscaled_;
+    if (!inf_checked_) CheckAndUnscale(optimizer, /*check_only=*/true);
+    device_scaled->StepScaled(unscaled ? torch::Tensor() : scale_, found_inf_);
+    device_skips_.add_(found_inf_);
+    result.skip_known = false;
+    return result;
   }
   Unscale(optimizer);
   if (found_inf_.item<float>() != 0.0f) {
     ++skipped_steps_;
-    return true;
+    result.skipped = true;
+    return result;
   }
   optimizer.step();
-  return false;
+  return result;
 }
 
 void GradScaler::Update() {
   // torch.amp.GradScaler refuses an update with no inf check recorded in the
   // step; here such a step leaves the scale alone instead of counting as clean.
-  if (!enabled() || !unscaled_) return;
+  if (!enabled() || !inf_checked_) return;
 
   if (scale_.is_cuda()) {
     at::_amp_update_scale_(scale_, growth_tracker_, found_inf_, options_.growth_factor,
@@ -178,11 +198,23 @@ void GradScaler::Update() {
   }
   found_inf_.zero_();
   unscaled_ = false;
+  inf_checked_ = false;
+}
+
+void GradScaler::DiscardStep() {
+  if (found_inf_.defined()) found_inf_.zero_();
+  unscaled_ = false;
+  inf_checked_ = false;
 }
 
 double GradScaler::scale() const {
   if (!scale_.defined()) return options_.init_scale;
   return static_cast<double>(scale_.item<float>());
+}
+
+int64_t GradScaler::skipped_steps() const {
+  if (!device_skips_.defined()) return skipped_steps_;
+  return skipped_steps_ + std::llround(device_skips_.item<double>());
 }
 
 int64_t GradScaler::growth_tracker() const {
@@ -198,7 +230,7 @@ void GradScaler::Save(torch::serialize::OutputArchive& archive) const {
   archive.write("backoff_factor", c10::IValue(options_.backoff_factor));
   archive.write("growth_interval", c10::IValue(options_.growth_interval));
   archive.write("_growth_tracker", c10::IValue(growth_tracker()));
-  archive.write("skipped_steps", c10::IValue(skipped_steps_));
+  archive.write("skipped_steps", c10::IValue(skipped_steps()));
 }
 
 void GradScaler::Load(torch::serialize::InputArchive& archive) {
@@ -228,7 +260,9 @@ void GradScaler::Load(torch::serialize::InputArchive& archive) {
   growth_tracker_ =
       torch::full({1}, tracker, torch::TensorOptions().dtype(torch::kInt32).device(device));
   found_inf_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  device_skips_ = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
   unscaled_ = false;
+  inf_checked_ = false;
 }
 
 }  // namespace mantissa

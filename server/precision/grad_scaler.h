@@ -9,6 +9,28 @@
 
 namespace mantissa {
 
+// The outcome of one optimizer step.
+struct OptimizerStepResult {
+  // True when the step was not applied (a grad scaler found inf/NaN
+  // gradients). Fabric's optimizer_step cannot tell its caller this.
+  bool skipped = false;
+  // False when the skip was decided on the device (a DeviceScaledOptimizer
+  // with the grad scaler on): `skipped` is then false whatever happened, and
+  // the skip shows only in GradScaler::skipped_steps(), read at progress time.
+  bool skip_known = true;
+};
+
+// An optimizer that unscales the gradients and skips its step on the device,
+// so the grad scaler need not read found-inf back (torch.optim's
+// `_step_supports_amp_scaling`): the fused Adam/AdamW kernels.
+class DeviceScaledOptimizer {
+ public:
+  virtual ~DeviceScaledOptimizer() = default;
+  // One step with the gradients divided by `grad_scale` (undefined: they are
+  // unscaled already) and nothing changed where `found_inf` is nonzero.
+  virtual void StepScaled(const torch::Tensor& grad_scale, const torch::Tensor& found_inf) = 0;
+};
+
 // Dynamic loss scaling with torch.amp.GradScaler's exact semantics:
 //   Scale(loss) multiplies by the current scale; Unscale (at most once per
 //   step) divides the gradients by it, with inv_scale computed in double and
@@ -48,18 +70,27 @@ class GradScaler {
   void Unscale(torch::optim::Optimizer& optimizer);
 
   // Unscales if not done yet, then runs optimizer.step() unless a gradient
-  // was inf/NaN. Returns true when the step was skipped. Reads one scalar
-  // back to the host (as torch.amp.GradScaler.step does).
-  bool Step(torch::optim::Optimizer& optimizer);
+  // was inf/NaN; reads one scalar back to the host (as
+  // torch.amp.GradScaler.step does) and says whether the step was skipped.
+  // A DeviceScaledOptimizer instead gets the scale and found-inf tensors (as
+  // torch.amp.GradScaler does for fused optimizers: an inf check without
+  // unscaling, then the kernel unscales), the skip is counted on the device,
+  // and the result says that it is not known.
+  OptimizerStepResult Step(torch::optim::Optimizer& optimizer);
 
   // Adjusts the scale from this step's found-inf and starts a new step.
   void Update();
 
+  // Forgets a step abandoned half-way (a failed CUDA graph capture ran its
+  // host code without its kernels): the next Unscale starts afresh.
+  void DiscardStep();
+
   // Host copies; each reads the device (a sync on CUDA): call at progress
-  // time, not every step.
+  // time, not every step. skipped_steps counts both the skips decided on the
+  // host and those decided on the device.
   double scale() const;
   int64_t growth_tracker() const;
-  int64_t skipped_steps() const { return skipped_steps_; }
+  int64_t skipped_steps() const;
 
   // The scaler's state, as torch.amp.GradScaler.state_dict(): scale,
   // growth_factor, backoff_factor, growth_interval, _growth_tracker, plus
@@ -70,13 +101,19 @@ class GradScaler {
  private:
   explicit GradScaler(Options options) : options_(options) {}
   void LazyInit(const torch::Device& device);
+  // Records found-inf for this step and, unless `check_only`, divides the
+  // gradients by the scale (check_only: by 1, as torch.amp.GradScaler's
+  // _check_inf_per_device before a fused step).
+  void CheckAndUnscale(torch::optim::Optimizer& optimizer, bool check_only);
 
   Options options_;
   torch::Tensor scale_;           // float32 [1]
   torch::Tensor growth_tracker_;  // int32 [1]
   torch::Tensor found_inf_;       // float32 [1], this step's
-  bool unscaled_ = false;         // Unscale ran in this step
-  int64_t skipped_steps_ = 0;
+  torch::Tensor device_skips_;    // float64 [1]: skips decided on the device
+  bool unscaled_ = false;         // the gradients were divided by the scale in this step
+  bool inf_checked_ = false;      // found_inf_ holds this step's check
+  int64_t skipped_steps_ = 0;     // skips decided on the host (and restored ones)
 };
 
 }  // namespace mantissa

@@ -2,11 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
 #include "server/precision/double_precision.h"
 #include "server/precision/fp32_precision.h"
 #include "server/precision/half_precision.h"
 #include "server/precision/mixed_precision.h"
+#include "server/precision/transformer_engine_precision.h"
 
 namespace mantissa {
 namespace {
@@ -90,7 +92,7 @@ Support SupportOf(const std::string& mode, const DeviceCapabilities& caps) {
     return {"", absl::StrCat("FP8 training needs LibTorch >= 2.4 (at::_scaled_mm); this is ",
                              compat::LibTorchVersion())};
   }
-  return {"", "the FP8 plugin is not part of this build yet"};
+  return {mode, ""};
 }
 
 }  // namespace
@@ -148,8 +150,17 @@ absl::StatusOr<ResolvedPrecision> PrecisionFactory::Resolve(const std::string& p
                                                  "'; valid values: ", absl::StrJoin(valid, ", ")));
 }
 
+absl::StatusOr<DelayedScaling> PrecisionFactory::ParseFp8Recipe(const v1::Fp8Recipe& fp8) {
+  auto optional = [](bool has, int64_t value) {
+    return has ? std::optional<int64_t>(value) : std::nullopt;
+  };
+  return DelayedScaling::Parse(fp8.fp8_format(),
+                               optional(fp8.has_amax_history_len(), fp8.amax_history_len()),
+                               fp8.amax_compute_algo(), optional(fp8.has_margin(), fp8.margin()));
+}
+
 absl::StatusOr<std::unique_ptr<PrecisionPlugin>> PrecisionFactory::Create(
-    const std::string& effective, torch::Device device) {
+    const std::string& effective, torch::Device device, const v1::Fp8Recipe& fp8) {
   if (effective == "32-true") return std::make_unique<Fp32Precision>();
   if (effective == "64-true") return std::make_unique<DoublePrecision>();
   if (effective == "bf16-true") return std::make_unique<HalfPrecision>(torch::kBFloat16);
@@ -159,6 +170,16 @@ absl::StatusOr<std::unique_ptr<PrecisionPlugin>> PrecisionFactory::Create(
   }
   if (effective == "16-mixed") {
     return std::make_unique<MixedPrecision>(torch::kFloat16, device.type());
+  }
+  if (effective == "transformer-engine" || effective == "transformer-engine-float16") {
+    TransformerEnginePrecision::Options options;
+    options.weights_dtype = effective == "transformer-engine" ? torch::kBFloat16 : torch::kFloat16;
+    ASSIGN_OR_RETURN(options.recipe, ParseFp8Recipe(fp8));
+    options.backend = Fp8Backend::kScaledMm;
+    options.device = device;
+    ASSIGN_OR_RETURN(std::unique_ptr<TransformerEnginePrecision> plugin,
+                     TransformerEnginePrecision::Create(std::move(options)));
+    return plugin;
   }
   return absl::FailedPreconditionError(
       absl::StrCat("precision: no plugin for '", effective, "' in this build"));

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "mantissa/v1/training.pb.h"
+#include "server/precision/delayed_scaling.h"
 #include "server/precision/device_capabilities.h"
 #include "server/precision/precision_plugin.h"
 
@@ -43,9 +45,17 @@ class PrecisionFactory {
   static absl::StatusOr<ResolvedPrecision> Resolve(const std::string& precision,
                                                    const DeviceCapabilities& caps);
 
-  // A fresh plugin for an effective precision returned by Resolve.
-  static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(const std::string& effective,
-                                                                 torch::Device device);
+  // TransformerEngine's recipe from a job's `fp8` settings; unset fields take
+  // its defaults. INVALID_ARGUMENT naming the field (e.g. "fp8.margin").
+  static absl::StatusOr<DelayedScaling> ParseFp8Recipe(const v1::Fp8Recipe& fp8);
+
+  // A fresh plugin for an effective precision returned by Resolve. `fp8`:
+  // the job's recipe for the transformer-engine modes (unset fields take
+  // TransformerEngine's defaults); FAILED_PRECONDITION for those modes where
+  // at::_scaled_mm cannot run.
+  static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(
+      const std::string& effective, torch::Device device,
+      const v1::Fp8Recipe& fp8 = v1::Fp8Recipe());
 };
 
 }  // namespace mantissa

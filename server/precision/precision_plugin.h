@@ -5,6 +5,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "server/models/model.h"
 #include "server/precision/grad_scaler.h"
@@ -16,13 +18,6 @@ namespace mantissa {
 class PrecisionGuard {
  public:
   virtual ~PrecisionGuard() = default;
-};
-
-// The outcome of one optimizer step.
-struct OptimizerStepResult {
-  // True when the step was not applied (a grad scaler found inf/NaN
-  // gradients). Fabric's optimizer_step cannot tell its caller this.
-  bool skipped = false;
 };
 
 // Mirrors Lightning Fabric's `Precision` plugin: every hook defaults to what
@@ -55,6 +50,10 @@ class PrecisionPlugin {
   // keeps weights in another dtype (64-true, the *-true half modes).
   virtual void ConvertModule(Model& model) {}
 
+  // What the plugin could not do as the mode asks (e.g. layers FP8 cannot
+  // run), found by ConvertModule; the trainer reports them on the job.
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
   // Fabric: module_init_context. Parameters created inside the guard are
   // created directly in the mode's dtype.
   virtual std::unique_ptr<PrecisionGuard> ModuleInitGuard() { return nullptr; }
@@ -80,14 +79,14 @@ class PrecisionPlugin {
   }
 
   // Fabric: optimizer_step. With the scaler: step unless a gradient is
-  // inf/NaN, then update the scale.
+  // inf/NaN, then update the scale. (OptimizerStepResult is in grad_scaler.h:
+  // a fused optimizer's skip is known only on the device.)
   virtual OptimizerStepResult OptimizerStep(torch::optim::Optimizer& optimizer) {
     if (!scaling()) {
       optimizer.step();
       return {};
     }
-    OptimizerStepResult result;
-    result.skipped = scaler_->Step(optimizer);
+    const OptimizerStepResult result = scaler_->Step(optimizer);
     scaler_->Update();
     return result;
   }
@@ -108,9 +107,11 @@ class PrecisionPlugin {
 
  protected:
   bool scaling() const { return scaler_ != nullptr && scaler_->enabled(); }
+  void AddWarning(std::string warning) { warnings_.push_back(std::move(warning)); }
 
  private:
   std::unique_ptr<GradScaler> scaler_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace mantissa

@@ -2,11 +2,56 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#ifdef MANTISSA_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
 #include "server/training/memory_tracker.h"
 
 namespace mantissa {
+
+#ifdef MANTISSA_WITH_CUDA
+// Copies batch b+1 on a side stream while the caller's stream runs step b.
+// Each copy ends with an event the consumer's stream waits on, and the
+// copied tensors are recorded on the consumer's stream so the caching
+// allocator does not reuse them while that stream may still read them.
+struct BatchLoader::DeviceCopier {
+  explicit DeviceCopier(const torch::Device& device)
+      : stream(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index())) {}
+
+  void Start(Batch host) {
+    c10::cuda::CUDAStreamGuard guard(stream);
+    in_flight.inputs = host.inputs.to(stream.device(), /*non_blocking=*/true);
+    in_flight.targets = host.targets.to(stream.device(), /*non_blocking=*/true);
+    copied.record(stream);
+    pending = true;
+  }
+
+  // The batch started last, usable on the calling thread's current stream.
+  Batch Finish() {
+    const c10::cuda::CUDAStream consumer = c10::cuda::getCurrentCUDAStream(stream.device_index());
+    copied.block(consumer);
+    in_flight.inputs.record_stream(consumer);
+    in_flight.targets.record_stream(consumer);
+    pending = false;
+    return std::move(in_flight);
+  }
+
+  c10::cuda::CUDAStream stream;
+  at::cuda::CUDAEvent copied;
+  Batch in_flight;
+  bool pending = false;
+};
+#else
+struct BatchLoader::DeviceCopier {
+  explicit DeviceCopier(const torch::Device&) {}
+};
+#endif
 
 absl::StatusOr<std::unique_ptr<BatchLoader>> BatchLoader::Create(Options options) {
   if (options.dataset == nullptr || options.dataset->size() <= 0) {
@@ -23,7 +68,10 @@ absl::StatusOr<std::unique_ptr<BatchLoader>> BatchLoader::Create(Options options
 }
 
 BatchLoader::BatchLoader(Options options)
-    : options_(std::move(options)),
+    // Made before the thread starts: if making it throws, no joinable thread
+    // is left behind to terminate the process.
+    : copier_(options.device.is_cuda() ? std::make_unique<DeviceCopier>(options.device) : nullptr),
+      options_(std::move(options)),
       batches_per_epoch_((options_.dataset->size() + options_.batch_size - 1) /
                          options_.batch_size),
       next_to_return_(options_.first_batch),
@@ -69,7 +117,7 @@ void BatchLoader::Produce() {
       const int64_t start = (b % batches_per_epoch_) * options_.batch_size;
       batch =
           options_.dataset->Get(order.slice(0, start, std::min(n, start + options_.batch_size)));
-      if (pin) {
+      if (pin && batch.inputs.is_cpu()) {
         batch.inputs = batch.inputs.pin_memory();
         batch.targets = batch.targets.pin_memory();
       }
@@ -88,21 +136,46 @@ void BatchLoader::Produce() {
   }
 }
 
-absl::StatusOr<Batch> BatchLoader::Next() {
+absl::StatusOr<Batch> BatchLoader::Take() {
   Batch batch;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (next_to_return_ >= options_.end_batch) {
-      return absl::OutOfRangeError(
-          absl::StrCat("batch loader: all batches up to ", options_.end_batch, " were returned"));
-    }
     changed_.wait(lock, [&] { return !queue_.empty() || !error_.ok(); });
     if (queue_.empty()) return error_;
     batch = std::move(queue_.front());
     queue_.pop_front();
-    ++next_to_return_;
   }
   changed_.notify_all();
+  return batch;
+}
+
+absl::StatusOr<Batch> BatchLoader::Next() {
+  if (next_to_return_ >= options_.end_batch) {
+    return absl::OutOfRangeError(
+        absl::StrCat("batch loader: all batches up to ", options_.end_batch, " were returned"));
+  }
+  ++next_to_return_;
+#ifdef MANTISSA_WITH_CUDA
+  if (copier_ != nullptr) {
+    if (!copier_->pending) {
+      ASSIGN_OR_RETURN(Batch first, Take());
+      if (!first.inputs.is_cpu()) {  // the dataset lives on the device: nothing to copy
+        copier_.reset();
+        return first;
+      }
+      copier_->Start(std::move(first));
+    }
+    Batch batch = copier_->Finish();
+    if (next_to_return_ < options_.end_batch) {
+      // Start the following copy now, so it overlaps the caller's step. An
+      // error stays with the loader and is returned by the next Next().
+      absl::StatusOr<Batch> following = Take();
+      if (following.ok()) copier_->Start(*std::move(following));
+    }
+    return batch;
+  }
+#endif
+  ASSIGN_OR_RETURN(Batch batch, Take());
   if (!options_.device.is_cpu()) {
     batch.inputs = batch.inputs.to(options_.device, /*non_blocking=*/true);
     batch.targets = batch.targets.to(options_.device, /*non_blocking=*/true);

@@ -22,9 +22,11 @@ namespace mantissa {
 // permutation that depends only on (seed, epoch). The data position of a run
 // is therefore just a batch number, which is what checkpoints store.
 //
-// On CUDA the loader pins each batch and Next() copies it without blocking
-// the host. The loader thread's CPU allocations are not counted in the job's
-// memory figures (they are the dataset's, not the model's).
+// On CUDA the loader pins each batch, and Next() copies the following batch
+// to the device on a side stream while the caller computes on the current
+// one, so the copy overlaps the step and the host never waits on it. The
+// loader thread's CPU allocations are not counted in the job's memory figures
+// (they are the dataset's, not the model's).
 //
 // Next() is called from one thread (the trainer's).
 class BatchLoader {
@@ -56,6 +58,12 @@ class BatchLoader {
  private:
   explicit BatchLoader(Options options);
   void Produce();
+  // The next prepared batch, in host memory; blocks until there is one.
+  absl::StatusOr<Batch> Take();
+
+  // CUDA only (the side stream, the batch being copied on it); null elsewhere.
+  struct DeviceCopier;
+  std::unique_ptr<DeviceCopier> copier_;
 
   const Options options_;
   const int64_t batches_per_epoch_;

@@ -56,6 +56,26 @@ absl::Status RequireNonNegative(absl::string_view field, int64_t value) {
   return absl::OkStatus();
 }
 
+// The transformer-engine modes get TransformerEngine's DelayedScaling
+// defaults where the job left the recipe unset; any other mode refuses a
+// recipe, which it would silently ignore.
+absl::Status ResolveFp8Recipe(const std::string& canonical_precision, v1::JobSpec& spec) {
+  if (canonical_precision != "transformer-engine" &&
+      canonical_precision != "transformer-engine-float16") {
+    if (!spec.has_fp8()) return absl::OkStatus();
+    return Invalid("fp8", absl::StrCat("applies to precision transformer-engine and "
+                                       "transformer-engine-float16 only, not '",
+                                       canonical_precision, "'"));
+  }
+  ASSIGN_OR_RETURN(const DelayedScaling recipe, PrecisionFactory::ParseFp8Recipe(spec.fp8()));
+  v1::Fp8Recipe& fp8 = *spec.mutable_fp8();
+  fp8.set_fp8_format(DelayedScaling::FormatName(recipe.fp8_format));
+  fp8.set_amax_history_len(recipe.amax_history_len);
+  fp8.set_amax_compute_algo(DelayedScaling::AlgoName(recipe.amax_compute_algo));
+  fp8.set_margin(recipe.margin);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submitted,
@@ -154,6 +174,9 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
                                 spec.accumulate_grad_batches()));
   }
   if (!spec.has_checkpoint_every_n_steps()) spec.set_checkpoint_every_n_steps(0);
+  // Whether the device and job allow a graph is decided by the trainer, which
+  // warns and trains eagerly where they do not.
+  if (!spec.has_cuda_graph()) spec.set_cuda_graph(false);
   RETURN_IF_ERROR(RequireNonNegative("checkpoint_every_n_steps", spec.checkpoint_every_n_steps()));
   RETURN_IF_ERROR(RequireNonNegative("eval.every_n_steps", spec.eval().every_n_steps()));
   RETURN_IF_ERROR(RequireNonNegative("eval.max_batches", spec.eval().max_batches()));
@@ -171,11 +194,15 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   RETURN_IF_ERROR(ModelFactory::Validate(spec.model(), ToOptionMap(spec.model_options())));
   RETURN_IF_ERROR(DatasetFactory::Validate(spec.dataset(), ToOptionMap(spec.dataset_options())));
 
+  // The FP8 recipe's values are checked before the precision, whose FP8
+  // modes most devices refuse.
+  if (spec.has_fp8()) RETURN_IF_ERROR(PrecisionFactory::ParseFp8Recipe(spec.fp8()).status());
   ASSIGN_OR_RETURN(ResolvedPrecision precision,
                    PrecisionFactory::Resolve(spec.precision(), context.caps));
   if (spec.precision().empty()) spec.set_precision(precision.canonical);
   prepared.effective_precision = precision.effective;
   prepared.warnings = std::move(precision.warnings);
+  RETURN_IF_ERROR(ResolveFp8Recipe(precision.canonical, spec));
 
   // The grad scaler: torch.amp.GradScaler's defaults, on for 16-mixed only.
   v1::GradScalerSettings& gs = *spec.mutable_grad_scaler();

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/training/fused_adam.h"
 
 namespace mantissa {
 
@@ -17,15 +18,20 @@ absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> OptimizerFactory::Creat
                                                    .nesterov(spec.nesterov())
                                                    .weight_decay(spec.weight_decay()));
   }
+  // CUDA parameters get the fused kernels where LibTorch has them; the
+  // state (and so the checkpoint) is the same as the portable optimizer's.
+  const bool fused = FusedOptimizer::Supported(parameters);
   if (name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        std::move(parameters),
-        torch::optim::AdamOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps()));
+    auto options =
+        torch::optim::AdamOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps());
+    if (fused) return std::make_unique<FusedAdam>(std::move(parameters), options);
+    return std::make_unique<torch::optim::Adam>(std::move(parameters), options);
   }
   if (name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        std::move(parameters),
-        torch::optim::AdamWOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps()));
+    auto options =
+        torch::optim::AdamWOptions(spec.lr()).weight_decay(spec.weight_decay()).eps(spec.eps());
+    if (fused) return std::make_unique<FusedAdamW>(std::move(parameters), options);
+    return std::make_unique<torch::optim::AdamW>(std::move(parameters), options);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("optimizer: unknown optimizer '", name,

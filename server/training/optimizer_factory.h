@@ -16,7 +16,9 @@ class OptimizerFactory {
  public:
   static std::vector<std::string> Names();  // sgd, adam, adamw
 
-  // From a resolved spec (optimizer, lr, weight_decay, momentum set).
+  // From a resolved spec (optimizer, lr, weight_decay, momentum set). Adam
+  // and AdamW on CUDA parameters are FusedAdam/FusedAdamW where LibTorch has
+  // the fused kernels (FusedOptimizer::Supported).
   static absl::StatusOr<std::unique_ptr<torch::optim::Optimizer>> Create(
       const v1::JobSpec& spec, std::vector<torch::Tensor> parameters);
 };

@@ -6,6 +6,12 @@
 
 #include <thread>
 
+#ifdef MANTISSA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
+#endif
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -53,6 +59,57 @@ absl::StatusOr<std::string> ResolveDevice(const std::string& device) {
 }
 
 std::string LibTorchVersion() { return compat::LibTorchVersion(); }
+
+namespace {
+
+// "cuda:3" -> 3.
+int CudaIndex(const std::string& device) {
+  int index = 0;
+  if (absl::StartsWith(device, "cuda:")) (void)absl::SimpleAtoi(device.substr(5), &index);
+  return index;
+}
+
+}  // namespace
+
+DeviceMemoryReader CudaMemoryReader(const std::string& device) {
+  const int index = CudaIndex(device);
+  return [device, index]() -> absl::StatusOr<DeviceMemory> {
+#ifdef MANTISSA_WITH_CUDA
+    // The scrape thread's current device is its own; the guard sets and
+    // restores it.
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));
+    size_t free_bytes = 0;
+    size_t total_bytes = 0;
+    const cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();  // clear it, or the next CUDA call reports it again
+      return absl::UnavailableError(
+          absl::StrCat(device, ": cudaMemGetInfo failed: ", cudaGetErrorString(err)));
+    }
+    DeviceMemory memory;
+    memory.total_bytes = static_cast<int64_t>(total_bytes);
+    memory.used_bytes = static_cast<int64_t>(total_bytes - free_bytes);
+    return memory;
+#else
+    (void)index;
+    return absl::UnavailableError(absl::StrCat(device, ": this build has no CUDA"));
+#endif
+  };
+}
+
+void ReleaseCachedDeviceMemory(const std::string& device) {
+#ifdef MANTISSA_WITH_CUDA
+  if (!absl::StartsWith(device, "cuda")) return;
+  // Best effort: this runs after a failure, outside any GuardTorch.
+  try {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(CudaIndex(device)));
+    c10::cuda::CUDACachingAllocator::emptyCache();
+  } catch (const c10::Error&) {
+  }
+#else
+  (void)device;
+#endif
+}
 
 void ConfigureHostAllocator() {
   // LibTorch's CPU allocator is plain malloc. By default glibc serves every

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/metrics/device_memory.h"
 
 namespace mantissa {
 
@@ -19,6 +20,17 @@ int ConfigureIntraOpThreads(int threads);
 absl::StatusOr<std::string> ResolveDevice(const std::string& device);
 
 std::string LibTorchVersion();
+
+// Reads a CUDA device's memory from the driver (cudaMemGetInfo: total, and
+// used = total - free, which includes other processes and the CUDA context).
+// `device` is canonical ("cuda:0"). Safe to call from any thread; in a build
+// without CUDA the reader answers UNAVAILABLE.
+DeviceMemoryReader CudaMemoryReader(const std::string& device);
+
+// Hands the CUDA caching allocator's unused blocks on `device` back to the
+// driver, so that after an out-of-memory failure the next job starts from a
+// clean device. Nothing to do on the CPU.
+void ReleaseCachedDeviceMemory(const std::string& device);
 
 // Keeps glibc malloc from handing large freed buffers back to the kernel
 // after every step (see the .cc). Call once at start-up, before threads.

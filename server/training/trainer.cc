@@ -10,11 +10,15 @@
 #include "google/protobuf/util/time_util.h"
 #include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
+#include "server/common/torch_compat.h"
 #include "server/data/dataset_factory.h"
+#include "server/data/device_resident_dataset.h"
 #include "server/models/model_factory.h"
 #include "server/precision/fp32_precision.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/applied_step_counter.h"
 #include "server/training/batch_loader.h"
+#include "server/training/cuda_graph_step.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/optimizer_factory.h"
 
@@ -51,6 +55,23 @@ absl::Status NonFiniteLoss(int64_t step, double loss, const std::string& precisi
            : "diverging training; lower the learning rate or set gradient_clip_norm"));
 }
 
+// torch::nn::utils::clip_grad_norm_ (L2) without its final read of the norm:
+// the same ops and results, but no host sync, so a CUDA graph can hold it.
+void ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  std::vector<torch::Tensor> norms;
+  for (const torch::Tensor& parameter : parameters) {
+    if (!parameter.grad().defined()) continue;
+    grads.push_back(parameter.grad());
+    norms.push_back(parameter.grad().norm(2));
+  }
+  if (grads.empty()) return;
+  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+  const torch::Tensor coef = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
+  for (torch::Tensor& grad : grads) grad.mul_(coef);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
@@ -60,6 +81,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
 
   ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(
                                  spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed()));
+  if (t->options_.data_on_device) {
+    t->data_.train = DeviceResidentDataset::Create(*t->data_.train, t->options_.device);
+    if (t->data_.test) {
+      t->data_.test = DeviceResidentDataset::Create(*t->data_.test, t->options_.device);
+    }
+  }
   t->accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
   t->batches_per_epoch_ = (t->data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
   t->total_batches_ =
@@ -70,8 +97,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
 
   // Everything the job allocates from here on counts towards its peak.
   t->memory_.Start();
-  ASSIGN_OR_RETURN(t->precision_,
-                   PrecisionFactory::Create(t->options_.effective_precision, t->options_.device));
+  ASSIGN_OR_RETURN(t->precision_, PrecisionFactory::Create(t->options_.effective_precision,
+                                                           t->options_.device, spec.fp8()));
   ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler,
                    GradScaler::Create(GradScalerOptions(spec.grad_scaler())));
   t->precision_->set_grad_scaler(std::move(scaler));
@@ -145,6 +172,36 @@ torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& ta
                                                 targets.reshape({-1}));
   }
   return torch::nn::functional::cross_entropy(logits, targets);
+}
+
+torch::Tensor Trainer::ForwardBackward(const torch::Tensor& inputs, const torch::Tensor& targets,
+                                       double loss_divisor) {
+  torch::Tensor x = precision_->ConvertInput(inputs);
+  torch::Tensor logits;
+  {
+    // One guard per batch: leaving it clears autocast's cast cache, so a
+    // captured step casts the current weights instead of reusing old casts.
+    std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
+    logits = model_->Forward(x);
+  }
+  logits = precision_->ConvertOutput(logits);
+  torch::Tensor loss = Loss(logits, targets);
+  precision_->Backward(loss_divisor == 1 ? loss : loss / loss_divisor);
+  return loss.detach();
+}
+
+OptimizerStepResult Trainer::ClipAndStep(const std::vector<torch::Tensor>& parameters) {
+  if (options_.spec.has_gradient_clip_norm()) {
+    // Clip what the optimizer will apply: unscaled gradients.
+    precision_->UnscaleGradients(*optimizer_);
+    ClipGradNorm(parameters, options_.spec.gradient_clip_norm());
+  }
+  return precision_->OptimizerStep(*optimizer_);
+}
+
+int64_t Trainer::SkippedSteps() const {
+  const GradScaler* scaler = precision_->grad_scaler();
+  return scaler != nullptr && scaler->enabled() ? scaler->skipped_steps() : 0;
 }
 
 absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobContext& context) {
@@ -254,9 +311,15 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
                    LrSchedule::Create(LrScheduleOptions(spec, total_steps_)));
   const int64_t start_step = start_.step;
   // Steps the optimizer applied; skipped ones do not advance the schedule.
-  int64_t applied_steps = start_.applied_steps;
+  // A fused optimizer's skips are known only when the scaler is read, at
+  // progress time (see AppliedStepCounter); checkpoints read it first.
+  AppliedStepCounter applied(start_.applied_steps, SkippedSteps());
+  const auto applied_now = [&] {
+    applied.Correct(SkippedSteps());
+    return applied.applied();
+  };
   int64_t checkpoint_step = start_step;  // the latest checkpoint's step
-  double lr = schedule.LrAt(applied_steps);
+  double lr = schedule.LrAt(applied.applied());
   double last_loss = start_.last_loss;
 
   ASSIGN_OR_RETURN(std::unique_ptr<BatchLoader> loader,
@@ -265,8 +328,13 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
                                         .seed = spec.seed(),
                                         .first_batch = start_step * accumulate_,
                                         .end_batch = total_batches_,
+                                        // Batches gathered on the device count in its
+                                        // peak; one ahead is enough to overlap there.
+                                        .queue_capacity = options_.data_on_device ? 1 : 4,
                                         .device = device}));
 
+  // What the plugin could not do as the mode asks (e.g. Linears FP8 cannot run).
+  for (const std::string& warning : precision_->warnings()) context.Warn(warning);
   context.Update(
       v1::JobEvent::STATE_CHANGED,
       [&](v1::Job& job) {
@@ -285,6 +353,29 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
 
   model_->SetTraining(true);
 
+  // JobSpec.cuda_graph: the whole step replayed as one CUDA graph, where the
+  // job allows it; otherwise a warning says why the job trains eagerly. A
+  // capture that fails fails the job.
+  std::unique_ptr<CudaGraphStep> graph;
+  if (spec.cuda_graph()) {
+    absl::StatusOr<std::unique_ptr<CudaGraphStep>> created = CudaGraphStep::Create(
+        {.device = device,
+         .accumulate_grad_batches = accumulate_,
+         .optimizer_name = spec.optimizer(),
+         .optimizer = optimizer_.get(),
+         .scaler = scaling ? precision_->grad_scaler() : nullptr,
+         .device_shared = !options_.memory_exact},
+        [this, &parameters](const torch::Tensor& inputs, const torch::Tensor& targets) {
+          torch::Tensor loss = ForwardBackward(inputs, targets, /*loss_divisor=*/1);
+          return CudaGraphStep::Output{loss, ClipAndStep(parameters)};
+        });
+    if (created.ok()) {
+      graph = std::move(*created);
+    } else {
+      context.Warn(std::string(created.status().message()));
+    }
+  }
+
   // The interval's loss is summed on the device and read back only at
   // progress time, so steps do not wait on the host.
   torch::Tensor interval_loss =
@@ -301,50 +392,50 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       if (checkpoints && checkpoint_every > 0 && done > checkpoint_step) {
         // The job asked for periodic checkpoints: keep the work done so far.
         RETURN_IF_ERROR(
-            SaveCheckpoint({done, done * accumulate_, applied_steps, last_loss}, context));
+            SaveCheckpoint({done, done * accumulate_, applied_now(), last_loss}, context));
       }
       return absl::CancelledError(absl::StrCat("cancelled at step ", done));
     }
     const Clock::time_point step_start = Clock::now();
-    const int64_t first_batch = (step - 1) * accumulate_;
-    const int64_t end_batch = std::min(step * accumulate_, total_batches_);
-    // The loss of each batch is divided by the batch count, so that the
-    // summed gradients are those of their mean.
-    const double loss_divisor = static_cast<double>(end_batch - first_batch);
-    optimizer_->zero_grad();
-    for (int64_t b = first_batch; b < end_batch; ++b) {
+    lr = schedule.LrAt(applied.applied());
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+    if (graph != nullptr) {
+      // One batch per step (accumulation refuses a graph).
       ASSIGN_OR_RETURN(Batch batch, loader->Next());
-      torch::Tensor x = precision_->ConvertInput(batch.inputs);
-      torch::Tensor logits;
-      {
-        std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
-        logits = model_->Forward(x);
-      }
-      logits = precision_->ConvertOutput(logits);
-      torch::Tensor loss = Loss(logits, batch.targets);
-      if (check_every_batch) {
-        const double value = loss.item<double>();
-        if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
-      }
-      precision_->Backward(loss_divisor == 1 ? loss : loss / loss_divisor);
-      interval_loss += loss.detach().to(torch::kFloat64);
+      ASSIGN_OR_RETURN(const CudaGraphStep::Output out, graph->Run(batch.inputs, batch.targets));
+      interval_loss += out.loss.to(torch::kFloat64);
       ++interval_batches;
       interval_items += batch.targets.size(0);
+      applied.Add(out.step);
+    } else {
+      const int64_t first_batch = (step - 1) * accumulate_;
+      const int64_t end_batch = std::min(step * accumulate_, total_batches_);
+      // The loss of each batch is divided by the batch count, so that the
+      // summed gradients are those of their mean.
+      const double loss_divisor = static_cast<double>(end_batch - first_batch);
+      optimizer_->zero_grad();
+      for (int64_t b = first_batch; b < end_batch; ++b) {
+        ASSIGN_OR_RETURN(Batch batch, loader->Next());
+        const torch::Tensor loss = ForwardBackward(batch.inputs, batch.targets, loss_divisor);
+        if (check_every_batch) {
+          const double value = loss.item<double>();
+          if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
+        }
+        interval_loss += loss.to(torch::kFloat64);
+        ++interval_batches;
+        interval_items += batch.targets.size(0);
+      }
+      applied.Add(ClipAndStep(parameters));
     }
-    if (spec.has_gradient_clip_norm()) {
-      // Clip what the optimizer will apply: unscaled gradients.
-      precision_->UnscaleGradients(*optimizer_);
-      torch::nn::utils::clip_grad_norm_(parameters, spec.gradient_clip_norm());
-    }
-    lr = schedule.LrAt(applied_steps);
-    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    if (!precision_->OptimizerStep(*optimizer_).skipped) ++applied_steps;
     if (step == start_step + 1) {
       gradient_bytes_ = GradientBytes(parameters);
       optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
     }
     ++interval_steps;
-    context.metrics().ObserveStep(Seconds(Clock::now() - step_start));
+    if (options_.synchronize_steps) compat::Synchronize(device);
+    const double step_seconds = Seconds(Clock::now() - step_start);
+    context.metrics().ObserveStep(step_seconds);
+    if (options_.on_step) options_.on_step(step, step_seconds);
 
     if (step % spec.progress_every_n_steps() == 0 || step == total_steps_) {
       const double elapsed = Seconds(Clock::now() - interval_start);
@@ -352,6 +443,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       if (!scaling && !std::isfinite(last_loss)) return NonFiniteLoss(step, last_loss, precision);
       const double items_per_second = elapsed > 0 ? interval_items / elapsed : 0;
       const v1::PrecisionStats precision_stats = PrecisionStats(step);
+      applied.Correct(precision_stats.skipped_steps());
       const v1::MemoryStats memory = MemoryStats();
       context.metrics().SetLoss(last_loss);
       context.metrics().SetItemsPerSecond(items_per_second);
@@ -381,7 +473,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
     if (checkpoints && checkpoint_every > 0 && step % checkpoint_every == 0 &&
         step != total_steps_) {
       RETURN_IF_ERROR(
-          SaveCheckpoint({step, step * accumulate_, applied_steps, last_loss}, context));
+          SaveCheckpoint({step, step * accumulate_, applied_now(), last_loss}, context));
       checkpoint_step = step;
     }
 
@@ -399,7 +491,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   // cancellation may cut short.
   if (checkpoints && total_steps_ > checkpoint_step) {
     RETURN_IF_ERROR(
-        SaveCheckpoint({total_steps_, total_batches_, applied_steps, last_loss}, context));
+        SaveCheckpoint({total_steps_, total_batches_, applied_now(), last_loss}, context));
   }
   v1::JobResult result;
   result.set_final_loss(last_loss);

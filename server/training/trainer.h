@@ -3,8 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "mantissa/v1/training.pb.h"
@@ -27,12 +29,21 @@ class Trainer {
     v1::JobSpec spec;  // resolved (defaults filled in)
     std::string effective_precision;
     torch::Device device = torch::kCPU;
-    // False when other jobs may allocate on the device at the same time.
+    // False when other jobs may run on the device at the same time: the
+    // memory figures then include theirs, and a CUDA graph is refused.
     bool memory_exact = true;
     // Where this job's checkpoints go; empty = none.
     std::string checkpoint_path;
     // A checkpoint to continue from (spec.resume_from's); empty = fresh start.
     std::string resume_path;
+    // Benchmarks: both splits are copied to the device once, so batches are
+    // sliced there and no host-to-device copy is timed.
+    bool data_on_device = false;
+    // Benchmarks: called after every step with its wall time. With
+    // synchronize_steps the device is synchronised before the clock is read,
+    // so on CUDA the time is the step's, not its launches'.
+    std::function<void(int64_t step, double seconds)> on_step;
+    bool synchronize_steps = false;
   };
 
   struct Evaluation {
@@ -70,6 +81,15 @@ class Trainer {
   absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
   absl::Status MeasureBaseline();
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  // One batch's forward, loss and backward (of loss / loss_divisor, for
+  // accumulation); returns the undivided loss, detached. No host sync.
+  torch::Tensor ForwardBackward(const torch::Tensor& inputs, const torch::Tensor& targets,
+                                double loss_divisor);
+  // Clips the unscaled gradients when the job asks, then steps the optimizer
+  // through the precision plugin. No host sync with a fused optimizer.
+  OptimizerStepResult ClipAndStep(const std::vector<torch::Tensor>& parameters);
+  // The grad scaler's skipped_steps() (a device read), 0 without a scaler.
+  int64_t SkippedSteps() const;
   bool language_model() const { return data_.spec.task == Task::kLanguageModel; }
   void SetEvaluation(const Evaluation& eval, v1::JobResult& result) const;
   std::string DescribeEvaluation(const Evaluation& eval) const;

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
@@ -19,6 +20,25 @@
 #include "server/training/trainer.h"
 
 namespace mantissa {
+
+namespace {
+
+// What a user needs to fix an out-of-memory failure: what ran, and how much
+// the allocator was asked for.
+absl::Status OutOfMemory(const v1::Job& job, const std::string& device,
+                         const absl::Status& status) {
+  const v1::JobSpec& spec = job.spec();
+  const std::string asked = RequestedAllocation(status.message());
+  // A std::bad_alloc: the host ran out, whatever the job's device.
+  const bool host = absl::StrContains(status.message(), "out of host memory");
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "out of memory on ", host ? "the host" : device, " training model ", spec.model(),
+      " with batch_size ", spec.batch_size(), " in ", job.effective_precision(),
+      asked.empty() ? "" : absl::StrCat(": tried to allocate ", asked),
+      "; try a smaller batch_size or model, or a half-precision mode (", status.message(), ")"));
+}
+
+}  // namespace
 
 struct TrainingJobRunner::Probed {
   ResolveContext context;
@@ -77,6 +97,15 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     result = trainer->Run(context);
     return absl::OkStatus();
   });
+  // The trainer returns some failures as a Status (a batch gathered on the
+  // device, a checkpoint): an out-of-memory among them is handled alike.
+  if (status.ok() && !result.ok()) status = result.status();
+  if (absl::IsResourceExhausted(status)) {
+    // Whatever the failed step left in the caching allocator goes back to
+    // the driver: the next job must not inherit a fragmented device.
+    ReleaseCachedDeviceMemory(device_);
+    return OutOfMemory(job, device_, status);
+  }
   if (!status.ok()) return status;
   return result;
 }

@@ -221,6 +221,8 @@ TEST(BuildJobSpecTest, SetsOnlyTheGivenFields) {
   EXPECT_FALSE(spec->has_nesterov());
   EXPECT_FALSE(spec->has_accumulate_grad_batches());
   EXPECT_FALSE(spec->has_checkpoint_every_n_steps());
+  EXPECT_FALSE(spec->has_fp8());
+  EXPECT_FALSE(spec->has_cuda_graph());
   EXPECT_EQ(spec->resume_from(), "");
 }
 
@@ -334,6 +336,35 @@ TEST(BuildJobSpecTest, OneScalerSettingLeavesTheOthersUnset) {
   EXPECT_FALSE(spec->grad_scaler().has_enabled());
   EXPECT_FALSE(spec->grad_scaler().has_init_scale());
   EXPECT_EQ(spec->grad_scaler().growth_interval(), 50);
+}
+
+TEST(BuildJobSpecTest, SetsTheFp8RecipeAndCudaGraph) {
+  SubmitOptions options;
+  options.precision = "transformer-engine";
+  options.fp8_format = "E4M3";
+  options.fp8_amax_history_len = 16;
+  options.fp8_amax_compute_algo = "most_recent";
+  options.fp8_margin = 0;  // given, so sent even though it is the default
+  options.cuda_graph = false;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->fp8().fp8_format(), "E4M3");
+  EXPECT_EQ(spec->fp8().amax_history_len(), 16);
+  EXPECT_EQ(spec->fp8().amax_compute_algo(), "most_recent");
+  ASSERT_TRUE(spec->fp8().has_margin());
+  EXPECT_EQ(spec->fp8().margin(), 0);
+  ASSERT_TRUE(spec->has_cuda_graph());
+  EXPECT_FALSE(spec->cuda_graph());
+}
+
+TEST(BuildJobSpecTest, OneFp8SettingLeavesTheOthersUnset) {
+  SubmitOptions options;
+  options.fp8_margin = 1;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->fp8().fp8_format(), "");
+  EXPECT_FALSE(spec->fp8().has_amax_history_len());
+  EXPECT_EQ(spec->fp8().margin(), 1);
 }
 
 TEST(BuildCompareRequestTest, SplitsThePrecisionsAndKeepsTheSpec) {

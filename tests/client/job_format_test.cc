@@ -389,6 +389,21 @@ TEST(JobFormatTest, ScalerSettingsShowOnlyWhatTheSpecCarries) {
   EXPECT_THAT(FormatPrecisionSection(job), Not(HasSubstr("Scaler settings")));
 }
 
+TEST(JobFormatTest, Fp8RecipeAndCudaGraphShowWhenTheSpecCarriesThem) {
+  v1::Job job = ScaledJob();
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), Not(HasSubstr("FP8 recipe")));
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), Not(HasSubstr("CUDA graph")));
+  v1::Fp8Recipe& recipe = *job.mutable_spec()->mutable_fp8();
+  recipe.set_fp8_format("HYBRID");
+  recipe.set_amax_history_len(1024);
+  recipe.set_amax_compute_algo("max");
+  recipe.set_margin(0);
+  job.mutable_spec()->set_cuda_graph(true);
+  EXPECT_THAT(FormatPrecisionSection(job),
+              HasSubstr("FP8 recipe:       HYBRID, amax history 1024, amax max, margin 0\n"));
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), HasSubstr("CUDA graph:"));
+}
+
 TEST(JobFormatTest, JobViewShowsClippingAndEpsilonWhenSet) {
   v1::Job job = RunningJob();
   job.mutable_spec()->set_gradient_clip_norm(1.0);

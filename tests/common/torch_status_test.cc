@@ -34,5 +34,38 @@ TEST(GuardTorchTest, PassesThroughStatusAndStdExceptions) {
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("out of host memory")));
 }
 
+TEST(GuardTorchTest, CpuAllocatorFailureIsResourceExhausted) {
+  // 2^50 floats: LibTorch's CPU allocator refuses with a plain c10::Error.
+  absl::Status status = GuardTorch("job big", [] {
+    torch::empty({int64_t{1} << 50});
+    return absl::OkStatus();
+  });
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("job big: ")));
+  EXPECT_EQ(RequestedAllocation(status.message()), "4.00 PiB");
+}
+
+TEST(GuardTorchTest, CudaAllocationFailuresWithoutTheOomTypeAreResourceExhausted) {
+  // Raised as plain c10::Errors by CUDA error checks and cuBLAS handles.
+  for (const char* message : {"CUDA error: out of memory",
+                              "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"}) {
+    absl::Status status = GuardTorch("job gpu", [message]() -> absl::Status {
+      TORCH_CHECK(false, message);
+      return absl::OkStatus();
+    });
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr(message)));
+  }
+}
+
+TEST(RequestedAllocationTest, ReadsCudaAndCpuAllocatorMessages) {
+  EXPECT_EQ(RequestedAllocation("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a "
+                                "total capacity of 79.11 GiB"),
+            "20.00 GiB");
+  EXPECT_EQ(RequestedAllocation("DefaultCPUAllocator: not enough memory: you tried to allocate "
+                                "4000000000000 bytes."),
+            "3.64 TiB");
+  EXPECT_EQ(RequestedAllocation("you tried to allocate 512 bytes."), "512 bytes");
+  EXPECT_EQ(RequestedAllocation("shapes cannot be multiplied"), "");
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -201,6 +201,54 @@ TEST_F(CliTest, PrecisionFlagsReachTheJobAndGetShowsTheirEffect) {
   }
 }
 
+TEST_F(CliTest, Fp8RecipeFlagsAreCheckedByTheDaemon) {
+  const std::vector<std::string> base = {"submit", "--model", "mlp", "--dataset", "synthetic"};
+  auto with = [&base](std::vector<std::string> flags) {
+    flags.insert(flags.begin(), base.begin(), base.end());
+    return flags;
+  };
+  CommandResult bad_format =
+      Cli(with({"--precision", "transformer-engine", "--fp8-format", "E5M2"}));
+  EXPECT_EQ(bad_format.exit_code, 1);
+  EXPECT_THAT(bad_format.err, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(bad_format.err, HasSubstr("fp8.fp8_format"));
+  EXPECT_THAT(bad_format.err, HasSubstr("HYBRID"));
+
+  CommandResult bad_history =
+      Cli(with({"--precision", "transformer-engine", "--fp8-amax-history-len", "0"}));
+  EXPECT_EQ(bad_history.exit_code, 1);
+  EXPECT_THAT(bad_history.err, HasSubstr("fp8.amax_history_len"));
+
+  CommandResult wrong_precision = Cli(with({"--precision", "bf16-mixed", "--fp8-margin", "1"}));
+  EXPECT_EQ(wrong_precision.exit_code, 1);
+  EXPECT_THAT(wrong_precision.err, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(wrong_precision.err, HasSubstr("transformer-engine"));
+
+  // A valid recipe on this CPU daemon meets the precision's own refusal.
+  CommandResult no_fp8_device =
+      Cli(with({"--precision", "transformer-engine", "--fp8-format", "HYBRID"}));
+  EXPECT_EQ(no_fp8_device.exit_code, 1);
+  EXPECT_THAT(no_fp8_device.err, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(no_fp8_device.err, HasSubstr("compute capability >= 8.9"));
+
+  CommandResult list = Cli({"--json", "list"});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_THAT(list.out, Not(HasSubstr("\"id\"")));
+}
+
+TEST_F(CliTest, CudaGraphOnTheCpuTrainsEagerlyWithAWarning) {
+  CommandResult submit = Cli({"submit", "--model", "mlp", "--model-option", "hidden=32",
+                              "--dataset", "synthetic", "--steps", "5", "--cuda-graph", "--wait"});
+  ASSERT_EQ(submit.exit_code, 0) << submit.out << submit.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(submit.out, m, std::regex("job ([0-9a-f]{12})"))) << submit.out;
+  CommandResult get = Cli({"get", m[1].str()});
+  ASSERT_EQ(get.exit_code, 0);
+  EXPECT_THAT(get.out, HasSubstr("CUDA graph:"));
+  EXPECT_THAT(get.out, HasSubstr("cuda_graph:"));
+  EXPECT_THAT(get.out, HasSubstr("training eagerly"));
+}
+
 TEST(CliUnreachableTest, SaysTheDaemonCannotBeReached) {
   // Port 1 on loopback: nothing listens there.
   CommandResult r = RunCli({"--server=127.0.0.1:1", "list"});

@@ -321,6 +321,33 @@ TEST_F(TrainingServiceTest, LibTorchErrorFailsTheJobNotTheDaemon) {
   EXPECT_EQ(done->state(), v1::SUCCEEDED);
 }
 
+TEST_F(TrainingServiceTest, OutOfMemoryNamesWhatRanAndTheNextJobRuns) {
+  // A batch of 2^20 items through a 2^20-wide hidden layer: its activations
+  // (4 TiB) cannot be allocated, while the model itself (27M parameters) can.
+  v1::JobSpec spec = SyntheticMlpSpec(3);
+  (*spec.mutable_model_options())["hidden"] = "1048576";
+  (*spec.mutable_dataset_options())["features"] = "16";
+  (*spec.mutable_dataset_options())["train_size"] = "1048576";
+  (*spec.mutable_dataset_options())["test_size"] = "0";
+  spec.set_batch_size(1048576);
+  spec.set_precision("bf16-true");
+  spec.set_memory_baseline_steps(0);
+  auto submitted = Submit(*stub_, spec);
+  ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
+  auto job = WaitForJob(*stub_, submitted.job.id(), testing::IsTerminal);
+  ASSERT_OK(job);
+  EXPECT_EQ(job->state(), v1::FAILED);
+  EXPECT_THAT(job->error(), HasSubstr("out of memory on cpu training model mlp with batch_size "
+                                      "1048576 in bf16-true: tried to allocate 2.00 TiB"));
+  EXPECT_THAT(job->error(), ::testing::Not(HasSubstr("\n")));
+
+  auto next = Submit(*stub_, SyntheticMlpSpec(5));
+  ASSERT_TRUE(next.status.ok());
+  auto done = WaitForJob(*stub_, next.job.id(), testing::IsTerminal);
+  ASSERT_OK(done);
+  EXPECT_EQ(done->state(), v1::SUCCEEDED);
+}
+
 TEST_F(TrainingServiceTest, ConcurrentJobsRunTogetherWhenAllowed) {
   StartDaemon({"--max_concurrent_jobs=2"});
   auto a = Submit(*stub_, SyntheticMlpSpec(10'000'000));

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "server/precision/fp32_precision.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -204,7 +205,9 @@ void RunScriptedPattern(const GradScaler::Options& options, const std::vector<Gr
     const std::vector<float> w_before = Values(params.w);
     const std::vector<float> b_before = Values(params.b);
 
-    const bool skipped = scaler->Step(*params.sgd);
+    const OptimizerStepResult result = scaler->Step(*params.sgd);
+    EXPECT_TRUE(result.skip_known);
+    const bool skipped = result.skipped;
     EXPECT_EQ(skipped, poisoned);
     if (poisoned) ++expected_skipped;
     EXPECT_EQ(scaler->skipped_steps(), expected_skipped);
@@ -279,7 +282,7 @@ TEST_P(GradScalerDeviceTest, GrowthPastFloatMaxIsRefusedAndResetsTracker) {
   for (int i = 0; i < 3; ++i) {
     scaler->Scale(torch::ones({}, torch::TensorOptions().device(device())));
     params.SetScaledGrads(1.0f);
-    EXPECT_FALSE(scaler->Step(*params.sgd));
+    EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
     scaler->Update();
     EXPECT_EQ(scaler->scale(), static_cast<double>(FLT_MAX));
     EXPECT_EQ(scaler->growth_tracker(), 0);
@@ -287,7 +290,7 @@ TEST_P(GradScalerDeviceTest, GrowthPastFloatMaxIsRefusedAndResetsTracker) {
   // Backoff still works from there.
   scaler->Scale(torch::ones({}, torch::TensorOptions().device(device())));
   params.SetScaledGrads(1.0f, std::numeric_limits<float>::infinity(), true);
-  EXPECT_TRUE(scaler->Step(*params.sgd));
+  EXPECT_TRUE(scaler->Step(*params.sgd).skipped);
   scaler->Update();
   EXPECT_EQ(scaler->scale(), static_cast<double>(static_cast<float>(double{FLT_MAX} * 0.5)));
 }
@@ -309,7 +312,7 @@ TEST(GradScalerTest, GrowsExactlyAtGrowthInterval) {
   for (const auto& [scale, tracker] : expected) {
     scaler->Scale(torch::ones({}));
     params.SetScaledGrads(static_cast<float>(scaler->scale()));
-    EXPECT_FALSE(scaler->Step(*params.sgd));
+    EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
     scaler->Update();
     EXPECT_EQ(scaler->scale(), scale);
     EXPECT_EQ(scaler->growth_tracker(), tracker);
@@ -327,7 +330,7 @@ TEST(GradScalerTest, BackoffResetsTracker) {
     scaler->Scale(torch::ones({}));
     params.SetScaledGrads(static_cast<float>(scaler->scale()),
                           std::numeric_limits<float>::infinity(), inf);
-    EXPECT_EQ(scaler->Step(*params.sgd), inf);
+    EXPECT_EQ(scaler->Step(*params.sgd).skipped, inf);
     scaler->Update();
   };
   run(false);
@@ -380,7 +383,7 @@ TEST(GradScalerTest, UnscaleMultipliesEvenWhenAGradientIsNonFinite) {
   params.w.mutable_grad() = torch::tensor({8.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f});
   params.b.mutable_grad() = torch::tensor({{4.0f, 12.0f}, {-4.0f, 0.0f}});
   const std::vector<float> w_before = Values(params.w);
-  EXPECT_TRUE(scaler->Step(*params.sgd));
+  EXPECT_TRUE(scaler->Step(*params.sgd).skipped);
   const std::vector<float> w_grad = Values(params.w.grad());
   EXPECT_EQ(w_grad[0], 2.0f);
   EXPECT_TRUE(std::isnan(w_grad[1]));
@@ -402,7 +405,7 @@ TEST(GradScalerTest, FiniteCheckSeesGradientBeforeUnscaling) {
   params.b.mutable_grad() = torch::zeros({2, 2});
   scaler->Unscale(*params.sgd);
   EXPECT_TRUE(std::isinf(Values(params.w.grad())[0]));
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_EQ(scaler->skipped_steps(), 0);
 }
 
@@ -420,7 +423,7 @@ TEST(GradScalerTest, UnscaleTwiceInOneStepDividesOnce) {
   EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{2.0f, 1.0f, -4.0f}));
   // Step must not unscale a third time either.
   const std::vector<float> w_before = Values(params.w);
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{2.0f, 1.0f, -4.0f}));
   EXPECT_FLOAT_EQ(Values(params.w)[0], w_before[0] - 0.2f);
   scaler->Update();
@@ -439,11 +442,11 @@ TEST(GradScalerTest, FoundInfDoesNotLeakIntoNextStep) {
   Params params;
   scaler->Scale(torch::ones({}));
   params.SetScaledGrads(2.0f, std::numeric_limits<float>::infinity(), true);
-  EXPECT_TRUE(scaler->Step(*params.sgd));
+  EXPECT_TRUE(scaler->Step(*params.sgd).skipped);
   scaler->Update();
   scaler->Scale(torch::ones({}));
   params.SetScaledGrads(1.0f);
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_EQ(scaler->skipped_steps(), 1);
 }
 
@@ -456,7 +459,7 @@ TEST(GradScalerTest, SkipsParametersWithoutGradients) {
   scaler->Scale(torch::ones({}));
   params.w.mutable_grad() = torch::tensor({2.0f, 4.0f, 6.0f});
   const std::vector<float> b_before = Values(params.b);
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{1.0f, 2.0f, 3.0f}));
   EXPECT_FALSE(params.b.grad().defined());
   EXPECT_EQ(Values(params.b), b_before);
@@ -493,7 +496,7 @@ TEST(GradScalerTest, HandlesScalarAndMixedDtypeGradients) {
 
   // A non-finite bf16 gradient is caught like a float one.
   bf16.mutable_grad()[1] = std::numeric_limits<float>::infinity();
-  EXPECT_TRUE(scaler->Step(sgd));
+  EXPECT_TRUE(scaler->Step(sgd).skipped);
 }
 
 TEST(GradScalerTest, DisabledPassesThrough) {
@@ -515,10 +518,10 @@ TEST(GradScalerTest, DisabledPassesThrough) {
   scaler->Unscale(*params.sgd);
   EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{1.0f, 2.0f, 4.0f}));
   const std::vector<float> w_before = Values(params.w);
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_NE(Values(params.w), w_before);
   params.w.mutable_grad() = torch::tensor({std::numeric_limits<float>::infinity(), 0.0f, 0.0f});
-  EXPECT_FALSE(scaler->Step(*params.sgd));
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
   EXPECT_TRUE(std::isinf(Values(params.w)[0]));
   scaler->Update();
   EXPECT_EQ(scaler->skipped_steps(), 0);
@@ -589,7 +592,7 @@ TEST(GradScalerTest, SaveLoadRoundTrip) {
       Params& p = s == scaler.get() ? params : params2;
       EXPECT_EQ(s->Scale(torch::ones({})).item<float>(), static_cast<float>(s->scale()));
       p.SetScaledGrads(1.0f);
-      EXPECT_FALSE(s->Step(*p.sgd));
+      EXPECT_FALSE(s->Step(*p.sgd).skipped);
       s->Update();
     }
     EXPECT_EQ(restored->scale(), scaler->scale());
@@ -670,7 +673,7 @@ TEST(GradScalerTest, ScaledBackwardThenStepMatchesPlainSgd) {
     EXPECT_EQ(scaled.item<float>(), loss.item<float>() * scale);
     scaled_sgd.zero_grad();
     scaled.backward();
-    EXPECT_FALSE(scaler->Step(scaled_sgd));
+    EXPECT_FALSE(scaler->Step(scaled_sgd).skipped);
     scaler->Update();
 
     plain_sgd.zero_grad();
@@ -682,6 +685,141 @@ TEST(GradScalerTest, ScaledBackwardThenStepMatchesPlainSgd) {
   }
   // The comparison is not vacuous: the weights did move.
   EXPECT_FALSE(torch::allclose(scaled_model->weight, initial_weight));
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// The fused Adam kernels' contract on the CPU, as plain tensor ops (nothing
+// read back): SGD on the gradients divided by grad_scale (when given),
+// leaving every parameter alone where found_inf is set.
+class DeviceScaledSgd : public torch::optim::SGD, public DeviceScaledOptimizer {
+ public:
+  using torch::optim::SGD::SGD;
+
+  void StepScaled(const torch::Tensor& grad_scale, const torch::Tensor& found_inf) override {
+    torch::NoGradGuard no_grad;
+    ++calls;
+    got_grad_scale = grad_scale.defined();
+    for (torch::Tensor& p : param_groups()[0].params()) {
+      const torch::Tensor grad = grad_scale.defined() ? p.grad() / grad_scale : p.grad();
+      const double lr = param_groups()[0].options().get_lr();
+      p.copy_(torch::where(found_inf != 0, p, p - lr * grad));
+    }
+  }
+
+  int calls = 0;
+  bool got_grad_scale = false;
+};
+
+struct DeviceScaledParams {
+  torch::Tensor w = torch::tensor({0.5f, -1.25f, 2.0f}).set_requires_grad(true);
+  torch::Tensor b = torch::tensor({{1.0f, 2.0f}, {3.0f, -4.0f}}).set_requires_grad(true);
+  DeviceScaledSgd sgd{std::vector<torch::Tensor>{w, b}, torch::optim::SGDOptions(0.1)};
+
+  void SetGrads(float scale, bool poisoned) {
+    w.mutable_grad() = torch::tensor({0.75f, -3.0f, 1.5f}) * scale;
+    b.mutable_grad() = torch::tensor({{0.25f, 0.5f}, {-2.0f, 1.0f}}) * scale;
+    if (poisoned) b.mutable_grad()[1][0] = std::numeric_limits<float>::infinity();
+  }
+};
+
+TEST(GradScalerDeviceScaledTest, TheOptimizerUnscalesAndSkipsAndTheSkipIsCountedLazily) {
+  auto scaler = MakeScaler({.init_scale = 1024.0});
+  ASSERT_NE(scaler, nullptr);
+  DeviceScaledParams params;
+
+  // A clean step: the scaler only checks (the gradients stay scaled) and
+  // hands the scale over; the optimizer unscales.
+  scaler->Scale(torch::ones({}));
+  params.SetGrads(1024.0f, /*poisoned=*/false);
+  const std::vector<float> w_before = Values(params.w);
+  OptimizerStepResult result = scaler->Step(params.sgd);
+  EXPECT_FALSE(result.skip_known);
+  EXPECT_FALSE(result.skipped);
+  EXPECT_EQ(params.sgd.calls, 1);
+  EXPECT_TRUE(params.sgd.got_grad_scale);
+  EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{768.0f, -3072.0f, 1536.0f}));
+  EXPECT_FLOAT_EQ(Values(params.w)[1], w_before[1] + 0.1f * 3.0f);
+  scaler->Update();
+  EXPECT_EQ(scaler->skipped_steps(), 0);
+  EXPECT_EQ(scaler->scale(), 1024.0);
+
+  // An inf gradient: nothing moves, the device count and the backoff see it.
+  scaler->Scale(torch::ones({}));
+  params.SetGrads(1024.0f, /*poisoned=*/true);
+  const std::vector<float> w_kept = Values(params.w);
+  const std::vector<float> b_kept = Values(params.b);
+  result = scaler->Step(params.sgd);
+  EXPECT_FALSE(result.skip_known);
+  EXPECT_FALSE(result.skipped);  // not known here
+  EXPECT_EQ(Values(params.w), w_kept);
+  EXPECT_EQ(Values(params.b), b_kept);
+  scaler->Update();
+  EXPECT_EQ(scaler->skipped_steps(), 1);
+  EXPECT_EQ(scaler->scale(), 512.0);
+
+  // Clipping unscales first: then the optimizer gets no scale to divide by.
+  scaler->Scale(torch::ones({}));
+  params.SetGrads(512.0f, /*poisoned=*/false);
+  scaler->Unscale(params.sgd);
+  EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{0.75f, -3.0f, 1.5f}));
+  const std::vector<float> w_clipped_before = Values(params.w);
+  scaler->Step(params.sgd);
+  EXPECT_FALSE(params.sgd.got_grad_scale);
+  EXPECT_FLOAT_EQ(Values(params.w)[0], w_clipped_before[0] - 0.1f * 0.75f);
+  scaler->Update();
+  EXPECT_EQ(scaler->skipped_steps(), 1);
+  EXPECT_EQ(scaler->growth_tracker(), 1);
+
+  // Checkpoints carry the skips counted on the device.
+  torch::serialize::OutputArchive out;
+  scaler->Save(out);
+  std::stringstream stream;
+  out.save_to(stream);
+  auto restored = MakeScaler({.init_scale = 1024.0});
+  ASSERT_NE(restored, nullptr);
+  torch::serialize::InputArchive in;
+  in.load_from(stream);
+  restored->Load(in);
+  EXPECT_EQ(restored->skipped_steps(), 1);
+  EXPECT_EQ(restored->scale(), 512.0);
+}
+
+TEST(GradScalerDeviceScaledTest, ThePluginPassesOnThatTheSkipIsUnknown) {
+  Fp32Precision plugin;
+  auto scaler = GradScaler::Create({.init_scale = 8.0});
+  ASSERT_OK(scaler);
+  plugin.set_grad_scaler(std::move(*scaler));
+  DeviceScaledParams params;
+  plugin.grad_scaler()->Scale(torch::ones({}));
+  params.SetGrads(8.0f, /*poisoned=*/true);
+  const OptimizerStepResult result = plugin.OptimizerStep(params.sgd);
+  EXPECT_FALSE(result.skip_known);
+  EXPECT_EQ(plugin.grad_scaler()->skipped_steps(), 1);
+  EXPECT_EQ(plugin.grad_scaler()->scale(), 4.0);  // updated in the same hook
+}
+
+TEST(GradScalerTest, ADiscardedStepIsUnscaledAgain) {
+  auto scaler = MakeScaler({.init_scale = 4.0});
+  ASSERT_NE(scaler, nullptr);
+  Params params;
+  scaler->Scale(torch::ones({}));
+  params.SetScaledGrads(4.0f);
+  scaler->Unscale(*params.sgd);
+  EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{0.75f, -3.0f, 1.5f}));
+  // The step is abandoned (say a failed graph capture) and run again.
+  scaler->DiscardStep();
+  params.SetScaledGrads(4.0f);
+  scaler->Unscale(*params.sgd);
+  EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{0.75f, -3.0f, 1.5f}));
+  // Without the discard the second Unscale would have done nothing.
+  params.SetScaledGrads(4.0f);
+  scaler->Unscale(*params.sgd);
+  EXPECT_EQ(Values(params.w.grad()), (std::vector<float>{3.0f, -12.0f, 6.0f}));
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "server/common/torch_compat.h"
+#include "server/precision/precision_factory.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -254,6 +256,138 @@ TEST(JobSpecResolverTest, NesterovAccumulationAndCheckpointSettings) {
   checkpoint.set_checkpoint_every_n_steps(-1);
   EXPECT_THAT(ResolveJobSpec(checkpoint, Cpu()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("checkpoint_every_n_steps")));
+}
+
+TEST(JobSpecResolverTest, CudaGraphDefaultsToOffAndIsKeptEvenOnTheCpu) {
+  auto defaults = ResolveJobSpec(Minimal(), Cpu());
+  ASSERT_OK(defaults);
+  EXPECT_TRUE(defaults->spec.has_cuda_graph());
+  EXPECT_FALSE(defaults->spec.cuda_graph());
+  // The trainer decides whether the device allows a graph (and warns).
+  v1::JobSpec spec = Minimal();
+  spec.set_cuda_graph(true);
+  spec.set_optimizer("sgd");
+  spec.set_accumulate_grad_batches(2);
+  auto prepared = ResolveJobSpec(spec, Cpu());
+  ASSERT_OK(prepared);
+  EXPECT_TRUE(prepared->spec.cuda_graph());
+  EXPECT_TRUE(prepared->warnings.empty());
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using testing::StatusIs;
+
+v1::JobSpec Fp8Spec(const std::string& precision) {
+  v1::JobSpec spec;
+  spec.set_model("mlp");
+  spec.set_dataset("synthetic");
+  spec.set_precision(precision);
+  return spec;
+}
+
+ResolveContext CpuFp8Context() { return ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1}; }
+
+// A device FP8 can run on (Hopper), without needing one; LibTorch must
+// still be >= 2.4.
+ResolveContext HopperContext() {
+  ResolveContext context = CpuFp8Context();
+  context.caps.device = torch::Device(torch::kCUDA, 0);
+  context.caps.device_name = "cuda:0 (test Hopper, sm_90)";
+  context.caps.compute_capability = 90;
+  context.caps.bfloat16 = context.caps.float16 = true;
+  context.caps.autocast_bfloat16 = context.caps.autocast_float16 = true;
+  return context;
+}
+
+TEST(JobSpecResolverFp8Test, BadRecipeValuesNameTheFieldAndValidValues) {
+  const std::vector<std::pair<std::function<void(v1::Fp8Recipe&)>, std::string>> cases = {
+      {[](v1::Fp8Recipe& r) { r.set_fp8_format("E5M2"); }, "fp8.fp8_format"},
+      {[](v1::Fp8Recipe& r) { r.set_fp8_format("hybrid"); }, "fp8.fp8_format"},
+      {[](v1::Fp8Recipe& r) { r.set_amax_compute_algo("mean"); }, "fp8.amax_compute_algo"},
+      {[](v1::Fp8Recipe& r) { r.set_amax_history_len(0); }, "fp8.amax_history_len"},
+      {[](v1::Fp8Recipe& r) { r.set_amax_history_len(1 << 20); }, "fp8.amax_history_len"},
+      {[](v1::Fp8Recipe& r) { r.set_margin(-1); }, "fp8.margin"},
+  };
+  for (const auto& [mutate, field] : cases) {
+    v1::JobSpec spec = Fp8Spec("transformer-engine");
+    mutate(*spec.mutable_fp8());
+    // Reported before the precision, which this CPU cannot run anyway.
+    EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(field + ":")))
+        << field;
+  }
+  v1::JobSpec format = Fp8Spec("transformer-engine");
+  format.mutable_fp8()->set_fp8_format("E5M2");
+  EXPECT_THAT(ResolveJobSpec(format, CpuFp8Context()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("'E5M2'"), HasSubstr("HYBRID"), HasSubstr("E4M3"))));
+  v1::JobSpec algo = Fp8Spec("transformer-engine");
+  algo.mutable_fp8()->set_amax_compute_algo("mean");
+  EXPECT_THAT(ResolveJobSpec(algo, CpuFp8Context()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("max"), HasSubstr("most_recent"))));
+}
+
+TEST(JobSpecResolverFp8Test, ARecipeWithAnotherPrecisionIsRefused) {
+  for (const std::string precision : {"bf16-mixed", "32", "bf16-true"}) {
+    v1::JobSpec spec = Fp8Spec(precision);
+    spec.mutable_fp8()->set_margin(1);
+    EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("fp8:"), HasSubstr("transformer-engine"))))
+        << precision;
+  }
+  v1::JobSpec alias = Fp8Spec("32");
+  alias.mutable_fp8();  // present though empty
+  EXPECT_THAT(ResolveJobSpec(alias, CpuFp8Context()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'32-true'")));
+  // Without a recipe nothing changes for the other modes.
+  auto plain = ResolveJobSpec(Fp8Spec("bf16-mixed"), CpuFp8Context());
+  ASSERT_OK(plain);
+  EXPECT_FALSE(plain->spec.has_fp8());
+}
+
+TEST(JobSpecResolverFp8Test, DefaultsAreTransformerEngines) {
+  auto recipe = PrecisionFactory::ParseFp8Recipe(v1::Fp8Recipe());
+  ASSERT_OK(recipe);
+  EXPECT_EQ(recipe->fp8_format, DelayedScaling::Format::kHybrid);
+  EXPECT_EQ(recipe->amax_history_len, 1024);
+  EXPECT_EQ(recipe->amax_compute_algo, DelayedScaling::AmaxComputeAlgo::kMax);
+  EXPECT_EQ(recipe->margin, 0);
+
+  // A valid recipe passes its checks; this CPU then refuses the mode.
+  v1::JobSpec spec = Fp8Spec("transformer-engine-float16");
+  spec.mutable_fp8()->set_fp8_format("E4M3");
+  spec.mutable_fp8()->set_margin(1);
+  EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("precision")));
+
+  auto hopper = ResolveJobSpec(spec, HopperContext());
+  if (!compat::kHasFp8) {
+    EXPECT_THAT(hopper, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("2.4")));
+    return;
+  }
+  // LibTorch >= 2.4: the spec is completed with the defaults it left out.
+  ASSERT_OK(hopper);
+  EXPECT_EQ(hopper->effective_precision, "transformer-engine-float16");
+  const v1::Fp8Recipe& fp8 = hopper->spec.fp8();
+  EXPECT_EQ(fp8.fp8_format(), "E4M3");
+  EXPECT_EQ(fp8.amax_history_len(), 1024);
+  EXPECT_EQ(fp8.amax_compute_algo(), "max");
+  EXPECT_EQ(fp8.margin(), 1);
+  auto defaults = ResolveJobSpec(Fp8Spec("transformer-engine"), HopperContext());
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->spec.fp8().fp8_format(), "HYBRID");
+  auto again = ResolveJobSpec(defaults->spec, HopperContext());
+  ASSERT_OK(again);
+  EXPECT_EQ(again->spec.SerializeAsString(), defaults->spec.SerializeAsString());
 }
 
 }  // namespace

@@ -316,3 +316,26 @@ TEST(TrainerTest, AccumulationCountsStepsInOptimizerSteps) {
 
 }  // namespace
 }  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+TEST(TrainerCudaGraphTest, OnTheCpuTheJobWarnsAndTrainsEagerly) {
+  Trainer::Options eager = SyntheticOptions(20);
+  Trainer::Options graph = eager;
+  graph.spec.set_cuda_graph(true);
+  FakeJobContext eager_context, graph_context;
+  auto eager_result = RunTrainer(eager, eager_context);
+  auto graph_result = RunTrainer(graph, graph_context);
+  ASSERT_OK(eager_result);
+  ASSERT_OK(graph_result);
+  EXPECT_EQ(eager_context.job().warnings_size(), 0);
+  ASSERT_EQ(graph_context.job().warnings_size(), 1);
+  EXPECT_EQ(graph_context.job().warnings(0),
+            "cuda_graph: the job runs on cpu, CUDA graphs need a CUDA device; training eagerly");
+  EXPECT_DOUBLE_EQ(graph_result->final_loss(), eager_result->final_loss());
+  EXPECT_EQ(graph_context.job().precision_stats().optimizer_steps(), 20);
+}
+
+}  // namespace
+}  // namespace mantissa
