@@ -1,8 +1,5 @@
 #include "server/precision/delayed_scaling.h"
 
-#include <cmath>
-#include <limits>
-
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 
@@ -53,49 +50,6 @@ absl::Status DelayedScaling::Validate() const {
         absl::StrCat("fp8.margin: must be in [0, ", kMaxMargin, "], got ", margin));
   }
   return absl::OkStatus();
-}
-
-Fp8TensorScaling::Fp8TensorScaling(Fp8Dtype dtype, const DelayedScaling& recipe,
-                                   torch::Device device)
-    : dtype_(dtype),
-      algo_(recipe.amax_compute_algo),
-      scaled_max_(Fp8Max(dtype) / std::exp2(static_cast<double>(recipe.margin))) {
-  const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-  amax_history_ = torch::zeros({recipe.amax_history_len}, options);
-  scale_ = torch::ones({}, options);
-}
-
-void Fp8TensorScaling::Update(const torch::Tensor& amax) {
-  amax_history_.select(0, 0).copy_(amax.reshape({}));
-  const torch::Tensor current = algo_ == DelayedScaling::AmaxComputeAlgo::kMax
-                                    ? amax_history_.max()
-                                    : amax_history_.select(0, 0).clone();
-  // One division, as TransformerEngine's kernel does (Scalar / Tensor would
-  // multiply by a rounded reciprocal).
-  torch::Tensor scale = torch::full({}, scaled_max_, current.options()).div(current);
-  // An amax so small that the quotient overflows float32.
-  scale = torch::where(torch::isinf(scale),
-                       torch::full_like(scale, std::numeric_limits<float>::max()), scale);
-  scale = torch::where(current.gt(0) & torch::isfinite(current), scale, scale_);
-  scale_.copy_(scale);
-  // roll(-1) moves [1] to [0] and [0] to the end; [0] is then the next
-  // step's slot, and what it held (the oldest entry) is gone.
-  if (amax_history_.size(0) > 1) amax_history_.copy_(amax_history_.roll(-1, 0));
-  amax_history_.select(0, 0).zero_();
-}
-
-void Fp8TensorScaling::To(torch::Device device) {
-  if (scale_.device() == device) return;
-  amax_history_ = amax_history_.to(device);
-  scale_ = scale_.to(device);
-}
-
-void Fp8TensorScaling::Load(const torch::Tensor& amax_history, const torch::Tensor& scale) {
-  TORCH_CHECK(amax_history.sizes() == amax_history_.sizes(), "FP8 amax history of shape ",
-              amax_history.sizes(), " where the recipe has ", amax_history_.sizes());
-  TORCH_CHECK(scale.numel() == 1, "FP8 scale with ", scale.numel(), " elements");
-  amax_history_.copy_(amax_history);
-  scale_.copy_(scale.reshape({}));
 }
 
 }  // namespace mantissa

@@ -1,8 +1,6 @@
 #ifndef MANTISSA_SERVER_PRECISION_DELAYED_SCALING_H_
 #define MANTISSA_SERVER_PRECISION_DELAYED_SCALING_H_
 
-#include <torch/torch.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,46 +52,6 @@ struct DelayedScaling {
 
   // The range checks of Parse, for a recipe built in code.
   absl::Status Validate() const;
-};
-
-// One FP8 tensor's delayed-scaling state (an entry of TransformerEngine's
-// fp8_meta): the history of its amax (max |x|) and the scale it is quantized
-// with. A step quantizes with the scale earlier steps left, then Update()
-// records the step's amax and prepares the next scale.
-// Not thread-safe; the forward and backward of one step use it in turn.
-class Fp8TensorScaling {
- public:
-  Fp8TensorScaling(Fp8Dtype dtype, const DelayedScaling& recipe, torch::Device device);
-
-  Fp8Dtype dtype() const { return dtype_; }
-  // float32 [], 1 at the start: x * scale is what gets cast to FP8.
-  const torch::Tensor& scale() const { return scale_; }
-  // float32 [amax_history_len]; [0] is the slot of the step being recorded.
-  const torch::Tensor& amax_history() const { return amax_history_; }
-
-  // TransformerEngine's amax-and-scale update, after each FP8 forward (or
-  // backward): records `amax` (float32 []) in the history, then
-  //   amax' = max(history) (or history[0] for most_recent),
-  //   scale = (fp8_max / amax') / 2^margin,
-  // keeping the previous scale when amax' is 0 or not finite, and FLT_MAX
-  // when the quotient overflows; then rolls the history one step, dropping
-  // the oldest entry. (Under max, an inf/NaN amax thus holds the scale
-  // until it leaves the history.) Device ops only: no host sync.
-  void Update(const torch::Tensor& amax);
-
-  // Moves the state; nothing to do where it already is.
-  void To(torch::Device device);
-
-  // Overwrites the state with saved tensors (any device). Throws c10::Error
-  // when the history length differs.
-  void Load(const torch::Tensor& amax_history, const torch::Tensor& scale);
-
- private:
-  Fp8Dtype dtype_;
-  DelayedScaling::AmaxComputeAlgo algo_;
-  double scaled_max_;  // fp8_max / 2^margin
-  torch::Tensor amax_history_;
-  torch::Tensor scale_;
 };
 
 }  // namespace mantissa

@@ -37,7 +37,7 @@ class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input,
                                const torch::Tensor& weight,
                                const c10::optional<torch::Tensor>& bias,
-                               c10::intrusive_ptr<Fp8LinearState> state, bool update_scales) {
+                               c10::intrusive_ptr<Fp8LinearState> state, bool record_amaxes) {
     // Autocast (the plugin's fallback for the other ops) must not recast
     // what this function computes.
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
@@ -47,9 +47,9 @@ class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
 
     Fp8Tensor xq = QuantizeFp8(x, state->input.scale(), state->input.dtype(), backend);
     Fp8Tensor wq = QuantizeFp8(weight, state->weight.scale(), state->weight.dtype(), backend);
-    if (update_scales) {
-      state->input.Update(Amax(x));
-      state->weight.Update(Amax(weight));
+    if (record_amaxes) {
+      state->input.Record(Amax(x));
+      state->weight.Record(Amax(weight));
     }
     const torch::Tensor y = Fp8Mm(xq, wq.t(), bias.value_or(torch::Tensor()), weight.scalar_type(),
                                   /*use_fast_accum=*/true, backend);
@@ -82,7 +82,7 @@ class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
     const torch::Tensor g = PadRows(g_rows, backend);
     const Fp8Tensor gq =
         QuantizeFp8(g, state->grad_output.scale(), state->grad_output.dtype(), backend);
-    state->grad_output.Update(Amax(g));
+    state->grad_output.Record(Amax(g));
     TORCH_CHECK(g.size(0) == rows, "Fp8Linear backward: ", g.size(0), " gradient rows for ", rows,
                 " input rows");
 
@@ -109,22 +109,15 @@ class Fp8LinearFunction : public torch::autograd::Function<Fp8LinearFunction> {
 
 }  // namespace
 
-Fp8LinearState::Fp8LinearState(const DelayedScaling& recipe, Fp8Backend backend,
-                               torch::Device device)
+Fp8LinearState::Fp8LinearState(const std::shared_ptr<Fp8ScalingGroup>& group, Fp8Backend backend)
     : backend(backend),
-      input(recipe.forward_dtype(), recipe, device),
-      weight(recipe.forward_dtype(), recipe, device),
-      grad_output(recipe.backward_dtype(), recipe, device) {}
+      input(group, group->recipe().forward_dtype()),
+      weight(group, group->recipe().forward_dtype()),
+      grad_output(group, group->recipe().backward_dtype()) {}
 
-void Fp8LinearState::To(torch::Device device) {
-  input.To(device);
-  weight.To(device);
-  grad_output.To(device);
-}
-
-Fp8LinearImpl::Fp8LinearImpl(const torch::nn::LinearImpl& linear, const DelayedScaling& recipe,
-                             Fp8Backend backend, torch::Device state_device)
-    : state_(c10::make_intrusive<Fp8LinearState>(recipe, backend, state_device)) {
+Fp8LinearImpl::Fp8LinearImpl(const torch::nn::LinearImpl& linear,
+                             std::shared_ptr<Fp8ScalingGroup> group, Fp8Backend backend)
+    : state_(c10::make_intrusive<Fp8LinearState>(group, backend)) {
   weight = register_parameter("weight", linear.weight);
   if (linear.bias.defined()) bias = register_parameter("bias", linear.bias);
 }
@@ -132,7 +125,7 @@ Fp8LinearImpl::Fp8LinearImpl(const torch::nn::LinearImpl& linear, const DelayedS
 torch::Tensor Fp8LinearImpl::forward(const torch::Tensor& input) {
   TORCH_CHECK(input.dim() >= 1 && input.size(-1) == in_features(), "Fp8Linear: input of shape ",
               input.sizes(), " for ", in_features(), " input features");
-  state_->To(weight.device());
+  state_->input.group().To(weight.device());
   // An optional, not an undefined tensor, for no bias: autograd functions
   // take no undefined tensor inputs.
   const c10::optional<torch::Tensor> maybe_bias =

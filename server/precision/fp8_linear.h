@@ -3,21 +3,21 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <ostream>
 
-#include "server/precision/delayed_scaling.h"
+#include "server/precision/fp8_scaling_group.h"
 #include "server/precision/fp8_tensor.h"
 
 namespace mantissa {
 
 // The delayed-scaling state of one FP8 Linear: its input, weight and output
-// gradient, each with its own amax history and scale (TransformerEngine's
+// gradient, each a row of the model's Fp8ScalingGroup (TransformerEngine's
 // fp8_meta of a te.Linear). Reference-counted so that a backward pending in
 // the autograd graph keeps it alive.
 struct Fp8LinearState : torch::CustomClassHolder {
-  Fp8LinearState(const DelayedScaling& recipe, Fp8Backend backend, torch::Device device);
-
-  void To(torch::Device device);
+  // Adds the three rows to `group`.
+  Fp8LinearState(const std::shared_ptr<Fp8ScalingGroup>& group, Fp8Backend backend);
 
   Fp8Backend backend;
   Fp8TensorScaling input;
@@ -31,19 +31,20 @@ struct Fp8LinearState : torch::CustomClassHolder {
 // accumulation, adding the bias, out in the weight's dtype; the backward
 // quantizes the output gradient (E5M2 under HYBRID, E4M3 under E4M3) and
 // computes the input and weight gradients the same way; the bias gradient is
-// a plain sum. In training mode every forward and backward updates the
-// scales (see Fp8TensorScaling::Update); in eval mode the scales are used
-// as they are, so that evaluating does not change training.
+// a plain sum. In training mode every forward and backward records the
+// amaxes of its operands in the group, whose owner calls Update() after the
+// backward (see Fp8ScalingGroup); in eval mode nothing is recorded, so that
+// evaluating does not change training.
 //
 // It takes over the Linear's own parameter tensors under the same names
 // ("weight", "bias"), so optimizers, checkpoints and exported weights do not
 // notice the swap.
 class Fp8LinearImpl : public torch::nn::Module {
  public:
-  // `state_device`: where the scaling state starts; the forward moves it to
-  // the weight's device if the module moved.
-  Fp8LinearImpl(const torch::nn::LinearImpl& linear, const DelayedScaling& recipe,
-                Fp8Backend backend, torch::Device state_device);
+  // Adds the layer's rows to `group`, whose recipe it follows. The forward
+  // moves the group to the weight's device if the module moved.
+  Fp8LinearImpl(const torch::nn::LinearImpl& linear, std::shared_ptr<Fp8ScalingGroup> group,
+                Fp8Backend backend);
 
   // input [..., in_features] -> [..., out_features] in the weight's dtype.
   torch::Tensor forward(const torch::Tensor& input);

@@ -48,7 +48,8 @@ struct Fp8Tensor {
 Fp8Tensor QuantizeFp8(const torch::Tensor& x, const torch::Tensor& scale, Fp8Dtype dtype,
                       Fp8Backend backend);
 
-// max |x| as float32 [], on x's device.
+// max |x| as a 0-dim tensor in x's dtype (exact: it is one of x's values),
+// on x's device; NaN where x has one.
 torch::Tensor Amax(const torch::Tensor& x);
 
 // (a * a.scale_inv) @ (b * b.scale_inv) [+ bias] in out_dtype, accumulated in

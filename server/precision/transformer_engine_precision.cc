@@ -110,7 +110,7 @@ void TransformerEnginePrecision::SwapLinears(torch::nn::Module& parent, const st
                               "16; pad the layer to use FP8"));
       continue;
     }
-    Fp8Linear fp8(*linear, options_.recipe, options_.backend, options_.device);
+    Fp8Linear fp8(*linear, scaling_, options_.backend);
     if (!SwapChild(parent, child.key(), child.value(), fp8)) {
       AddWarning(absl::StrCat(kept, ": its parent module (", parent.name(),
                               ") calls it directly and cannot swap it"));
@@ -141,6 +141,11 @@ torch::Tensor TransformerEnginePrecision::ConvertInput(const torch::Tensor& inpu
 
 torch::Tensor TransformerEnginePrecision::ConvertOutput(const torch::Tensor& output) {
   return ConvertFloatingTensor(output, torch::kFloat32);
+}
+
+void TransformerEnginePrecision::Backward(const torch::Tensor& loss) {
+  PrecisionPlugin::Backward(loss);
+  scaling_->Update();
 }
 
 void TransformerEnginePrecision::SaveState(torch::serialize::OutputArchive& archive) const {

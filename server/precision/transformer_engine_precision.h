@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "server/precision/delayed_scaling.h"
 #include "server/precision/fp8_linear.h"
+#include "server/precision/fp8_scaling_group.h"
 #include "server/precision/fp8_tensor.h"
 #include "server/precision/precision_plugin.h"
 
@@ -53,6 +54,11 @@ class TransformerEnginePrecision final : public PrecisionPlugin {
   torch::Tensor ConvertInput(const torch::Tensor& input) override;
   torch::Tensor ConvertOutput(const torch::Tensor& output) override;
 
+  // Then updates every FP8 scale from the amaxes the forward and backward
+  // recorded (TransformerEngine updates at the end of fp8_autocast and of
+  // the backward; one update after both does the same work in one pass).
+  void Backward(const torch::Tensor& loss) override;
+
   // The grad scaler's state, and every FP8 layer's amax histories and scales
   // by layer name. Loading throws c10::Error when the saved layers are not
   // this model's.
@@ -64,12 +70,16 @@ class TransformerEnginePrecision final : public PrecisionPlugin {
   const std::vector<std::pair<std::string, Fp8Linear>>& fp8_layers() const { return layers_; }
 
  private:
-  explicit TransformerEnginePrecision(Options options) : options_(std::move(options)) {}
+  explicit TransformerEnginePrecision(Options options)
+      : options_(std::move(options)),
+        scaling_(std::make_shared<Fp8ScalingGroup>(options_.recipe, options_.device)) {}
 
   // Swaps the Linears below `parent` (named `prefix`), depth first.
   void SwapLinears(torch::nn::Module& parent, const std::string& prefix);
 
   const Options options_;
+  // The scaling state of every FP8 layer's tensors.
+  const std::shared_ptr<Fp8ScalingGroup> scaling_;
   std::vector<std::pair<std::string, Fp8Linear>> layers_;
 };
 

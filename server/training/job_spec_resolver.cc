@@ -214,7 +214,9 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   RETURN_IF_ERROR(GradScaler::Create(GradScalerOptions(gs)).status());
 
   // Known trap: Adam's eps added to a float16 tensor rounds to 0 below
-  // float16's smallest subnormal, and the first update divides by zero.
+  // float16's smallest subnormal, and the first update divides by zero. The
+  // fused CUDA kernels add eps in float32, but the float16 second moment
+  // underflows for small gradients, so their updates blow up instead.
   constexpr double kFloat16SmallestSubnormal = 5.960464477539063e-08;
   if (prepared.effective_precision == "16-true" && adam && spec.eps() < kFloat16SmallestSubnormal) {
     prepared.warnings.push_back(
@@ -222,7 +224,7 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
                      " underflows to 0 in float16 (smallest subnormal 5.96e-08): with "
                      "16-true weights ",
                      spec.optimizer(),
-                     "'s first update divides by zero and the loss "
+                     "'s updates divide by (nearly) zero and the loss diverges or "
                      "becomes NaN. Set --eps to 1e-4 or use bf16-true or 16-mixed."));
   }
   if (context.max_concurrent_jobs > 1 && spec.memory_baseline_steps() > 0) {

@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "server/common/torch_compat.h"
 #include "server/precision/delayed_scaling.h"
 #include "server/precision/device_capabilities.h"
 #include "server/precision/fp8_linear.h"
+#include "server/precision/fp8_scaling_group.h"
 #include "server/precision/fp8_tensor.h"
 #include "tests/testing/status_matchers.h"
 
@@ -171,67 +173,122 @@ DelayedScaling Recipe(int64_t len, DelayedScaling::AmaxComputeAlgo algo, int64_t
   return r;
 }
 
-torch::Tensor Amax(float v) { return torch::tensor(v); }
+// One tensor in a group of its own, stepped as the plugin steps it: record
+// the step's amax, then update.
+struct OneTensor {
+  OneTensor(Fp8Dtype dtype, const DelayedScaling& recipe)
+      : group(std::make_shared<Fp8ScalingGroup>(recipe, torch::kCPU)), scaling(group, dtype) {}
+  void Step(float amax) {
+    scaling.Record(torch::tensor(amax));
+    group->Update();
+  }
+  float scale() const { return Scalar(scaling.scale()); }
+
+  std::shared_ptr<Fp8ScalingGroup> group;
+  Fp8TensorScaling scaling;
+};
 
 TEST(DelayedScalingTest, ScaleIsFp8MaxOverTheHistorysAmax) {
-  Fp8TensorScaling s(Fp8Dtype::kE4M3, Recipe(3, DelayedScaling::AmaxComputeAlgo::kMax),
-                     torch::kCPU);
-  EXPECT_EQ(Scalar(s.scale()), 1.0f);  // before any step
-  s.Update(Amax(8));
-  EXPECT_EQ(Scalar(s.scale()), 56.0f);  // 448 / 8
+  OneTensor s(Fp8Dtype::kE4M3, Recipe(3, DelayedScaling::AmaxComputeAlgo::kMax));
+  EXPECT_EQ(s.scale(), 1.0f);  // before any step
+  s.Step(8);
+  EXPECT_EQ(s.scale(), 56.0f);  // 448 / 8
   // The history rolled: the step's amax is kept, slot [0] is free again.
-  EXPECT_EQ(s.amax_history()[0].item<float>(), 0.0f);
-  EXPECT_EQ(s.amax_history().sum().item<float>(), 8.0f);
+  EXPECT_EQ(s.scaling.amax_history()[0].item<float>(), 0.0f);
+  EXPECT_EQ(s.scaling.amax_history().sum().item<float>(), 8.0f);
   // 8 stays the max for amax_history_len = 3 updates, then leaves.
-  s.Update(Amax(1));
-  EXPECT_EQ(Scalar(s.scale()), 56.0f);
-  s.Update(Amax(1));
-  EXPECT_EQ(Scalar(s.scale()), 56.0f);
-  s.Update(Amax(1));
-  EXPECT_EQ(Scalar(s.scale()), 448.0f);
+  s.Step(1);
+  EXPECT_EQ(s.scale(), 56.0f);
+  s.Step(1);
+  EXPECT_EQ(s.scale(), 56.0f);
+  s.Step(1);
+  EXPECT_EQ(s.scale(), 448.0f);
 }
 
 TEST(DelayedScalingTest, MostRecentMarginAndE5M2) {
-  Fp8TensorScaling recent(Fp8Dtype::kE4M3, Recipe(16, DelayedScaling::AmaxComputeAlgo::kMostRecent),
-                          torch::kCPU);
-  recent.Update(Amax(8));
-  recent.Update(Amax(2));
-  EXPECT_EQ(Scalar(recent.scale()), 224.0f);  // 448 / 2, ignoring the earlier 8
+  OneTensor recent(Fp8Dtype::kE4M3, Recipe(16, DelayedScaling::AmaxComputeAlgo::kMostRecent));
+  recent.Step(8);
+  recent.Step(2);
+  EXPECT_EQ(recent.scale(), 224.0f);  // 448 / 2, ignoring the earlier 8
 
-  Fp8TensorScaling margin(Fp8Dtype::kE4M3, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax, 2),
-                          torch::kCPU);
-  margin.Update(Amax(2));
-  EXPECT_EQ(Scalar(margin.scale()), 56.0f);  // (448 / 2) / 2^2
+  OneTensor margin(Fp8Dtype::kE4M3, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax, 2));
+  margin.Step(2);
+  EXPECT_EQ(margin.scale(), 56.0f);  // (448 / 2) / 2^2
 
-  Fp8TensorScaling e5m2(Fp8Dtype::kE5M2, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax),
-                        torch::kCPU);
-  e5m2.Update(Amax(2));
-  EXPECT_EQ(Scalar(e5m2.scale()), 28672.0f);  // 57344 / 2
+  OneTensor e5m2(Fp8Dtype::kE5M2, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax));
+  e5m2.Step(2);
+  EXPECT_EQ(e5m2.scale(), 28672.0f);  // 57344 / 2
 }
 
 TEST(DelayedScalingTest, ZeroOrNonFiniteAmaxKeepsThePreviousScale) {
   for (float bad : {0.0f, std::numeric_limits<float>::infinity(), NAN}) {
-    Fp8TensorScaling s(Fp8Dtype::kE4M3, Recipe(1, DelayedScaling::AmaxComputeAlgo::kMax),
-                       torch::kCPU);
-    s.Update(Amax(4));
-    ASSERT_EQ(Scalar(s.scale()), 112.0f);
-    s.Update(Amax(bad));
-    EXPECT_EQ(Scalar(s.scale()), 112.0f) << "amax " << bad;
+    OneTensor s(Fp8Dtype::kE4M3, Recipe(1, DelayedScaling::AmaxComputeAlgo::kMax));
+    s.Step(4);
+    ASSERT_EQ(s.scale(), 112.0f);
+    s.Step(bad);
+    EXPECT_EQ(s.scale(), 112.0f) << "amax " << bad;
   }
   // An amax so small that 448 / amax overflows float32: the largest float.
-  Fp8TensorScaling tiny(Fp8Dtype::kE4M3, Recipe(1, DelayedScaling::AmaxComputeAlgo::kMax),
-                        torch::kCPU);
-  tiny.Update(Amax(1e-40f));
-  EXPECT_EQ(Scalar(tiny.scale()), std::numeric_limits<float>::max());
+  OneTensor tiny(Fp8Dtype::kE4M3, Recipe(1, DelayedScaling::AmaxComputeAlgo::kMax));
+  tiny.Step(1e-40f);
+  EXPECT_EQ(tiny.scale(), std::numeric_limits<float>::max());
+}
+
+TEST(DelayedScalingTest, OneGroupUpdateEqualsUpdatingEachTensorAlone) {
+  for (DelayedScaling::AmaxComputeAlgo algo :
+       {DelayedScaling::AmaxComputeAlgo::kMax, DelayedScaling::AmaxComputeAlgo::kMostRecent}) {
+    const DelayedScaling recipe = Recipe(3, algo, /*margin=*/1);
+    const std::vector<Fp8Dtype> dtypes = {Fp8Dtype::kE4M3, Fp8Dtype::kE5M2, Fp8Dtype::kE4M3};
+    auto group = std::make_shared<Fp8ScalingGroup>(recipe, torch::kCPU);
+    std::vector<Fp8TensorScaling> rows;
+    std::vector<OneTensor> alone;
+    for (Fp8Dtype dtype : dtypes) {
+      rows.emplace_back(group, dtype);
+      alone.emplace_back(dtype, recipe);
+    }
+    ASSERT_EQ(group->size(), 3);
+    // Different amaxes per tensor and step, a zero and a NaN among them.
+    const std::vector<std::vector<float>> amaxes = {
+        {8, 0.5f, 3}, {1, 0, 300}, {2, 4, NAN}, {0.25f, 4, 1}, {6, 0.5f, 2}};
+    for (size_t step = 0; step < amaxes.size(); ++step) {
+      for (size_t i = 0; i < rows.size(); ++i) {
+        rows[i].Record(torch::tensor(amaxes[step][i]));
+        alone[i].Step(amaxes[step][i]);
+      }
+      group->Update();
+      for (size_t i = 0; i < rows.size(); ++i) {
+        SCOPED_TRACE(::testing::Message()
+                     << DelayedScaling::AlgoName(algo) << " step " << step << " tensor " << i);
+        EXPECT_EQ(Scalar(rows[i].scale()), alone[i].scale());
+        EXPECT_TRUE(torch::equal(rows[i].amax_history().nan_to_num(-1),
+                                 alone[i].scaling.amax_history().nan_to_num(-1)));
+      }
+    }
+  }
+}
+
+TEST(DelayedScalingTest, AStepKeepsItsLargestAmaxAndAnUnrecordedUpdateChangesNothing) {
+  OneTensor s(Fp8Dtype::kE4M3, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMostRecent));
+  // A layer that runs twice in a step records twice: the larger amax counts.
+  s.scaling.Record(torch::tensor(2.0f));
+  s.scaling.Record(torch::tensor(8.0f));
+  s.scaling.Record(torch::tensor(4.0f, torch::kBFloat16));
+  s.group->Update();
+  EXPECT_EQ(s.scale(), 56.0f);  // 448 / 8
+  // An evaluation forward records nothing; its update must not roll the
+  // history or move the scale.
+  const torch::Tensor history = s.scaling.amax_history().clone();
+  s.group->Update();
+  EXPECT_EQ(s.scale(), 56.0f);
+  EXPECT_TRUE(torch::equal(s.scaling.amax_history(), history));
 }
 
 TEST(DelayedScalingTest, LoadChecksTheHistoryLength) {
-  Fp8TensorScaling s(Fp8Dtype::kE4M3, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax),
-                     torch::kCPU);
-  s.Load(torch::tensor({0.f, 1.f, 2.f, 3.f}), torch::tensor(5.f));
-  EXPECT_EQ(Scalar(s.scale()), 5.0f);
-  EXPECT_EQ(s.amax_history()[3].item<float>(), 3.0f);
-  EXPECT_THROW(s.Load(torch::zeros({5}), torch::tensor(1.f)), c10::Error);
+  OneTensor s(Fp8Dtype::kE4M3, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax));
+  s.scaling.Load(torch::tensor({0.f, 1.f, 2.f, 3.f}), torch::tensor(5.f));
+  EXPECT_EQ(s.scale(), 5.0f);
+  EXPECT_EQ(s.scaling.amax_history()[3].item<float>(), 3.0f);
+  EXPECT_THROW(s.scaling.Load(torch::zeros({5}), torch::tensor(1.f)), c10::Error);
 }
 
 // One FP8 Linear step against the reference: forward, then backward with
@@ -268,6 +325,8 @@ void ExpectStepMatchesReference(Fp8Linear& fp8, const torch::Tensor& x_in, const
                                         fp8->weight.detach().to(torch::kFloat64).t()) +
                               b;
   EXPECT_FALSE(torch::allclose(y_ref, exact, 1e-4, 1e-4));
+  // What the plugin does after each backward.
+  state.input.group().Update();
 }
 
 TEST(Fp8LinearTest, EmulatedForwardAndBackwardMatchAFakeQuantReference) {
@@ -277,7 +336,8 @@ TEST(Fp8LinearTest, EmulatedForwardAndBackwardMatchAFakeQuantReference) {
     torch::nn::Linear linear(32, 16);
     DelayedScaling recipe = Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax);
     recipe.fp8_format = format;
-    Fp8Linear fp8(*linear, recipe, Fp8Backend::kEmulated, torch::kCPU);
+    Fp8Linear fp8(*linear, std::make_shared<Fp8ScalingGroup>(recipe, torch::kCPU),
+                  Fp8Backend::kEmulated);
     // The parameters are the Linear's own tensors.
     EXPECT_TRUE(fp8->weight.is_same(linear->weight));
     EXPECT_TRUE(fp8->bias.is_same(linear->bias));
@@ -302,24 +362,32 @@ TEST(Fp8LinearTest, EmulatedForwardAndBackwardMatchAFakeQuantReference) {
 
 TEST(Fp8LinearTest, EvalModeUsesTheScalesWithoutUpdatingThem) {
   torch::nn::Linear linear(16, 16);
-  Fp8Linear fp8(*linear, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax), Fp8Backend::kEmulated,
-                torch::kCPU);
+  auto group = std::make_shared<Fp8ScalingGroup>(Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax),
+                                                 torch::kCPU);
+  Fp8Linear fp8(*linear, group, Fp8Backend::kEmulated);
+  EXPECT_EQ(group->size(), 3);  // input, weight, output gradient
   fp8->train();
   fp8->forward(torch::randn({4, 16}));
+  group->Update();
   const float trained = Scalar(fp8->fp8_state().input.scale());
   EXPECT_NE(trained, 1.0f);
+  const torch::Tensor history = group->amax_history().clone();
   fp8->eval();
   torch::NoGradGuard no_grad;
   fp8->forward(torch::randn({4, 16}) * 100);
+  group->Update();
   EXPECT_EQ(Scalar(fp8->fp8_state().input.scale()), trained);
+  EXPECT_TRUE(torch::equal(group->amax_history(), history));
 }
 
 TEST(Fp8LinearTest, Bf16WeightsGiveBf16OutputsCloseToTheReference) {
   torch::manual_seed(2);
   torch::nn::Linear linear(32, 32);
   linear->to(torch::kBFloat16);
-  Fp8Linear fp8(*linear, Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax), Fp8Backend::kEmulated,
-                torch::kCPU);
+  Fp8Linear fp8(*linear,
+                std::make_shared<Fp8ScalingGroup>(Recipe(4, DelayedScaling::AmaxComputeAlgo::kMax),
+                                                  torch::kCPU),
+                Fp8Backend::kEmulated);
   const torch::Tensor x = torch::randn({8, 32}, torch::kBFloat16);
   const torch::Tensor y = fp8->forward(x);
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
@@ -357,8 +425,10 @@ TEST(Fp8ScaledMmTest, MatchesTheEmulationOnCuda) {
     twin->bias.copy_(linear->bias);
   }
   const DelayedScaling recipe = Recipe(8, DelayedScaling::AmaxComputeAlgo::kMax);
-  Fp8Linear real(*linear, recipe, Fp8Backend::kScaledMm, torch::kCUDA);
-  Fp8Linear emulated(*twin, recipe, Fp8Backend::kEmulated, torch::kCUDA);
+  auto real_scaling = std::make_shared<Fp8ScalingGroup>(recipe, torch::kCUDA);
+  auto emulated_scaling = std::make_shared<Fp8ScalingGroup>(recipe, torch::kCUDA);
+  Fp8Linear real(*linear, real_scaling, Fp8Backend::kScaledMm);
+  Fp8Linear emulated(*twin, emulated_scaling, Fp8Backend::kEmulated);
   for (int step = 0; step < 3; ++step) {
     // 37 rows: not a multiple of 16, so the weight gradient's GEMM is padded.
     const torch::Tensor in = torch::randn({37, 64}, torch::kCUDA).to(torch::kBFloat16);
@@ -367,6 +437,8 @@ TEST(Fp8ScaledMmTest, MatchesTheEmulationOnCuda) {
     torch::Tensor yr = real->forward(xr), ye = emulated->forward(xe);
     yr.backward(g);
     ye.backward(g);
+    real_scaling->Update();
+    emulated_scaling->Update();
     auto close = [](const torch::Tensor& a, const torch::Tensor& b) {
       return torch::allclose(a.to(torch::kFloat32), b.to(torch::kFloat32), 2e-2, 2e-2);
     };
