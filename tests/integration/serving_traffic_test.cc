@@ -31,6 +31,7 @@ constexpr absl::Duration kCallTimeout = absl::Seconds(20);
 struct Outcomes {
   std::mutex mu;
   std::map<grpc::StatusCode, int> codes;
+  std::map<grpc::StatusCode, std::string> first_message;  // of each code, for failures
   std::vector<std::string> unexpected;  // descriptions of failures the test did not allow
   int after_unload_ok = 0;              // OK answers to requests sent after the unload returned
   std::atomic<int> completed{0};
@@ -38,6 +39,15 @@ struct Outcomes {
   void Record(const grpc::Status& status) {
     std::lock_guard<std::mutex> lock(mu);
     ++codes[status.error_code()];
+    first_message.emplace(status.error_code(), status.error_message());
+  }
+  std::string Describe() {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string out;
+    for (const auto& [code, n] : codes) {
+      absl::StrAppend(&out, "code ", code, ": ", n, " (", first_message[code], "); ");
+    }
+    return out;
   }
   int Count(grpc::StatusCode code) {
     std::lock_guard<std::mutex> lock(mu);
@@ -121,7 +131,7 @@ TEST_F(ServingTrafficTest, ConcurrentRequestsAreBatchedAndEachGetsItsOwnRows) {
     return ++sent[t] < kPerThread;
   });
 
-  EXPECT_EQ(outcomes.Count(grpc::OK), kThreads * kPerThread);
+  EXPECT_EQ(outcomes.Count(grpc::OK), kThreads * kPerThread) << outcomes.Describe();
   EXPECT_THAT(outcomes.unexpected, ::testing::IsEmpty());
 
   auto metrics = daemon_->ScrapeMetrics();

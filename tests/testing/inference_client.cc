@@ -35,13 +35,15 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& address, bool own_c
 InferenceClient::InferenceClient(const std::string& address, bool own_connection)
     : channel_(NewChannel(address, own_connection)),
       inference_(inference::GRPCInferenceService::NewStub(channel_)),
-      models_(v1::ModelService::NewStub(channel_)) {}
+      models_(v1::ModelService::NewStub(channel_)),
+      wait_for_ready_(own_connection) {}
 
 grpc::Status InferenceClient::Infer(const inference::ModelInferRequest& request,
                                     inference::ModelInferResponse* response,
                                     absl::Duration timeout) {
   grpc::ClientContext context;
   SetDeadline(context, timeout);
+  context.set_wait_for_ready(wait_for_ready_);
   return inference_->ModelInfer(&context, request, response);
 }
 

@@ -25,7 +25,10 @@ class InferenceClient {
  public:
   // `own_connection`: a TCP connection of its own, as a separate client
   // process would have, instead of gRPC's connection shared by every
-  // channel to the same address with the same arguments.
+  // channel to the same address with the same arguments. Its Infer calls
+  // wait for the connection (within their deadline): on a loaded machine a
+  // fresh connection's first attempt can fail, and gRPC then fails every
+  // call at once until its reconnect backoff ends.
   explicit InferenceClient(const std::string& address, bool own_connection = false);
 
   inference::GRPCInferenceService::Stub& inference() { return *inference_; }
@@ -55,6 +58,7 @@ class InferenceClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> inference_;
   std::unique_ptr<v1::ModelService::Stub> models_;
+  bool wait_for_ready_;
 };
 
 // Little-endian row-major bytes of `values` as FP32, BF16 or FP16.
