@@ -77,9 +77,9 @@ class Fp8TensorScaling {
  public:
   // Adds a row for the tensor to `group`.
   Fp8TensorScaling(std::shared_ptr<Fp8ScalingGroup> group, Fp8Dtype dtype)
-      : group_(std::move(group)), row_(group_->Add(dtype)), dtype_(dtype) {}
+      : group_(std::move(group)), row_(group_->Add(dtype)) {}
 
-  Fp8Dtype dtype() const { return dtype_; }
+  Fp8Dtype dtype() const { return group_->dtype(row_); }
   // Views of the group's state: float32 [] and [amax_history_len].
   torch::Tensor scale() const { return group_->scale().select(0, row_); }
   torch::Tensor amax_history() const { return group_->amax_history().select(0, row_); }
@@ -94,7 +94,6 @@ class Fp8TensorScaling {
  private:
   std::shared_ptr<Fp8ScalingGroup> group_;
   int64_t row_;
-  Fp8Dtype dtype_;
 };
 
 }  // namespace mantissa

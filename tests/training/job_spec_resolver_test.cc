@@ -284,14 +284,6 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::StatusIs;
 
-v1::JobSpec Fp8Spec(const std::string& precision) {
-  v1::JobSpec spec;
-  spec.set_model("mlp");
-  spec.set_dataset("synthetic");
-  spec.set_precision(precision);
-  return spec;
-}
-
 ResolveContext CpuFp8Context() { return ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1}; }
 
 // A device FP8 can run on (Hopper), without needing one; LibTorch must
@@ -316,19 +308,19 @@ TEST(JobSpecResolverFp8Test, BadRecipeValuesNameTheFieldAndValidValues) {
       {[](v1::Fp8Recipe& r) { r.set_margin(-1); }, "fp8.margin"},
   };
   for (const auto& [mutate, field] : cases) {
-    v1::JobSpec spec = Fp8Spec("transformer-engine");
+    v1::JobSpec spec = Spec("transformer-engine");
     mutate(*spec.mutable_fp8());
     // Reported before the precision, which this CPU cannot run anyway.
     EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(field + ":")))
         << field;
   }
-  v1::JobSpec format = Fp8Spec("transformer-engine");
+  v1::JobSpec format = Spec("transformer-engine");
   format.mutable_fp8()->set_fp8_format("E5M2");
   EXPECT_THAT(ResolveJobSpec(format, CpuFp8Context()),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("'E5M2'"), HasSubstr("HYBRID"), HasSubstr("E4M3"))));
-  v1::JobSpec algo = Fp8Spec("transformer-engine");
+  v1::JobSpec algo = Spec("transformer-engine");
   algo.mutable_fp8()->set_amax_compute_algo("mean");
   EXPECT_THAT(ResolveJobSpec(algo, CpuFp8Context()),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -337,19 +329,19 @@ TEST(JobSpecResolverFp8Test, BadRecipeValuesNameTheFieldAndValidValues) {
 
 TEST(JobSpecResolverFp8Test, ARecipeWithAnotherPrecisionIsRefused) {
   for (const std::string precision : {"bf16-mixed", "32", "bf16-true"}) {
-    v1::JobSpec spec = Fp8Spec(precision);
+    v1::JobSpec spec = Spec(precision);
     spec.mutable_fp8()->set_margin(1);
     EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
                 StatusIs(absl::StatusCode::kInvalidArgument,
                          AllOf(HasSubstr("fp8:"), HasSubstr("transformer-engine"))))
         << precision;
   }
-  v1::JobSpec alias = Fp8Spec("32");
+  v1::JobSpec alias = Spec("32");
   alias.mutable_fp8();  // present though empty
   EXPECT_THAT(ResolveJobSpec(alias, CpuFp8Context()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'32-true'")));
   // Without a recipe nothing changes for the other modes.
-  auto plain = ResolveJobSpec(Fp8Spec("bf16-mixed"), CpuFp8Context());
+  auto plain = ResolveJobSpec(Spec("bf16-mixed"), CpuFp8Context());
   ASSERT_OK(plain);
   EXPECT_FALSE(plain->spec.has_fp8());
 }
@@ -363,7 +355,7 @@ TEST(JobSpecResolverFp8Test, DefaultsAreTransformerEngines) {
   EXPECT_EQ(recipe->margin, 0);
 
   // A valid recipe passes its checks; this CPU then refuses the mode.
-  v1::JobSpec spec = Fp8Spec("transformer-engine-float16");
+  v1::JobSpec spec = Spec("transformer-engine-float16");
   spec.mutable_fp8()->set_fp8_format("E4M3");
   spec.mutable_fp8()->set_margin(1);
   EXPECT_THAT(ResolveJobSpec(spec, CpuFp8Context()),
@@ -382,7 +374,7 @@ TEST(JobSpecResolverFp8Test, DefaultsAreTransformerEngines) {
   EXPECT_EQ(fp8.amax_history_len(), 1024);
   EXPECT_EQ(fp8.amax_compute_algo(), "max");
   EXPECT_EQ(fp8.margin(), 1);
-  auto defaults = ResolveJobSpec(Fp8Spec("transformer-engine"), HopperContext());
+  auto defaults = ResolveJobSpec(Spec("transformer-engine"), HopperContext());
   ASSERT_OK(defaults);
   EXPECT_EQ(defaults->spec.fp8().fp8_format(), "HYBRID");
   auto again = ResolveJobSpec(defaults->spec, HopperContext());
