@@ -99,12 +99,18 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/man
 ENV LD_LIBRARY_PATH=/opt/mantissa/lib:/opt/mantissa/python/torch/lib:/usr/local/nvidia/lib64
 USER 10001:10001
 WORKDIR /var/lib/mantissa
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8080
 # Liveness only: capabilities is answered as soon as gRPC is up, also while
 # the model repository loads. Readiness is grpc.health.v1, which Kubernetes
-# probes natively.
+# probes natively on the plaintext health port. Over TLS: mount the
+# certificate, its key and ca.crt at /etc/mantissa-tls (SAN localhost for
+# this check); with --auth_tokens_file, set MANTISSA_TOKEN to a read token.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
-  CMD ["mantissa", "--server=127.0.0.1:50051", "capabilities"]
-# Kubernetes replaces these with its ConfigMap's --flagfile.
+  CMD ["mantissa", "--server=localhost:50051", "--tls-ca-file=/etc/mantissa-tls/ca.crt", \
+       "capabilities"]
+# Non-loopback addresses need TLS: mount the certificate and key at
+# /etc/mantissa-tls. Kubernetes replaces these with its ConfigMap's --flagfile.
 ENTRYPOINT ["mantissad", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
+            "--tls_cert_file=/etc/mantissa-tls/tls.crt", \
+            "--tls_key_file=/etc/mantissa-tls/tls.key", "--health_address=0.0.0.0:8080", \
             "--state_dir=/var/lib/mantissa", "--drain_seconds=10"]

@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/time/time.h"
 #include "client/capabilities_format.h"
 #include "client/compare_format.h"
 #include "client/job_format.h"
@@ -136,6 +137,19 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
   if (options.checkpoint_every_n_steps) {
     spec.set_checkpoint_every_n_steps(*options.checkpoint_every_n_steps);
   }
+  if (options.max_duration) {
+    absl::Duration duration;
+    if (!absl::ParseDuration(*options.max_duration, &duration) ||
+        duration <= absl::ZeroDuration() || duration == absl::InfiniteDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--max-duration: '", *options.max_duration,
+                       "' is not a positive duration; write e.g. 90s, 30m, 2h or 1h30m"));
+    }
+    const int64_t nanos = absl::ToInt64Nanoseconds(duration);
+    spec.mutable_max_duration()->set_seconds(nanos / 1'000'000'000);
+    spec.mutable_max_duration()->set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+  }
+  if (options.keep_checkpoints) spec.set_keep_checkpoints(*options.keep_checkpoints);
   if (options.resume_from) {
     // An empty id would read as "no resume" and start a fresh job instead.
     if (absl::StripAsciiWhitespace(*options.resume_from).empty()) {
@@ -282,6 +296,24 @@ int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const Co
   } else {
     *io.out << FormatJobTable(response->jobs(), io.time_zone);
   }
+  if (client.list_jobs_left_out() > 0) {
+    *io.err << "mantissa: " << client.list_jobs_left_out()
+            << " older job(s) not shown: the answer is capped at 4 MiB; narrow it with --state "
+               "or --limit, or delete old jobs\n";
+  }
+  return kExitOk;
+}
+
+int RunDelete(TrainingClient& client, const std::string& job_id, const CommandIo& io) {
+  v1::DeleteJobRequest request;
+  request.set_job_id(job_id);
+  absl::StatusOr<v1::DeleteJobResponse> response = client.DeleteJob(request);
+  if (!response.ok()) return ReportError(response.status(), io);
+  if (io.json) {
+    *io.out << "{\"job_id\": \"" << job_id << "\", \"deleted\": true}\n";
+    return kExitOk;
+  }
+  *io.out << "job " << job_id << " deleted with its checkpoints\n";
   return kExitOk;
 }
 

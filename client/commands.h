@@ -71,6 +71,9 @@ struct SubmitOptions {
   std::optional<bool> nesterov;
   std::optional<int64_t> accumulate_grad_batches;
   std::optional<int64_t> checkpoint_every_n_steps;
+  // JobSpec.max_duration as absl::ParseDuration reads it: 90s, 30m, 2h, 1h30m.
+  std::optional<std::string> max_duration;
+  std::optional<int64_t> keep_checkpoints;
   std::optional<std::string> resume_from;
   // The FP8 recipe of the transformer-engine precisions (JobSpec.fp8).
   std::optional<std::string> fp8_format;
@@ -133,6 +136,8 @@ int RunSubmit(TrainingClient& client, const v1::JobSpec& spec, bool wait, const 
 int RunGet(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const CommandIo& io);
 int RunCancel(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+// Deletes an ended job with its checkpoints.
+int RunDelete(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 // kExitOk only if the job ends SUCCEEDED.
 int RunWatch(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 int RunCapabilities(TrainingClient& client, const CommandIo& io);

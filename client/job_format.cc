@@ -379,6 +379,7 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   DetailList details;
   details.Add("ID", job.id());
   details.Add("Name", OrDash(spec.name()));
+  if (!job.principal().empty()) details.Add("Principal", job.principal());
   details.Add("State", job.cancel_requested() && !IsTerminalState(job.state())
                            ? absl::StrCat(JobStateName(job.state()), " (cancel requested)")
                            : JobStateName(job.state()));

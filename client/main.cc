@@ -13,10 +13,12 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "client/arg_parser.h"
 #include "client/commands.h"
+#include "client/daemon_channel.h"
 #include "client/model_client.h"
 #include "client/model_commands.h"
 #include "client/training_client.h"
@@ -27,8 +29,17 @@ namespace {
 constexpr char kDefaultServer[] = "127.0.0.1:50051";
 constexpr char kServerEnv[] = "MANTISSA_SERVER";
 
+constexpr char kTokenEnv[] = "MANTISSA_TOKEN";
+constexpr char kTlsCaEnv[] = "MANTISSA_TLS_CA_FILE";
+constexpr char kTlsCertEnv[] = "MANTISSA_TLS_CERT_FILE";
+constexpr char kTlsKeyEnv[] = "MANTISSA_TLS_KEY_FILE";
+
 struct GlobalOptions {
   std::optional<std::string> server;
+  std::optional<std::string> token_file;
+  std::optional<std::string> tls_ca_file;
+  std::optional<std::string> tls_cert_file;
+  std::optional<std::string> tls_key_file;
   bool json = false;
   bool help = false;
 };
@@ -42,6 +53,7 @@ struct CommandFlags {
   ExportOptions export_model;
   LoadOptions load;
   InferOptions infer;
+  std::optional<int64_t> delete_model_version;  // delete-model --version
 };
 
 struct Command {
@@ -58,6 +70,17 @@ void AddGlobalFlags(ArgParser& parser, GlobalOptions* global) {
       "server", &global->server,
       absl::StrCat("daemon address (default ", kDefaultServer, ", or $", kServerEnv, ")"),
       "HOST:PORT");
+  parser.AddString("token-file", &global->token_file,
+                   absl::StrCat("send the bearer token in FILE (or the token in $", kTokenEnv, ")"),
+                   "FILE");
+  parser.AddString(
+      "tls-ca-file", &global->tls_ca_file,
+      absl::StrCat("connect over TLS, trusting these CA certificates (or $", kTlsCaEnv, ")"),
+      "PEM");
+  parser.AddString("tls-cert-file", &global->tls_cert_file,
+                   absl::StrCat("client certificate for mTLS (or $", kTlsCertEnv, ")"), "PEM");
+  parser.AddString("tls-key-file", &global->tls_key_file,
+                   absl::StrCat("key of --tls-cert-file (or $", kTlsKeyEnv, ")"), "PEM");
   parser.AddBool("json", &global->json,
                  "print JSON: protobuf's mapping (watch: one event per line; infer: the "
                  "v2 REST response)");
@@ -130,6 +153,12 @@ void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
   parser.AddBool("no-eval", &o.no_eval, "skip evaluation");
   parser.AddInt("checkpoint-every", &o.checkpoint_every_n_steps,
                 "write a checkpoint every N steps (default 0: only at the end)");
+  parser.AddString("max-duration", &o.max_duration,
+                   "stop the job FAILED after this long, e.g. 90s, 30m, 2h (default and cap: "
+                   "the daemon's --max_job_duration)",
+                   "DURATION");
+  parser.AddInt("keep-checkpoints", &o.keep_checkpoints,
+                "checkpoints kept on disk, newest first (default 1; the daemon caps it)");
 }
 
 void DefineSubmitFlags(ArgParser& parser, CommandFlags* flags) {
@@ -212,6 +241,11 @@ void DefineInferFlags(ArgParser& parser, CommandFlags* flags) {
 
 void DefineNoFlags(ArgParser&, CommandFlags*) {}
 
+void DefineDeleteModelFlags(ArgParser& parser, CommandFlags* flags) {
+  parser.AddInt("version", &flags->delete_model_version,
+                "the version to delete (default: every version)");
+}
+
 constexpr Command kCommands[] = {
     {"submit", "", 0, "submit a training job",
      "Submits a training job. Flags left out take the daemon's defaults, and the\n"
@@ -283,6 +317,16 @@ constexpr Command kCommands[] = {
      "sends uniform [0, 1) floats (token ids 0 or 1) of the declared shapes, variable\n"
      "dimensions as 8. --json prints the KServe v2 REST response body.",
      DefineInferFlags},
+    {"delete", "JOB", 1, "delete an ended job and its checkpoints",
+     "Deletes JOB, which must have ended (cancel a queued or running job first), with\n"
+     "its record and every checkpoint it wrote. Jobs that ended more than the\n"
+     "daemon's --keep_finished_jobs_days ago are deleted automatically.",
+     DefineNoFlags},
+    {"delete-model", "NAME", 1, "delete a model version from the repository",
+     "Deletes --version N of model NAME from the daemon's repository, or with no\n"
+     "--version every version and the model. The version being served cannot be\n"
+     "deleted: run 'mantissa unload NAME' first, or delete an older version.",
+     DefineDeleteModelFlags},
     {"unload", "NAME", 1, "stop serving a model",
      "Stops serving NAME; requests already taken complete. Its files stay in the\n"
      "repository, so 'mantissa load NAME' serves it again.",
@@ -396,6 +440,30 @@ std::string ServerAddress(const GlobalOptions& global) {
   return kDefaultServer;
 }
 
+// A flag's value, else the environment variable's, else "".
+std::string FlagOrEnv(const std::optional<std::string>& flag, const char* env) {
+  if (flag.has_value()) return *flag;
+  const char* value = std::getenv(env);
+  return value != nullptr ? value : "";
+}
+
+absl::StatusOr<ChannelOptions> BuildChannelOptions(const GlobalOptions& global,
+                                                   const std::string& server) {
+  ChannelOptions options;
+  options.target = server;
+  options.tls_ca_file = FlagOrEnv(global.tls_ca_file, kTlsCaEnv);
+  options.tls_cert_file = FlagOrEnv(global.tls_cert_file, kTlsCertEnv);
+  options.tls_key_file = FlagOrEnv(global.tls_key_file, kTlsKeyEnv);
+  if (global.token_file.has_value()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(*global.token_file);
+    if (!token.ok()) return token.status();
+    options.token = *std::move(token);
+  } else if (const char* token = std::getenv(kTokenEnv); token != nullptr) {
+    options.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  return options;
+}
+
 int Main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   GlobalOptions global;
@@ -490,9 +558,18 @@ int Main(int argc, char** argv) {
     infer_plan = *std::move(built);
   } else if (command->name == "unload" && positional->front().empty()) {
     return UsageError(command, "NAME is empty; give the name of a model");
+  } else if (command->name == "delete-model" && positional->front().empty()) {
+    return UsageError(command, "NAME is empty; give the name of a model");
+  } else if (command->name == "delete-model" && flags.delete_model_version &&
+             *flags.delete_model_version < 1) {
+    return UsageError(command, "--version must be >= 1 (leave it out to delete every version)");
   }
   const std::string server = ServerAddress(global);
   if (server.empty()) return UsageError(command, "--server is empty");
+  absl::StatusOr<ChannelOptions> channel_options = BuildChannelOptions(global, server);
+  if (!channel_options.ok()) return UsageError(command, channel_options.status().message());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = CreateDaemonChannel(*channel_options);
+  if (!channel.ok()) return UsageError(command, channel.status().message());
 
   CommandIo io;
   io.json = global.json;
@@ -511,21 +588,26 @@ int Main(int argc, char** argv) {
   }
 
   if (command->name == "export" || command->name == "load" || command->name == "models" ||
-      command->name == "infer" || command->name == "unload") {
-    std::unique_ptr<ModelClient> models = ModelClient::Connect(server);
+      command->name == "infer" || command->name == "unload" || command->name == "delete-model") {
+    auto models = std::make_unique<ModelClient>(*channel, server);
     if (command->name == "export") return RunExport(*models, *export_request, io);
     if (command->name == "load") return RunLoad(*models, *load_request, io);
     if (command->name == "models") return RunModels(*models, io);
     if (command->name == "infer") return RunInfer(*models, *infer_plan, io);
+    if (command->name == "delete-model") {
+      return RunDeleteModel(*models, positional->front(), flags.delete_model_version.value_or(0),
+                            io);
+    }
     return RunUnload(*models, positional->front(), io);
   }
-  std::unique_ptr<TrainingClient> client = TrainingClient::Connect(server);
+  auto client = std::make_unique<TrainingClient>(*channel, server);
   const std::string job_id = command->argument_count == 1 ? positional->front() : "";
   if (command->name == "submit") return RunSubmit(*client, *spec, flags.submit.wait, io);
   if (command->name == "resume") return RunSubmit(*client, *spec, flags.resume.wait, io);
   if (command->name == "get") return RunGet(*client, job_id, io);
   if (command->name == "list") return RunList(*client, *list_request, io);
   if (command->name == "cancel") return RunCancel(*client, job_id, io);
+  if (command->name == "delete") return RunDelete(*client, job_id, io);
   if (command->name == "watch") return RunWatch(*client, job_id, io);
   if (command->name == "compare") return RunCompare(*client, *compare_request, io);
   return RunCapabilities(*client, io);

@@ -50,6 +50,12 @@ absl::StatusOr<v1::ListModelsResponse> ModelClient::ListModels(
                                        kDefaultDeadline);
 }
 
+absl::StatusOr<v1::DeleteModelVersionResponse> ModelClient::DeleteModelVersion(
+    const v1::DeleteModelVersionRequest& request) {
+  return Unary<v1::DeleteModelVersionResponse>(
+      models_.get(), &v1::ModelService::Stub::DeleteModelVersion, request, kDefaultDeadline);
+}
+
 absl::StatusOr<inference::ModelMetadataResponse> ModelClient::ModelMetadata(
     const inference::ModelMetadataRequest& request) {
   return Unary<inference::ModelMetadataResponse>(

@@ -30,6 +30,8 @@ class ModelClient {
   absl::StatusOr<v1::ExportModelResponse> ExportModel(const v1::ExportModelRequest& request);
   absl::StatusOr<v1::RegisterModelResponse> RegisterModel(const v1::RegisterModelRequest& request);
   absl::StatusOr<v1::ListModelsResponse> ListModels(const v1::ListModelsRequest& request);
+  absl::StatusOr<v1::DeleteModelVersionResponse> DeleteModelVersion(
+      const v1::DeleteModelVersionRequest& request);
   absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(
       const inference::ModelMetadataRequest& request);
   absl::StatusOr<inference::ModelInferResponse> ModelInfer(

@@ -298,6 +298,23 @@ int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io) {
   return kExitOk;
 }
 
+int RunDeleteModel(ModelClient& client, const std::string& name, int64_t version,
+                   const CommandIo& io) {
+  v1::DeleteModelVersionRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  absl::StatusOr<v1::DeleteModelVersionResponse> response = client.DeleteModelVersion(request);
+  if (!response.ok()) return ReportError(response.status(), io);
+  if (io.json) {
+    PrintJson(*response, io);
+  } else if (version == 0) {
+    *io.out << "model " << name << " deleted (every version)\n" << std::flush;
+  } else {
+    *io.out << "model " << name << " version " << version << " deleted\n" << std::flush;
+  }
+  return kExitOk;
+}
+
 int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io) {
   inference::RepositoryModelUnloadRequest request;
   request.set_model_name(name);

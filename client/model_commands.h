@@ -82,6 +82,9 @@ int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io
 int RunModels(ModelClient& client, const CommandIo& io);
 int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io);
 int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io);
+// Deletes `version` of a model (0: every version and the model).
+int RunDeleteModel(ModelClient& client, const std::string& name, int64_t version,
+                   const CommandIo& io);
 
 }  // namespace mantissa::cli
 

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
@@ -49,13 +50,30 @@ absl::StatusOr<v1::GetJobResponse> TrainingClient::GetJob(const v1::GetJobReques
 }
 
 absl::StatusOr<v1::ListJobsResponse> TrainingClient::ListJobs(const v1::ListJobsRequest& request) {
-  return Unary<v1::ListJobsRequest, v1::ListJobsResponse>(&v1::TrainingService::Stub::ListJobs,
-                                                          request);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline_));
+  v1::ListJobsResponse response;
+  const grpc::Status status = stub_->ListJobs(&context, request, &response);
+  if (!status.ok()) return ToStatus(status, /*had_events=*/false);
+  // The daemon's "mantissa-jobs-left-out" trailer (see training_service.h).
+  list_jobs_left_out_ = 0;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  if (auto it = trailers.find("mantissa-jobs-left-out"); it != trailers.end()) {
+    (void)absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
+                           &list_jobs_left_out_);
+  }
+  return response;
 }
 
 absl::StatusOr<v1::CancelJobResponse> TrainingClient::CancelJob(
     const v1::CancelJobRequest& request) {
   return Unary<v1::CancelJobRequest, v1::CancelJobResponse>(&v1::TrainingService::Stub::CancelJob,
+                                                            request);
+}
+
+absl::StatusOr<v1::DeleteJobResponse> TrainingClient::DeleteJob(
+    const v1::DeleteJobRequest& request) {
+  return Unary<v1::DeleteJobRequest, v1::DeleteJobResponse>(&v1::TrainingService::Stub::DeleteJob,
                                                             request);
 }
 

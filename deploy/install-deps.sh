@@ -7,10 +7,14 @@ set -euo pipefail
 packages=(
   # toolchain
   g++ cmake ninja-build pkg-config xz-utils curl ca-certificates
+  # tests/fuzz/: clang with libFuzzer and the sanitizer runtimes
+  clang libclang-rt-14-dev
   # libraries
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libcpp-httplib-dev libsqlite3-dev zlib1g-dev
+  # TLS (cpp-httplib's HTTPS /metrics, token digests); openssl makes test certificates
+  libssl-dev openssl
   # tests and data; prometheus (with promtool) and python3 for
   # tests/deploy/prometheus_test.sh
   libgtest-dev libgmock-dev dataset-fashion-mnist prometheus python3

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Never run mantissad as root in earnest: it reads the files clients name
+# (confined to --data_root) and, once an operator turns TorchScript on with
+# --torchscript_root, runs those modules' code with its own rights. (A
+# throwaway container is the one place this demo may run as root.)
+if [ "$(id -u)" -eq 0 ]; then
+  echo "quickstart: WARNING: running as root; never run mantissad as root outside a throwaway" \
+    "container: a TorchScript module runs arbitrary code with the daemon's rights" >&2
+fi
+
 bash deploy/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target mantissad mantissa

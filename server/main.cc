@@ -14,24 +14,37 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "server/common/file_roots.h"
+#include "server/common/file_sync.h"
 #include "server/common/logging.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_store.h"
 #include "server/metrics/device_memory.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_http_server.h"
+#include "server/service/authorizer.h"
 #include "server/service/blocking_executor.h"
 #include "server/service/inference_service.h"
 #include "server/service/model_service.h"
 #include "server/service/training_service.h"
+#include "server/service/transport_security.h"
 #include "server/serving/model_server.h"
+#include "server/training/spec_limits.h"
 #include "server/training/torch_runtime.h"
 #include "server/training/training_job_runner.h"
 
@@ -56,16 +69,85 @@ ABSL_FLAG(int, drain_seconds, 0,
 ABSL_FLAG(int, calibration_items, 256,
           "Items in the calibration batch that validates each model's cast to its serving "
           "precision.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: serve gRPC and /metrics over TLS (with --tls_key_file). "
+          "Replaced files are picked up without a restart.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates: gRPC clients must present a certificate signed by one (mTLS).");
+ABSL_FLAG(int, tls_refresh_seconds, 60,
+          "How often gRPC re-reads the TLS files to pick up replaced certificates.");
+ABSL_FLAG(bool, allow_insecure, false,
+          "Serve plaintext gRPC and /metrics on a non-loopback address (logged as a warning). "
+          "Without TLS, only loopback addresses are allowed otherwise.");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "Bearer tokens and roles, one per line: '<sha256 hex of token> <principal> <role>' "
+          "or 'cert:<client certificate CN> <principal> <role>'; roles admin, train, serve, "
+          "read, metrics. Empty: no authentication.");
+ABSL_FLAG(int, max_queued_jobs, 1000, "Queued jobs in all; more are refused.");
+ABSL_FLAG(int, max_queued_jobs_per_principal, 100, "Queued jobs per principal; more are refused.");
+ABSL_FLAG(std::string, health_address, "",
+          "Also serve only grpc.health.v1, in plaintext, on this HOST:PORT (for probes that "
+          "cannot speak TLS, such as Kubernetes' gRPC probes). Empty: off.");
+
+ABSL_FLAG(int64_t, max_job_steps, 100'000'000,
+          "Optimizer steps one job may run; epochs count as the steps they come to.");
+ABSL_FLAG(int64_t, max_model_parameters, 2'000'000'000,
+          "Parameters one training job's model may have; checked before it is built.");
+ABSL_FLAG(bool, check_free_memory, true,
+          "Refuse a job (RESOURCE_EXHAUSTED) whose estimated training memory exceeds the "
+          "device's free memory.");
+ABSL_FLAG(int64_t, max_spec_name_bytes, 256, "Bytes of a job name and of resume_from.");
+ABSL_FLAG(int64_t, max_option_bytes, 4096,
+          "Bytes of each model/dataset option key and value in a job spec.");
+ABSL_FLAG(int64_t, max_options, 64, "Model or dataset options per job spec.");
+ABSL_FLAG(absl::Duration, max_job_duration, absl::Hours(24),
+          "Wall-clock limit of a job's run: the default and the cap of JobSpec.max_duration "
+          "(0 = none). A job past it ends FAILED.");
+ABSL_FLAG(int64_t, keep_checkpoints, 5,
+          "The most checkpoints a job may keep on disk (JobSpec.keep_checkpoints, default 1).");
+ABSL_FLAG(int, max_watchers_per_job, 16, "WatchJob streams per job; more are refused.");
+ABSL_FLAG(int, max_send_message_bytes, 64 << 20,
+          "Largest gRPC response; larger ones fail with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, keep_finished_jobs_days, 30,
+          "Ended jobs (and their checkpoints) are deleted this many days after they ended; "
+          "checked at start-up and hourly. 0 = keep forever.");
+ABSL_FLAG(std::string, data_root, "/usr/share/datasets,<state_dir>/data",
+          "Comma-separated folders that dataset options may name files in; anything else "
+          "(also through '..' or a symlink) is refused with PERMISSION_DENIED. <state_dir> "
+          "stands for --state_dir.");
+ABSL_FLAG(std::string, torchscript_root, "",
+          "Comma-separated folders of trusted TorchScript modules that RegisterModel and model "
+          "torchscript may use. Empty: TorchScript is turned off. A module runs arbitrary code "
+          "with the daemon's rights.");
+ABSL_FLAG(int64_t, max_tensor_dim, int64_t{1} << 20,
+          "Largest dimension a model may declare for an input or output tensor.");
+ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 24,
+          "Most elements one item of a declared input or output tensor may hold.");
 
 namespace mantissa {
 namespace {
 
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
+// A comma-separated folder list; "<state_dir>" becomes the state folder.
+std::vector<std::string> FolderList(const std::string& flag, const std::string& state_dir) {
+  std::vector<std::string> folders;
+  for (absl::string_view part : absl::StrSplit(flag, ',', absl::SkipWhitespace())) {
+    std::string folder(absl::StripAsciiWhitespace(part));
+    absl::StrReplaceAll({{"<state_dir>", state_dir}}, &folder);
+    folders.push_back(std::move(folder));
+  }
+  return folders;
+}
+
+absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port,
+                           int health_port) {
   // Write then rename, so a reader never sees half a file.
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << "{\"grpc\": " << grpc_port << ", \"metrics\": " << metrics_port << "}\n";
+    out << "{\"grpc\": " << grpc_port << ", \"metrics\": " << metrics_port;
+    if (health_port > 0) out << ", \"health\": " << health_port;
+    out << "}\n";
     if (!out.good()) return absl::InternalError(absl::StrCat("--port_file: cannot write ", tmp));
   }
   std::error_code ec;
@@ -78,14 +160,34 @@ absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_p
 constexpr const char* kHealthServices[] = {
     "inference.GRPCInferenceService", "mantissa.v1.TrainingService", "mantissa.v1.ModelService"};
 
-void SetServing(grpc::HealthCheckServiceInterface* health, bool serving) {
-  for (const char* service : kHealthServices) health->SetServingStatus(service, serving);
-  health->SetServingStatus(serving);
+// `probe_health` is the plaintext health listener's, or nullptr.
+void SetServing(grpc::HealthCheckServiceInterface* health,
+                grpc::HealthCheckServiceInterface* probe_health, bool serving) {
+  for (grpc::HealthCheckServiceInterface* h : {health, probe_health}) {
+    if (h == nullptr) continue;
+    for (const char* service : kHealthServices) h->SetServingStatus(service, serving);
+    h->SetServingStatus(serving);
+  }
 }
 
 // Threads for loads and exports, which block for seconds; the reactors hand
 // them over. Two keep one slow load from holding up the rest.
 constexpr int kBlockingThreads = 2;
+
+// /metrics answers 401 without a valid token and 403 for a role other than
+// metrics or admin; nothing is checked without a tokens file.
+std::function<int(const std::optional<std::string>&)> MetricsAuthorization(
+    const Authorizer* authorizer) {
+  if (!authorizer->enabled()) return nullptr;
+  return [authorizer](const std::optional<std::string>& header) {
+    std::optional<absl::string_view> value;
+    if (header.has_value()) value = *header;
+    absl::Status status =
+        authorizer->Check(value, {}, Permission::kMetrics, "GET /metrics").status();
+    if (status.ok()) return 200;
+    return absl::IsPermissionDenied(status) ? 403 : 401;
+  };
+}
 
 int Fail(const absl::Status& status) {
   LogError(absl::StrCat("mantissad: ", status.message()));
@@ -116,6 +218,32 @@ int Run() {
         absl::StrCat("--state_dir: cannot create ", state_dir.string(), ": ", ec.message())));
   }
 
+  auto security =
+      TransportSecurity::Create({.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file),
+                                 .refresh_seconds = absl::GetFlag(FLAGS_tls_refresh_seconds),
+                                 .allow_insecure = absl::GetFlag(FLAGS_allow_insecure)});
+  if (!security.ok()) return Fail(security.status());
+  for (auto [flag, address] :
+       {std::pair{"--grpc_address", absl::GetFlag(FLAGS_grpc_address)},
+        std::pair{"--metrics_address", absl::GetFlag(FLAGS_metrics_address)}}) {
+    if (absl::Status s = (*security)->CheckBind(flag, address); !s.ok()) return Fail(s);
+  }
+  auto authorizer = Authorizer::Create({.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file)});
+  if (!authorizer.ok()) return Fail(authorizer.status());
+
+  // Atomic writes interrupted by a crash leave *.tmp files; nothing is
+  // writing yet, so every one is stale.
+  absl::StatusOr<int> swept = RemoveTempFiles(state_dir.string());
+  if (!swept.ok()) return Fail(swept.status());
+  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
+    std::filesystem::remove(port_file + ".tmp", ec);
+  }
+  if (*swept > 0) {
+    LogInfo(absl::StrCat("removed ", *swept, " stale *.tmp file(s) under --state_dir"));
+  }
+
   auto store = JobStore::Create({.path = (state_dir / "jobs.db").string()});
   if (!store.ok()) return Fail(store.status());
 
@@ -125,10 +253,47 @@ int Run() {
 
   const std::string absolute_state_dir =
       std::filesystem::absolute(state_dir).lexically_normal().string();
+  SpecLimits limits;
+  limits.max_job_steps = absl::GetFlag(FLAGS_max_job_steps);
+  limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
+  limits.check_free_memory = absl::GetFlag(FLAGS_check_free_memory);
+  limits.max_name_bytes = absl::GetFlag(FLAGS_max_spec_name_bytes);
+  limits.max_option_bytes = absl::GetFlag(FLAGS_max_option_bytes);
+  limits.max_options = absl::GetFlag(FLAGS_max_options);
+  limits.max_job_duration = absl::GetFlag(FLAGS_max_job_duration);
+  limits.max_keep_checkpoints = absl::GetFlag(FLAGS_keep_checkpoints);
+  if (limits.max_job_steps < 1 || limits.max_model_parameters < 1 || limits.max_name_bytes < 1 ||
+      limits.max_option_bytes < 1 || limits.max_options < 0 || limits.max_keep_checkpoints < 1 ||
+      limits.max_job_duration < absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_max_watchers_per_job) < 1 ||
+      absl::GetFlag(FLAGS_max_send_message_bytes) < 1024 ||
+      absl::GetFlag(FLAGS_keep_finished_jobs_days) < 0) {
+    return Fail(absl::InvalidArgumentError(
+        "--max_job_steps, --max_model_parameters, --max_spec_name_bytes, --max_option_bytes, "
+        "--keep_checkpoints, --max_watchers_per_job must be >= 1; --max_options, "
+        "--max_job_duration, --keep_finished_jobs_days >= 0; --max_send_message_bytes >= 1024"));
+  }
+  const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
+                             "mantissad --data_root");
+  const FileRoots torchscript_roots(
+      FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
+      "mantissad --torchscript_root");
+  if (absl::GetFlag(FLAGS_max_tensor_dim) < 1 || absl::GetFlag(FLAGS_max_tensor_elements) < 1) {
+    return Fail(
+        absl::InvalidArgumentError("--max_tensor_dim and --max_tensor_elements: must be >= 1"));
+  }
+  if (!torchscript_roots.empty()) {
+    LogWarning(absl::StrCat("TorchScript is on (--torchscript_root): modules under ",
+                            absl::StrJoin(torchscript_roots.roots(), ", "),
+                            " run arbitrary code with this daemon's rights"));
+  }
   auto runner =
       TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
                                  .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
-                                 .state_dir = absolute_state_dir});
+                                 .state_dir = absolute_state_dir,
+                                 .limits = limits,
+                                 .data_roots = data_roots,
+                                 .torchscript_roots = torchscript_roots});
   if (!runner.ok()) return Fail(runner.status());
   if ((*runner)->device() != "cpu") {
     metrics.SetDeviceMemoryReader((*runner)->device(), CudaMemoryReader((*runner)->device()));
@@ -139,6 +304,9 @@ int Run() {
   model_server_options.device = absl::GetFlag(FLAGS_device);
   model_server_options.metrics = &metrics;
   model_server_options.calibration_items = absl::GetFlag(FLAGS_calibration_items);
+  model_server_options.torchscript_roots = torchscript_roots;
+  model_server_options.shape_limits = {.max_dim = absl::GetFlag(FLAGS_max_tensor_dim),
+                                       .max_elements = absl::GetFlag(FLAGS_max_tensor_elements)};
   auto model_server = ModelServer::Create(model_server_options);
   if (!model_server.ok()) return Fail(model_server.status());
 
@@ -147,23 +315,32 @@ int Run() {
   manager_options.runner = runner->get();
   manager_options.metrics = &metrics;
   manager_options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
+  manager_options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
+  manager_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);
+  manager_options.jobs_dir = absolute_state_dir + "/jobs";
+  manager_options.keep_finished_jobs =
+      absl::Hours(24) * absl::GetFlag(FLAGS_keep_finished_jobs_days);
+  manager_options.max_queued_jobs_per_principal =
+      absl::GetFlag(FLAGS_max_queued_jobs_per_principal);
   auto manager = JobManager::Create(manager_options);
   if (!manager.ok()) return Fail(manager.status());
 
   // ServerReady: the repository has loaded and no shutdown signal has come.
   std::atomic<bool> draining{false};
   BlockingExecutor executor({.threads = kBlockingThreads});
-  TrainingService training_service(manager->get());
-  InferenceService inference_service(model_server->get(), &executor,
-                                     [&] { return (*model_server)->ready() && !draining.load(); });
-  ModelService model_service(manager->get(), model_server->get(), &executor);
+  TrainingService training_service(manager->get(), authorizer->get());
+  InferenceService inference_service(
+      model_server->get(), &executor, [&] { return (*model_server)->ready() && !draining.load(); },
+      authorizer->get());
+  ModelService model_service(manager->get(), model_server->get(), &executor, authorizer->get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   // gRPC enables SO_REUSEPORT on Linux; two daemons must not share a port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), grpc::InsecureServerCredentials(),
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_send_message_bytes));
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), (*security)->GrpcCredentials(),
                            &grpc_port);
   builder.RegisterService(&training_service);
   builder.RegisterService(&inference_service);
@@ -176,16 +353,37 @@ int Run() {
   // Not ready until the repository has loaded: probes see NOT_SERVING, while
   // training and liveness calls are answered already.
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  SetServing(health, false);
+  // The probe listener: plaintext, no services of ours, only the default
+  // health service (and reflection), mirroring the main one's status.
+  std::unique_ptr<grpc::Server> probe_server;
+  grpc::HealthCheckServiceInterface* probe_health = nullptr;
+  int health_port = 0;
+  if (const std::string address = absl::GetFlag(FLAGS_health_address); !address.empty()) {
+    grpc::ServerBuilder probe_builder;
+    probe_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    probe_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &health_port);
+    probe_server = probe_builder.BuildAndStart();
+    if (probe_server == nullptr || health_port == 0) {
+      return Fail(
+          absl::UnavailableError(absl::StrCat("--health_address: cannot listen on ", address)));
+    }
+    probe_health = probe_server->GetHealthCheckService();
+  }
+  SetServing(health, probe_health, false);
 
   auto metrics_server =
       MetricsHttpServer::Create({.address = absl::GetFlag(FLAGS_metrics_address),
                                  .registry = metrics.registry(),
-                                 .before_scrape = [&metrics] { metrics.RefreshDeviceMemory(); }});
+                                 .before_scrape = [&metrics] { metrics.RefreshDeviceMemory(); },
+                                 .tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                 .tls_key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                 .authorize = MetricsAuthorization(authorizer->get())});
   if (!metrics_server.ok()) return Fail(metrics_server.status());
 
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
-    if (absl::Status s = WritePortFile(port_file, grpc_port, (*metrics_server)->port()); !s.ok()) {
+    if (absl::Status s =
+            WritePortFile(port_file, grpc_port, (*metrics_server)->port(), health_port);
+        !s.ok()) {
       return Fail(s);
     }
   }
@@ -196,7 +394,7 @@ int Run() {
 
   // A signal during the load is seen once it ends: the load is not interruptible.
   (*model_server)->LoadRepository();
-  SetServing(health, true);
+  SetServing(health, probe_health, true);
   LogInfo("model repository loaded; serving");
 
   int signal_number = 0;
@@ -206,7 +404,7 @@ int Run() {
   // Drain: report NOT_SERVING while still answering everything, so that load
   // balancers and readiness probes move traffic away first.
   draining = true;
-  SetServing(health, false);
+  SetServing(health, probe_health, false);
   if (const int drain_seconds = absl::GetFlag(FLAGS_drain_seconds); drain_seconds > 0) {
     LogInfo(absl::StrCat("draining for ", drain_seconds, " s (a second signal skips it)"));
     const timespec timeout{drain_seconds, 0};
@@ -218,11 +416,16 @@ int Run() {
   // finished; the inference threads keep running until then, so the requests
   // they hold complete. Then stop the inference threads and the executor.
   health->Shutdown();
+  if (probe_health != nullptr) probe_health->Shutdown();
   (*manager)->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   (*model_server)->Shutdown();
   executor.Shutdown();
   server->Wait();
+  if (probe_server != nullptr) {
+    probe_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    probe_server->Wait();
+  }
   metrics_server->reset();
   LogInfo("mantissad stopped");
   return 0;
@@ -237,7 +440,9 @@ int main(int argc, char** argv) {
       "them in true half precision over the Open Inference Protocol (KServe v2 gRPC).\n"
       "Usage: mantissad [--grpc_address=HOST:PORT] [--metrics_address=HOST:PORT] "
       "[--state_dir=DIR] [--device=auto|cpu|cuda|cuda:N] [--max_concurrent_jobs=N] "
-      "[--port_file=PATH] [--drain_seconds=N] [--calibration_items=N]");
+      "[--port_file=PATH] [--drain_seconds=N] [--calibration_items=N]\n"
+      "       [--tls_cert_file=PEM --tls_key_file=PEM [--tls_client_ca_file=PEM]] "
+      "[--auth_tokens_file=PATH] [--health_address=HOST:PORT] [--allow_insecure]");
   absl::ParseCommandLine(argc, argv);
   return mantissa::Run();
 }

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 
@@ -26,5 +27,21 @@ absl::Status FsyncPath(const std::string& path, int flags) {
 absl::Status FsyncFile(const std::string& path) { return FsyncPath(path, O_RDONLY); }
 
 absl::Status FsyncDir(const std::string& path) { return FsyncPath(path, O_RDONLY | O_DIRECTORY); }
+
+absl::StatusOr<int> RemoveTempFiles(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  int removed = 0;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+  for (const fs::recursive_directory_iterator end; it != end; it.increment(ec)) {
+    if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+    const fs::path path = it->path();
+    if (path.extension() != ".tmp" || !it->is_regular_file(ec) || it->is_symlink(ec)) continue;
+    if (fs::remove(path, ec)) ++removed;
+  }
+  return removed;
+}
 
 }  // namespace mantissa

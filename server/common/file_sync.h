@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace mantissa {
 
@@ -15,6 +16,11 @@ absl::Status FsyncFile(const std::string& path);
 // Flushes a directory's entries, which makes a rename or a new entry in it
 // durable.
 absl::Status FsyncDir(const std::string& path);
+
+// Removes every regular file named *.tmp under `dir` (recursively, not
+// following symlinks): what atomic writes interrupted by a crash left
+// behind. For start-up, before anything writes. Returns how many.
+absl::StatusOr<int> RemoveTempFiles(const std::string& dir);
 
 }  // namespace mantissa
 

@@ -70,9 +70,10 @@ absl::StatusOr<Table> ReadTable(const CsvDataset::Options& o, const std::string&
       } else {
         auto it = std::find(t.columns.begin(), t.columns.end(), o.label);
         if (it == t.columns.end()) {
+          // The header is the file's content: only its size is told.
           return absl::InvalidArgumentError(
               absl::StrCat("dataset_options[label]: ", o.path, " has no column '", o.label,
-                           "'; its columns are: ", absl::StrJoin(t.columns, ", ")));
+                           "' (its header has ", t.columns.size(), " columns)"));
         }
         t.label_column = it - t.columns.begin();
       }
@@ -94,8 +95,8 @@ absl::StatusOr<Table> ReadTable(const CsvDataset::Options& o, const std::string&
       const bool parsed = absl::SimpleAtod(fields[c], &value);
       if (!parsed || !std::isfinite(value)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": line ", line_number, ", column '", t.columns[c], "': '",
-                         fields[c], parsed ? "' is not a finite number" : "' is not a number"));
+            absl::StrCat(where, ": line ", line_number, ", column ", c + 1,
+                         parsed ? ": not a finite number" : ": not a number"));
       }
       t.features.push_back(static_cast<float>(value));
     }
@@ -165,17 +166,24 @@ absl::StatusOr<DatasetSplits> CsvDataset::Load(const Options& o, uint64_t seed) 
   ASSIGN_OR_RETURN(Table table, ReadTable(o, where));
   bool integer_labels = false;
   const std::vector<int64_t> labels = NumberLabels(table.labels, &integer_labels);
-  const int64_t max_label = *std::max_element(labels.begin(), labels.end());
+  const auto max_it = std::max_element(labels.begin(), labels.end());
+  const int64_t max_label = *max_it;
+  // The classes option's bound; it also keeps max_label + 1 from overflowing.
+  constexpr int64_t kMaxClasses = 1 << 24;
+  if (o.classes == 0 && max_label >= kMaxClasses) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": line ", table.lines[max_it - labels.begin()],
+                     ": the label is over the largest class id ", kMaxClasses - 1,
+                     integer_labels ? " (labels are class ids)"
+                                    : " (label names are numbered in sorted order)"));
+  }
   const int64_t num_classes = o.classes > 0 ? o.classes : max_label + 1;
   for (size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] >= num_classes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": line ", table.lines[i], ", column '",
-                       table.columns[table.label_column], "': label ",
-                       integer_labels ? table.labels[i]
-                                      : absl::StrCat("'", table.labels[i], "' (class ", labels[i],
-                                                     " of the sorted label names)"),
-                       " is out of range for classes=", num_classes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": line ", table.lines[i], ": the label is out of range for classes=", num_classes,
+          integer_labels ? " (labels are class ids)"
+                         : " (label names are numbered in sorted order)"));
     }
   }
 

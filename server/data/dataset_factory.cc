@@ -1,5 +1,7 @@
 #include "server/data/dataset_factory.h"
 
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/option_reader.h"
@@ -34,7 +36,48 @@ absl::Status UnknownDataset(const std::string& name) {
                                           absl::StrJoin(DatasetFactory::Names(), ", ")));
 }
 
+// Replaces a path-valued option by its canonical path; absent options stay.
+absl::Status ConfineOption(std::map<std::string, std::string>& options, const std::string& key,
+                           const FileRoots& roots) {
+  auto it = options.find(key);
+  if (it == options.end() || it->second.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(it->second,
+                   roots.Resolve(absl::StrCat("dataset_options[", key, "]"), it->second));
+  return absl::OkStatus();
+}
+
+// A folder option, and each of `files` present in it: a symlink inside an
+// allowed folder must not lead out of the roots either. A file that is
+// missing is the dataset's own error (its folder is allowed).
+absl::Status ConfineFolder(std::map<std::string, std::string>& options, const std::string& key,
+                           const std::vector<std::string>& files, const FileRoots& roots) {
+  RETURN_IF_ERROR(ConfineOption(options, key, roots));
+  auto it = options.find(key);
+  if (it == options.end() || it->second.empty()) return absl::OkStatus();
+  for (const std::string& file : files) {
+    const std::string path = absl::StrCat(it->second, "/", file);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    RETURN_IF_ERROR(roots.Resolve(absl::StrCat("dataset_options[", key, "]"), path).status());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::map<std::string, std::string>> DatasetFactory::ConfinePaths(
+    const std::string& name, std::map<std::string, std::string> options, const FileRoots& roots) {
+  if (name == "csv") {
+    RETURN_IF_ERROR(ConfineOption(options, "path", roots));
+  } else if (name == "tokens") {
+    RETURN_IF_ERROR(ConfineFolder(options, "dir", TokenFileDataset::DirFileNames(), roots));
+    RETURN_IF_ERROR(ConfineOption(options, "train", roots));
+    RETURN_IF_ERROR(ConfineOption(options, "val", roots));
+  } else if (name == "fashion-mnist" || name == "mnist") {
+    RETURN_IF_ERROR(ConfineFolder(options, "dir", IdxDataset::FileNames(), roots));
+  }
+  return options;
+}
 
 std::vector<std::string> DatasetFactory::Names() {
   return {"synthetic", "synthetic-tokens", "fashion-mnist", "mnist", "csv", "tokens"};

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
 
 namespace mantissa {
@@ -63,6 +64,15 @@ absl::StatusOr<IdxDataset::Options> IdxDataset::ParseOptions(
   return o;
 }
 
+std::vector<std::string> IdxDataset::FileNames() {
+  std::vector<std::string> names;
+  for (const char* stem : kStems) {
+    names.push_back(stem);
+    names.push_back(absl::StrCat(stem, ".gz"));
+  }
+  return names;
+}
+
 absl::Status IdxDataset::CheckFiles(const Options& o) {
   for (const char* stem : kStems) {
     if (FindFile(o.dir, stem).empty()) {
@@ -92,6 +102,19 @@ absl::StatusOr<torch::Tensor> IdxDataset::ReadIdx(const std::string& path, int e
   }
   const int64_t items = limit > 0 ? std::min(limit, dims[0]) : dims[0];
   dims[0] = items;
+  // The header is untrusted: refuse a size the file cannot hold before
+  // allocating it (deflate expands at most 1032:1).
+  struct stat st;
+  const int64_t file_bytes = ::stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+  const int64_t max_bytes = gzdirect(file.get()) ? file_bytes : file_bytes * 1032;
+  int64_t bytes = 1;
+  for (int64_t d : dims) {
+    if (__builtin_mul_overflow(bytes, d, &bytes) || bytes > max_bytes) {
+      return absl::DataLossError(absl::StrCat(path, ": the header's dimensions [",
+                                              absl::StrJoin(dims, ","), "] need more bytes than ",
+                                              "the file holds"));
+    }
+  }
   torch::Tensor data = torch::empty(dims, torch::kUInt8);
   RETURN_IF_ERROR(
       ReadExactly(file.get(), data.data_ptr(), static_cast<size_t>(data.numel()), path));

@@ -2,6 +2,7 @@
 #define MANTISSA_SERVER_DATA_IDX_DATASET_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/common/option_reader.h"
@@ -29,6 +30,8 @@ class IdxDataset {
   static absl::StatusOr<Options> ParseOptions(OptionReader& reader, const std::string& default_dir,
                                               TensorDataset::Normalization normalization,
                                               std::string install_hint);
+  // Every file name Load may open in Options.dir (each stem, plain or .gz).
+  static std::vector<std::string> FileNames();
   // Checks that the four files exist, without reading them.
   static absl::Status CheckFiles(const Options& options);
   static absl::StatusOr<DatasetSplits> Load(const Options& options);

@@ -25,8 +25,9 @@ absl::StatusOr<int64_t> FileSize(const TokenFileDataset::File& file) {
   struct stat st;
   if (::stat(file.path.c_str(), &st) != 0) {
     return absl::FailedPreconditionError(
-        absl::StrCat(Where(file), ": not found (", std::strerror(errno),
-                     "); nanoGPT's data/*/prepare.py scripts write train.bin and val.bin"));
+        absl::StrCat(Where(file),
+                     ": not found; nanoGPT's data/*/prepare.py scripts write train.bin and "
+                     "val.bin"));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(Where(file), ": not a regular file"));
@@ -37,13 +38,11 @@ absl::StatusOr<int64_t> FileSize(const TokenFileDataset::File& file) {
 absl::Status CheckSize(const TokenFileDataset::File& file, int64_t bytes, int64_t seq_len) {
   if (bytes % 2 != 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Where(file), ": ", bytes, " bytes is not a whole number of uint16 tokens"));
+        absl::StrCat(Where(file), ": its size is not a whole number of uint16 tokens"));
   }
   if (bytes / 2 < seq_len + 1) {
-    return absl::InvalidArgumentError(absl::StrCat(Where(file), ": ", bytes / 2,
-                                                   " tokens is too short for one window of "
-                                                   "seq_len + 1 = ",
-                                                   seq_len + 1, " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        Where(file), ": too short for one window of seq_len + 1 = ", seq_len + 1, " tokens"));
   }
   return absl::OkStatus();
 }
@@ -124,8 +123,7 @@ absl::StatusOr<std::unique_ptr<TokenFileDataset>> TokenFileDataset::Open(const F
       const int64_t token = dataset->Token(i);
       if (token >= vocab) {
         return absl::InvalidArgumentError(
-            absl::StrCat(Where(file), ": token id ", token, " at byte offset ", 2 * i, " (token ",
-                         i, ") is >= vocab ", vocab,
+            absl::StrCat(Where(file), ": token ", i, " is >= vocab ", vocab,
                          ": vocab mismatch (set dataset_options vocab=N to the "
                          "tokenizer's vocabulary size)"));
       }

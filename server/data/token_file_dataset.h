@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/common/option_reader.h"
@@ -38,6 +39,8 @@ class TokenFileDataset final : public Dataset {
   };
 
   static absl::StatusOr<Options> ParseOptions(OptionReader& reader);
+  // The files dir=DIR names inside DIR.
+  static std::vector<std::string> DirFileNames() { return {"train.bin", "val.bin"}; }
   // FAILED_PRECONDITION for a missing file, INVALID_ARGUMENT for a size that
   // cannot hold one window of whole tokens. Reads no data.
   static absl::Status CheckFiles(const Options& options);

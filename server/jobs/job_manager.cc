@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <exception>
+#include <filesystem>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "server/common/file_sync.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 
@@ -38,7 +40,13 @@ class JobManager::Context : public JobContext {
  public:
   Context(JobManager& manager, ActiveJob& active) : manager_(manager), active_(active) {}
 
-  bool cancelled() const override { return active_.cancel.load(std::memory_order_relaxed); }
+  bool cancelled() const override {
+    if (active_.cancel.load(std::memory_order_relaxed)) return true;
+    // Polled once per step: a clock read is cheap enough.
+    if (absl::Now() < active_.deadline) return false;
+    active_.timed_out.store(true);
+    return true;
+  }
 
   void Update(v1::JobEvent::Type type, const std::function<void(v1::Job&)>& mutate,
               const std::string& message) override {
@@ -72,8 +80,19 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Options options) 
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_concurrent_jobs: must be at least 1, got ", options.max_concurrent_jobs));
   }
+  if (options.max_queued_jobs < 1 || options.max_queued_jobs_per_principal < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_queued_jobs, --max_queued_jobs_per_principal: must be at least 1, got ",
+                     options.max_queued_jobs, " and ", options.max_queued_jobs_per_principal));
+  }
   std::unique_ptr<JobManager> manager(new JobManager(std::move(options)));
   RETURN_IF_ERROR(manager->Recover());
+  if (manager->options_.keep_finished_jobs > absl::ZeroDuration()) {
+    // Once now, before anything else runs, then from the sweeper thread.
+    ASSIGN_OR_RETURN(const int swept, manager->SweepFinishedJobs());
+    if (swept > 0) LogInfo(absl::StrCat("retention: deleted ", swept, " finished job(s)"));
+    manager->sweeper_ = std::thread([m = manager.get()] { m->SweeperLoop(); });
+  }
   for (int i = 0; i < manager->options_.max_concurrent_jobs; ++i) {
     manager->workers_.emplace_back([m = manager.get()] { m->WorkerLoop(); });
   }
@@ -111,6 +130,10 @@ absl::Status JobManager::Recover() {
 
 absl::StatusOr<v1::JobSpec> JobManager::ResumeSpec(const v1::JobSpec& spec) {
   const std::string& id = spec.resume_from();
+  if (id.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resume_from: must be at most 64 bytes (a job id), got ", id.size()));
+  }
   v1::JobSpec others = spec;
   others.clear_resume_from();
   others.clear_name();
@@ -141,10 +164,36 @@ absl::StatusOr<v1::JobSpec> JobManager::ResumeSpec(const v1::JobSpec& spec) {
   return resumed;
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted) {
+absl::Status JobManager::CheckQueueCapsLocked(const std::string& principal) const {
+  int queued = 0;
+  int queued_by_principal = 0;
+  for (const auto& [id, active] : active_) {
+    if (active->job.state() != v1::QUEUED) continue;
+    ++queued;
+    if (active->job.principal() == principal) ++queued_by_principal;
+  }
+  if (queued >= options_.max_queued_jobs) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("--max_queued_jobs: ", queued, " jobs are queued, the daemon's cap is ",
+                     options_.max_queued_jobs, "; wait for some to start or cancel them"));
+  }
+  if (queued_by_principal >= options_.max_queued_jobs_per_principal) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--max_queued_jobs_per_principal: principal '", principal, "' has ", queued_by_principal,
+        " jobs queued, the cap is ", options_.max_queued_jobs_per_principal,
+        "; wait for some to start or cancel them"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted,
+                                           const std::string& principal) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return absl::UnavailableError("mantissad is shutting down");
+    // Checked again below, under the same lock as the insertion; this early
+    // check spares the runner's preparation of a job that cannot be queued.
+    RETURN_IF_ERROR(CheckQueueCapsLocked(principal));
   }
   v1::JobSpec spec = submitted;
   if (!spec.resume_from().empty()) {
@@ -155,6 +204,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted) {
   auto active = std::make_unique<ActiveJob>();
   v1::Job& job = active->job;
   job.set_id(NewJobId());
+  job.set_principal(principal);
   *job.mutable_spec() = std::move(prepared.spec);
   job.set_state(v1::QUEUED);
   job.set_effective_precision(prepared.effective_precision);
@@ -163,6 +213,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted) {
 
   std::lock_guard<std::mutex> lock(mu_);
   if (shutting_down_) return absl::UnavailableError("mantissad is shutting down");
+  RETURN_IF_ERROR(CheckQueueCapsLocked(principal));
   // Durable before it is acknowledged: an accepted job is never lost.
   RETURN_IF_ERROR(options_.store->Put(job));
   active->last_persisted = absl::Now();
@@ -178,6 +229,10 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted) {
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
+  // Ids are 12 hex digits: a longer one matches nothing and is not echoed.
+  if (id.size() > 64) {
+    return absl::NotFoundError(absl::StrCat("no job with this ", id.size(), "-byte id"));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
@@ -187,8 +242,17 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
 }
 
 absl::StatusOr<std::vector<v1::Job>> JobManager::List(const std::vector<v1::JobState>& states,
-                                                      int limit) {
-  ASSIGN_OR_RETURN(std::vector<v1::Job> jobs, options_.store->List(states, limit));
+                                                      int limit,
+                                                      const std::optional<std::string>& principal) {
+  // The store does not index principals: filter the full list, then limit.
+  ASSIGN_OR_RETURN(std::vector<v1::Job> jobs,
+                   options_.store->List(states, principal.has_value() ? 0 : limit));
+  if (principal.has_value()) {
+    jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
+                              [&](const v1::Job& job) { return job.principal() != *principal; }),
+               jobs.end());
+    if (limit > 0 && static_cast<int>(jobs.size()) > limit) jobs.resize(limit);
+  }
   // The store may lag behind a running job's progress; memory does not.
   std::lock_guard<std::mutex> lock(mu_);
   for (v1::Job& job : jobs) {
@@ -224,6 +288,73 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   return active.job;
 }
 
+absl::Status JobManager::Delete(const std::string& id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " is ", v1::JobState_Name(it->second->job.state()),
+                       "; only an ended job can be deleted (cancel it first)"));
+    }
+  }
+  // NOT_FOUND for an unknown id.
+  RETURN_IF_ERROR(options_.store->Get(id).status());
+  // Files first: a crash in between leaves a record without checkpoints
+  // (which resume_from reports), never files no record points to.
+  if (!options_.jobs_dir.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(options_.jobs_dir) / id;
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("job ", id, ": cannot remove ", dir.string(), ": ", ec.message()));
+    }
+    if (std::filesystem::is_directory(options_.jobs_dir, ec)) {
+      RETURN_IF_ERROR(FsyncDir(options_.jobs_dir));
+    }
+  }
+  RETURN_IF_ERROR(options_.store->Delete(id));
+  LogInfo(absl::StrCat("job ", id, " deleted"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> JobManager::SweepFinishedJobs() {
+  if (options_.keep_finished_jobs <= absl::ZeroDuration()) return 0;
+  ASSIGN_OR_RETURN(std::vector<v1::Job> ended,
+                   options_.store->List({v1::SUCCEEDED, v1::FAILED, v1::CANCELLED}, 0));
+  const absl::Time cutoff = absl::Now() - options_.keep_finished_jobs;
+  int deleted = 0;
+  for (const v1::Job& job : ended) {
+    const absl::Time end = absl::FromUnixSeconds(job.end_time().seconds());
+    if (!job.has_end_time() || end >= cutoff) continue;
+    absl::Status status = Delete(job.id());
+    if (status.ok()) {
+      ++deleted;
+    } else if (!absl::IsNotFound(status) && !absl::IsFailedPrecondition(status)) {
+      return status;
+    }
+  }
+  return deleted;
+}
+
+void JobManager::SweeperLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shutting_down_) {
+    sweeper_wake_.wait_for(lock, absl::ToChronoSeconds(options_.retention_sweep_interval),
+                           [this] { return shutting_down_; });
+    if (shutting_down_) return;
+    lock.unlock();
+    absl::StatusOr<int> swept = SweepFinishedJobs();
+    if (!swept.ok()) {
+      LogError(absl::StrCat("retention sweep: ", swept.status().ToString()));
+    } else if (*swept > 0) {
+      LogInfo(absl::StrCat("retention: deleted ", *swept, " finished job(s)"));
+    }
+    lock.lock();
+  }
+}
+
 v1::GetCapabilitiesResponse JobManager::Capabilities() const {
   v1::GetCapabilitiesResponse caps = options_.runner->Capabilities();
   caps.set_max_concurrent_jobs(options_.max_concurrent_jobs);
@@ -235,6 +366,11 @@ absl::Status JobManager::Watch(const std::string& id, JobWatcher* watcher) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
     if (it != active_.end()) {
+      if (static_cast<int>(it->second->watchers.size()) >= options_.max_watchers_per_job) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("job ", id, " already has ", it->second->watchers.size(),
+                         " watchers, the most allowed (--max_watchers_per_job)"));
+      }
       v1::JobEvent event;
       event.set_type(v1::JobEvent::SNAPSHOT);
       *event.mutable_time() = TimeUtil::GetCurrentTime();
@@ -276,8 +412,10 @@ void JobManager::Shutdown() {
     }
   }
   work_available_.notify_all();
+  sweeper_wake_.notify_all();
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  if (sweeper_.joinable()) sweeper_.join();
 }
 
 void JobManager::WorkerLoop() {
@@ -292,6 +430,11 @@ void JobManager::WorkerLoop() {
       v1::Job& job = active->job;
       job.set_state(v1::RUNNING);
       *job.mutable_start_time() = TimeUtil::GetCurrentTime();
+      if (job.spec().has_max_duration()) {
+        const google::protobuf::Duration& d = job.spec().max_duration();
+        const absl::Duration limit = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+        if (limit > absl::ZeroDuration()) active->deadline = absl::Now() + limit;
+      }
       active->metrics =
           options_.metrics->StartJob(job.id(), job.spec().model(), job.effective_precision());
       ++running_;
@@ -326,6 +469,15 @@ void JobManager::RunJob(ActiveJob& active) {
   std::lock_guard<std::mutex> lock(mu_);
   if (result.ok()) {
     FinishLocked(active, v1::SUCCEEDED, "", &*result);
+  } else if (active.timed_out.load() && !active.cancel.load()) {
+    const google::protobuf::Duration& d = active.job.spec().max_duration();
+    FinishLocked(active, v1::FAILED,
+                 absl::StrCat("DEADLINE_EXCEEDED: the job exceeded its max_duration of ",
+                              absl::FormatDuration(absl::Seconds(d.seconds()) +
+                                                   absl::Nanoseconds(d.nanos())),
+                              " and was stopped (", result.status().message(),
+                              "); resume it with resume_from if it wrote a checkpoint"),
+                 nullptr);
   } else if (active.cancel.load() && absl::IsCancelled(result.status())) {
     FinishLocked(
         active, v1::CANCELLED,

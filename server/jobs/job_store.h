@@ -28,6 +28,8 @@ class JobStore {
   absl::Status Put(const v1::Job& job);
   // NOT_FOUND if there is no such job.
   absl::StatusOr<v1::Job> Get(const std::string& id);
+  // Removes the job's record; NOT_FOUND if there is no such job.
+  absl::Status Delete(const std::string& id);
   // Newest first; `states` empty = all; `limit` 0 = no limit.
   absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states = {},
                                             int limit = 0);

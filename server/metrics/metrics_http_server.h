@@ -3,8 +3,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "prometheus/registry.h"
@@ -26,6 +28,13 @@ class MetricsHttpServer {
     // Runs before each scrape's collection, on the HTTP thread, to refresh
     // what is read on demand (Metrics::RefreshDeviceMemory). Optional.
     std::function<void()> before_scrape;
+    // Both set: HTTPS. The files are read at every handshake, so replaced
+    // certificates take effect on the next connection.
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    // Decides each request to /metrics from its Authorization header
+    // (nullopt when absent): 200 serves it, 401 or 403 refuse it. Optional.
+    std::function<int(const std::optional<std::string>& authorization)> authorize;
   };
 
   // Binds the address and starts serving on a thread of its own.
@@ -37,6 +46,8 @@ class MetricsHttpServer {
  private:
   MetricsHttpServer() = default;
 
+  // Certificate and key paths, read by the TLS handshake callback.
+  std::pair<std::string, std::string> tls_files_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

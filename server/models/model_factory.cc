@@ -82,6 +82,53 @@ absl::Status ModelFactory::Validate(const std::string& name,
   return reader.CheckAllUsed();
 }
 
+absl::StatusOr<std::optional<ModelFactory::SizeEstimate>> ModelFactory::EstimateSize(
+    const std::string& name, const std::map<std::string, std::string>& options,
+    const DataSpec& data) {
+  OptionReader reader("model_options", options);
+  // Doubles: a configuration that overflows int64 is simply too large.
+  double in = 1;
+  for (int64_t d : data.input_shape) in *= static_cast<double>(d);
+  const double classes = static_cast<double>(data.num_classes);
+  SizeEstimate size;
+  if (name == "mlp") {
+    ASSIGN_OR_RETURN(Mlp::Options mlp, Mlp::ParseOptions(reader));
+    for (int64_t width : mlp.hidden) {
+      size.parameters += in * width + width;
+      size.activations_per_item += 2.0 * width;  // pre- and post-activation
+      in = static_cast<double>(width);
+    }
+    size.parameters += in * classes + classes;
+    return size;
+  }
+  if (name == "cnn") {
+    ASSIGN_OR_RETURN(Cnn::Options cnn, Cnn::ParseOptions(reader));
+    if (data.input_shape.size() != 3) return std::nullopt;  // Build says why
+    double channels = static_cast<double>(data.input_shape[0]);
+    double pixels = static_cast<double>(data.input_shape[1]) * data.input_shape[2];
+    for (int64_t out : cnn.channels) {
+      size.parameters += channels * out * 25 + 2.0 * out;
+      size.activations_per_item += 3.0 * out * pixels;  // conv, norm, relu
+      channels = static_cast<double>(out);
+      pixels /= 4;
+    }
+    size.parameters += channels * pixels * cnn.hidden + cnn.hidden + cnn.hidden * classes + classes;
+    size.activations_per_item += 2.0 * cnn.hidden;
+    return size;
+  }
+  if (name == "gpt") {
+    ASSIGN_OR_RETURN(Gpt::Options gpt, Gpt::ParseOptions(reader));
+    const double vocab = static_cast<double>(gpt.vocab > 0 ? gpt.vocab : data.vocab_size);
+    const double seq = static_cast<double>(gpt.seq_len > 0 ? gpt.seq_len : data.seq_len);
+    const double d = static_cast<double>(gpt.d_model);
+    size.parameters = vocab * d + seq * d + gpt.layers * (12 * d * d + 13 * d) + 2 * d + d * vocab;
+    // Per token: ~16 d-wide tensors per block, and the logits.
+    size.activations_per_item = seq * (gpt.layers * 16 * d + 2 * vocab);
+    return size;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<std::unique_ptr<Model>> ModelFactory::Build(
     const std::string& name, const std::map<std::string, std::string>& options,
     const DataSpec& data) {

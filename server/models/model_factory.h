@@ -3,6 +3,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,17 @@ class ModelFactory {
   // for bad options. Cheap: builds nothing.
   static absl::Status Validate(const std::string& name,
                                const std::map<std::string, std::string>& options);
+
+  // A model's size by formula, without building it: parameters and
+  // activation elements kept per input item for the backward (a rough lower
+  // bound). nullopt where unknown (torchscript). Bad options: their error.
+  struct SizeEstimate {
+    double parameters = 0;
+    double activations_per_item = 0;
+  };
+  static absl::StatusOr<std::optional<SizeEstimate>> EstimateSize(
+      const std::string& name, const std::map<std::string, std::string>& options,
+      const DataSpec& data);
 
   // Builds the model with freshly initialised parameters (or, for
   // torchscript, the file's) on the CPU. INVALID_ARGUMENT when the model

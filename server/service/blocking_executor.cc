@@ -1,7 +1,11 @@
 #include "server/service/blocking_executor.h"
 
 #include <algorithm>
+#include <exception>
 #include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/logging.h"
 
 namespace mantissa {
 
@@ -45,7 +49,16 @@ void BlockingExecutor::Work() {
       task = std::move(queue_.front());
       queue_.pop_front();
     }
-    task();
+    // A task that throws must not end the daemon (std::terminate) nor this
+    // worker: it is logged and the worker takes the next one. Tasks answer
+    // their own requests, so FinishOnExecutor catches first and answers.
+    try {
+      task();
+    } catch (const std::exception& e) {
+      LogError(absl::StrCat("a service task failed: ", e.what()));
+    } catch (...) {
+      LogError("a service task failed with an unknown exception");
+    }
   }
 }
 

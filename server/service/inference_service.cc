@@ -7,6 +7,11 @@ namespace mantissa {
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest* request,
                                                        inference::ServerLiveResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kProbe, "inference.GRPCInferenceService/ServerLive");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   // Answering at all is the proof of life; a draining daemon is still live.
   response->set_live(true);
   return FinishNow(context, absl::OkStatus());
@@ -15,6 +20,11 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ServerReady(
     grpc::CallbackServerContext* context, const inference::ServerReadyRequest* request,
     inference::ServerReadyResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kProbe, "inference.GRPCInferenceService/ServerReady");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   response->set_ready(ready_());
   return FinishNow(context, absl::OkStatus());
 }
@@ -22,6 +32,11 @@ grpc::ServerUnaryReactor* InferenceService::ServerReady(
 grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
                                                        const inference::ModelReadyRequest* request,
                                                        inference::ModelReadyResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kReadModels, "inference.GRPCInferenceService/ModelReady");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   absl::Status status = RequireField("name", request->name());
   if (status.ok()) {
     absl::StatusOr<bool> ready = server_->ModelReady(request->name(), request->version());
@@ -34,6 +49,11 @@ grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
     grpc::CallbackServerContext* context, const inference::ServerMetadataRequest* request,
     inference::ServerMetadataResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kReadModels, "inference.GRPCInferenceService/ServerMetadata");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   response->set_name("mantissad");
   response->set_version(MANTISSA_VERSION);
   response->add_extensions("model_repository");
@@ -43,6 +63,11 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kReadModels, "inference.GRPCInferenceService/ModelMetadata");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   absl::Status status = RequireField("name", request->name());
   if (status.ok()) {
     absl::StatusOr<inference::ModelMetadataResponse> metadata =
@@ -56,6 +81,11 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kInfer, "inference.GRPCInferenceService/ModelInfer");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   if (absl::Status status = RequireField("model_name", request->model_name()); !status.ok()) {
     return FinishNow(context, status);
   }
@@ -70,6 +100,11 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
     grpc::CallbackServerContext* context, const inference::RepositoryIndexRequest* request,
     inference::RepositoryIndexResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kReadModels, "inference.GRPCInferenceService/RepositoryIndex");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   // One repository per daemon, so repository_name is not checked.
   *response = server_->RepositoryIndex(request->ready());
   return FinishNow(context, absl::OkStatus());
@@ -78,6 +113,11 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
 grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
     grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
     inference::RepositoryModelLoadResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kAdminister, "inference.GRPCInferenceService/RepositoryModelLoad");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   if (absl::Status status = RequireField("model_name", request->model_name()); !status.ok()) {
     return FinishNow(context, status);
   }
@@ -88,6 +128,12 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
 grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
     grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
     inference::RepositoryModelUnloadResponse* response) {
+  if (absl::StatusOr<Caller> caller =
+          authorizer_->Authorize(*context, Permission::kAdminister,
+                                 "inference.GRPCInferenceService/RepositoryModelUnload");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
   if (absl::Status status = RequireField("model_name", request->model_name()); !status.ok()) {
     return FinishNow(context, status);
   }

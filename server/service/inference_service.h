@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/service/authorizer.h"
 #include "server/service/blocking_executor.h"
 #include "server/serving/model_server.h"
 
@@ -18,9 +19,14 @@ namespace mantissa {
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
   // `ready` answers ServerReady: main combines the repository being loaded
-  // with the daemon not draining.
-  InferenceService(ModelServer* server, BlockingExecutor* executor, std::function<bool()> ready)
-      : server_(server), executor_(executor), ready_(std::move(ready)) {}
+  // with the daemon not draining. Every handler asks `authorizer` (nullptr:
+  // allow all) first; ServerLive and ServerReady stay open, like health.
+  InferenceService(ModelServer* server, BlockingExecutor* executor, std::function<bool()> ready,
+                   const Authorizer* authorizer = nullptr)
+      : server_(server),
+        executor_(executor),
+        ready_(std::move(ready)),
+        authorizer_(authorizer != nullptr ? authorizer : Authorizer::AllowAll()) {}
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -54,6 +60,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   ModelServer* const server_;
   BlockingExecutor* const executor_;
   const std::function<bool()> ready_;
+  const Authorizer* const authorizer_;
 };
 
 }  // namespace mantissa

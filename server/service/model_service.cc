@@ -10,10 +10,17 @@ namespace mantissa {
 grpc::ServerUnaryReactor* ModelService::ExportModel(grpc::CallbackServerContext* context,
                                                     const v1::ExportModelRequest* request,
                                                     v1::ExportModelResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kExportJobs,
+                                                         "mantissa.v1.ModelService/ExportModel");
+  if (!caller.ok()) return FinishNow(context, caller.status());
   if (absl::Status status = RequireField("job_id", request->job_id()); !status.ok()) {
     return FinishNow(context, status);
   }
   absl::StatusOr<v1::Job> job = manager_->Get(request->job_id());
+  if (job.ok() && !caller->MaySeeJob(job->principal())) {
+    // Another principal's job reads as a missing one.
+    job = absl::NotFoundError(absl::StrCat("job_id: no job '", request->job_id(), "'"));
+  }
   if (!job.ok()) return FinishNow(context, job.status());
   if (job->state() != v1::SUCCEEDED) {
     return FinishNow(context,
@@ -36,6 +43,10 @@ grpc::ServerUnaryReactor* ModelService::ExportModel(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* ModelService::RegisterModel(grpc::CallbackServerContext* context,
                                                       const v1::RegisterModelRequest* request,
                                                       v1::RegisterModelResponse* response) {
+  // A TorchScript module runs arbitrary code with the daemon's rights: admin only.
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kAdminister,
+                                                         "mantissa.v1.ModelService/RegisterModel");
+  if (!caller.ok()) return FinishNow(context, caller.status());
   if (absl::Status status = RequireField("name", request->name()); !status.ok()) {
     return FinishNow(context, status);
   }
@@ -54,8 +65,25 @@ grpc::ServerUnaryReactor* ModelService::RegisterModel(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* ModelService::ListModels(grpc::CallbackServerContext* context,
                                                    const v1::ListModelsRequest* request,
                                                    v1::ListModelsResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kReadModels,
+                                                         "mantissa.v1.ModelService/ListModels");
+  if (!caller.ok()) return FinishNow(context, caller.status());
   for (v1::ModelStatus& model : server_->List()) *response->add_models() = std::move(model);
   return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* ModelService::DeleteModelVersion(
+    grpc::CallbackServerContext* context, const v1::DeleteModelVersionRequest* request,
+    v1::DeleteModelVersionResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(
+      *context, Permission::kAdminister, "mantissa.v1.ModelService/DeleteModelVersion");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  if (absl::Status status = RequireField("name", request->name()); !status.ok()) {
+    return FinishNow(context, status);
+  }
+  return FinishOnExecutor(context, executor_, [this, request]() -> absl::Status {
+    return server_->DeleteVersion(request->name(), request->version());
+  });
 }
 
 }  // namespace mantissa

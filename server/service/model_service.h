@@ -3,6 +3,7 @@
 
 #include "mantissa/v1/serving.grpc.pb.h"
 #include "server/jobs/job_manager.h"
+#include "server/service/authorizer.h"
 #include "server/service/blocking_executor.h"
 #include "server/serving/model_server.h"
 
@@ -12,11 +13,16 @@ namespace mantissa {
 // TorchScript files into the model repository, and lists it. Exports and
 // registrations load the new version (cast + validation, seconds), so they
 // run on `executor`; ListModels is a map read answered on the reactor. The
-// manager, the server and the executor outlive the service.
+// manager, the server, the executor and `authorizer` (nullptr: allow all),
+// which every handler asks first, outlive the service.
 class ModelService final : public v1::ModelService::CallbackService {
  public:
-  ModelService(JobManager* manager, ModelServer* server, BlockingExecutor* executor)
-      : manager_(manager), server_(server), executor_(executor) {}
+  ModelService(JobManager* manager, ModelServer* server, BlockingExecutor* executor,
+               const Authorizer* authorizer = nullptr)
+      : manager_(manager),
+        server_(server),
+        executor_(executor),
+        authorizer_(authorizer != nullptr ? authorizer : Authorizer::AllowAll()) {}
 
   grpc::ServerUnaryReactor* ExportModel(grpc::CallbackServerContext* context,
                                         const v1::ExportModelRequest* request,
@@ -27,11 +33,16 @@ class ModelService final : public v1::ModelService::CallbackService {
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
+  // Removes files and waits for the model's loads: runs on `executor`.
+  grpc::ServerUnaryReactor* DeleteModelVersion(grpc::CallbackServerContext* context,
+                                               const v1::DeleteModelVersionRequest* request,
+                                               v1::DeleteModelVersionResponse* response) override;
 
  private:
   JobManager* const manager_;
   ModelServer* const server_;
   BlockingExecutor* const executor_;
+  const Authorizer* const authorizer_;
 };
 
 }  // namespace mantissa

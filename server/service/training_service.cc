@@ -2,6 +2,8 @@
 
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -16,8 +18,19 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
   return reactor;
 }
 
+// The model zoo's TorchScript entry (server/models/model_factory.cc); the
+// service stays free of the torch headers that declare it.
+constexpr char kTorchScriptModel[] = "torchscript";
+
+constexpr size_t kListJobsBudgetBytes = (4 << 20) - (64 << 10);
+
 absl::Status RequireJobId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("job_id: is required");
+  // Ids are 12 hex digits; a longer one is not echoed back in errors.
+  if (id.size() > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_id: must be at most 64 bytes, got ", id.size()));
+  }
   return absl::OkStatus();
 }
 
@@ -128,10 +141,41 @@ class WatchJobReactor final : public grpc::ServerWriteReactor<v1::JobEvent>, pub
 
 }  // namespace
 
+absl::StatusOr<v1::Job> TrainingService::VisibleJob(const Caller& caller, const std::string& id,
+                                                    const char* field) {
+  absl::StatusOr<v1::Job> job = manager_->Get(id);
+  if (job.ok() && !caller.MaySeeJob(job->principal())) {
+    return absl::NotFoundError(absl::StrCat(field, ": no job '", id, "'"));
+  }
+  return job;
+}
+
 grpc::ServerUnaryReactor* TrainingService::SubmitJob(grpc::CallbackServerContext* context,
                                                      const v1::SubmitJobRequest* request,
                                                      v1::SubmitJobResponse* response) {
-  absl::StatusOr<v1::Job> job = manager_->Submit(request->spec());
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kSubmitJobs,
+                                                         "mantissa.v1.TrainingService/SubmitJob");
+  if (!caller.ok()) return Finish(context, caller.status());
+  // The model a job trains: its own, or that of the job it resumes.
+  std::string model = request->spec().model();
+  if (const std::string& source = request->spec().resume_from(); !source.empty()) {
+    absl::StatusOr<v1::Job> visible = VisibleJob(*caller, source, "resume_from");
+    if (absl::IsNotFound(visible.status())) {
+      // Hidden and missing jobs read alike.
+      return Finish(context,
+                    absl::NotFoundError(absl::StrCat("resume_from: no job '", source, "'")));
+    }
+    if (visible.ok()) model = visible->spec().model();
+  }
+  // A TorchScript module is code that runs with the daemon's rights: only an
+  // admin may train one, as only an admin may register one.
+  if (model == kTorchScriptModel) {
+    absl::StatusOr<Caller> admin =
+        authorizer_->Authorize(*context, Permission::kAdminister,
+                               "mantissa.v1.TrainingService/SubmitJob (model torchscript)");
+    if (!admin.ok()) return Finish(context, admin.status());
+  }
+  absl::StatusOr<v1::Job> job = manager_->Submit(request->spec(), caller->principal);
   if (job.ok()) *response->mutable_job() = *std::move(job);
   return Finish(context, job.status());
 }
@@ -139,9 +183,12 @@ grpc::ServerUnaryReactor* TrainingService::SubmitJob(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* TrainingService::GetJob(grpc::CallbackServerContext* context,
                                                   const v1::GetJobRequest* request,
                                                   v1::GetJobResponse* response) {
+  absl::StatusOr<Caller> caller =
+      authorizer_->Authorize(*context, Permission::kReadJobs, "mantissa.v1.TrainingService/GetJob");
+  if (!caller.ok()) return Finish(context, caller.status());
   absl::Status status = RequireJobId(request->job_id());
   if (status.ok()) {
-    absl::StatusOr<v1::Job> job = manager_->Get(request->job_id());
+    absl::StatusOr<v1::Job> job = VisibleJob(*caller, request->job_id());
     if (job.ok()) *response->mutable_job() = *std::move(job);
     status = job.status();
   }
@@ -151,6 +198,9 @@ grpc::ServerUnaryReactor* TrainingService::GetJob(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* TrainingService::ListJobs(grpc::CallbackServerContext* context,
                                                     const v1::ListJobsRequest* request,
                                                     v1::ListJobsResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kReadJobs,
+                                                         "mantissa.v1.TrainingService/ListJobs");
+  if (!caller.ok()) return Finish(context, caller.status());
   std::vector<v1::JobState> states;
   for (int s : request->states()) {
     if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
@@ -165,9 +215,29 @@ grpc::ServerUnaryReactor* TrainingService::ListJobs(grpc::CallbackServerContext*
     return Finish(context, absl::InvalidArgumentError(
                                absl::StrCat("limit: must be >= 0, got ", request->limit())));
   }
-  absl::StatusOr<std::vector<v1::Job>> jobs = manager_->List(states, request->limit());
+  // train principals list only their own jobs; everyone else lists all.
+  std::optional<std::string> owner;
+  if (!caller->SeesAllJobs()) owner = caller->principal;
+  absl::StatusOr<std::vector<v1::Job>> jobs = manager_->List(states, request->limit(), owner);
   if (jobs.ok()) {
-    for (v1::Job& job : *jobs) *response->add_jobs() = std::move(job);
+    // The newest jobs that fit in what every gRPC client accepts by default
+    // (4 MiB): a long history, or records from before the field caps, must
+    // not make the listing fail for good. The count left out goes back in
+    // trailing metadata.
+    size_t bytes = 0;
+    int64_t left_out = 0;
+    for (v1::Job& job : *jobs) {
+      const size_t size = job.ByteSizeLong() + 8;  // with its tag and length
+      if (left_out > 0 || bytes + size > kListJobsBudgetBytes) {
+        ++left_out;
+        continue;
+      }
+      bytes += size;
+      *response->add_jobs() = std::move(job);
+    }
+    if (left_out > 0) {
+      context->AddTrailingMetadata(std::string(kJobsLeftOutMetadata), absl::StrCat(left_out));
+    }
   }
   return Finish(context, jobs.status());
 }
@@ -175,7 +245,11 @@ grpc::ServerUnaryReactor* TrainingService::ListJobs(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* TrainingService::CancelJob(grpc::CallbackServerContext* context,
                                                      const v1::CancelJobRequest* request,
                                                      v1::CancelJobResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kSubmitJobs,
+                                                         "mantissa.v1.TrainingService/CancelJob");
+  if (!caller.ok()) return Finish(context, caller.status());
   absl::Status status = RequireJobId(request->job_id());
+  if (status.ok()) status = VisibleJob(*caller, request->job_id()).status();
   if (status.ok()) {
     absl::StatusOr<v1::Job> job = manager_->Cancel(request->job_id());
     if (job.ok()) *response->mutable_job() = *std::move(job);
@@ -184,10 +258,27 @@ grpc::ServerUnaryReactor* TrainingService::CancelJob(grpc::CallbackServerContext
   return Finish(context, status);
 }
 
+grpc::ServerUnaryReactor* TrainingService::DeleteJob(grpc::CallbackServerContext* context,
+                                                     const v1::DeleteJobRequest* request,
+                                                     v1::DeleteJobResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kSubmitJobs,
+                                                         "mantissa.v1.TrainingService/DeleteJob");
+  if (!caller.ok()) return Finish(context, caller.status());
+  absl::Status status = RequireJobId(request->job_id());
+  if (status.ok()) status = VisibleJob(*caller, request->job_id()).status();
+  if (status.ok()) status = manager_->Delete(request->job_id());
+  return Finish(context, status);
+}
+
 grpc::ServerWriteReactor<v1::JobEvent>* TrainingService::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
   auto* reactor = new WatchJobReactor(manager_, request->job_id());
-  if (absl::Status status = RequireJobId(request->job_id()); !status.ok()) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kReadJobs,
+                                                         "mantissa.v1.TrainingService/WatchJob");
+  absl::Status status = caller.status();
+  if (status.ok()) status = RequireJobId(request->job_id());
+  if (status.ok()) status = VisibleJob(*caller, request->job_id()).status();
+  if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
@@ -198,6 +289,9 @@ grpc::ServerWriteReactor<v1::JobEvent>* TrainingService::WatchJob(
 grpc::ServerUnaryReactor* TrainingService::GetCapabilities(
     grpc::CallbackServerContext* context, const v1::GetCapabilitiesRequest* request,
     v1::GetCapabilitiesResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(
+      *context, Permission::kCapabilities, "mantissa.v1.TrainingService/GetCapabilities");
+  if (!caller.ok()) return Finish(context, caller.status());
   *response = manager_->Capabilities();
   return Finish(context, absl::OkStatus());
 }

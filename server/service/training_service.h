@@ -3,15 +3,24 @@
 
 #include "mantissa/v1/training.grpc.pb.h"
 #include "server/jobs/job_manager.h"
+#include "server/service/authorizer.h"
 
 namespace mantissa {
 
+// Trailing metadata of a ListJobs answer cut short to stay within 4 MiB: how
+// many older jobs were left out.
+inline constexpr char kJobsLeftOutMetadata[] = "mantissa-jobs-left-out";
+
 // mantissa.v1.TrainingService on gRPC's callback API. Each handler validates,
 // delegates to the JobManager and converts its Status; none of them trains or
-// waits on training, so reactors stay free. The manager outlives the service.
+// waits on training, so reactors stay free. Every handler first asks
+// `authorizer` (nullptr: allow all); train principals see only their own
+// jobs. The manager and the authorizer outlive the service.
 class TrainingService final : public v1::TrainingService::CallbackService {
  public:
-  explicit TrainingService(JobManager* manager) : manager_(manager) {}
+  explicit TrainingService(JobManager* manager, const Authorizer* authorizer = nullptr)
+      : manager_(manager),
+        authorizer_(authorizer != nullptr ? authorizer : Authorizer::AllowAll()) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
                                       const v1::SubmitJobRequest* request,
@@ -27,12 +36,21 @@ class TrainingService final : public v1::TrainingService::CallbackService {
                                       v1::CancelJobResponse* response) override;
   grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* context,
                                                    const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* context,
+                                      const v1::DeleteJobRequest* request,
+                                      v1::DeleteJobResponse* response) override;
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* context,
                                             const v1::GetCapabilitiesRequest* request,
                                             v1::GetCapabilitiesResponse* response) override;
 
  private:
+  // The job `id` if `caller` may see it; NOT_FOUND, as for a missing job,
+  // when it may not.
+  absl::StatusOr<v1::Job> VisibleJob(const Caller& caller, const std::string& id,
+                                     const char* field = "job_id");
+
   JobManager* const manager_;
+  const Authorizer* const authorizer_;
 };
 
 }  // namespace mantissa

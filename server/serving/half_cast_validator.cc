@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -83,19 +84,37 @@ absl::StatusOr<CalibrationBatch> FromDataset(const v1::ModelConfig& config, int6
 CalibrationBatch HalfCastValidator::RandomInputs(const v1::ModelConfig& config, int64_t items,
                                                  uint64_t seed) {
   const bool lm = IsLanguageModel(config);
-  const int64_t n = lm ? LanguageModelWindows(config, items) : std::max<int64_t>(items, 1);
+  int64_t n = lm ? LanguageModelWindows(config, items) : std::max<int64_t>(items, 1);
+  int64_t variable = lm && config.seq_len() > 0 ? config.seq_len() : kVariableDim;
+  // One item's elements over all inputs; nullopt when the product overflows.
+  auto item_elements = [&config](int64_t variable_dim) -> std::optional<int64_t> {
+    int64_t total = 0;
+    for (const v1::TensorSpec& spec : config.inputs()) {
+      int64_t elements = 1;
+      for (int64_t d : spec.shape()) {
+        if (__builtin_mul_overflow(elements, d == -1 ? variable_dim : std::max<int64_t>(d, 1),
+                                   &elements)) {
+          return std::nullopt;
+        }
+      }
+      if (__builtin_add_overflow(total, elements, &total)) return std::nullopt;
+    }
+    return total;
+  };
+  std::optional<int64_t> per_item = item_elements(variable);
+  if (!lm && (!per_item.has_value() || *per_item > kMaxCalibrationElements)) {
+    variable = 1;  // many variable dimensions: one element each
+    per_item = item_elements(variable);
+  }
+  if (per_item.has_value() && *per_item > 0) {
+    n = std::clamp<int64_t>(kMaxCalibrationElements / *per_item, 1, n);
+  }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   CalibrationBatch batch;
   batch.items = n;
   for (const v1::TensorSpec& spec : config.inputs()) {
     std::vector<int64_t> shape = {n};
-    for (int64_t d : spec.shape()) {
-      if (d != -1) {
-        shape.push_back(d);
-      } else {
-        shape.push_back(lm && config.seq_len() > 0 ? config.seq_len() : kVariableDim);
-      }
-    }
+    for (int64_t d : spec.shape()) shape.push_back(d != -1 ? d : variable);
     if (spec.datatype() == "INT64") {
       batch.inputs.push_back(lm && config.vocab_size() > 0
                                  ? torch::randint(0, config.vocab_size(), shape, gen,

@@ -75,6 +75,9 @@ class HalfCastValidator {
   static CalibrationBatch RandomInputs(const v1::ModelConfig& config, int64_t items, uint64_t seed);
 
   static constexpr int64_t kVariableDim = 8;
+  // Elements a random calibration batch may hold in all (256 MiB of fp32):
+  // items are dropped, down to one, to fit.
+  static constexpr int64_t kMaxCalibrationElements = int64_t{1} << 26;
   // Calibrating a language model costs a forward per token; a few thousand
   // tokens are enough to see an overflow and keep a large gpt's load short.
   static constexpr int64_t kMaxLanguageModelTokens = 4096;

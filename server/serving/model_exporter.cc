@@ -305,7 +305,9 @@ absl::StatusOr<v1::ModelConfig> ModelExporter::ExportJob(ModelRepository& reposi
     config.set_vocab_size(vocab_size);
     config.set_seq_len(seq_len);
     *config.add_inputs() = MakeSpec("input_ids", "INT64", {-1});
-    *config.add_outputs() = MakeSpec("logits", float_datatype, {-1, vocab_size});
+    // The last position's logits; [T, vocab] with request parameter
+    // all_positions.
+    *config.add_outputs() = MakeSpec("logits", float_datatype, {vocab_size});
   } else {
     config.set_task("classification");
     config.set_num_classes(data.num_classes);

@@ -183,6 +183,44 @@ absl::StatusOr<v1::ModelConfig> ModelRepository::ReadConfig(const std::string& n
   return config;
 }
 
+absl::Status ModelRepository::DeleteVersion(const std::string& name, int64_t version) {
+  RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard<std::mutex> lock(add_mu_);
+  const fs::path model_dir = fs::path(options_.root) / name;
+  std::vector<int64_t> doomed = NumericEntries(model_dir.string(), /*complete_only=*/false);
+  if (version != 0) {
+    if (std::find(doomed.begin(), doomed.end(), version) == doomed.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("version: model ", name, " has no version ", version));
+    }
+    doomed = {version};
+  } else if (doomed.empty()) {
+    return absl::NotFoundError(absl::StrCat("name: no model '", name, "' in the repository"));
+  }
+  const fs::path staging_root = fs::path(options_.root) / kStagingDir;
+  std::error_code ec;
+  fs::create_directories(staging_root, ec);
+  std::vector<fs::path> trashed;
+  for (int64_t v : doomed) {
+    // A rename is atomic: a crash leaves the version whole or gone (staging
+    // is emptied at start-up).
+    const fs::path trash = staging_root / absl::StrCat(name, "-", v, "-deleted-", RandomSuffix());
+    fs::rename(VersionDir(name, v), trash, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("model repository: cannot remove ",
+                                              VersionDir(name, v), ": ", ec.message()));
+    }
+    trashed.push_back(trash);
+  }
+  RETURN_IF_ERROR(FsyncDir(model_dir.string()));
+  if (NumericEntries(model_dir.string(), /*complete_only=*/false).empty()) {
+    fs::remove_all(model_dir, ec);
+    RETURN_IF_ERROR(FsyncDir(options_.root));
+  }
+  for (const fs::path& trash : trashed) fs::remove_all(trash, ec);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::ModelConfig> ModelRepository::AddVersion(
     const std::string& name, v1::ModelConfig config,
     const std::function<absl::Status(const std::string& dir, v1::ModelConfig& config)>&

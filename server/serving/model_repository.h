@@ -45,6 +45,11 @@ class ModelRepository {
   // directory (it may also set fields of `config`, e.g. weights_file); then
   // name, version and create_time are set, config.json is written and the
   // directory is synced and renamed into place. Returns the final config.
+  // Removes `version` of `name` (0: every version, and the model), each
+  // version atomically: renamed into staging, synced, then deleted.
+  // NOT_FOUND for a missing model or version.
+  absl::Status DeleteVersion(const std::string& name, int64_t version);
+
   absl::StatusOr<v1::ModelConfig> AddVersion(
       const std::string& name, v1::ModelConfig config,
       const std::function<absl::Status(const std::string& dir, v1::ModelConfig& config)>&

@@ -53,6 +53,18 @@ struct Entry {
   std::shared_ptr<InferenceMetrics> metrics;
 };
 
+// A language model's logits [N, T, vocab] cut to the last position's,
+// [N, vocab]: the next-token scores are what a client wants by default, and
+// a long window's full logits are T times larger (parameter all_positions).
+absl::Status LastPosition(std::vector<torch::Tensor>& outputs) {
+  return GuardTorch("taking the last position's logits", [&] {
+    for (torch::Tensor& t : outputs) {
+      if (t.dim() >= 3) t = t.select(1, -1);
+    }
+    return absl::OkStatus();
+  });
+}
+
 std::string VersionList(const std::vector<int64_t>& versions) {
   return versions.empty() ? "none" : absl::StrJoin(versions, ", ");
 }
@@ -211,6 +223,10 @@ class ModelServer::Impl {
     task.done = [servable, request_state, request, response, done, metrics,
                  start](absl::StatusOr<std::vector<torch::Tensor>> outputs) {
       absl::Status status = outputs.status();
+      if (status.ok() && servable->config().task() == "language_model" &&
+          !request_state->all_positions) {
+        status = LastPosition(*outputs);
+      }
       if (status.ok()) {
         status = EncodeResponse(*outputs, *request_state, servable->outputs(), response);
       }
@@ -389,29 +405,116 @@ class ModelServer::Impl {
     return absl::OkStatus();
   }
 
+  absl::Status DeleteVersion(const std::string& name, int64_t version) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    RETURN_IF_ERROR(ModelRepository::ValidateName(name));
+    if (version < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("version: must be >= 0 (0 = every version), got ", version));
+    }
+    std::shared_ptr<std::mutex> load_mu;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end()) load_mu = it->second.load_mu;
+    }
+    // Held across the check and the removal: no load can pick the version
+    // up in between.
+    std::unique_lock<std::mutex> load_lock;
+    if (load_mu != nullptr) load_lock = std::unique_lock<std::mutex>(*load_mu);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end() && it->second.servable != nullptr &&
+          (version == 0 || it->second.servable->version() == version)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("model ", name, " version ", it->second.servable->version(),
+                         " is serving; unload it first (mantissa unload ", name, ")",
+                         version == 0 ? "" : " or delete another version"));
+      }
+    }
+    RETURN_IF_ERROR(repository_->DeleteVersion(name, version));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end()) {
+        if (version == 0) {
+          it->second.versions.clear();
+        } else {
+          it->second.versions.erase(version);
+        }
+        // The entry (and its load mutex) stays while a load may hold it;
+        // an entry without versions is not listed once the files are gone.
+      }
+    }
+    LogInfo(version == 0 ? absl::StrCat("model ", name, " deleted")
+                         : absl::StrCat("model ", name, " version ", version, " deleted"));
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<v1::ModelVersionStatus> Export(const v1::Job& job,
                                                 const v1::ExportModelRequest& request) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
     ASSIGN_OR_RETURN(const std::string precision,
                      ResolveServingPrecision(request.precision(), capabilities_));
-    ASSIGN_OR_RETURN(
-        const v1::ModelConfig config,
-        ModelExporter::ExportJob(*repository_, options_.state_dir, job, request, precision));
-    return LoadAdded(config);
+    absl::StatusOr<v1::ModelConfig> config;
+    RETURN_IF_ERROR(GuardTorch(absl::StrCat("exporting job ", job.id()), [&] {
+      config = ModelExporter::ExportJob(*repository_, options_.state_dir, job, request, precision);
+      return absl::OkStatus();
+    }));
+    RETURN_IF_ERROR(config.status());
+    return LoadAdded(*config);
   }
 
   absl::StatusOr<v1::ModelVersionStatus> Register(const v1::RegisterModelRequest& request) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
+    // Checked before the repository changes: bad input adds no version.
+    v1::RegisterModelRequest confined = request;
+    RETURN_IF_ERROR(ConfineRegistration(confined));
     ASSIGN_OR_RETURN(const std::string precision,
                      ResolveServingPrecision(request.precision(), capabilities_));
-    ASSIGN_OR_RETURN(const v1::ModelConfig config,
-                     ModelExporter::RegisterTorchScript(*repository_, request, precision));
-    return LoadAdded(config);
+    absl::StatusOr<v1::ModelConfig> config;
+    RETURN_IF_ERROR(GuardTorch(absl::StrCat("registering model ", request.name()), [&] {
+      config = ModelExporter::RegisterTorchScript(*repository_, confined, precision);
+      return absl::OkStatus();
+    }));
+    RETURN_IF_ERROR(config.status());
+    return LoadAdded(*config);
   }
 
  private:
+  // A TorchScript module runs with the daemon's rights: registration is off
+  // until an operator names a folder of trusted modules. Declared shapes are
+  // bounded; the module path comes back canonical.
+  absl::Status ConfineRegistration(v1::RegisterModelRequest& request) const {
+    const auto check = [this](const char* field,
+                              const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs) {
+      for (int i = 0; i < specs.size(); ++i) {
+        RETURN_IF_ERROR(CheckDeclaredShape(absl::StrCat(field, "[", i, "] (", specs[i].name(), ")"),
+                                           specs[i].shape(), options_.shape_limits));
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(check("inputs", request.inputs()));
+    RETURN_IF_ERROR(check("outputs", request.outputs()));
+    if (options_.torchscript_roots.empty()) {
+      return absl::FailedPreconditionError(
+          "torchscript_path: TorchScript models are turned off on this server (a TorchScript "
+          "module runs arbitrary code with the server's rights); an operator enables them with "
+          "mantissad --torchscript_root=DIR, for modules under DIR");
+    }
+    if (request.torchscript_path().empty()) {
+      return absl::InvalidArgumentError("torchscript_path: is required");
+    }
+    ASSIGN_OR_RETURN(
+        *request.mutable_torchscript_path(),
+        options_.torchscript_roots.Resolve("torchscript_path", request.torchscript_path()));
+    return absl::OkStatus();
+  }
+
   static absl::Status ShuttingDown() {
     return absl::UnavailableError("the model server is shutting down");
   }
@@ -524,7 +627,17 @@ class ModelServer::Impl {
     options.default_max_batch_size = options_.default_max_batch_size;
     options.default_max_queue_delay_us = options_.default_max_queue_delay_us;
     options.metrics = metrics_;
-    return Servable::Load(std::move(options), validation);
+    options.shape_limits = options_.shape_limits;
+    // Whatever a version holds (a module that throws, a shape too big to
+    // allocate) makes it UNAVAILABLE, never ends the daemon.
+    absl::StatusOr<std::shared_ptr<Servable>> servable;
+    const absl::Status guarded =
+        GuardTorch(absl::StrCat("model ", name, " version ", version), [&] {
+          servable = Servable::Load(std::move(options), validation);
+          return absl::OkStatus();
+        });
+    if (!guarded.ok()) return guarded;
+    return servable;
   }
 
   // Loads the version Export or Register just added and reports on it.
@@ -699,6 +812,9 @@ inference::RepositoryIndexResponse ModelServer::RepositoryIndex(bool ready_only)
 
 absl::Status ModelServer::Load(const std::string& name) { return impl_->Load(name); }
 absl::Status ModelServer::Unload(const std::string& name) { return impl_->Unload(name); }
+absl::Status ModelServer::DeleteVersion(const std::string& name, int64_t version) {
+  return impl_->DeleteVersion(name, version);
+}
 
 absl::StatusOr<v1::ModelVersionStatus> ModelServer::Export(const v1::Job& job,
                                                            const v1::ExportModelRequest& request) {

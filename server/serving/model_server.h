@@ -11,7 +11,9 @@
 #include "inference/grpc_service.pb.h"
 #include "mantissa/v1/serving.pb.h"
 #include "mantissa/v1/training.pb.h"
+#include "server/common/file_roots.h"
 #include "server/metrics/metrics.h"
+#include "server/serving/shape_limits.h"
 
 namespace mantissa {
 
@@ -38,13 +40,21 @@ class ModelServer {
     // Batching of models whose config leaves it unset.
     int default_max_batch_size = 64;
     int64_t default_max_queue_delay_us = 500;
+    // As --torchscript_root: where RegisterModel may copy modules from;
+    // none = TorchScript registration is turned off (FAILED_PRECONDITION).
+    FileRoots torchscript_roots;
+    // As --max_tensor_dim and --max_tensor_elements: bounds on the shapes
+    // RegisterModel and config.json declare.
+    ShapeLimits shape_limits;
   };
 
   static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options);
   ~ModelServer();  // Shutdown()
 
   // Loads the latest version of every model in the repository. A model that
-  // fails is left UNAVAILABLE with its reason (and logged); never fatal.
+  // fails (a bad config.json, a shape over the limits, an allocation that
+  // fails, a module that throws) is left UNAVAILABLE with its reason (and
+  // logged); never fatal.
   // ready() turns true when this returns.
   void LoadRepository();
   // LoadRepository has finished and Shutdown has not begun.
@@ -71,6 +81,10 @@ class ModelServer {
   absl::Status Load(const std::string& name);
   // Stops serving `name`; its files stay in the repository.
   absl::Status Unload(const std::string& name);
+  // Deletes `version` of `name` from the repository (0: every version and
+  // the model). The version being served is FAILED_PRECONDITION until it is
+  // unloaded; NOT_FOUND for a missing model or version.
+  absl::Status DeleteVersion(const std::string& name, int64_t version);
 
   // --- mantissa.v1.ModelService. `job` is a SUCCEEDED job (the service
   // checks its state); its final checkpoint holds the weights.

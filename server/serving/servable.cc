@@ -131,7 +131,7 @@ class ScriptForward final : public Servable::Forward {
 
 absl::Status CheckSpecs(const std::string& field,
                         const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs,
-                        std::vector<torch::Dtype>* dtypes) {
+                        const ShapeLimits& limits, std::vector<torch::Dtype>* dtypes) {
   if (specs.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": the model declares no tensors"));
   }
@@ -141,12 +141,8 @@ absl::Status CheckSpecs(const std::string& field,
       return Prefixed(dtype.status(), absl::StrCat(field, "[", i, "] (", specs[i].name(), "): "));
     }
     if (dtypes != nullptr) dtypes->push_back(*dtype);
-    for (int64_t d : specs[i].shape()) {
-      if (d < 1 && d != -1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            field, "[", i, "] (", specs[i].name(), "): dimension ", d, "; expected >= 1 or -1"));
-      }
-    }
+    RETURN_IF_ERROR(CheckDeclaredShape(absl::StrCat(field, "[", i, "] (", specs[i].name(), ")"),
+                                       specs[i].shape(), limits));
   }
   return absl::OkStatus();
 }
@@ -320,9 +316,11 @@ absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
     if (!dtype.ok()) return Prefixed(dtype.status(), config_file);
     s.dtype_ = *dtype;
   }
-  RETURN_IF_ERROR(Prefixed(CheckSpecs("inputs", config.inputs(), nullptr), config_file));
   RETURN_IF_ERROR(
-      Prefixed(CheckSpecs("outputs", config.outputs(), &s.output_dtypes_), config_file));
+      Prefixed(CheckSpecs("inputs", config.inputs(), options.shape_limits, nullptr), config_file));
+  RETURN_IF_ERROR(
+      Prefixed(CheckSpecs("outputs", config.outputs(), options.shape_limits, &s.output_dtypes_),
+               config_file));
   RETURN_IF_ERROR(Prefixed(ValidateBatching(config.batching()), config_file));
   if (config.weights_file().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(config_file, "weights_file is empty"));
@@ -357,12 +355,19 @@ absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
   check.top1_agreement = lm || config.task() == "classification";
   check.chunk_items = s.max_batch_size_;
   if (lm) {
-    const int64_t per_item = std::max<int64_t>(1, config.seq_len() * config.vocab_size());
+    int64_t per_item = 1;
+    if (__builtin_mul_overflow(config.seq_len(), config.vocab_size(), &per_item)) {
+      per_item = kMaxChunkOutputElements;  // one item per chunk
+    }
+    per_item = std::max<int64_t>(1, per_item);
     check.chunk_items =
         std::min(check.chunk_items, std::max<int64_t>(1, kMaxChunkOutputElements / per_item));
   }
-  const CalibrationBatch calibration =
-      HalfCastValidator::ForConfig(config, options.calibration_items);
+  CalibrationBatch calibration;
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat(where, ": making the calibration batch"), [&] {
+    calibration = HalfCastValidator::ForConfig(config, options.calibration_items);
+    return absl::OkStatus();
+  }));
   const size_t num_outputs = s.outputs_.size();
   auto run_reference =
       [&](const std::vector<torch::Tensor>& inputs) -> absl::StatusOr<std::vector<torch::Tensor>> {

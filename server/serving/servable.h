@@ -14,6 +14,7 @@
 #include "server/metrics/metrics.h"
 #include "server/precision/device_capabilities.h"
 #include "server/serving/dynamic_batcher.h"
+#include "server/serving/shape_limits.h"
 
 namespace mantissa {
 
@@ -49,6 +50,7 @@ class Servable {
     int64_t default_max_batch_size = 64;
     int64_t default_max_queue_delay_us = 500;
     Metrics* metrics = nullptr;  // batch sizes; not owned, may be null
+    ShapeLimits shape_limits;    // bounds on the config's declared shapes
   };
 
   // Builds the fp32 model from the version directory, casts a copy to the

@@ -344,6 +344,14 @@ absl::StatusOr<DecodedRequest> DecodeRequest(const inference::ModelInferRequest&
     RETURN_IF_ERROR(CheckContents(request, checked[i]));
   }
   ASSIGN_OR_RETURN(decoded.outputs, DecodeOutputs(request, outputs));
+  if (auto it = request.parameters().find("all_positions"); it != request.parameters().end()) {
+    if (it->second.parameter_choice_case() != inference::InferParameter::kBoolParam) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request: parameter \"all_positions\" must be a bool, got ",
+                       DescribeParameter(it->second)));
+    }
+    decoded.all_positions = it->second.bool_param();
+  }
 
   RETURN_IF_ERROR(GuardTorch("decoding request inputs", [&]() -> absl::Status {
     for (const CheckedInput& in : checked) decoded.inputs.push_back(CopyInput(request, in));

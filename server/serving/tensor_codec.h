@@ -33,6 +33,9 @@ struct DecodedRequest {
   std::vector<torch::Tensor> inputs;
   int64_t batch_size = 0;
   std::vector<RequestedOutput> outputs;  // every declared output when none was named
+  // Request parameter "all_positions" (bool): a language model returns the
+  // logits of every position, not only the last one's.
+  bool all_positions = false;
 };
 
 // Checks `request` against the model's declared tensors and decodes it.

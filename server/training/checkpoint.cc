@@ -1,7 +1,12 @@
 #include "server/training/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/file_sync.h"
 #include "server/common/status_macros.h"
@@ -63,15 +68,57 @@ std::string Checkpoint::PathFor(const std::string& state_dir, const std::string&
   return absl::StrCat(state_dir, "/jobs/", job_id, "/checkpoint.pt");
 }
 
+absl::Status Checkpoint::KeepPrevious(const std::string& path, int64_t previous_step,
+                                      int64_t keep) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.parent_path();
+  std::error_code ec;
+  if (keep > 1 && previous_step > 0 && fs::is_regular_file(target, ec)) {
+    const fs::path kept = dir / absl::StrCat("checkpoint-", previous_step, ".pt");
+    fs::remove(kept, ec);
+    fs::create_hard_link(target, kept, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("checkpoint: cannot keep ", kept.string(), ": ", ec.message()));
+    }
+  }
+  // Numbered checkpoints, oldest first; the newest keep - 1 stay.
+  std::vector<std::pair<int64_t, fs::path>> numbered;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    int64_t step = 0;
+    if (name.size() > 14 && absl::StartsWith(name, "checkpoint-") && absl::EndsWith(name, ".pt") &&
+        absl::SimpleAtoi(name.substr(11, name.size() - 14), &step)) {
+      numbered.emplace_back(step, it->path());
+    }
+  }
+  std::sort(numbered.begin(), numbered.end());
+  const size_t keep_numbered = static_cast<size_t>(std::max<int64_t>(0, keep - 1));
+  bool changed = keep > 1 && previous_step > 0;
+  for (size_t i = 0; i + keep_numbered < numbered.size(); ++i) {
+    fs::remove(numbered[i].second, ec);
+    changed = true;
+  }
+  return changed && fs::is_directory(dir, ec) ? FsyncDir(dir.string()) : absl::OkStatus();
+}
+
 absl::StatusOr<int64_t> Checkpoint::Save(const std::string& path,
                                          const CheckpointPosition& position,
                                          const std::string& spec_json, const Parts& parts) {
   const std::filesystem::path target(path);
   std::error_code ec;
-  std::filesystem::create_directories(target.parent_path(), ec);
+  const bool created = std::filesystem::create_directories(target.parent_path(), ec);
   if (ec) {
     return absl::InternalError(absl::StrCat("checkpoint: cannot create ",
                                             target.parent_path().string(), ": ", ec.message()));
+  }
+  if (created) {
+    // A new job directory (and jobs/) survives a power loss only once the
+    // directories above it are flushed.
+    const std::filesystem::path jobs = target.parent_path().parent_path();
+    RETURN_IF_ERROR(FsyncDir(jobs.string()));
+    if (jobs.has_parent_path()) RETURN_IF_ERROR(FsyncDir(jobs.parent_path().string()));
   }
   const std::string tmp = path + ".tmp";
   RETURN_IF_ERROR(GuardTorch(absl::StrCat("writing checkpoint ", tmp), [&] {

@@ -49,6 +49,13 @@ class Checkpoint {
   // Only the model's tensors, by name (for exporting trained weights).
   static absl::StatusOr<NamedTensors> ReadModelState(const std::string& path);
 
+  // Called before each Save to keep `keep` checkpoints in all: the newest is
+  // always `path` (what resume_from and exports read); with keep > 1 the one
+  // at `path` (written at `previous_step`, 0 = none yet) is first kept as
+  // checkpoint-<step>.pt beside it (a hard link, so `path` never goes
+  // missing), and numbered ones beyond keep - 1 are removed, oldest first.
+  static absl::Status KeepPrevious(const std::string& path, int64_t previous_step, int64_t keep);
+
   // "<state_dir>/jobs/<job_id>/checkpoint.pt".
   static std::string PathFor(const std::string& state_dir, const std::string& job_id);
 };

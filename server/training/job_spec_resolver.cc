@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -35,6 +36,12 @@ LrSchedule::Options LrScheduleOptions(const v1::JobSpec& spec, int64_t total_ste
   options.min_lr = spec.min_lr();
   options.total_steps = total_steps;
   return options;
+}
+
+std::optional<int64_t> CheckedMul(int64_t a, int64_t b) {
+  int64_t product;
+  if (__builtin_mul_overflow(a, b, &product)) return std::nullopt;
+  return product;
 }
 
 namespace {
@@ -76,6 +83,137 @@ absl::Status ResolveFp8Recipe(const std::string& canonical_precision, v1::JobSpe
   return absl::OkStatus();
 }
 
+absl::Status CheckLength(absl::string_view field, const std::string& value, int64_t max_bytes) {
+  if (static_cast<int64_t>(value.size()) <= max_bytes) return absl::OkStatus();
+  return Invalid(field, absl::StrCat("must be at most ", max_bytes, " bytes, got ", value.size()));
+}
+
+absl::Status CheckOptions(absl::string_view field,
+                          const google::protobuf::Map<std::string, std::string>& options,
+                          const SpecLimits& limits) {
+  if (static_cast<int64_t>(options.size()) > limits.max_options) {
+    return Invalid(field,
+                   absl::StrCat("at most ", limits.max_options, " options, got ", options.size()));
+  }
+  for (const auto& [key, value] : options) {
+    if (static_cast<int64_t>(key.size()) > limits.max_option_bytes) {
+      return Invalid(field, absl::StrCat("option keys must be at most ", limits.max_option_bytes,
+                                         " bytes, got one of ", key.size()));
+    }
+    if (static_cast<int64_t>(value.size()) > limits.max_option_bytes) {
+      return Invalid(
+          absl::StrCat(field, ".", key),
+          absl::StrCat("must be at most ", limits.max_option_bytes, " bytes, got ", value.size()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// String fields are bounded before anything quotes them in a message.
+absl::Status CheckLengths(const v1::JobSpec& spec, const SpecLimits& limits) {
+  const int64_t max = limits.max_name_bytes;
+  RETURN_IF_ERROR(CheckLength("name", spec.name(), max));
+  RETURN_IF_ERROR(CheckLength("resume_from", spec.resume_from(), max));
+  RETURN_IF_ERROR(CheckLength("model", spec.model(), max));
+  RETURN_IF_ERROR(CheckLength("dataset", spec.dataset(), max));
+  RETURN_IF_ERROR(CheckLength("precision", spec.precision(), max));
+  RETURN_IF_ERROR(CheckLength("optimizer", spec.optimizer(), max));
+  RETURN_IF_ERROR(CheckLength("lr_schedule", spec.lr_schedule(), max));
+  RETURN_IF_ERROR(CheckLength("fp8.fp8_format", spec.fp8().fp8_format(), max));
+  RETURN_IF_ERROR(CheckLength("fp8.amax_compute_algo", spec.fp8().amax_compute_algo(), max));
+  RETURN_IF_ERROR(CheckOptions("model_options", spec.model_options(), limits));
+  RETURN_IF_ERROR(CheckOptions("dataset_options", spec.dataset_options(), limits));
+  return absl::OkStatus();
+}
+
+// Steps and epochs against --max_job_steps, and steps x accumulation against
+// int64. An epoch is at least one batch; the trainer checks the exact count
+// of an epochs spec once the dataset's size is known.
+absl::Status CheckWork(const v1::JobSpec& spec, const SpecLimits& limits) {
+  if (spec.has_steps() && spec.steps() > limits.max_job_steps) {
+    return Invalid("steps", absl::StrCat("must be <= ", limits.max_job_steps,
+                                         " (--max_job_steps), got ", spec.steps()));
+  }
+  if (spec.has_epochs() && spec.epochs() > limits.max_job_steps) {
+    return Invalid("epochs", absl::StrCat("must be <= ", limits.max_job_steps,
+                                          " (--max_job_steps; every epoch is at least one "
+                                          "step), got ",
+                                          spec.epochs()));
+  }
+  if (spec.has_steps() && !CheckedMul(spec.steps(), spec.accumulate_grad_batches())) {
+    return Invalid("steps", absl::StrCat("steps (", spec.steps(), ") x accumulate_grad_batches (",
+                                         spec.accumulate_grad_batches(), ") overflows int64"));
+  }
+  const v1::EvalSettings& eval = spec.eval();
+  if (eval.batch_size() > kMaxBatchSize) {
+    return Invalid("eval.batch_size",
+                   absl::StrCat("must be <= ", kMaxBatchSize, ", got ", eval.batch_size()));
+  }
+  if (!CheckedMul(eval.max_batches(), eval.batch_size())) {
+    return Invalid("eval.max_batches",
+                   absl::StrCat("eval.max_batches (", eval.max_batches(), ") x eval.batch_size (",
+                                eval.batch_size(), ") overflows int64"));
+  }
+  return absl::OkStatus();
+}
+
+// Unset: the daemon's --max_job_duration; set: positive and within it.
+absl::Status ResolveMaxDuration(v1::JobSpec& spec, const SpecLimits& limits) {
+  const bool capped = limits.max_job_duration > absl::ZeroDuration() &&
+                      limits.max_job_duration < absl::InfiniteDuration();
+  if (!spec.has_max_duration()) {
+    if (capped) {
+      const int64_t nanos = absl::ToInt64Nanoseconds(limits.max_job_duration);
+      spec.mutable_max_duration()->set_seconds(nanos / 1'000'000'000);
+      spec.mutable_max_duration()->set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+    }
+    return absl::OkStatus();
+  }
+  const google::protobuf::Duration& d = spec.max_duration();
+  if (d.seconds() < 0 || d.nanos() < 0 || d.nanos() >= 1'000'000'000 ||
+      (d.seconds() == 0 && d.nanos() == 0) || d.seconds() > 315'576'000'000) {
+    return Invalid("max_duration", absl::StrCat("must be a positive duration, got ", d.seconds(),
+                                                "s ", d.nanos(), "ns"));
+  }
+  const absl::Duration asked = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  if (capped && asked > limits.max_job_duration) {
+    return Invalid("max_duration",
+                   absl::StrCat("must be <= ", absl::FormatDuration(limits.max_job_duration),
+                                " (--max_job_duration), got ", absl::FormatDuration(asked)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveKeepCheckpoints(v1::JobSpec& spec, const SpecLimits& limits) {
+  if (!spec.has_keep_checkpoints()) {
+    spec.set_keep_checkpoints(1);
+    return absl::OkStatus();
+  }
+  if (spec.keep_checkpoints() < 1 || spec.keep_checkpoints() > limits.max_keep_checkpoints) {
+    return Invalid("keep_checkpoints",
+                   absl::StrCat("must be in [1, ", limits.max_keep_checkpoints,
+                                "] (--keep_checkpoints), got ", spec.keep_checkpoints()));
+  }
+  return absl::OkStatus();
+}
+
+// A TorchScript module is code that runs with the daemon's rights: off until
+// an operator names the folder trusted modules come from.
+absl::Status ConfineTorchScript(const FileRoots& roots, v1::JobSpec& spec) {
+  if (roots.empty()) {
+    return absl::FailedPreconditionError(
+        "model: torchscript is turned off on this server (a TorchScript module runs arbitrary "
+        "code with the server's rights); an operator enables it with mantissad "
+        "--torchscript_root=DIR, for modules under DIR");
+  }
+  auto path = spec.mutable_model_options()->find("path");
+  if (path == spec.mutable_model_options()->end() || path->second.empty()) {
+    return absl::OkStatus();  // ModelFactory::Validate names the missing option
+  }
+  ASSIGN_OR_RETURN(path->second, roots.Resolve("model_options[path]", path->second));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submitted,
@@ -85,6 +223,7 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   spec = submitted;
 
   // Cheapest checks first, so a bad number is reported before files are probed.
+  RETURN_IF_ERROR(CheckLengths(spec, context.limits));
   if (spec.has_steps() && spec.has_epochs()) {
     return Invalid("steps", "set either steps or epochs, not both");
   }
@@ -182,6 +321,9 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   RETURN_IF_ERROR(RequireNonNegative("eval.max_batches", spec.eval().max_batches()));
   RETURN_IF_ERROR(RequireNonNegative("eval.batch_size", spec.eval().batch_size()));
   if (spec.eval().batch_size() == 0) spec.mutable_eval()->set_batch_size(spec.batch_size());
+  RETURN_IF_ERROR(CheckWork(spec, context.limits));
+  RETURN_IF_ERROR(ResolveMaxDuration(spec, context.limits));
+  RETURN_IF_ERROR(ResolveKeepCheckpoints(spec, context.limits));
 
   if (spec.model().empty()) {
     return Invalid("model", absl::StrCat("is required; valid models: ",
@@ -190,6 +332,17 @@ absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& submit
   if (spec.dataset().empty()) {
     return Invalid("dataset", absl::StrCat("is required; valid datasets: ",
                                            absl::StrJoin(DatasetFactory::Names(), ", ")));
+  }
+  // Paths are confined before anything probes them: a missing file and a
+  // forbidden one must read alike.
+  if (spec.model() == "torchscript") {
+    RETURN_IF_ERROR(ConfineTorchScript(context.torchscript_roots, spec));
+  }
+  {
+    ASSIGN_OR_RETURN(auto confined,
+                     DatasetFactory::ConfinePaths(
+                         spec.dataset(), ToOptionMap(spec.dataset_options()), context.data_roots));
+    for (auto& [key, value] : confined) (*spec.mutable_dataset_options())[key] = value;
   }
   RETURN_IF_ERROR(ModelFactory::Validate(spec.model(), ToOptionMap(spec.model_options())));
   RETURN_IF_ERROR(DatasetFactory::Validate(spec.dataset(), ToOptionMap(spec.dataset_options())));

@@ -1,12 +1,16 @@
 #ifndef MANTISSA_SERVER_TRAINING_JOB_SPEC_RESOLVER_H_
 #define MANTISSA_SERVER_TRAINING_JOB_SPEC_RESOLVER_H_
 
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "mantissa/v1/training.pb.h"
+#include "server/common/file_roots.h"
 #include "server/jobs/job_runner.h"
 #include "server/precision/device_capabilities.h"
 #include "server/precision/grad_scaler.h"
 #include "server/training/lr_schedule.h"
+#include "server/training/spec_limits.h"
 
 namespace mantissa {
 
@@ -22,7 +26,17 @@ inline constexpr double kDefaultAdamEps = 1e-8;  // torch.optim.Adam's
 struct ResolveContext {
   DeviceCapabilities caps;
   int max_concurrent_jobs = 1;
+  SpecLimits limits;
+  // Where dataset options may name files (--data_root); none = no file
+  // datasets.
+  FileRoots data_roots;
+  // Where TorchScript modules may be trained from (--torchscript_root);
+  // none = model torchscript is turned off.
+  FileRoots torchscript_roots;
 };
+
+// a * b, or nullopt when it overflows int64 (both must be >= 0).
+std::optional<int64_t> CheckedMul(int64_t a, int64_t b);
 
 // The scaler options of a resolved spec.
 GradScaler::Options GradScalerOptions(const v1::GradScalerSettings& settings);
@@ -33,7 +47,10 @@ LrSchedule::Options LrScheduleOptions(const v1::JobSpec& spec, int64_t total_ste
 // Checks every field of a submitted spec and fills in defaults. Errors name
 // the field and, for enumerations, the valid values: INVALID_ARGUMENT for bad
 // values, NOT_FOUND for unknown models and datasets, FAILED_PRECONDITION for
-// what this build or device cannot run. Has no side effects.
+// what this build or device cannot run, PERMISSION_DENIED for a path outside
+// the context's roots (returned canonical, symlinks resolved). Limits in `context.limits` bound
+// sizes, steps, string lengths and max_duration (INVALID_ARGUMENT naming the
+// field and the limit). Has no side effects.
 absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& spec,
                                                        const ResolveContext& context);
 

@@ -20,6 +20,7 @@
 #include "server/training/batch_loader.h"
 #include "server/training/cuda_graph_step.h"
 #include "server/training/job_spec_resolver.h"
+#include "server/training/memory_estimate.h"
 #include "server/training/optimizer_factory.h"
 
 namespace mantissa {
@@ -89,9 +90,39 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   }
   t->accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
   t->batches_per_epoch_ = (t->data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
-  t->total_batches_ =
-      spec.has_steps() ? spec.steps() * t->accumulate_ : spec.epochs() * t->batches_per_epoch_;
+  const std::optional<int64_t> total_batches =
+      spec.has_steps() ? CheckedMul(spec.steps(), t->accumulate_)
+                       : CheckedMul(spec.epochs(), t->batches_per_epoch_);
+  if (!total_batches) {
+    return absl::InvalidArgumentError(absl::StrCat(spec.has_steps() ? "steps" : "epochs",
+                                                   ": the job's batch count overflows int64"));
+  }
+  t->total_batches_ = *total_batches;
   t->total_steps_ = (t->total_batches_ + t->accumulate_ - 1) / t->accumulate_;
+  const SpecLimits& limits = t->options_.limits;
+  if (t->total_steps_ > limits.max_job_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        spec.has_steps() ? "steps" : "epochs", ": the job comes to ", t->total_steps_, " steps (",
+        t->batches_per_epoch_, " batches per epoch); must be <= ", limits.max_job_steps,
+        " (--max_job_steps)"));
+  }
+  std::optional<int64_t> item = 1;
+  for (int64_t d : t->data_.spec.input_shape) item = item ? CheckedMul(*item, d) : item;
+  if (!item || !CheckedMul(*item, std::max(spec.batch_size(), spec.eval().batch_size()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size: batch_size x the dataset's item size overflows int64"));
+  }
+  // Before anything is allocated for the model: its size by formula against
+  // the limits and the device's free memory.
+  ASSIGN_OR_RETURN(
+      const std::optional<ModelFactory::SizeEstimate> size,
+      ModelFactory::EstimateSize(spec.model(), ToOptionMap(spec.model_options()), t->data_.spec));
+  if (size) {
+    const absl::StatusOr<int64_t> free = FreeMemoryBytes(t->options_.device);
+    RETURN_IF_ERROR(CheckModelSize(*size, spec.batch_size(), t->options_.effective_precision,
+                                   spec.optimizer(), free.ok() ? *free : -1,
+                                   t->options_.device.str(), limits));
+  }
 
   RETURN_IF_ERROR(t->MeasureBaseline());
 
@@ -207,6 +238,8 @@ int64_t Trainer::SkippedSteps() const {
 absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobContext& context) {
   std::string spec_json;
   (void)google::protobuf::util::MessageToJsonString(options_.spec, &spec_json);
+  RETURN_IF_ERROR(Checkpoint::KeepPrevious(options_.checkpoint_path, saved_step_,
+                                           std::max<int64_t>(1, options_.spec.keep_checkpoints())));
   ASSIGN_OR_RETURN(
       const int64_t bytes,
       Checkpoint::Save(options_.checkpoint_path, position, spec_json,
@@ -221,6 +254,7 @@ absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobCont
         *c->mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
       },
       absl::StrCat("checkpoint at step ", position.step));
+  saved_step_ = position.step;
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #include "server/precision/precision_plugin.h"
 #include "server/training/checkpoint.h"
 #include "server/training/memory_tracker.h"
+#include "server/training/spec_limits.h"
 
 namespace mantissa {
 
@@ -44,6 +45,9 @@ class Trainer {
     // so on CUDA the time is the step's, not its launches'.
     std::function<void(int64_t step, double seconds)> on_step;
     bool synchronize_steps = false;
+    // Admission limits checked once the dataset's size is known: the steps
+    // of an epochs spec, parameters and estimated memory.
+    SpecLimits limits;
   };
 
   struct Evaluation {
@@ -108,6 +112,7 @@ class Trainer {
   CheckpointPosition start_;  // where the run begins
   int64_t baseline_peak_bytes_ = 0;
   int64_t parameter_bytes_ = 0;  // fixed once the model is built
+  int64_t saved_step_ = 0;       // step of this run's newest checkpoint; 0 = none yet
   int64_t gradient_bytes_ = 0;
   int64_t optimizer_state_bytes_ = 0;
   int64_t accumulate_ = 1;  // batches per optimizer step

@@ -14,6 +14,7 @@
 #include "server/precision/precision_factory.h"
 #include "server/training/checkpoint.h"
 #include "server/training/job_spec_resolver.h"
+#include "server/training/memory_estimate.h"
 #include "server/training/memory_tracker.h"
 #include "server/training/optimizer_factory.h"
 #include "server/training/torch_runtime.h"
@@ -60,6 +61,9 @@ absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Opt
     return absl::OkStatus();
   }));
   probed->context.max_concurrent_jobs = options.max_concurrent_jobs;
+  probed->context.limits = options.limits;
+  probed->context.data_roots = options.data_roots;
+  probed->context.torchscript_roots = options.torchscript_roots;
   return std::unique_ptr<TrainingJobRunner>(
       new TrainingJobRunner(std::move(options), std::move(device), std::move(probed)));
 }
@@ -87,6 +91,7 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     options.effective_precision = job.effective_precision();
     options.device = torch::Device(device_);
     options.memory_exact = options_.max_concurrent_jobs == 1;
+    options.limits = options_.limits;
     if (!options_.state_dir.empty()) {
       options.checkpoint_path = Checkpoint::PathFor(options_.state_dir, job.id());
       if (!job.spec().resume_from().empty()) {
@@ -100,7 +105,7 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
   // The trainer returns some failures as a Status (a batch gathered on the
   // device, a checkpoint): an out-of-memory among them is handled alike.
   if (status.ok() && !result.ok()) status = result.status();
-  if (absl::IsResourceExhausted(status)) {
+  if (absl::IsResourceExhausted(status) && !IsAdmissionRefusal(status)) {
     // Whatever the failed step left in the caching allocator goes back to
     // the driver: the next job must not inherit a fragmented device.
     ReleaseCachedDeviceMemory(device_);

@@ -5,7 +5,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/common/file_roots.h"
 #include "server/jobs/job_runner.h"
+#include "server/training/spec_limits.h"
 
 namespace mantissa {
 
@@ -21,6 +23,10 @@ class TrainingJobRunner final : public JobRunner {
     // As --state_dir: checkpoints go to <state_dir>/jobs/<job id>/. Empty =
     // no checkpoints (and no resume_from).
     std::string state_dir;
+    SpecLimits limits;  // the admission flags (--max_job_steps, ...)
+    // As --data_root and --torchscript_root: where specs may name files.
+    FileRoots data_roots;
+    FileRoots torchscript_roots;
   };
 
   // Resolves the device and probes what it can compute (a tiny op per dtype).

@@ -267,6 +267,28 @@ TEST(BuildJobSpecTest, EmptyResumeFromIsAUsageError) {
   }
 }
 
+TEST(BuildJobSpecTest, MaxDurationAndKeepCheckpointsAreSent) {
+  SubmitOptions options;
+  options.max_duration = "1h30m";
+  options.keep_checkpoints = 3;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->max_duration().seconds(), 5400);
+  EXPECT_EQ(spec->max_duration().nanos(), 0);
+  EXPECT_EQ(spec->keep_checkpoints(), 3);
+  options.max_duration = "250ms";
+  spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->max_duration().seconds(), 0);
+  EXPECT_EQ(spec->max_duration().nanos(), 250'000'000);
+  for (const char* bad : {"5x", "0s", "-1m", "inf"}) {
+    options.max_duration = bad;
+    auto refused = BuildJobSpec(options);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_NE(std::string(refused.status().message()).find("--max-duration"), std::string::npos);
+  }
+}
+
 TEST(BuildResumeSpecTest, SetsOnlyTheJobAndTheName) {
   auto spec = BuildResumeSpec("j7", ResumeOptions());
   ASSERT_TRUE(spec.ok()) << spec.status();

@@ -166,5 +166,29 @@ TEST(IdxDatasetErrorsTest, MismatchedCountsAreInvalidArgument) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("10 images but")));
 }
 
+// Found by tests/fuzz/idx_fuzzer: the header's dimensions were allocated
+// before the data was read, so a few bytes could claim terabytes.
+TEST(IdxDatasetErrorsTest, HeaderClaimingMoreThanTheFileHoldsIsDataLoss) {
+  testing::TempDir dir;
+  const std::string path = dir.File("train-images-idx3-ubyte");
+  // (2^32 - 1)^3 pixels: the byte count overflows int64.
+  WriteFile(path,
+            std::string("\0\0\x08\x03", 4) + BigEndian(0xffffffff) + BigEndian(0xffffffff) +
+                BigEndian(0xffffffff) + "x",
+            false);
+  EXPECT_THAT(IdxDataset::ReadIdx(path, 3, 0),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("more bytes than the file holds")));
+  // 60000 28x28 images (47 MB) claimed by a gzipped file of a few dozen bytes.
+  WriteFile(path, std::string("\0\0\x08\x03", 4) + BigEndian(60000) + BigEndian(28) + BigEndian(28),
+            true);
+  EXPECT_THAT(IdxDataset::ReadIdx(path + ".gz", 3, 0),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("more bytes than the file holds")));
+  // The limit is what gets allocated: two images fit in what the file holds.
+  WriteFile(path, IdxBytes(true, 2).replace(4, 4, BigEndian(1000000)), false);
+  auto two = IdxDataset::ReadIdx(path, 3, 2);
+  ASSERT_OK(two);
+  EXPECT_EQ(two->sizes(), torch::IntArrayRef({2, 2, 3}));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -79,14 +79,14 @@ def container_port(container, target):
     return None
 
 
-def check_probe(kind, probe, grpc_port):
+def check_probe(kind, probe, probe_port, probe_flag):
     if not check(probe, f"{kind}: missing"):
         return None
     check("grpc" in probe and not any(k in probe for k in ("httpGet", "tcpSocket", "exec")),
           f"{kind}: must be a native gRPC probe (grpc.health.v1), got {sorted(probe)}")
     grpc = probe.get("grpc") or {}
-    check(grpc.get("port") == grpc_port,
-          f"{kind}: probes port {grpc.get('port')}, --grpc_address port is {grpc_port}")
+    check(grpc.get("port") == probe_port,
+          f"{kind}: probes port {grpc.get('port')}, --{probe_flag} port is {probe_port}")
     # "" is the server as a whole: NOT_SERVING while loading and draining.
     check(grpc.get("service", "") == "",
           f"{kind}: service {grpc.get('service')!r}; the daemon reports starting and "
@@ -150,6 +150,19 @@ def run_checks(docs, opts):
     check(grpc_host == "0.0.0.0", f"--grpc_address must bind 0.0.0.0 in a pod, got {grpc_host}")
     check(metrics_host == "0.0.0.0",
           f"--metrics_address must bind 0.0.0.0 in a pod, got {metrics_host}")
+    # --- Transport security: TLS on the pod's addresses, tokens, and the files
+    # they name mounted read-only from Secrets.
+    tls = bool(flags.get("tls_cert_file"))
+    check(tls and flags.get("tls_key_file"), "--tls_cert_file and --tls_key_file must be set: "
+          "the daemon binds 0.0.0.0, where plaintext needs --allow_insecure")
+    check(flags.get("allow_insecure", "false") in ("false", "0"),
+          "--allow_insecure must not be set in a pod")
+    check(flags.get("auth_tokens_file"), "--auth_tokens_file must be set: without it every "
+          "call is open to whoever reaches the port")
+    health_host, health_port = (None, None)
+    if check(flags.get("health_address"), "--health_address must be set: Kubernetes' gRPC "
+             "probes speak plaintext and cannot reach a TLS port"):
+        health_host, health_port = host_port(flags, "health_address")
     drain = int(flags.get("drain_seconds", "0"))
     check(drain > 0, "--drain_seconds must be > 0 so readiness drops before the daemon stops")
     state_dir = os.path.normpath(flags.get("state_dir", "./mantissa-state"))
@@ -162,10 +175,26 @@ def run_checks(docs, opts):
     check(container_port(c, "metrics") == metrics_port,
           f"container port 'metrics' is {container_port(c, 'metrics')}, flags say {metrics_port}")
 
-    # --- Probes: native gRPC health on the gRPC port, consistent with the drain.
-    startup = check_probe("startupProbe", c.get("startupProbe"), grpc_port)
-    readiness = check_probe("readinessProbe", c.get("readinessProbe"), grpc_port)
-    liveness = check_probe("livenessProbe", c.get("livenessProbe"), grpc_port)
+    if health_port is not None:
+        check(container_port(c, "health") == health_port,
+              f"container port 'health' is {container_port(c, 'health')}, flags say {health_port}")
+    for flag in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "auth_tokens_file"):
+        path = flags.get(flag)
+        if not path:
+            continue
+        mount = mounts.get(os.path.dirname(path))
+        if check(mount, f"--{flag}={path}: nothing is mounted at {os.path.dirname(path)}"):
+            check(mount.get("readOnly") is True, f"--{flag}: its volume must be readOnly")
+            check("secret" in volumes.get(mount["name"], {}),
+                  f"--{flag}: volume {mount['name']} must be a Secret")
+
+    # --- Probes: native gRPC health on the plaintext health port (or the gRPC
+    # port without TLS), consistent with the drain.
+    probe_port, probe_flag = ((health_port, "health_address") if health_port is not None
+                              else (grpc_port, "grpc_address"))
+    startup = check_probe("startupProbe", c.get("startupProbe"), probe_port, probe_flag)
+    readiness = check_probe("readinessProbe", c.get("readinessProbe"), probe_port, probe_flag)
+    liveness = check_probe("livenessProbe", c.get("livenessProbe"), probe_port, probe_flag)
     if readiness is not None:
         check(readiness <= drain, f"readiness takes {readiness} s to see NOT_SERVING, longer "
               f"than --drain_seconds={drain}: traffic would still arrive after the drain")
@@ -275,6 +304,13 @@ def run_checks(docs, opts):
                 check(container_port(c, p.get("targetPort", p["port"])) == metrics_port,
                       f"ServiceMonitor port {e.get('port')} does not reach the metrics port")
         check(e.get("path", "/metrics") == "/metrics", "ServiceMonitor path must be /metrics")
+        if tls:
+            check(e.get("scheme") == "https", "ServiceMonitor must scrape with scheme https: "
+                  "/metrics speaks TLS")
+        if flags.get("auth_tokens_file"):
+            creds = (e.get("authorization") or {}).get("credentials") or {}
+            check(creds.get("name") and creds.get("key"), "ServiceMonitor needs "
+                  "authorization.credentials (a Secret with a metrics token): /metrics needs one")
         check(e.get("honorLabels") is True, "ServiceMonitor needs honorLabels: true, or the "
               "training job's `job` label becomes exported_job")
     # The operator names the scrape job after the Service (or its jobLabel
@@ -289,6 +325,27 @@ def run_checks(docs, opts):
         for j in sorted(rule_jobs):
             check(j == job, f"{opts['rules']} expects up{{job=\"{j}\"}}, the ServiceMonitor's "
                   f"job is {job!r}")
+
+    # --- The NetworkPolicy admits chosen peers only, on the daemon's ports.
+    policies = by_kind.get("NetworkPolicy", [])
+    if check(len(policies) == 1, f"expected one NetworkPolicy, got {len(policies)}"):
+        np = policies[0]["spec"]
+        check(labels_match(np.get("podSelector", {}).get("matchLabels"), pod_labels),
+              "NetworkPolicy podSelector does not match the pod labels")
+        check("Ingress" in np.get("policyTypes", []), "NetworkPolicy must restrict Ingress")
+        allowed = set()
+        for rule in np.get("ingress", []):
+            check(rule.get("from"), "NetworkPolicy: an ingress rule without `from` admits "
+                  "every peer")
+            ports = rule.get("ports") or []
+            check(ports, "NetworkPolicy: an ingress rule without `ports` opens every port")
+            for p in ports:
+                port = container_port(c, p.get("port"))
+                check(port in (grpc_port, metrics_port, health_port),
+                      f"NetworkPolicy admits port {p.get('port')}, which is no daemon port")
+                allowed.add(port)
+        check(grpc_port in allowed, "NetworkPolicy admits no client on the grpc port")
+        check(metrics_port in allowed, "NetworkPolicy admits no scraper on the metrics port")
 
     # --- The PodDisruptionBudget covers the pods and never blocks a drain.
     pdb = by_kind["PodDisruptionBudget"][0]
@@ -314,8 +371,9 @@ def run_checks(docs, opts):
               f"Dockerfile's runtime USER {m and m.group(1)} differs from runAsUser {uid}")
         exposed = {int(p) for line in re.findall(r"^EXPOSE (.*)$", final, re.M)
                    for p in line.split()}
-        check(exposed == {grpc_port, metrics_port},
-              f"Dockerfile EXPOSEs {sorted(exposed)}, flags use {grpc_port} and {metrics_port}")
+        want = {grpc_port, metrics_port} | ({health_port} if health_port else set())
+        check(exposed == want,
+              f"Dockerfile EXPOSEs {sorted(exposed)}, flags use {sorted(want)}")
     return
 
 
@@ -382,6 +440,27 @@ MUTATIONS = [
     ("Service targetPort to a missing port",
      lambda d: _service(d, False)["spec"]["ports"][0].update(targetPort="grcp"),
      "is no container port"),
+    ("probes on the TLS gRPC port",
+     lambda d: _container(d)["livenessProbe"]["grpc"].update(port=50051),
+     "livenessProbe: probes port"),
+    ("plaintext on 0.0.0.0",
+     lambda d: _set_flag(d, "tls_cert_file", ""), "--tls_cert_file and --tls_key_file"),
+    ("tokens Secret not mounted",
+     lambda d: _container(d).update(volumeMounts=[
+         m for m in _container(d)["volumeMounts"] if m["name"] != "auth"]),
+     "--auth_tokens_file=/etc/mantissa-auth/tokens: nothing is mounted"),
+    ("ServiceMonitor scraping plain HTTP",
+     lambda d: next(x for x in d if x["kind"] == "ServiceMonitor")["spec"]["endpoints"][0].pop(
+         "scheme"), "scheme https"),
+    ("ServiceMonitor without its token",
+     lambda d: next(x for x in d if x["kind"] == "ServiceMonitor")["spec"]["endpoints"][0].pop(
+         "authorization"), "authorization.credentials"),
+    ("NetworkPolicy open to every peer",
+     lambda d: next(x for x in d if x["kind"] == "NetworkPolicy")["spec"]["ingress"][0].pop(
+         "from"), "without `from`"),
+    ("NetworkPolicy dropped",
+     lambda d: d.remove(next(x for x in d if x["kind"] == "NetworkPolicy")),
+     "expected one NetworkPolicy"),
     ("flags ConfigMap not mounted where --flagfile points",
      lambda d: _container(d).update(args=["--flagfile=/etc/other/mantissad.flags"]),
      "nothing is mounted at /etc/other"),

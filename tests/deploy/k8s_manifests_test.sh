@@ -9,10 +9,12 @@
 #     deploy/prometheus/rules.yml alerts on, and (--self-test) that it
 #     catches each of a list of broken variants of the base;
 #  4. the real mantissad starts on the base's ConfigMap flagfile (so every flag
-#     in it exists and parses), with only the addresses, state dir and device
-#     overridden for this machine; the CLI reaches it (the image's
-#     HEALTHCHECK command), /metrics answers, and SIGTERM drains for the
-#     flagfile's --drain_seconds and exits 0.
+#     in it exists and parses), with only the addresses, state dir, device and
+#     the Secrets' files (a certificate made here by openssl, a tokens file)
+#     overridden for this machine; the CLI reaches it over TLS with a token
+#     (the image's HEALTHCHECK command), /metrics answers over HTTPS with a
+#     metrics token, and SIGTERM drains for the flagfile's --drain_seconds
+#     and exits 0.
 # `kubectl create --dry-run=client` is not run: it needs a cluster's API
 # discovery even on the client side.
 #
@@ -22,7 +24,7 @@ src=$1 mantissad=$2 cli=$3
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$src"
 
-for tool in kubectl yamllint; do
+for tool in kubectl yamllint openssl; do
   command -v $tool >/dev/null || { echo "FAIL: $tool missing: run install-deps.sh"; exit 1; }
 done
 # Debian's python3 has python3-yaml (install-deps.sh); another first in PATH
@@ -66,9 +68,21 @@ $python "$here/k8s_manifests_check.py" "$tmp/base.yaml" --self-test \
 
 echo "== mantissad on the base's flagfile"
 drain=$(sed -n 's/^--drain_seconds=//p' "$tmp/base.flags")
+# What the Secrets hold: a self-signed certificate for localhost, and tokens.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+admin_token=$(openssl rand -hex 32)
+metrics_token=$(openssl rand -hex 32)
+{
+  echo "$(printf %s "$admin_token" | sha256sum | cut -d' ' -f1) ops admin"
+  echo "$(printf %s "$metrics_token" | sha256sum | cut -d' ' -f1) prometheus metrics"
+} > "$tmp/tokens"
 # Later flags win over the flagfile's: only what this machine needs changes.
 "$mantissad" --flagfile="$tmp/base.flags" --grpc_address=127.0.0.1:0 \
-  --metrics_address=127.0.0.1:0 --state_dir="$tmp/state" --device=cpu --intra_op_threads=1 \
+  --metrics_address=127.0.0.1:0 --health_address=127.0.0.1:0 --state_dir="$tmp/state" \
+  --device=cpu --intra_op_threads=1 --tls_cert_file="$tmp/tls.crt" \
+  --tls_key_file="$tmp/tls.key" --auth_tokens_file="$tmp/tokens" \
   --port_file="$tmp/ports" > "$tmp/log" 2>&1 &
 daemon=$!
 for _ in $(seq 300); do
@@ -79,9 +93,15 @@ done
 [ -f "$tmp/ports" ] || { cat "$tmp/log"; echo "FAIL: no port file"; exit 1; }
 grpc_port=$(sed 's/.*"grpc": \([0-9]*\).*/\1/' "$tmp/ports")
 metrics_port=$(sed 's/.*"metrics": \([0-9]*\).*/\1/' "$tmp/ports")
-"$cli" --server="127.0.0.1:$grpc_port" capabilities > "$tmp/capabilities"
+MANTISSA_TOKEN=$admin_token "$cli" --server="localhost:$grpc_port" --tls-ca-file="$tmp/tls.crt" \
+  capabilities > "$tmp/capabilities"
 grep -q 'cpu' "$tmp/capabilities" || { cat "$tmp/capabilities"; echo "FAIL: capabilities"; exit 1; }
-curl -fsS "http://127.0.0.1:$metrics_port/metrics" > "$tmp/metrics"
+if "$cli" --server="localhost:$grpc_port" --tls-ca-file="$tmp/tls.crt" capabilities \
+  >/dev/null 2>&1; then
+  echo "FAIL: a call without a token was answered"; exit 1
+fi
+curl -fsS --cacert "$tmp/tls.crt" -H "Authorization: Bearer $metrics_token" \
+  "https://localhost:$metrics_port/metrics" > "$tmp/metrics"
 grep -q '^mantissa_jobs_running ' "$tmp/metrics" \
   || { echo "FAIL: /metrics has no mantissa_jobs_running"; exit 1; }
 kill -TERM $daemon

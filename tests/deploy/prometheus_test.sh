@@ -8,7 +8,9 @@
 #      (NaN loss, every step skipped, the scale collapses to 0) and one that
 #      fails; it serves inference, OK and refused;
 #   3. Prometheus scrapes it every second with deploy/prometheus/prometheus.yml
-#      (target and intervals replaced) and evaluates deploy/prometheus/rules.yml;
+#      (target and intervals replaced, its `authorization` lines uncommented:
+#      the daemon runs with --auth_tokens_file) and evaluates
+#      deploy/prometheus/rules.yml;
 #   4. check_promql.py evaluates every PromQL expression of
 #      deploy/grafana/mantissa.json (each must return a finite value) and of
 #      the rules (each alert must fire), then the daemon stops and the
@@ -30,7 +32,7 @@ config=$src/deploy/prometheus/prometheus.yml
 dashboard=$src/deploy/grafana/mantissa.json
 check="python3 $src/tests/deploy/check_promql.py"
 
-for tool in prometheus promtool curl python3; do
+for tool in prometheus promtool curl python3 openssl; do
   if ! command -v "$tool" >/dev/null; then
     echo "FAIL: $tool not found; deploy/install-deps.sh installs it" >&2
     exit 1
@@ -73,8 +75,18 @@ promtool_clean promtool check rules "$rules"
 promtool_clean promtool check config "$config"
 
 step "start mantissad"
+# Tokens as the README makes them: the CLI calls as admin, Prometheus scrapes
+# with a metrics token from a file.
+admin_token=$(openssl rand -hex 32)
+metrics_token=$(openssl rand -hex 32)
+printf %s "$metrics_token" >"$tmp/metrics-token"
+{
+  echo "$(printf %s "$admin_token" | sha256sum | cut -d' ' -f1) ops admin"
+  echo "$(printf %s "$metrics_token" | sha256sum | cut -d' ' -f1) prometheus metrics"
+} >"$tmp/tokens"
 "$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
   --state_dir="$tmp/state" --port_file="$tmp/ports" --intra_op_threads=1 \
+  --auth_tokens_file="$tmp/tokens" \
   --max_concurrent_jobs=1 >"$tmp/mantissad.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do
@@ -85,20 +97,23 @@ done
 [ -s "$tmp/ports" ] || fail "mantissad wrote no port file"
 read -r grpc_port metrics_port < <(python3 -c \
   'import json,sys; p=json.load(open(sys.argv[1])); print(p["grpc"], p["metrics"])' "$tmp/ports")
-mantissa() { "$cli" --server="127.0.0.1:$grpc_port" "$@"; }
+mantissa() { MANTISSA_TOKEN=$admin_token "$cli" --server="127.0.0.1:$grpc_port" "$@"; }
 
 step "start prometheus"
 # The shipped config with the test's target, 1 s intervals and the rules'
 # absolute path; each replacement must apply exactly once.
-python3 - "$config" "$tmp/prometheus.yml" "127.0.0.1:$metrics_port" "$rules" <<'EOF'
+python3 - "$config" "$tmp/prometheus.yml" "127.0.0.1:$metrics_port" "$rules" \
+  "$tmp/metrics-token" <<'EOF'
 import re, sys
-source, out, target, rules = sys.argv[1:]
+source, out, target, rules, token_file = sys.argv[1:]
 text = open(source).read()
 for pattern, replacement in [
     (r"scrape_interval: \S+", "scrape_interval: 1s"),
     (r"evaluation_interval: \S+", "evaluation_interval: 1s"),
     (r"- rules\.yml", "- " + rules),
     (r"targets: \['127\.0\.0\.1:9464'\]", "targets: ['%s']" % target),
+    (r"# authorization:\n(\s*)#   type: Bearer\n(\s*)#   credentials_file: \S+",
+     r"authorization:\n\1  type: Bearer\n\2  credentials_file: " + token_file),
 ]:
     text, n = re.subn(pattern, replacement, text)
     if n != 1:
@@ -177,7 +192,10 @@ for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$
 done
 
 step "promtool check metrics"
-curl -sf --max-time 10 "http://127.0.0.1:$metrics_port/metrics" >"$tmp/metrics.txt"
+curl -sf --max-time 10 -H "Authorization: Bearer $metrics_token" \
+  "http://127.0.0.1:$metrics_port/metrics" >"$tmp/metrics.txt"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$metrics_port/metrics")
+[ "$code" = "401" ] || fail "/metrics without a token answered $code, not 401"
 out=$(promtool check metrics <"$tmp/metrics.txt" 2>&1) || fail "promtool check metrics:"$'\n'"$out"
 [ -z "$out" ] || fail "promtool check metrics warns:"$'\n'"$out"
 grep -q '^mantissa_train_loss{job="'"$diverged"'"} Nan$' "$tmp/metrics.txt" ||

@@ -544,7 +544,8 @@ TEST_F(ServingTest, AGptServesInt64TokenIds) {
   inference::ModelMetadataResponse meta;
   ASSERT_TRUE(client_->ModelMetadata("lm", &meta).ok());
   ExpectTensor(meta.inputs(0), "input_ids", "INT64", {-1, -1});
-  ExpectTensor(meta.outputs(0), "logits", "BF16", {-1, -1, 64});
+  // The last position's logits by default.
+  ExpectTensor(meta.outputs(0), "logits", "BF16", {-1, 64});
 
   inference::ModelInferRequest request;
   request.set_model_name("lm");
@@ -557,10 +558,26 @@ TEST_F(ServingTest, AGptServesInt64TokenIds) {
   inference::ModelInferResponse response;
   grpc::Status s = client_->Infer(request, &response);
   ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_THAT(response.outputs(0).shape(), ElementsAre(2, 5, 64));
-  auto logits = OutputFloats(response);
+  EXPECT_THAT(response.outputs(0).shape(), ElementsAre(2, 64));
+  auto last = OutputFloats(response);
+  ASSERT_OK(last);
+  ASSERT_EQ(last->size(), 2u * 64u);
+  for (float v : *last) ASSERT_TRUE(std::isfinite(v));
+  // Every position's on request: T times the bytes, the last rows the same.
+  (*request.mutable_parameters())["all_positions"].set_bool_param(true);
+  inference::ModelInferResponse all;
+  s = client_->Infer(request, &all);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(all.outputs(0).shape(), ElementsAre(2, 5, 64));
+  auto logits = OutputFloats(all);
   ASSERT_OK(logits);
-  for (float v : *logits) ASSERT_TRUE(std::isfinite(v));
+  ASSERT_EQ(logits->size(), 2u * 5u * 64u);
+  for (int64_t row = 0; row < 2; ++row) {
+    for (int64_t v = 0; v < 64; ++v) {
+      EXPECT_EQ((*logits)[(row * 5 + 4) * 64 + v], (*last)[row * 64 + v]);
+    }
+  }
+  request.mutable_parameters()->clear();
 
   // Longer than the model's window: refused, naming the tensor and the limit.
   ids->clear_shape();

@@ -199,8 +199,9 @@ INSTANTIATE_TEST_SUITE_P(
                       s.set_dataset("fashion-mnist");
                       (*s.mutable_dataset_options())["dir"] = "/nonexistent/fmnist";
                     },
-                    grpc::StatusCode::FAILED_PRECONDITION,
-                    {"/nonexistent/fmnist"}},
+                    // Outside --data_root, and missing: refused alike.
+                    grpc::StatusCode::PERMISSION_DENIED,
+                    {"/nonexistent/fmnist", "--data_root"}},
         BadSpecCase{"ZeroProgressInterval",
                     [](v1::JobSpec& s) { s.set_progress_every_n_steps(0); },
                     grpc::StatusCode::INVALID_ARGUMENT,
@@ -324,6 +325,7 @@ TEST_F(TrainingServiceTest, LibTorchErrorFailsTheJobNotTheDaemon) {
 TEST_F(TrainingServiceTest, OutOfMemoryNamesWhatRanAndTheNextJobRuns) {
   // A batch of 2^20 items through a 2^20-wide hidden layer: its activations
   // (4 TiB) cannot be allocated, while the model itself (27M parameters) can.
+  // The estimate refuses it before anything is allocated.
   v1::JobSpec spec = SyntheticMlpSpec(3);
   (*spec.mutable_model_options())["hidden"] = "1048576";
   (*spec.mutable_dataset_options())["features"] = "16";
@@ -337,8 +339,9 @@ TEST_F(TrainingServiceTest, OutOfMemoryNamesWhatRanAndTheNextJobRuns) {
   auto job = WaitForJob(*stub_, submitted.job.id(), testing::IsTerminal);
   ASSERT_OK(job);
   EXPECT_EQ(job->state(), v1::FAILED);
-  EXPECT_THAT(job->error(), HasSubstr("out of memory on cpu training model mlp with batch_size "
-                                      "1048576 in bf16-true: tried to allocate 2.00 TiB"));
+  EXPECT_THAT(job->error(), HasSubstr("training needs an estimated "));
+  EXPECT_THAT(job->error(), HasSubstr("activations of batch_size 1048576"));
+  EXPECT_THAT(job->error(), HasSubstr(" is free"));
   EXPECT_THAT(job->error(), ::testing::Not(HasSubstr("\n")));
 
   auto next = Submit(*stub_, SyntheticMlpSpec(5));

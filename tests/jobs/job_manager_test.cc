@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +22,7 @@
 #include "absl/time/time.h"
 #include "mantissa/v1/training.pb.h"
 #include "prometheus/text_serializer.h"
+#include "server/common/file_sync.h"
 #include "server/jobs/job_runner.h"
 #include "server/jobs/job_store.h"
 #include "server/metrics/metrics.h"
@@ -431,6 +434,44 @@ TEST_F(JobManagerTest, CancelQueuedJobCancelsAtOnce) {
       HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\",state=\"CANCELLED\"} 1"));
 }
 
+TEST_F(JobManagerTest, QueuedJobsAreCappedInAllAndPerPrincipal) {
+  JobManager::Options options;
+  options.store = store_.get();
+  options.runner = &runner_;
+  options.metrics = &metrics_;
+  options.max_queued_jobs = 3;
+  options.max_queued_jobs_per_principal = 2;
+  absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+  ASSERT_OK(manager);
+  manager_ = std::move(*manager);
+  ASSERT_OK(manager_->Submit(BlockingSpec(), "alice"));
+  ASSERT_TRUE(runner_.WaitForBlocked(1));  // running: not queued, not counted
+
+  absl::StatusOr<v1::Job> first = manager_->Submit(Spec(), "alice");
+  ASSERT_OK(first);
+  EXPECT_EQ(first->principal(), "alice");
+  ASSERT_OK(manager_->Submit(Spec(), "alice"));
+  EXPECT_THAT(manager_->Submit(Spec(), "alice"),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("--max_queued_jobs_per_principal: principal 'alice'")));
+  ASSERT_OK(manager_->Submit(Spec(), "bob"));
+  EXPECT_THAT(manager_->Submit(Spec(), "carol"),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_queued_jobs:")));
+
+  // A cancelled job frees its place.
+  ASSERT_OK(manager_->Cancel(first->id()));
+  ASSERT_OK(manager_->Submit(Spec(), "carol"));
+
+  absl::StatusOr<std::vector<v1::Job>> bobs = manager_->List({}, 0, std::string("bob"));
+  ASSERT_OK(bobs);
+  ASSERT_EQ(bobs->size(), 1u);
+  EXPECT_EQ((*bobs)[0].principal(), "bob");
+  absl::StatusOr<std::vector<v1::Job>> alices = manager_->List({}, 1, std::string("alice"));
+  ASSERT_OK(alices);
+  EXPECT_EQ(alices->size(), 1u);
+  runner_.Release();
+}
+
 TEST_F(JobManagerTest, CancelRunningJobEndsCancelled) {
   StartManager();
   const v1::Job job = Submit(BlockingSpec(/*steps=*/5, /*block_at=*/2));
@@ -820,6 +861,166 @@ TEST_F(JobManagerTest, CreateRejectsMissingDependencies) {
   EXPECT_THAT(JobManager::Create(no_metrics),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics")));
   EXPECT_THAT(JobManager::Create(full), IsOk());
+}
+
+// Limits and retention: max_duration, the watcher cap, deletion, the sweep.
+class JobLimitsTest : public JobManagerTest {
+ protected:
+  void Start(const std::function<void(JobManager::Options&)>& adjust) {
+    JobManager::Options options;
+    options.store = store_.get();
+    options.runner = &runner_;
+    options.metrics = &metrics_;
+    options.jobs_dir = dir_.File("jobs");
+    adjust(options);
+    absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+    ASSERT_OK(manager);
+    manager_ = std::move(*manager);
+  }
+
+  // A job directory with a checkpoint in it, as the trainer leaves one.
+  std::filesystem::path MakeJobDir(const std::string& id) {
+    const std::filesystem::path dir = std::filesystem::path(dir_.File("jobs")) / id;
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "checkpoint.pt") << "weights";
+    return dir;
+  }
+};
+
+TEST_F(JobLimitsTest, MaxDurationStopsTheJobFailed) {
+  Start([](JobManager::Options&) {});
+  v1::JobSpec spec = BlockingSpec(/*steps=*/5, /*block_at=*/2);
+  spec.mutable_max_duration()->set_nanos(50'000'000);  // 50 ms
+  const v1::Job job = Submit(spec);
+  const v1::Job done = WaitForState(job.id(), v1::FAILED);
+  ASSERT_EQ(done.state(), v1::FAILED);
+  EXPECT_THAT(done.error(),
+              AllOf(HasSubstr("DEADLINE_EXCEEDED"), HasSubstr("max_duration"), HasSubstr("50ms")));
+  EXPECT_EQ(done.progress().step(), 2);  // stopped at its next poll
+  EXPECT_FALSE(done.cancel_requested());
+
+  // A job within its limit is untouched.
+  v1::JobSpec quick = Spec(3);
+  quick.mutable_max_duration()->set_seconds(60);
+  EXPECT_EQ(WaitForState(Submit(quick).id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+}
+
+TEST_F(JobLimitsTest, WatchersPerJobAreCapped) {
+  Start([](JobManager::Options& o) { o.max_watchers_per_job = 2; });
+  const v1::Job job = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  EventRecorder* a = NewRecorder();
+  EventRecorder* b = NewRecorder();
+  EventRecorder* c = NewRecorder();
+  ASSERT_OK(manager_->Watch(job.id(), a));
+  ASSERT_OK(manager_->Watch(job.id(), b));
+  EXPECT_THAT(manager_->Watch(job.id(), c),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr(job.id()), HasSubstr("--max_watchers_per_job"))));
+  EXPECT_THAT(c->events(), IsEmpty());
+  // A watcher that leaves frees its place.
+  manager_->Unwatch(job.id(), a);
+  EXPECT_OK(manager_->Watch(job.id(), c));
+  runner_.Release();
+  EXPECT_TRUE(c->WaitForFinished());
+}
+
+TEST_F(JobLimitsTest, DeleteRemovesAnEndedJobAndItsCheckpoints) {
+  Start([](JobManager::Options&) {});
+  const v1::Job job = Submit(Spec());
+  ASSERT_EQ(WaitForState(job.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
+  const std::filesystem::path job_dir = MakeJobDir(job.id());
+  const std::filesystem::path other = MakeJobDir("aaaaaaaaaaaa");
+
+  ASSERT_OK(manager_->Delete(job.id()));
+  EXPECT_FALSE(std::filesystem::exists(job_dir));
+  EXPECT_TRUE(std::filesystem::exists(other));
+  EXPECT_THAT(manager_->Get(job.id()), StatusIs(absl::StatusCode::kNotFound, HasSubstr(job.id())));
+  EXPECT_THAT(store_->Get(job.id()), StatusIs(absl::StatusCode::kNotFound, HasSubstr(job.id())));
+  EXPECT_THAT(manager_->Delete(job.id()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(job.id())));
+}
+
+TEST_F(JobLimitsTest, DeleteRefusesQueuedAndRunningJobs) {
+  Start([](JobManager::Options&) {});
+  const v1::Job running = Submit(BlockingSpec());
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  const v1::Job queued = Submit(Spec());
+  const std::filesystem::path dir = MakeJobDir(running.id());
+  EXPECT_THAT(manager_->Delete(running.id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("RUNNING"), HasSubstr("cancel it first"))));
+  EXPECT_THAT(manager_->Delete(queued.id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("QUEUED")));
+  EXPECT_TRUE(std::filesystem::exists(dir / "checkpoint.pt"));
+  EXPECT_OK(manager_->Get(running.id()));
+  runner_.Release();
+}
+
+TEST_F(JobLimitsTest, RetentionSweepDeletesOnlyJobsEndedBeforeTheCutoff) {
+  v1::Job old = StoredJob("0000000000a1", v1::SUCCEEDED);
+  old.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24 * 40)));
+  v1::Job recent = StoredJob("0000000000b2", v1::FAILED);
+  recent.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
+  ASSERT_OK(store_->Put(old));
+  ASSERT_OK(store_->Put(recent));
+  const std::filesystem::path old_dir = MakeJobDir(old.id());
+  const std::filesystem::path recent_dir = MakeJobDir(recent.id());
+
+  // Swept at creation, before anything else runs.
+  Start([](JobManager::Options& o) { o.keep_finished_jobs = absl::Hours(24 * 30); });
+  EXPECT_THAT(store_->Get(old.id()), StatusIs(absl::StatusCode::kNotFound, HasSubstr(old.id())));
+  EXPECT_FALSE(std::filesystem::exists(old_dir));
+  EXPECT_OK(store_->Get(recent.id()));
+  EXPECT_TRUE(std::filesystem::exists(recent_dir));
+  auto swept = manager_->SweepFinishedJobs();
+  ASSERT_OK(swept);
+  EXPECT_EQ(*swept, 0);
+}
+
+TEST_F(JobLimitsTest, KeepForeverSweepsNothing) {
+  v1::Job old = StoredJob("0000000000c3", v1::CANCELLED);
+  old.mutable_end_time()->set_seconds(1);
+  ASSERT_OK(store_->Put(old));
+  Start([](JobManager::Options&) {});
+  EXPECT_OK(store_->Get(old.id()));
+  auto swept = manager_->SweepFinishedJobs();
+  ASSERT_OK(swept);
+  EXPECT_EQ(*swept, 0);
+}
+
+TEST_F(JobLimitsTest, LongIdsAreNotEchoedBack) {
+  Start([](JobManager::Options&) {});
+  const std::string long_id(1 << 20, 'a');
+  auto got = manager_->Get(long_id);
+  EXPECT_THAT(got, StatusIs(absl::StatusCode::kNotFound, HasSubstr("1048576-byte id")));
+  EXPECT_LT(got.status().message().size(), 100u);
+  v1::JobSpec resume;
+  resume.set_resume_from(long_id);
+  auto submitted = manager_->Submit(resume);
+  EXPECT_THAT(submitted, StatusIs(absl::StatusCode::kInvalidArgument,
+                                  HasSubstr("resume_from: must be at most")));
+  EXPECT_LT(submitted.status().message().size(), 100u);
+}
+
+TEST(RemoveTempFilesTest, RemovesOnlyTmpFilesRecursively) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.File("jobs/abc"));
+  std::filesystem::create_directories(dir.File("models/.staging/x"));
+  for (const char* name : {"jobs/abc/checkpoint.pt.tmp", "models/.staging/x/w.tmp", "port.tmp",
+                           "jobs/abc/checkpoint.pt", "jobs.db"}) {
+    std::ofstream(dir.File(name)) << "x";
+  }
+  auto removed = RemoveTempFiles(dir.path());
+  ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 3);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("jobs/abc/checkpoint.pt.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("port.tmp")));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("jobs/abc/checkpoint.pt")));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("jobs.db")));
+  auto missing = RemoveTempFiles(dir.File("nope"));
+  ASSERT_OK(missing);
+  EXPECT_EQ(*missing, 0);
 }
 
 }  // namespace

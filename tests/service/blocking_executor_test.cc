@@ -3,12 +3,15 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <new>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/service/unary_reactors.h"
 
 namespace mantissa {
 namespace {
@@ -118,6 +121,29 @@ TEST(BlockingExecutorTest, ZeroThreadsMeansOne) {
   ASSERT_TRUE(executor.Schedule([&] { ran = true; }));
   executor.Shutdown();
   EXPECT_TRUE(ran.load());
+}
+
+// A task that throws (a LibTorch error, anything) must neither end the
+// process nor its worker: with one thread, the tasks after it still run.
+TEST(BlockingExecutorTest, SurvivesTasksThatThrow) {
+  BlockingExecutor executor({.threads = 1});
+  std::atomic<int> runs{0};
+  ASSERT_TRUE(executor.Schedule([] { throw std::runtime_error("boom"); }));
+  ASSERT_TRUE(executor.Schedule([] { throw 42; }));
+  ASSERT_TRUE(executor.Schedule([&] { ++runs; }));
+  executor.Shutdown();
+  EXPECT_EQ(runs.load(), 1);
+}
+
+TEST(RunCatchingTest, TurnsExceptionsIntoInternalWithContext) {
+  const absl::Status thrown =
+      RunCatching("loading model m", []() -> absl::Status { throw std::bad_alloc(); });
+  EXPECT_EQ(thrown.code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(thrown.message()), ::testing::HasSubstr("loading model m"));
+  const absl::Status unknown = RunCatching("x", []() -> absl::Status { throw 7; });
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(RunCatching("x", [] { return absl::NotFoundError("n"); }).code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace

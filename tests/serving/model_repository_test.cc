@@ -271,5 +271,31 @@ TEST(ModelRepositoryTest, ConcurrentAddsGetDistinctVersions) {
   EXPECT_EQ(repository->Versions("m").back(), kThreads * kEach);
 }
 
+TEST(ModelRepositoryTest, DeleteVersionRemovesOneOrEveryVersion) {
+  testing::TempDir dir;
+  const std::string root = dir.File("models");
+  auto repository = MakeRepository(root);
+  ASSERT_NE(repository, nullptr);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_OK(repository->AddVersion("m", v1::ModelConfig(), WriteWeights));
+  ASSERT_OK(repository->AddVersion("other", v1::ModelConfig(), WriteWeights));
+
+  ASSERT_OK(repository->DeleteVersion("m", 2));
+  EXPECT_THAT(repository->Versions("m"), ElementsAre(1, 3));
+  EXPECT_FALSE(fs::exists(repository->VersionDir("m", 2)));
+  EXPECT_EQ(StagingEntries(root), 0u);
+  EXPECT_THAT(repository->DeleteVersion("m", 2),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no version 2")));
+
+  ASSERT_OK(repository->DeleteVersion("m", 0));
+  EXPECT_TRUE(repository->Versions("m").empty());
+  EXPECT_FALSE(fs::exists(root + "/m"));
+  EXPECT_THAT(repository->ModelNames(), ElementsAre("other"));
+  EXPECT_THAT(repository->DeleteVersion("m", 0),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no model 'm'")));
+  EXPECT_THAT(repository->DeleteVersion("../x", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a valid model name")));
+}
+
 }  // namespace
 }  // namespace mantissa

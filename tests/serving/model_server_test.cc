@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "prometheus/text_serializer.h"
 #include "server/models/model_factory.h"
 #include "server/precision/fp32_precision.h"
@@ -128,6 +129,8 @@ class ModelServerTest : public RepositoryFixture {
     options.metrics = &metrics_;
     options.calibration_items = calibration_items;
     options.default_max_queue_delay_us = queue_delay_us;
+    options.torchscript_roots = torchscript_roots_;
+    options.shape_limits = shape_limits_;
     auto server = ModelServer::Create(options);
     EXPECT_OK(server);
     if (!server.ok()) return nullptr;
@@ -152,6 +155,9 @@ class ModelServerTest : public RepositoryFixture {
   }
 
   Metrics metrics_;
+  // Modules are written into the test's own folder.
+  FileRoots torchscript_roots_{{dir_.path()}, "--torchscript_root"};
+  ShapeLimits shape_limits_;
 };
 
 TEST_F(ModelServerTest, ServesBf16WithinToleranceOfFp32ForFp32AndBf16Inputs) {
@@ -529,22 +535,121 @@ TEST_F(ModelServerTest, LanguageModelServesTokenWindows) {
     for (int64_t id : ids) input->mutable_contents()->add_int64_contents(id);
     return r;
   };
-  auto response = InferSync(*server, request({1, 2, 3, 4, 5}));
-  ASSERT_OK(response);
-  EXPECT_THAT(response->outputs(0).shape(), ElementsAre(1, 5, 32));
   torch::Tensor want;
   {
     c10::InferenceMode guard;
     gpt->SetTraining(false);
     want = gpt->Forward(torch::tensor({{1, 2, 3, 4, 5}}, torch::kInt64));
   }
-  EXPECT_TRUE(torch::allclose(OutputTensor(*response, 0), want, 0.05, 0.1));
+  // By default only the last position's logits come back: [batch, vocab].
+  auto response = InferSync(*server, request({1, 2, 3, 4, 5}));
+  ASSERT_OK(response);
+  EXPECT_THAT(response->outputs(0).shape(), ElementsAre(1, 32));
+  EXPECT_TRUE(torch::allclose(OutputTensor(*response, 0), want.select(1, -1), 0.05, 0.1));
+  // Every position's on request.
+  inference::ModelInferRequest all = request({1, 2, 3, 4, 5});
+  (*all.mutable_parameters())["all_positions"].set_bool_param(true);
+  auto every = InferSync(*server, all);
+  ASSERT_OK(every);
+  EXPECT_THAT(every->outputs(0).shape(), ElementsAre(1, 5, 32));
+  EXPECT_TRUE(torch::allclose(OutputTensor(*every, 0), want, 0.05, 0.1));
+  (*all.mutable_parameters())["all_positions"].set_string_param("yes");
+  EXPECT_THAT(InferSync(*server, all),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("all_positions")));
   EXPECT_THAT(InferSync(*server, request(std::vector<int64_t>(17, 1))),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("1..16 tokens")));
   EXPECT_THAT(InferSync(*server, request({1, 99})),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("token id 99")));
   // The model keeps serving.
   EXPECT_OK(InferSync(*server, request({7})));
+}
+
+// Shapes that would make the calibration batch (or any request) allocate
+// without bound are refused before the repository changes.
+TEST_F(ModelServerTest, RegisterRefusesDeclaredShapesOverTheLimits) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  const std::string file = dir_.File("mlp.pt");
+  ASSERT_OK(testing::WriteTorchScriptMlp(file, 8, 16, 3, /*seed=*/5));
+  v1::RegisterModelRequest big = RegisterRequest("huge", file, "32-true", 8, 3);
+  big.mutable_inputs(0)->clear_shape();
+  big.mutable_inputs(0)->add_shape(100000);
+  big.mutable_inputs(0)->add_shape(100000);
+  EXPECT_THAT(server->Register(big),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("inputs[0] (x)"), HasSubstr("--max_tensor_elements"))));
+  big.mutable_inputs(0)->set_shape(0, int64_t{1} << 31);
+  big.mutable_inputs(0)->set_shape(1, int64_t{1} << 31);
+  EXPECT_THAT(server->Register(big),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("inputs[0] (x)"), HasSubstr("--max_tensor_dim"))));
+  v1::RegisterModelRequest wide_output = RegisterRequest("huge", file, "32-true", 8, 3);
+  wide_output.mutable_outputs(0)->set_shape(0, int64_t{1} << 62);
+  EXPECT_THAT(server->Register(wide_output),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("outputs[0] (y)")));
+  EXPECT_TRUE(repository_->Versions("huge").empty());
+  // The server goes on.
+  ASSERT_OK(server->Register(RegisterRequest("small", file, "32-true", 8, 3)));
+}
+
+// A version committed with such a shape (config.json written by hand) is
+// UNAVAILABLE with its reason; the server starts and serves the others.
+TEST_F(ModelServerTest, ACommittedVersionOverTheLimitsIsUnavailable) {
+  std::unique_ptr<Model> fp32 = BuildMlp(1);
+  AddMlpVersion("mlp", *fp32, "32-true");
+  v1::ModelConfig huge = MlpConfig("32-true");
+  huge.mutable_inputs(0)->clear_shape();
+  huge.mutable_inputs(0)->add_shape(100000);
+  huge.mutable_inputs(0)->add_shape(100000);
+  ASSERT_OK(repository_->AddVersion("huge", huge, [&](const std::string& dir, v1::ModelConfig&) {
+    return SaveWeights(dir + "/weights.pt", fp32->State());
+  }));
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(server->ready());
+  bool seen = false;
+  for (const v1::ModelStatus& model : server->List()) {
+    if (model.name() != "huge") continue;
+    ASSERT_EQ(model.versions_size(), 1);
+    EXPECT_EQ(model.versions(0).state(), "UNAVAILABLE");
+    EXPECT_THAT(model.versions(0).reason(), HasSubstr("--max_tensor_elements"));
+    seen = true;
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_OK(InferSync(*server, MlpRequest("mlp", torch::rand({2, kFeatures}), "FP32")));
+}
+
+TEST_F(ModelServerTest, RegisterNeedsAModuleUnderTheTorchScriptRoot) {
+  const std::string file = dir_.File("mlp.pt");
+  ASSERT_OK(testing::WriteTorchScriptMlp(file, 8, 16, 3, /*seed=*/5));
+  torchscript_roots_ = FileRoots();  // off
+  {
+    auto server = StartServer();
+    ASSERT_NE(server, nullptr);
+    EXPECT_THAT(server->Register(RegisterRequest("ts", file, "32-true", 8, 3)),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--torchscript_root")));
+  }
+  testing::TempDir other;
+  torchscript_roots_ = FileRoots({other.path()}, "--torchscript_root");
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto outside = server->Register(RegisterRequest("ts", file, "32-true", 8, 3));
+  EXPECT_THAT(outside, StatusIs(absl::StatusCode::kPermissionDenied, _));
+  // A missing file reads like a forbidden one.
+  auto missing = server->Register(RegisterRequest("ts", other.File("nope.pt"), "32-true", 8, 3));
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_EQ(absl::StrReplaceAll(missing.status().message(), {{other.File("nope.pt"), "P"}}),
+            absl::StrReplaceAll(outside.status().message(), {{file, "P"}}));
+  // Out through "..": still refused.
+  const std::string dir_name = dir_.path().substr(dir_.path().rfind('/') + 1);
+  EXPECT_THAT(server->Register(RegisterRequest(
+                  "ts", absl::StrCat(other.path(), "/../", dir_name, "/mlp.pt"), "32-true", 8, 3)),
+              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_TRUE(repository_->Versions("ts").empty());
+  // Inside: registered.
+  const std::string inside = other.File("mlp.pt");
+  ASSERT_OK(testing::WriteTorchScriptMlp(inside, 8, 16, 3, /*seed=*/5));
+  EXPECT_OK(server->Register(RegisterRequest("ts", inside, "32-true", 8, 3)));
 }
 
 // Several clients keep requests in flight while the model is unloaded:

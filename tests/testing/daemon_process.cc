@@ -1,9 +1,11 @@
 #include "tests/testing/daemon_process.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_interceptor.h>
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -25,13 +27,42 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Reads {"grpc": N, "metrics": M}.
-bool ParsePortFile(const std::string& text, int* grpc, int* metrics) {
+// Reads {"grpc": N, "metrics": M} or {"grpc": N, "metrics": M, "health": H}.
+bool ParsePortFile(const std::string& text, int* grpc, int* metrics, int* health) {
   std::smatch m;
-  static const std::regex re(R"re(\{"grpc": (\d+), "metrics": (\d+)\})re");
+  static const std::regex re(R"re(\{"grpc": (\d+), "metrics": (\d+)(, "health": (\d+))?\})re");
   if (!std::regex_search(text, m, re)) return false;
+  if (m[4].matched && !absl::SimpleAtoi(m[4].str(), health)) return false;
   return absl::SimpleAtoi(m[1].str(), grpc) && absl::SimpleAtoi(m[2].str(), metrics);
 }
+
+// Adds `authorization: Bearer <token>` to every call, as the CLI does.
+class TokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit TokenInterceptor(std::string header) : header_(std::move(header)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string header_;
+};
+
+class TokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit TokenInterceptorFactory(std::string token) : header_("Bearer " + std::move(token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new TokenInterceptor(header_);
+  }
+
+ private:
+  const std::string header_;
+};
 
 }  // namespace
 
@@ -40,18 +71,29 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(Options opti
   const std::string port_file = options.state_dir + "/ports.json";
   std::remove(port_file.c_str());
   d->log_path_ = options.state_dir + "/mantissad.log";
+  d->options_ = options;
   std::vector<std::string> argv = {MANTISSAD_BIN,
                                    "--grpc_address=127.0.0.1:0",
                                    "--metrics_address=127.0.0.1:0",
                                    "--state_dir=" + options.state_dir,
                                    "--port_file=" + port_file,
                                    "--intra_op_threads=1"};
+  // Test files live in temp folders and the fetched test data: the daemon
+  // may read them (and TorchScript modules there) unless a test says
+  // otherwise with its own --data_root / --torchscript_root.
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string temp_root = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  argv.push_back(
+      absl::StrCat("--data_root=/usr/share/datasets,", temp_root, ",", MANTISSA_TEST_DATA_DIR));
+  argv.push_back("--torchscript_root=" + temp_root);
   argv.insert(argv.end(), options.extra_flags.begin(), options.extra_flags.end());
   d->pid_ = Spawn(argv, d->log_path_);
 
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
-    if (ParsePortFile(ReadFile(port_file), &d->grpc_port_, &d->metrics_port_)) return d;
+    if (ParsePortFile(ReadFile(port_file), &d->grpc_port_, &d->metrics_port_, &d->health_port_)) {
+      return d;
+    }
     int status = 0;
     if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
       d->pid_ = -1;
@@ -65,8 +107,29 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(Options opti
 DaemonProcess::~DaemonProcess() { Kill(); }
 
 std::unique_ptr<v1::TrainingService::Stub> DaemonProcess::NewStub() const {
-  return v1::TrainingService::NewStub(
-      grpc::CreateChannel(grpc_address(), grpc::InsecureChannelCredentials()));
+  return v1::TrainingService::NewStub(NewChannel());
+}
+
+std::shared_ptr<grpc::Channel> DaemonProcess::NewChannel() const {
+  return NewChannel(options_.token);
+}
+
+std::shared_ptr<grpc::Channel> DaemonProcess::NewChannel(const std::string& token) const {
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!options_.tls_ca_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(options_.tls_ca_file);
+    if (!options_.tls_cert_file.empty()) {
+      ssl.pem_cert_chain = ReadFile(options_.tls_cert_file);
+      ssl.pem_private_key = ReadFile(options_.tls_key_file);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  if (token.empty()) return grpc::CreateChannel(grpc_address(), credentials);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
+  factories.push_back(std::make_unique<TokenInterceptorFactory>(token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      grpc_address(), credentials, grpc::ChannelArguments(), std::move(factories));
 }
 
 int DaemonProcess::Terminate(absl::Duration timeout) {
@@ -105,8 +168,17 @@ void DaemonProcess::Kill() {
 absl::StatusOr<std::string> DaemonProcess::ScrapeMetrics() const {
   // curl is part of every Debian base image used here; no HTTP client code
   // of our own to get wrong.
-  CommandResult r = RunCommand({"/usr/bin/curl", "-sSf", "--max-time", "10",
-                                absl::StrCat("http://127.0.0.1:", metrics_port_, "/metrics")});
+  std::vector<std::string> argv = {"/usr/bin/curl", "-sSf", "--max-time", "10"};
+  std::string scheme = "http";
+  if (!options_.tls_ca_file.empty()) {
+    scheme = "https";
+    argv.insert(argv.end(), {"--cacert", options_.tls_ca_file});
+  }
+  if (!options_.token.empty()) {
+    argv.insert(argv.end(), {"-H", "Authorization: Bearer " + options_.token});
+  }
+  argv.push_back(absl::StrCat(scheme, "://127.0.0.1:", metrics_port_, "/metrics"));
+  CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) return absl::UnavailableError(absl::StrCat("curl: ", r.err));
   return r.out;
 }

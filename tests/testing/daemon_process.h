@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/channel.h"
 #include "mantissa/v1/training.grpc.pb.h"
 
 namespace mantissa::testing {
@@ -24,7 +25,17 @@ class DaemonProcess {
     std::string state_dir;  // required
     // Appended last, so they override the defaults. Test daemons run one
     // intra-op thread by default: ctest runs several at once on few cores.
+    // They may read files (and TorchScript modules) under $TMPDIR (or /tmp),
+    // the fetched test data and /usr/share/datasets by default.
     std::vector<std::string> extra_flags;
+    // How clients of this daemon connect (NewChannel, NewStub, ScrapeMetrics):
+    // over TLS when tls_ca_file is set, with a client certificate when
+    // tls_cert_file and tls_key_file are, with a bearer token when token is.
+    // The daemon's own TLS and token flags go in extra_flags.
+    std::string tls_ca_file;
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string token;
   };
 
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(Options options);
@@ -34,7 +45,12 @@ class DaemonProcess {
   int metrics_port() const { return metrics_port_; }
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::string server_flag() const { return "--server=" + grpc_address(); }
+  int health_port() const { return health_port_; }  // 0 without --health_address
   std::unique_ptr<v1::TrainingService::Stub> NewStub() const;
+  // A channel with the Options' credentials; `token` overrides Options::token
+  // ("" sends none).
+  std::shared_ptr<grpc::Channel> NewChannel() const;
+  std::shared_ptr<grpc::Channel> NewChannel(const std::string& token) const;
 
   // SIGTERM and wait; returns the exit code (-1 if killed by a signal).
   int Terminate(absl::Duration timeout = absl::Seconds(60));
@@ -45,7 +61,7 @@ class DaemonProcess {
   int WaitForExit(absl::Duration timeout = absl::Seconds(60));
   // SIGKILL and reap, as a crash would.
   void Kill();
-  // GET http://127.0.0.1:<metrics>/metrics.
+  // GET http(s)://127.0.0.1:<metrics>/metrics with the Options' CA and token.
   absl::StatusOr<std::string> ScrapeMetrics() const;
   std::string Log() const;
 
@@ -55,7 +71,9 @@ class DaemonProcess {
   pid_t pid_ = -1;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  int health_port_ = 0;
   std::string log_path_;
+  Options options_;
 };
 
 // Polls GetJob until `predicate` holds or `timeout` passes; returns the last job.

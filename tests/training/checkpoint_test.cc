@@ -115,5 +115,37 @@ TEST(CheckpointTest, MissingAndCorruptFilesAreErrors) {
               StatusIs(absl::StatusCode::kInternal, HasSubstr("reading checkpoint")));
 }
 
+TEST(CheckpointTest, KeepPreviousKeepsTheNewestNAndTheNewestStaysAtPath) {
+  testing::TempDir dir;
+  const std::string path = Checkpoint::PathFor(dir.path(), "job1");
+  const std::filesystem::path job_dir = std::filesystem::path(path).parent_path();
+  std::unique_ptr<TrainingRun> run = MakeRun();
+  int64_t previous = 0;
+  for (int64_t step : {10, 20, 30, 40}) {
+    ASSERT_OK(Checkpoint::KeepPrevious(path, previous, /*keep=*/3));
+    ASSERT_OK(Checkpoint::Save(path, {.step = step}, "{}", run->parts()));
+    previous = step;
+  }
+  EXPECT_FALSE(std::filesystem::exists(job_dir / "checkpoint-10.pt"));
+  EXPECT_TRUE(std::filesystem::exists(job_dir / "checkpoint-20.pt"));
+  EXPECT_TRUE(std::filesystem::exists(job_dir / "checkpoint-30.pt"));
+  auto newest = Checkpoint::Load(path, run->parts());
+  ASSERT_OK(newest);
+  EXPECT_EQ(newest->step, 40);
+  auto kept = Checkpoint::Load((job_dir / "checkpoint-20.pt").string(), run->parts());
+  ASSERT_OK(kept);
+  EXPECT_EQ(kept->step, 20);
+
+  // keep=1 (the default) keeps only the file at `path`.
+  ASSERT_OK(Checkpoint::KeepPrevious(path, previous, /*keep=*/1));
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(job_dir)) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, 1);
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
+
 }  // namespace
 }  // namespace mantissa

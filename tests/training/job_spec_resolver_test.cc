@@ -2,8 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
+#include "absl/strings/str_cat.h"
 #include "server/common/torch_compat.h"
+#include "server/models/model_factory.h"
 #include "server/precision/precision_factory.h"
+#include "server/training/memory_estimate.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -380,6 +385,177 @@ TEST(JobSpecResolverFp8Test, DefaultsAreTransformerEngines) {
   auto again = ResolveJobSpec(defaults->spec, HopperContext());
   ASSERT_OK(again);
   EXPECT_EQ(again->spec.SerializeAsString(), defaults->spec.SerializeAsString());
+}
+
+// Admission limits: overflow, caps and string lengths.
+
+TEST(JobSpecLimitsTest, RefusesStepsTimesAccumulationBeyondTheCap) {
+  v1::JobSpec in = Minimal();
+  in.set_steps(int64_t{1} << 62);
+  in.set_accumulate_grad_batches(4);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("steps"), HasSubstr("--max_job_steps"))));
+  // With the cap lifted, the product itself is refused.
+  ResolveContext uncapped = Cpu();
+  uncapped.limits.max_job_steps = std::numeric_limits<int64_t>::max();
+  in.set_accumulate_grad_batches(4);
+  EXPECT_THAT(ResolveJobSpec(in, uncapped),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("accumulate_grad_batches"), HasSubstr("overflows"))));
+}
+
+TEST(JobSpecLimitsTest, RefusesHugeEpochs) {
+  v1::JobSpec in = Minimal();
+  in.set_epochs(std::numeric_limits<int64_t>::max());
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("epochs"), HasSubstr("100000000"))));
+}
+
+TEST(JobSpecLimitsTest, AcceptsStepsAtTheCap) {
+  ResolveContext context = Cpu();
+  context.limits.max_job_steps = 1000;
+  v1::JobSpec in = Minimal();
+  in.set_steps(1000);
+  EXPECT_OK(ResolveJobSpec(in, context));
+  in.set_steps(1001);
+  EXPECT_THAT(ResolveJobSpec(in, context),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be <= 1000")));
+}
+
+TEST(JobSpecLimitsTest, BoundsStringFields) {
+  v1::JobSpec in = Minimal();
+  in.set_name(std::string(3 << 20, 'x'));
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("name: must be at most 256 bytes"), HasSubstr("3145728"))));
+  in.set_name(std::string(256, 'x'));
+  EXPECT_OK(ResolveJobSpec(in, Cpu()));
+
+  v1::JobSpec optimizer = Minimal();
+  optimizer.set_optimizer(std::string(100000, 'o'));
+  auto refused = ResolveJobSpec(optimizer, Cpu());
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("optimizer")));
+  EXPECT_LT(refused.status().message().size(), 200u);  // not echoed back
+
+  v1::JobSpec resume = Minimal();
+  resume.set_resume_from(std::string(1000, 'a'));
+  EXPECT_THAT(ResolveJobSpec(resume, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("resume_from")));
+}
+
+TEST(JobSpecLimitsTest, BoundsOptions) {
+  v1::JobSpec value = Minimal();
+  (*value.mutable_dataset_options())["train_size"] = std::string(5000, '1');
+  EXPECT_THAT(ResolveJobSpec(value, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("dataset_options.train_size: must be at most 4096 bytes")));
+  v1::JobSpec key = Minimal();
+  (*key.mutable_model_options())[std::string(5000, 'k')] = "1";
+  EXPECT_THAT(ResolveJobSpec(key, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("model_options: option keys must be at most 4096 bytes")));
+  v1::JobSpec many = Minimal();
+  for (int i = 0; i < 65; ++i) (*many.mutable_model_options())[absl::StrCat("k", i)] = "1";
+  EXPECT_THAT(ResolveJobSpec(many, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("model_options: at most 64 options, got 65")));
+}
+
+TEST(JobSpecLimitsTest, BoundsEvalSizes) {
+  v1::JobSpec in = Minimal();
+  in.mutable_eval()->set_batch_size(int64_t{1} << 40);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("eval.batch_size")));
+  in.mutable_eval()->set_batch_size(1 << 20);
+  in.mutable_eval()->set_max_batches(std::numeric_limits<int64_t>::max() / 2);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("eval.max_batches"), HasSubstr("overflows"))));
+}
+
+TEST(JobSpecLimitsTest, MaxDurationDefaultsToTheDaemonsAndIsCapped) {
+  auto prepared = ResolveJobSpec(Minimal(), Cpu());
+  ASSERT_OK(prepared);
+  EXPECT_EQ(prepared->spec.max_duration().seconds(), 24 * 3600);
+  // Resolving a resolved spec gives it back unchanged.
+  auto again = ResolveJobSpec(prepared->spec, Cpu());
+  ASSERT_OK(again);
+  EXPECT_EQ(again->spec.SerializeAsString(), prepared->spec.SerializeAsString());
+
+  v1::JobSpec in = Minimal();
+  in.mutable_max_duration()->set_seconds(90);
+  prepared = ResolveJobSpec(in, Cpu());
+  ASSERT_OK(prepared);
+  EXPECT_EQ(prepared->spec.max_duration().seconds(), 90);
+
+  in.mutable_max_duration()->set_seconds(25 * 3600);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("max_duration"), HasSubstr("--max_job_duration"))));
+  in.mutable_max_duration()->set_seconds(-1);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_duration")));
+  in.mutable_max_duration()->set_seconds(0);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("positive")));
+}
+
+TEST(JobSpecLimitsTest, KeepCheckpointsDefaultsToOneAndIsCapped) {
+  auto prepared = ResolveJobSpec(Minimal(), Cpu());
+  ASSERT_OK(prepared);
+  EXPECT_EQ(prepared->spec.keep_checkpoints(), 1);
+  v1::JobSpec in = Minimal();
+  in.set_keep_checkpoints(5);
+  EXPECT_OK(ResolveJobSpec(in, Cpu()));
+  in.set_keep_checkpoints(6);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("keep_checkpoints"), HasSubstr("[1, 5]"))));
+  in.set_keep_checkpoints(0);
+  EXPECT_THAT(ResolveJobSpec(in, Cpu()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keep_checkpoints")));
+}
+
+TEST(MemoryEstimateTest, ParsesMemAvailable) {
+  auto available = ParseMeminfoAvailableBytes("MemTotal: 100 kB\nMemAvailable:    2048 kB\n");
+  ASSERT_OK(available);
+  EXPECT_EQ(*available, 2048 * 1024);
+  EXPECT_THAT(ParseMeminfoAvailableBytes("MemTotal: 100 kB\n"),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("/proc/meminfo")));
+}
+
+TEST(MemoryEstimateTest, RefusesModelsBeyondTheParameterCapAndFreeMemory) {
+  // gpt with d_model 8192, 48 layers: ~39G parameters.
+  auto size =
+      ModelFactory::EstimateSize("gpt", {{"d_model", "8192"}, {"layers", "48"}, {"heads", "64"}},
+                                 DataSpec{Task::kLanguageModel, {128}, 0, 32768, 128});
+  ASSERT_OK(size);
+  ASSERT_TRUE(size->has_value());
+  EXPECT_GT((*size)->parameters, 3.8e10);
+  SpecLimits limits;
+  absl::Status status =
+      CheckModelSize(**size, 8, "32-true", "adamw", int64_t{1} << 40, "cpu", limits);
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_model_parameters")));
+  EXPECT_TRUE(IsAdmissionRefusal(status));
+
+  // A small mlp within the caps but not within 1 MiB of free memory.
+  auto mlp = ModelFactory::EstimateSize("mlp", {{"hidden", "1024"}},
+                                        DataSpec{Task::kClassification, {784}, 10, 0, 0});
+  ASSERT_OK(mlp);
+  ASSERT_TRUE(mlp->has_value());
+  EXPECT_NEAR((*mlp)->parameters, 784 * 1024 + 1024 + 1024 * 10 + 10, 1);
+  status = CheckModelSize(**mlp, 64, "32-true", "adamw", 1 << 20, "cpu", limits);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted,
+                               AllOf(HasSubstr("training needs an estimated"),
+                                     HasSubstr("but only 1.0 MiB is free"))));
+  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", int64_t{1} << 34, "cpu", limits));
+  // Unknown free memory is not checked; nor is anything with the check off.
+  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", -1, "cpu", limits));
+  limits.check_free_memory = false;
+  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", 1, "cpu", limits));
 }
 
 }  // namespace

@@ -337,5 +337,31 @@ TEST(TrainerCudaGraphTest, OnTheCpuTheJobWarnsAndTrainsEagerly) {
   EXPECT_EQ(graph_context.job().precision_stats().optimizer_steps(), 20);
 }
 
+TEST(TrainerTest, EpochsAreCountedAgainstMaxJobStepsOnceTheDataIsKnown) {
+  Trainer::Options options = SyntheticOptions(1);
+  options.spec.clear_steps();
+  options.spec.set_epochs(50);  // 1024 / 32 = 32 batches an epoch: 1600 steps
+  options.limits.max_job_steps = 1000;
+  EXPECT_THAT(Trainer::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("epochs: the job comes to 1600 steps"),
+                                        HasSubstr("--max_job_steps"))));
+  options.spec.set_epochs(31);
+  EXPECT_OK(Trainer::Create(options));
+}
+
+TEST(TrainerTest, AModelBeyondTheLimitsIsRefusedBeforeItIsBuilt) {
+  Trainer::Options options = SyntheticOptions(1);
+  (*options.spec.mutable_model_options())["hidden"] = "1000000,1000000";  // 1e12 parameters
+  auto refused = Trainer::Create(options);
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_model_parameters")));
+  options.limits.max_model_parameters = int64_t{1} << 62;
+  EXPECT_THAT(
+      Trainer::Create(options),
+      StatusIs(absl::StatusCode::kResourceExhausted,
+               ::testing::AllOf(HasSubstr("training needs an estimated"), HasSubstr("is free"))));
+}
+
 }  // namespace
 }  // namespace mantissa

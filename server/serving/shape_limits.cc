@@ -1,0 +1,28 @@
+#include "server/serving/shape_limits.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace mantissa {
+
+absl::Status CheckDeclaredShape(absl::string_view field,
+                                const google::protobuf::RepeatedField<int64_t>& shape,
+                                const ShapeLimits& limits) {
+  const std::string where = absl::StrCat(field, ": shape [", absl::StrJoin(shape, ", "), "]");
+  int64_t elements = 1;
+  for (int64_t d : shape) {
+    if (d == -1) continue;
+    if (d < 1 || d > limits.max_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": dimension ", d,
+                                                     "; expected -1 (variable) or 1..",
+                                                     limits.max_dim, " (--max_tensor_dim)"));
+    }
+    if (__builtin_mul_overflow(elements, d, &elements) || elements > limits.max_elements) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", limits.max_elements,
+                                                     " elements per item (--max_tensor_elements)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mantissa

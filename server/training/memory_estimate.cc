@@ -1,0 +1,98 @@
+#include "server/training/memory_estimate.h"
+
+#include <algorithm>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "server/training/torch_runtime.h"
+
+namespace mantissa {
+namespace {
+
+constexpr char kAdmissionPayload[] = "type.mantissa.dev/admission";
+
+absl::Status Refuse(std::string message) {
+  absl::Status status = absl::ResourceExhaustedError(std::move(message));
+  status.SetPayload(kAdmissionPayload, absl::Cord("1"));
+  return status;
+}
+
+std::string Bytes(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (1024.0 * 1024.0)); }
+
+}  // namespace
+
+int64_t EstimateTrainingBytes(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+                              const std::string& precision, const std::string& optimizer) {
+  const bool double_precision = absl::StartsWith(precision, "64");
+  const bool half_weights =
+      absl::EndsWith(precision, "-true") && !absl::StartsWith(precision, "32") && !double_precision;
+  const bool half_activations = half_weights || absl::EndsWith(precision, "-mixed") ||
+                                absl::StartsWith(precision, "transformer-engine");
+  const double weight = double_precision ? 8 : half_weights ? 2 : 4;
+  // Adam keeps two moments, SGD one momentum buffer (at most).
+  const double states = (optimizer == "adam" || optimizer == "adamw") ? 2 : 1;
+  const double activation = double_precision ? 8 : half_activations ? 2 : 4;
+  const double bytes = size.parameters * weight * (2 + states) +
+                       size.activations_per_item * static_cast<double>(batch_size) * activation;
+  return bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
+}
+
+absl::StatusOr<int64_t> ParseMeminfoAvailableBytes(absl::string_view meminfo) {
+  for (absl::string_view line : absl::StrSplit(meminfo, '\n')) {
+    if (!absl::ConsumePrefix(&line, "MemAvailable:")) continue;
+    line = absl::StripAsciiWhitespace(line);
+    if (!absl::ConsumeSuffix(&line, "kB")) break;
+    int64_t kib = 0;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &kib)) break;
+    return kib * 1024;
+  }
+  return absl::UnavailableError("/proc/meminfo: no MemAvailable line");
+}
+
+absl::StatusOr<int64_t> FreeMemoryBytes(const torch::Device& device) {
+  if (device.is_cpu()) {
+    std::ifstream in("/proc/meminfo");
+    std::stringstream text;
+    text << in.rdbuf();
+    return ParseMeminfoAvailableBytes(text.str());
+  }
+  absl::StatusOr<DeviceMemory> memory = CudaMemoryReader(device.str())();
+  if (!memory.ok()) return memory.status();
+  return memory->total_bytes - memory->used_bytes;
+}
+
+bool IsAdmissionRefusal(const absl::Status& status) {
+  return status.GetPayload(kAdmissionPayload).has_value();
+}
+
+absl::Status CheckModelSize(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+                            const std::string& precision, const std::string& optimizer,
+                            int64_t free_bytes, const std::string& device,
+                            const SpecLimits& limits) {
+  if (size.parameters > static_cast<double>(limits.max_model_parameters)) {
+    return Refuse(absl::StrFormat(
+        "model_options: the model would have %.0f parameters; at most %d are allowed "
+        "(--max_model_parameters)",
+        size.parameters, limits.max_model_parameters));
+  }
+  if (!limits.check_free_memory || free_bytes < 0) return absl::OkStatus();
+  const int64_t estimate = EstimateTrainingBytes(size, batch_size, precision, optimizer);
+  if (estimate <= free_bytes) return absl::OkStatus();
+  return Refuse(absl::StrCat(
+      "training needs an estimated ", Bytes(static_cast<double>(estimate)), " on ", device, " (",
+      absl::StrFormat("%.0f", size.parameters), " parameters with gradients and ", optimizer,
+      " state in ", precision, ", activations of batch_size ", batch_size, "), but only ",
+      Bytes(static_cast<double>(free_bytes)),
+      " is free; try a smaller model or batch_size, or a half-precision mode"));
+}
+
+}  // namespace mantissa
