@@ -120,6 +120,9 @@ ABSL_FLAG(std::string, torchscript_root, "",
           "Comma-separated folders of trusted TorchScript modules that RegisterModel and model "
           "torchscript may use. Empty: TorchScript is turned off. A module runs arbitrary code "
           "with the daemon's rights.");
+ABSL_FLAG(int, max_versions_per_model, 16,
+          "Versions one model may hold in the repository; more exports or registrations are "
+          "refused (RESOURCE_EXHAUSTED) until old ones are deleted.");
 ABSL_FLAG(int64_t, max_tensor_dim, int64_t{1} << 20,
           "Largest dimension a model may declare for an input or output tensor.");
 ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 24,
@@ -233,17 +236,6 @@ int Run() {
   auto authorizer = Authorizer::Create({.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file)});
   if (!authorizer.ok()) return Fail(authorizer.status());
 
-  // Atomic writes interrupted by a crash leave *.tmp files; nothing is
-  // writing yet, so every one is stale.
-  absl::StatusOr<int> swept = RemoveTempFiles(state_dir.string());
-  if (!swept.ok()) return Fail(swept.status());
-  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
-    std::filesystem::remove(port_file + ".tmp", ec);
-  }
-  if (*swept > 0) {
-    LogInfo(absl::StrCat("removed ", *swept, " stale *.tmp file(s) under --state_dir"));
-  }
-
   auto store = JobStore::Create({.path = (state_dir / "jobs.db").string()});
   if (!store.ok()) return Fail(store.status());
 
@@ -287,6 +279,20 @@ int Run() {
                             absl::StrJoin(torchscript_roots.roots(), ", "),
                             " run arbitrary code with this daemon's rights"));
   }
+  // Atomic writes interrupted by a crash leave *.tmp files; nothing is
+  // writing yet, so every one is stale. The roots hold the operator's files
+  // (the default --data_root is under --state_dir): never swept.
+  std::vector<std::string> operator_folders = data_roots.roots();
+  operator_folders.insert(operator_folders.end(), torchscript_roots.roots().begin(),
+                          torchscript_roots.roots().end());
+  absl::StatusOr<int> swept = RemoveTempFiles(state_dir.string(), operator_folders);
+  if (!swept.ok()) return Fail(swept.status());
+  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
+    std::filesystem::remove(port_file + ".tmp", ec);
+  }
+  if (*swept > 0) {
+    LogInfo(absl::StrCat("removed ", *swept, " stale *.tmp file(s) under --state_dir"));
+  }
   auto runner =
       TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
                                  .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
@@ -305,6 +311,7 @@ int Run() {
   model_server_options.metrics = &metrics;
   model_server_options.calibration_items = absl::GetFlag(FLAGS_calibration_items);
   model_server_options.torchscript_roots = torchscript_roots;
+  model_server_options.max_versions_per_model = absl::GetFlag(FLAGS_max_versions_per_model);
   model_server_options.shape_limits = {.max_dim = absl::GetFlag(FLAGS_max_tensor_dim),
                                        .max_elements = absl::GetFlag(FLAGS_max_tensor_elements)};
   auto model_server = ModelServer::Create(model_server_options);

@@ -2,6 +2,7 @@
 #define MANTISSA_SERVER_COMMON_FILE_SYNC_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -19,8 +20,11 @@ absl::Status FsyncDir(const std::string& path);
 
 // Removes every regular file named *.tmp under `dir` (recursively, not
 // following symlinks): what atomic writes interrupted by a crash left
-// behind. For start-up, before anything writes. Returns how many.
-absl::StatusOr<int> RemoveTempFiles(const std::string& dir);
+// behind. Folders in `keep` (the operator's data, e.g. a --data_root under
+// the state folder) are left alone. For start-up, before anything writes.
+// Returns how many.
+absl::StatusOr<int> RemoveTempFiles(const std::string& dir,
+                                    const std::vector<std::string>& keep = {});
 
 }  // namespace mantissa
 

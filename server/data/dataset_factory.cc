@@ -74,6 +74,10 @@ absl::StatusOr<std::map<std::string, std::string>> DatasetFactory::ConfinePaths(
     RETURN_IF_ERROR(ConfineOption(options, "train", roots));
     RETURN_IF_ERROR(ConfineOption(options, "val", roots));
   } else if (name == "fashion-mnist" || name == "mnist") {
+    // Unlike tokens, an empty dir is not absent: it names "/" + file.
+    if (auto it = options.find("dir"); it != options.end() && it->second.empty()) {
+      return roots.Refusal("dataset_options[dir]", it->second);
+    }
     RETURN_IF_ERROR(ConfineFolder(options, "dir", IdxDataset::FileNames(), roots));
   }
   return options;

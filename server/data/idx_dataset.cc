@@ -135,9 +135,9 @@ absl::StatusOr<DatasetSplits> IdxDataset::Load(const Options& o) {
                                                      labels.size(0), " labels"));
     }
     if (labels.numel() > 0 && labels.max().item<int64_t>() >= o.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(labels_path, ": label ",
-                                                     labels.max().item<int64_t>(),
-                                                     " out of range [0, ", o.num_classes, ")"));
+      // The label is the file's content: only the valid range is told.
+      return absl::InvalidArgumentError(
+          absl::StrCat(labels_path, ": a label is out of range [0, ", o.num_classes, ")"));
     }
     // [N, rows, cols] -> [N, 1, rows, cols]: one channel, as convolutions expect.
     return std::make_unique<TensorDataset>(images.unsqueeze(1), labels.to(torch::kInt64),

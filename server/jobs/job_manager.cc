@@ -332,7 +332,9 @@ absl::StatusOr<int> JobManager::SweepFinishedJobs() {
     if (status.ok()) {
       ++deleted;
     } else if (!absl::IsNotFound(status) && !absl::IsFailedPrecondition(status)) {
-      return status;
+      // One job that cannot be removed must hold up neither the others nor
+      // start-up; it is tried again at the next sweep.
+      LogError(absl::StrCat("retention: ", status.message()));
     }
   }
   return deleted;

@@ -76,7 +76,8 @@ class JobManager {
   // checkpoint. QUEUED or RUNNING: FAILED_PRECONDITION; unknown: NOT_FOUND.
   absl::Status Delete(const std::string& id);
   // Deletes the ended jobs that ended before now - keep_finished_jobs;
-  // returns how many. Called by the manager's own sweeper thread.
+  // returns how many. A job that cannot be removed is logged and skipped.
+  // Called by the manager's own sweeper thread.
   absl::StatusOr<int> SweepFinishedJobs();
   v1::GetCapabilitiesResponse Capabilities() const;
 

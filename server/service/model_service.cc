@@ -31,6 +31,9 @@ grpc::ServerUnaryReactor* ModelService::ExportModel(grpc::CallbackServerContext*
   if (absl::Status status = RequireField("name", request->name()); !status.ok()) {
     return FinishNow(context, status);
   }
+  if (absl::Status status = MayAddVersionTo(*caller, request->name()); !status.ok()) {
+    return FinishNow(context, status);
+  }
   return FinishOnExecutor(
       context, executor_, [this, job = *std::move(job), request, response]() -> absl::Status {
         absl::StatusOr<v1::ModelVersionStatus> model = server_->Export(job, *request);
@@ -38,6 +41,26 @@ grpc::ServerUnaryReactor* ModelService::ExportModel(grpc::CallbackServerContext*
         *response->mutable_model() = *std::move(model);
         return absl::OkStatus();
       });
+}
+
+absl::Status ModelService::MayAddVersionTo(const Caller& caller, const std::string& name) const {
+  if (caller.SeesAllJobs()) return absl::OkStatus();
+  for (const v1::ModelStatus& model : server_->List()) {
+    if (model.name() != name) continue;
+    for (const v1::ModelVersionStatus& version : model.versions()) {
+      // A registered module has no source job; a deleted job has no owner.
+      const std::string& source = version.config().source_job_id();
+      absl::StatusOr<v1::Job> job =
+          source.empty() ? absl::NotFoundError("no source job") : manager_->Get(source);
+      if (!job.ok() || job->principal() != caller.principal) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "name: model '", name, "' has versions that principal ", caller.principal,
+            " did not export; a train principal may add versions only to its own models "
+            "(choose another name, or ask an admin)"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* ModelService::RegisterModel(grpc::CallbackServerContext* context,

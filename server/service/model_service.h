@@ -39,6 +39,10 @@ class ModelService final : public v1::ModelService::CallbackService {
                                                v1::DeleteModelVersionResponse* response) override;
 
  private:
+  // OK unless `caller` is limited to its own jobs and `name` has a version
+  // it did not export: a train principal must not replace what others serve.
+  absl::Status MayAddVersionTo(const Caller& caller, const std::string& name) const;
+
   JobManager* const manager_;
   ModelServer* const server_;
   BlockingExecutor* const executor_;

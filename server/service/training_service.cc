@@ -158,7 +158,9 @@ grpc::ServerUnaryReactor* TrainingService::SubmitJob(grpc::CallbackServerContext
   if (!caller.ok()) return Finish(context, caller.status());
   // The model a job trains: its own, or that of the job it resumes.
   std::string model = request->spec().model();
-  if (const std::string& source = request->spec().resume_from(); !source.empty()) {
+  // A resume_from longer than any id is refused by Submit, without echoing it.
+  if (const std::string& source = request->spec().resume_from();
+      !source.empty() && RequireJobId(source).ok()) {
     absl::StatusOr<v1::Job> visible = VisibleJob(*caller, source, "resume_from");
     if (absl::IsNotFound(visible.status())) {
       // Hidden and missing jobs read alike.

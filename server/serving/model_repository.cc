@@ -105,6 +105,10 @@ class StagingCleanup {
 
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Create(Options options) {
   if (options.root.empty()) return absl::InvalidArgumentError("model repository: empty root");
+  if (options.max_versions < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model repository: max_versions must be >= 1, got ", options.max_versions));
+  }
   std::error_code ec;
   fs::create_directories(options.root, ec);
   if (ec) {
@@ -230,6 +234,13 @@ absl::StatusOr<v1::ModelConfig> ModelRepository::AddVersion(
   const fs::path model_dir = fs::path(options_.root) / name;
   const std::vector<int64_t> existing = NumericEntries(model_dir.string(), false);
   const int64_t version = existing.empty() ? 1 : existing.back() + 1;
+  if (static_cast<int64_t>(existing.size()) >= options_.max_versions) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "name: model '", name, "' already has ", existing.size(),
+        " versions, the most --max_versions_per_model allows; delete old ones first (mantissa "
+        "delete-model ",
+        name, " --version ", existing.front(), ")"));
+  }
 
   const fs::path staging_root = fs::path(options_.root) / kStagingDir;
   const std::string staging =

@@ -24,6 +24,9 @@ class ModelRepository {
  public:
   struct Options {
     std::string root;  // <state_dir>/models; created if missing
+    // Versions one model may hold; AddVersion refuses one more with
+    // RESOURCE_EXHAUSTED, so repeated exports cannot fill the disk.
+    int max_versions = 16;
   };
 
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Create(Options options);

@@ -490,16 +490,8 @@ class ModelServer::Impl {
   // until an operator names a folder of trusted modules. Declared shapes are
   // bounded; the module path comes back canonical.
   absl::Status ConfineRegistration(v1::RegisterModelRequest& request) const {
-    const auto check = [this](const char* field,
-                              const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs) {
-      for (int i = 0; i < specs.size(); ++i) {
-        RETURN_IF_ERROR(CheckDeclaredShape(absl::StrCat(field, "[", i, "] (", specs[i].name(), ")"),
-                                           specs[i].shape(), options_.shape_limits));
-      }
-      return absl::OkStatus();
-    };
-    RETURN_IF_ERROR(check("inputs", request.inputs()));
-    RETURN_IF_ERROR(check("outputs", request.outputs()));
+    RETURN_IF_ERROR(CheckDeclaredShapes("inputs", request.inputs(), options_.shape_limits));
+    RETURN_IF_ERROR(CheckDeclaredShapes("outputs", request.outputs(), options_.shape_limits));
     if (options_.torchscript_roots.empty()) {
       return absl::FailedPreconditionError(
           "torchscript_path: TorchScript models are turned off on this server (a TorchScript "
@@ -774,6 +766,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options
   DeviceCapabilities capabilities = DeviceCapabilities::Probe(device);
   ModelRepository::Options repository_options;
   repository_options.root = options.state_dir + "/models";
+  repository_options.max_versions = options.max_versions_per_model;
   ASSIGN_OR_RETURN(std::unique_ptr<ModelRepository> repository,
                    ModelRepository::Create(std::move(repository_options)));
   std::unique_ptr<Metrics> own_metrics;

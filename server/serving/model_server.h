@@ -46,6 +46,8 @@ class ModelServer {
     // As --max_tensor_dim and --max_tensor_elements: bounds on the shapes
     // RegisterModel and config.json declare.
     ShapeLimits shape_limits;
+    // As --max_versions_per_model: versions one model may hold.
+    int max_versions_per_model = 16;
   };
 
   static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options);

@@ -141,10 +141,8 @@ absl::Status CheckSpecs(const std::string& field,
       return Prefixed(dtype.status(), absl::StrCat(field, "[", i, "] (", specs[i].name(), "): "));
     }
     if (dtypes != nullptr) dtypes->push_back(*dtype);
-    RETURN_IF_ERROR(CheckDeclaredShape(absl::StrCat(field, "[", i, "] (", specs[i].name(), ")"),
-                                       specs[i].shape(), limits));
   }
-  return absl::OkStatus();
+  return CheckDeclaredShapes(field, specs, limits);
 }
 
 absl::StatusOr<DataSpec> DataSpecFor(const v1::ModelConfig& config) {

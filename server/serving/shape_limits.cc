@@ -2,8 +2,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
 
 namespace mantissa {
+namespace {
 
 absl::Status CheckDeclaredShape(absl::string_view field,
                                 const google::protobuf::RepeatedField<int64_t>& shape,
@@ -21,6 +23,18 @@ absl::Status CheckDeclaredShape(absl::string_view field,
       return absl::InvalidArgumentError(absl::StrCat(where, ": more than ", limits.max_elements,
                                                      " elements per item (--max_tensor_elements)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckDeclaredShapes(absl::string_view field,
+                                 const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs,
+                                 const ShapeLimits& limits) {
+  for (int i = 0; i < specs.size(); ++i) {
+    RETURN_IF_ERROR(CheckDeclaredShape(absl::StrCat(field, "[", i, "] (", specs[i].name(), ")"),
+                                       specs[i].shape(), limits));
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_field.h"
+#include "mantissa/v1/serving.pb.h"
 
 namespace mantissa {
 
@@ -17,12 +18,13 @@ struct ShapeLimits {
   int64_t max_elements = int64_t{1} << 24;  // per item, as --max_tensor_elements
 };
 
-// INVALID_ARGUMENT naming `field` (e.g. "inputs[0] (x)") when a dimension is
-// neither -1 (variable) nor in 1..max_dim, or when one item's elements (the
-// product of the fixed dimensions, overflow-checked) exceed max_elements.
-absl::Status CheckDeclaredShape(absl::string_view field,
-                                const google::protobuf::RepeatedField<int64_t>& shape,
-                                const ShapeLimits& limits);
+// INVALID_ARGUMENT naming the tensor (e.g. "inputs[0] (x)", `field` being
+// "inputs") when a dimension is neither -1 (variable) nor in 1..max_dim, or
+// when one item's elements (the product of the fixed dimensions,
+// overflow-checked) exceed max_elements.
+absl::Status CheckDeclaredShapes(absl::string_view field,
+                                 const google::protobuf::RepeatedPtrField<v1::TensorSpec>& specs,
+                                 const ShapeLimits& limits);
 
 }  // namespace mantissa
 

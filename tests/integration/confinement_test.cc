@@ -20,6 +20,7 @@
 #include "inference/grpc_service.grpc.pb.h"
 #include "mantissa/v1/serving.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/inference_client.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
@@ -28,7 +29,6 @@
 namespace mantissa {
 namespace {
 
-using ::mantissa::testing::DaemonProcess;
 using ::mantissa::testing::RunCli;
 using ::mantissa::testing::RunCommand;
 using ::mantissa::testing::Submit;
@@ -59,15 +59,15 @@ void WriteVersion(const std::string& state_dir, const std::string& name,
                          R"("weightsFile": "model.ts"})"));
 }
 
-class ConfinementTest : public ::testing::Test {
+class ConfinementTest : public testing::SharedDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    state_ = new TempDir();
-    data_ = new TempDir();
-    modules_ = new TempDir();
-    outside_ = new TempDir();
-    WriteVersion(state_->path(), "huge", R"(["100000", "100000"])");
-    WriteVersion(state_->path(), "huge31", R"(["2147483648", "2147483648"])");
+    dir_ = std::make_unique<TempDir>();
+    data_ = std::make_unique<TempDir>();
+    modules_ = std::make_unique<TempDir>();
+    outside_ = std::make_unique<TempDir>();
+    WriteVersion(dir_->path(), "huge", R"(["100000", "100000"])");
+    WriteVersion(dir_->path(), "huge31", R"(["2147483648", "2147483648"])");
     WriteFile(data_->File("iris.csv"), "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n");
     WriteFile(outside_->File("secret.csv"), "s3cr3t,hunter2,label\n1,2,0\n");
     ASSERT_EQ(::symlink(outside_->File("secret.csv").c_str(), data_->File("link.csv").c_str()), 0);
@@ -77,11 +77,10 @@ class ConfinementTest : public ::testing::Test {
     ASSERT_EQ(RunCommand({MANTISSA_WRITE_TORCHSCRIPT_BIN, outside_->File("mlp.pt"), "4", "8", "3"})
                   .exit_code,
               0);
-    auto daemon = DaemonProcess::Start({.state_dir = state_->path(),
-                                        .extra_flags = {"--data_root=" + data_->path(),
-                                                        "--torchscript_root=" + modules_->path()}});
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = daemon->release();
+    StartSuiteDaemon({.state_dir = dir_->path(),
+                      .extra_flags = {"--data_root=" + data_->path(),
+                                      "--torchscript_root=" + modules_->path()}});
+    if (daemon_ == nullptr) return;
     // The port file appears before the repository has loaded.
     testing::InferenceClient client(daemon_->grpc_address());
     const absl::Time deadline = absl::Now() + absl::Seconds(60);
@@ -93,22 +92,24 @@ class ConfinementTest : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
-    delete daemon_;
-    delete state_;
-    delete data_;
-    delete modules_;
-    delete outside_;
+    SharedDaemonTest::TearDownTestSuite();
+    data_.reset();
+    modules_.reset();
+    outside_.reset();
   }
 
   void SetUp() override {
-    ASSERT_NE(daemon_, nullptr);
+    SharedDaemonTest::SetUp();
+    if (HasFatalFailure()) return;
     stub_ = daemon_->NewStub();
     models_ = v1::ModelService::NewStub(
         grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials()));
   }
 
   // After every case: the daemon still answers.
-  void TearDown() override { EXPECT_OK(List()); }
+  void TearDown() override {
+    if (models_ != nullptr) EXPECT_OK(List());
+  }
 
   absl::StatusOr<v1::ListModelsResponse> List() {
     grpc::ClientContext context;
@@ -147,20 +148,12 @@ class ConfinementTest : public ::testing::Test {
     return spec;
   }
 
-  static TempDir* state_;
-  static TempDir* data_;
-  static TempDir* modules_;
-  static TempDir* outside_;
-  static DaemonProcess* daemon_;
+  static inline std::unique_ptr<TempDir> data_;
+  static inline std::unique_ptr<TempDir> modules_;
+  static inline std::unique_ptr<TempDir> outside_;
   std::unique_ptr<v1::TrainingService::Stub> stub_;
   std::unique_ptr<v1::ModelService::Stub> models_;
 };
-
-TempDir* ConfinementTest::state_ = nullptr;
-TempDir* ConfinementTest::data_ = nullptr;
-TempDir* ConfinementTest::modules_ = nullptr;
-TempDir* ConfinementTest::outside_ = nullptr;
-DaemonProcess* ConfinementTest::daemon_ = nullptr;
 
 TEST_F(ConfinementTest, ACommittedVersionOverTheShapeLimitsStartsUnavailable) {
   auto listed = List();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -20,7 +21,6 @@ namespace mantissa {
 namespace {
 
 using testing::CommandResult;
-using testing::DaemonProcess;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::RunCli;
@@ -55,25 +55,13 @@ void WriteLegacyJobs(const std::string& path) {
   sqlite3_close(db);
 }
 
-class LimitsTest : public ::testing::Test {
+class LimitsTest : public testing::SharedDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
+    dir_ = std::make_unique<TempDir>();
     WriteLegacyJobs(dir_->File("jobs.db"));
-    auto daemon =
-        DaemonProcess::Start({.state_dir = dir_->path(), .extra_flags = {"--keep_checkpoints=3"}});
-    ASSERT_OK(daemon);
-    daemon_ = daemon->release();
+    StartSuiteDaemon({.state_dir = dir_->path(), .extra_flags = {"--keep_checkpoints=3"}});
   }
-
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
-  }
-
-  void SetUp() override { ASSERT_NE(daemon_, nullptr); }
 
   static CommandResult Cli(std::vector<std::string> args) {
     args.insert(args.begin(), daemon_->server_flag());
@@ -97,13 +85,7 @@ class LimitsTest : public ::testing::Test {
   static std::filesystem::path JobDir(const std::string& id) {
     return std::filesystem::path(dir_->path()) / "jobs" / id;
   }
-
-  static TempDir* dir_;
-  static DaemonProcess* daemon_;
 };
-
-TempDir* LimitsTest::dir_ = nullptr;
-DaemonProcess* LimitsTest::daemon_ = nullptr;
 
 TEST_F(LimitsTest, OverflowingStepsAndEpochsAreRefused) {
   CommandResult epochs = Cli(
@@ -140,6 +122,16 @@ TEST_F(LimitsTest, AHugeNameIsRefusedAndListKeepsWorking) {
   CommandResult limited = Cli({"list", "--state", "failed"});
   EXPECT_EQ(limited.exit_code, 0) << limited.err;
   EXPECT_THAT(limited.err, Not(HasSubstr("not shown")));
+}
+
+TEST_F(LimitsTest, AHugeResumeFromIsRefusedWithoutBeingEchoed) {
+  v1::JobSpec spec;
+  spec.set_resume_from(std::string(1 << 20, 'r'));
+  auto stub = daemon_->NewStub();
+  testing::SubmitOutcome outcome = testing::Submit(*stub, spec);
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(outcome.status.error_message(), HasSubstr("resume_from: must be at most"));
+  EXPECT_LT(outcome.status.error_message().size(), 200u);
 }
 
 TEST_F(LimitsTest, AJobPastItsMaxDurationEndsFailed) {

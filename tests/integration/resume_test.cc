@@ -120,6 +120,19 @@ TEST_F(ResumeTest, AJobKilledWithTheDaemonResumesAfterRestart) {
   EXPECT_DOUBLE_EQ(resumed->result().final_loss(), whole.result().final_loss());
 }
 
+TEST_F(ResumeTest, ARestartSweepsStaleTmpFilesButNotTheDataRoot) {
+  // <state_dir>/data, in the default --data_root, holds the operator's files.
+  std::filesystem::create_directories(dir_.path() + "/data");
+  std::filesystem::create_directories(dir_.path() + "/jobs/000000000001");
+  const std::string dataset = dir_.path() + "/data/corpus.tmp";
+  const std::string torn = dir_.path() + "/jobs/000000000001/checkpoint.pt.tmp";
+  std::ofstream(dataset) << "1,2,0\n";
+  std::ofstream(torn) << "torn";
+  StartDaemon({"--data_root=/usr/share/datasets,<state_dir>/data"});
+  EXPECT_TRUE(std::filesystem::exists(dataset));
+  EXPECT_FALSE(std::filesystem::exists(torn));
+}
+
 TEST_F(ResumeTest, BadResumeRequestsAreRefusedAndCreateNothing) {
   const v1::Job done = SubmitAndWait(testing::SyntheticMlpSpec(5));
   ASSERT_EQ(done.state(), v1::SUCCEEDED);

@@ -20,6 +20,7 @@
 #include "inference/grpc_service.grpc.pb.h"
 #include "mantissa/v1/serving.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
@@ -175,10 +176,10 @@ v1::JobSpec LongJob() { return testing::SyntheticMlpSpec(100000); }
 // ---------------------------------------------------------------------------
 // Tokens and roles, on one plaintext loopback daemon.
 
-class SecurityTokensTest : public ::testing::Test {
+class SecurityTokensTest : public testing::SharedDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
+    dir_ = std::make_unique<TempDir>();
     std::string tokens = "# principals of the test daemon\n\n";
     absl::StrAppend(&tokens, TokenLine(kAdminToken, "root", "admin", *dir_),
                     TokenLine(kAliceToken, "alice", "train", *dir_),
@@ -189,23 +190,11 @@ class SecurityTokensTest : public ::testing::Test {
                     TokenLine(kMetricsToken, "prometheus", "metrics", *dir_));
     WriteFile(dir_->File("tokens"), tokens);
     WriteFile(dir_->File("alice.token"), absl::StrCat(kAliceToken, "\n"));
-    auto daemon =
-        DaemonProcess::Start({.state_dir = dir_->path(),
-                              .extra_flags = {"--auth_tokens_file=" + dir_->File("tokens"),
-                                              "--max_queued_jobs_per_principal=2"},
-                              .token = kAdminToken});
-    ASSERT_OK(daemon);
-    daemon_ = daemon->release();
+    StartSuiteDaemon({.state_dir = dir_->path(),
+                      .extra_flags = {"--auth_tokens_file=" + dir_->File("tokens"),
+                                      "--max_queued_jobs_per_principal=2"},
+                      .token = kAdminToken});
   }
-
-  static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
-  }
-
-  void SetUp() override { ASSERT_NE(daemon_, nullptr); }
 
   static std::shared_ptr<grpc::Channel> As(const std::string& token) {
     return daemon_->NewChannel(token);
@@ -214,13 +203,7 @@ class SecurityTokensTest : public ::testing::Test {
   static SubmitOutcome SubmitAs(const std::string& token, const v1::JobSpec& spec) {
     return testing::Submit(*v1::TrainingService::NewStub(As(token)), spec);
   }
-
-  static TempDir* dir_;
-  static DaemonProcess* daemon_;
 };
-
-TempDir* SecurityTokensTest::dir_ = nullptr;
-DaemonProcess* SecurityTokensTest::daemon_ = nullptr;
 
 TEST_F(SecurityTokensTest, EveryServiceRefusesCallsWithoutAToken) {
   v1::ListJobsResponse jobs;
@@ -390,6 +373,41 @@ TEST_F(SecurityTokensTest, TrainPrincipalsSeeAndCancelOnlyTheirOwnJobs) {
   EXPECT_EQ(ended->state(), v1::CANCELLED);
 }
 
+TEST_F(SecurityTokensTest, TrainPrincipalsAddVersionsOnlyToTheirOwnModels) {
+  const auto train = [](const std::string& token) {
+    SubmitOutcome submitted = SubmitAs(token, testing::SyntheticMlpSpec(2));
+    EXPECT_TRUE(submitted.status.ok()) << submitted.status.error_message();
+    auto job = testing::WaitForJob(*v1::TrainingService::NewStub(As(token)), submitted.job.id(),
+                                   testing::IsTerminal);
+    EXPECT_TRUE(job.ok() && job->state() == v1::SUCCEEDED);
+    return submitted.job.id();
+  };
+  const auto export_as = [](const std::string& token, const std::string& job_id) {
+    grpc::ClientContext context;
+    v1::ExportModelRequest request;
+    request.set_job_id(job_id);
+    request.set_name("alices-model");
+    request.set_precision("bf16-true");
+    v1::ExportModelResponse response;
+    return v1::ModelService::NewStub(As(token))->ExportModel(&context, request, &response);
+  };
+  const std::string alices = train(kAliceToken);
+  const std::string bobs = train(kBobToken);
+  grpc::Status status = export_as(kAliceToken, alices);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // bob may not put his weights behind alice's model name.
+  status = export_as(kBobToken, bobs);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("alices-model"));
+  // alice may add a version; an admin may add anyone's.
+  status = export_as(kAliceToken, alices);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  status = export_as(kAdminToken, bobs);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  // Now a version is bob's: alice may no longer add one either.
+  EXPECT_EQ(export_as(kAliceToken, alices).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
 TEST_F(SecurityTokensTest, QueuedJobsPerPrincipalAreCapped) {
   std::vector<std::string> accepted;
   grpc::Status refused;
@@ -427,17 +445,17 @@ TEST_F(SecurityTokensTest, MetricsNeedAMetricsOrAdminToken) {
 // ---------------------------------------------------------------------------
 // TLS, mTLS and certificate reload, on one daemon.
 
-class SecurityTlsTest : public ::testing::Test {
+class SecurityTlsTest : public testing::SharedDaemonTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    ca_ = new CertificateMaker(*dir_, "ca");
+    dir_ = std::make_unique<TempDir>();
+    ca_ = std::make_unique<CertificateMaker>(*dir_, "ca");
     ca_->Issue("server", "localhost", /*server=*/true);
     ca_->Issue("client", "client-one", /*server=*/false);
     WriteFile(dir_->File("tokens"),
               absl::StrCat("cert:client-one ops admin\n",
                            TokenLine(kMetricsToken, "prometheus", "metrics", *dir_)));
-    auto daemon = DaemonProcess::Start(
+    StartSuiteDaemon(
         {.state_dir = dir_->path(),
          .extra_flags = {"--tls_cert_file=" + dir_->File("server.pem"),
                          "--tls_key_file=" + dir_->File("server.key"),
@@ -447,20 +465,12 @@ class SecurityTlsTest : public ::testing::Test {
          .tls_ca_file = ca_->ca_cert(),
          .tls_cert_file = dir_->File("client.pem"),
          .tls_key_file = dir_->File("client.key")});
-    ASSERT_OK(daemon);
-    daemon_ = daemon->release();
   }
 
   static void TearDownTestSuite() {
-    delete daemon_;
-    daemon_ = nullptr;
-    delete ca_;
-    ca_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
+    ca_.reset();
+    SharedDaemonTest::TearDownTestSuite();
   }
-
-  void SetUp() override { ASSERT_NE(daemon_, nullptr); }
 
   // A TLS channel trusting `ca`, with the client certificate if `with_cert`.
   static std::shared_ptr<grpc::Channel> TlsChannel(const std::string& ca, bool with_cert) {
@@ -478,14 +488,8 @@ class SecurityTlsTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
 
-  static TempDir* dir_;
-  static CertificateMaker* ca_;
-  static DaemonProcess* daemon_;
+  static inline std::unique_ptr<CertificateMaker> ca_;
 };
-
-TempDir* SecurityTlsTest::dir_ = nullptr;
-CertificateMaker* SecurityTlsTest::ca_ = nullptr;
-DaemonProcess* SecurityTlsTest::daemon_ = nullptr;
 
 TEST_F(SecurityTlsTest, AVerifiedClientCertificateNamesThePrincipal) {
   SubmitOutcome submitted = testing::Submit(*daemon_->NewStub(), testing::SyntheticMlpSpec(1));

@@ -978,6 +978,29 @@ TEST_F(JobLimitsTest, RetentionSweepDeletesOnlyJobsEndedBeforeTheCutoff) {
   EXPECT_EQ(*swept, 0);
 }
 
+TEST_F(JobLimitsTest, AJobThatCannotBeRemovedHoldsUpNeitherTheSweepNorStartUp) {
+  // A job directory that will not go away, not even for root: reached
+  // through a link to /proc. Stored last, so the sweep (newest first) meets
+  // it first.
+  if (!std::filesystem::is_directory("/proc/1")) GTEST_SKIP() << "no /proc";
+  std::filesystem::create_directories(dir_.File("jobs"));
+  std::filesystem::create_directory_symlink("/proc", dir_.File("jobs/proc"));
+  v1::Job old = StoredJob("0000000000d4", v1::SUCCEEDED);
+  old.mutable_end_time()->set_seconds(2);
+  v1::Job stuck = StoredJob("proc/1", v1::FAILED);
+  stuck.mutable_end_time()->set_seconds(1);
+  ASSERT_OK(store_->Put(old));
+  ASSERT_OK(store_->Put(stuck));
+  const std::filesystem::path old_dir = MakeJobDir(old.id());
+
+  Start([](JobManager::Options& o) { o.keep_finished_jobs = absl::Hours(1); });
+  ASSERT_NE(manager_, nullptr);
+  EXPECT_THAT(store_->Get(old.id()), StatusIs(absl::StatusCode::kNotFound, HasSubstr(old.id())));
+  EXPECT_FALSE(std::filesystem::exists(old_dir));
+  EXPECT_OK(store_->Get(stuck.id()));
+  EXPECT_TRUE(std::filesystem::exists("/proc/1"));
+}
+
 TEST_F(JobLimitsTest, KeepForeverSweepsNothing) {
   v1::Job old = StoredJob("0000000000c3", v1::CANCELLED);
   old.mutable_end_time()->set_seconds(1);
@@ -1021,6 +1044,28 @@ TEST(RemoveTempFilesTest, RemovesOnlyTmpFilesRecursively) {
   auto missing = RemoveTempFiles(dir.File("nope"));
   ASSERT_OK(missing);
   EXPECT_EQ(*missing, 0);
+}
+
+TEST(RemoveTempFilesTest, LeavesTheOperatorsFoldersAlone) {
+  // The default --data_root, <state_dir>/data, lies inside the swept folder.
+  TempDir dir;
+  std::filesystem::create_directories(dir.File("data/corpus"));
+  std::filesystem::create_directories(dir.File("jobs/abc"));
+  for (const char* name : {"data/train.tmp", "data/corpus/val.tmp", "jobs/abc/checkpoint.pt.tmp"}) {
+    std::ofstream(dir.File(name)) << "x";
+  }
+  auto removed = RemoveTempFiles(dir.path(), {"/nonexistent/root", dir.path() + "/./data/"});
+  ASSERT_OK(removed);
+  EXPECT_EQ(*removed, 1);
+  EXPECT_TRUE(std::filesystem::exists(dir.File("data/train.tmp")));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("data/corpus/val.tmp")));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("jobs/abc/checkpoint.pt.tmp")));
+  // A kept state folder (--data_root=<state_dir>) is not swept at all.
+  std::ofstream(dir.File("jobs/abc/checkpoint.pt.tmp")) << "x";
+  auto none = RemoveTempFiles(dir.path(), {dir.path()});
+  ASSERT_OK(none);
+  EXPECT_EQ(*none, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir.File("jobs/abc/checkpoint.pt.tmp")));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@ namespace mantissa {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::StatusIs;
@@ -77,6 +78,28 @@ TEST(ModelRepositoryTest, VersionsCountUpFromOne) {
   auto next = reopened->AddVersion("m", v1::ModelConfig(), WriteWeights);
   ASSERT_OK(next);
   EXPECT_EQ(next->version(), 4);
+}
+
+TEST(ModelRepositoryTest, VersionsPerModelAreCappedUntilOldOnesAreDeleted) {
+  testing::TempDir dir;
+  auto repository = ModelRepository::Create({.root = dir.File("models"), .max_versions = 2});
+  ASSERT_OK(repository);
+  ASSERT_OK((*repository)->AddVersion("m", v1::ModelConfig(), WriteWeights));
+  ASSERT_OK((*repository)->AddVersion("m", v1::ModelConfig(), WriteWeights));
+  EXPECT_THAT((*repository)->AddVersion("m", v1::ModelConfig(), WriteWeights),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("--max_versions_per_model"),
+                             HasSubstr("delete-model m --version 1"))));
+  EXPECT_THAT((*repository)->Versions("m"), ElementsAre(1, 2));
+  EXPECT_EQ(StagingEntries(dir.File("models")), 0u);
+  // Other models have their own count; deleting a version makes room.
+  ASSERT_OK((*repository)->AddVersion("other", v1::ModelConfig(), WriteWeights));
+  ASSERT_OK((*repository)->DeleteVersion("m", 1));
+  auto next = (*repository)->AddVersion("m", v1::ModelConfig(), WriteWeights);
+  ASSERT_OK(next);
+  EXPECT_EQ(next->version(), 3);
+  EXPECT_THAT(ModelRepository::Create({.root = dir.File("models"), .max_versions = 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_versions")));
 }
 
 TEST(ModelRepositoryTest, ConfigRoundTripsThroughJson) {

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/testing/daemon_process.h"
@@ -46,6 +47,29 @@ class DaemonTest : public ::testing::Test {
   TempDir dir_;
   std::unique_ptr<DaemonProcess> daemon_;
   std::unique_ptr<v1::TrainingService::Stub> stub_;
+};
+
+// One mantissad for every case of a suite (a start takes seconds). The
+// suite's SetUpTestSuite makes dir_, writes what the daemon needs there and
+// calls StartSuiteDaemon; a case whose suite could not start it fails at
+// once. Suites of one binary run one after another, so they share the slots.
+class SharedDaemonTest : public ::testing::Test {
+ protected:
+  static void TearDownTestSuite() {
+    daemon_.reset();
+    dir_.reset();
+  }
+
+  void SetUp() override { ASSERT_NE(daemon_, nullptr) << "the suite's mantissad did not start"; }
+
+  static void StartSuiteDaemon(DaemonProcess::Options options) {
+    auto daemon = DaemonProcess::Start(std::move(options));
+    ASSERT_OK(daemon);
+    daemon_ = std::move(*daemon);
+  }
+
+  static inline std::unique_ptr<TempDir> dir_;
+  static inline std::unique_ptr<DaemonProcess> daemon_;
 };
 
 }  // namespace mantissa::testing

@@ -119,6 +119,15 @@ TEST_F(PathConfinementTest, IdxFoldersAreConfined) {
   EXPECT_THAT(Resolve(spec), StatusIs(absl::StatusCode::kPermissionDenied, _));
 }
 
+// dir= would have the dataset open "/train-images-idx3-ubyte" and so on.
+TEST_F(PathConfinementTest, AnEmptyIdxFolderIsRefused) {
+  v1::JobSpec spec;
+  spec.set_model("mlp");
+  spec.set_dataset("fashion-mnist");
+  (*spec.mutable_dataset_options())["dir"] = "";
+  EXPECT_THAT(Resolve(spec), StatusIs(absl::StatusCode::kPermissionDenied, _));
+}
+
 TEST_F(PathConfinementTest, NoRootsRefuseEveryFile) {
   context_.data_roots = FileRoots({}, "mantissad --data_root");
   EXPECT_THAT(Resolve(Csv(allowed_.File("iris.csv"))),
