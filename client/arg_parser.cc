@@ -91,7 +91,14 @@ absl::Status ArgParser::UnknownFlag(absl::string_view arg) const {
       break;
     }
   }
+  if (!unknown_flag_hint_.empty()) absl::StrAppend(&message, "\n", unknown_flag_hint_);
   return absl::InvalidArgumentError(message);
+}
+
+std::vector<std::string> ArgParser::FlagNames() const {
+  std::vector<std::string> names;
+  for (const Flag& flag : flags_) names.push_back(absl::StrCat("--", flag.name));
+  return names;
 }
 
 absl::Status ArgParser::Assign(const Flag& flag, absl::string_view value) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -46,6 +47,13 @@ class ArgParser {
   // before the command name.
   void set_stop_at_positional(bool stop) { stop_at_positional_ = stop; }
 
+  // Appended, on a line of its own, to the message of an unknown flag: e.g.
+  // the flags that are valid where it was given.
+  void set_unknown_flag_hint(std::string hint) { unknown_flag_hint_ = std::move(hint); }
+
+  // "--name" of each flag, in the order the flags were added.
+  std::vector<std::string> FlagNames() const;
+
   // Parses `args` (without the program name) and returns the positional
   // arguments. Errors are INVALID_ARGUMENT and name the offending flag.
   absl::StatusOr<std::vector<std::string>> Parse(const std::vector<std::string>& args);
@@ -72,6 +80,7 @@ class ArgParser {
 
   std::vector<Flag> flags_;
   bool stop_at_positional_ = false;
+  std::string unknown_flag_hint_;
 };
 
 }  // namespace mantissa::cli

@@ -15,7 +15,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/infer_request.h"
-#include "client/json_format.h"
 #include "client/model_format.h"
 #include "client/tensor_bytes.h"
 #include "client/training_client.h"
@@ -28,10 +27,6 @@ namespace {
 constexpr bool kMetadataHasBatchDim = true;
 // Random inputs are seeded, so that two runs send the same request.
 constexpr uint64_t kRandomSeed = 0;
-
-void PrintJson(const google::protobuf::Message& message, const CommandIo& io) {
-  *io.out << ToJson(message, /*pretty=*/true) << '\n' << std::flush;
-}
 
 absl::Status FillServing(const ServingFlags& flags, std::string* precision,
                          v1::BatchingSettings* batching) {
@@ -86,7 +81,7 @@ int ReportLoaded(const v1::ModelVersionStatus& model, const CommandIo& io) {
     // The shape of ExportModelResponse and RegisterModelResponse alike.
     v1::ExportModelResponse response;
     *response.mutable_model() = model;
-    PrintJson(response, io);
+    PrintJson(response, /*pretty=*/true, io);
   } else {
     *io.out << FormatModelVersion(model) << std::flush;
   }
@@ -252,7 +247,7 @@ int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io
   const v1::ModelVersionStatus* model = models.ok() ? LatestVersion(*models, name) : nullptr;
   if (model == nullptr) {
     if (io.json) {
-      PrintJson(*loaded, io);
+      PrintJson(*loaded, /*pretty=*/true, io);
     } else {
       *io.out << "model " << name << " loaded\n" << std::flush;
     }
@@ -262,14 +257,7 @@ int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io
 }
 
 int RunModels(ModelClient& client, const CommandIo& io) {
-  absl::StatusOr<v1::ListModelsResponse> response = client.ListModels(v1::ListModelsRequest());
-  if (!response.ok()) return ReportError(response.status(), io);
-  if (io.json) {
-    PrintJson(*response, io);
-  } else {
-    *io.out << FormatModelTable(*response) << std::flush;
-  }
-  return kExitOk;
+  return PrintResponse(client.ListModels(v1::ListModelsRequest()), FormatModelTable, io);
 }
 
 int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io) {
@@ -306,7 +294,7 @@ int RunDeleteModel(ModelClient& client, const std::string& name, int64_t version
   absl::StatusOr<v1::DeleteModelVersionResponse> response = client.DeleteModelVersion(request);
   if (!response.ok()) return ReportError(response.status(), io);
   if (io.json) {
-    PrintJson(*response, io);
+    PrintJson(*response, /*pretty=*/true, io);
   } else if (version == 0) {
     *io.out << "model " << name << " deleted (every version)\n" << std::flush;
   } else {
@@ -322,11 +310,194 @@ int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io)
       client.RepositoryModelUnload(request);
   if (!response.ok()) return ReportError(response.status(), io);
   if (io.json) {
-    PrintJson(*response, io);
+    PrintJson(*response, /*pretty=*/true, io);
   } else {
     *io.out << "model " << name << " unloaded\n" << std::flush;
   }
   return kExitOk;
 }
+
+namespace {
+
+constexpr char kEmptyName[] = "NAME is empty; give the name of a model";
+
+// How a served model runs; shared by export and load --torchscript.
+void DefineServingFlags(ArgParser& parser, ServingFlags& o) {
+  parser.AddString("precision", &o.precision,
+                   "serving precision: bf16-true, 16-true or 32-true (default 16-true where the "
+                   "device computes fp16, else bf16-true)",
+                   "NAME");
+  parser.AddInt("max-batch-size", &o.max_batch_size,
+                "most items merged into one forward, and per request (default 64)");
+  parser.AddInt("max-queue-delay-us", &o.max_queue_delay_us,
+                "how long a request waits for others to batch with, in microseconds "
+                "(default 500)");
+}
+
+class Export : public Invocation {
+ public:
+  void DefineFlags(ArgParser& parser) override {
+    parser.AddString("name", &options_.name, "serve the model under this name; required", "NAME");
+    DefineServingFlags(parser, options_.serving);
+  }
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildExportRequest(args.front(), options_), request_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunExport(*clients.models, request_, io);
+  }
+
+ private:
+  ExportOptions options_;
+  v1::ExportModelRequest request_;
+};
+
+class Load : public Invocation {
+ public:
+  void DefineFlags(ArgParser& parser) override {
+    parser.AddString("torchscript", &options_.torchscript,
+                     "register this TorchScript file as NAME's next version", "FILE");
+    parser.AddRepeated("input", &options_.inputs,
+                       "an input of the TorchScript model's forward(), in order, without the "
+                       "batch dimension; -1 = variable; repeatable",
+                       "NAME:DATATYPE:D1,D2,...");
+    parser.AddRepeated("output", &options_.outputs, "an output, in order; repeatable",
+                       "NAME:DATATYPE:D1,D2,...");
+    DefineServingFlags(parser, options_.serving);
+  }
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildLoadRequest(args.front(), options_), request_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunLoad(*clients.models, request_, io);
+  }
+
+ private:
+  LoadOptions options_;
+  LoadRequest request_;
+};
+
+class Models : public Invocation {
+ public:
+  absl::Status Prepare(const std::vector<std::string>&) override { return absl::OkStatus(); }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunModels(*clients.models, io);
+  }
+};
+
+class Infer : public Invocation {
+ public:
+  void DefineFlags(ArgParser& parser) override {
+    parser.AddString("input", &options_.input,
+                     "send this KServe v2 REST request body; - reads stdin", "FILE.json");
+    parser.AddBool("random", &options_.random,
+                   "send seeded random inputs of the model's declared shapes");
+    parser.AddInt("batch", &options_.batch, "items in the --random request (default 1)");
+    parser.AddBool("output-fp32", &options_.output_fp32,
+                   "return outputs as FP32 instead of the model's datatype");
+  }
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildInferPlan(args.front(), options_), plan_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunInfer(*clients.models, plan_, io);
+  }
+
+ private:
+  InferOptions options_;
+  InferPlan plan_;
+};
+
+class DeleteModel : public Invocation {
+ public:
+  void DefineFlags(ArgParser& parser) override {
+    parser.AddInt("version", &version_, "the version to delete (default: every version)");
+  }
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    name_ = args.front();
+    if (name_.empty()) return absl::InvalidArgumentError(kEmptyName);
+    if (version_ && *version_ < 1) {
+      return absl::InvalidArgumentError(
+          "--version must be >= 1 (leave it out to delete every version)");
+    }
+    return absl::OkStatus();
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunDeleteModel(*clients.models, name_, version_.value_or(0), io);
+  }
+
+ private:
+  std::string name_;
+  std::optional<int64_t> version_;
+};
+
+class Unload : public Invocation {
+ public:
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    name_ = args.front();
+    if (name_.empty()) return absl::InvalidArgumentError(kEmptyName);
+    return absl::OkStatus();
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunUnload(*clients.models, name_, io);
+  }
+
+ private:
+  std::string name_;
+};
+
+constexpr ClientKind kModel = ClientKind::kModel;
+
+const CliCommand kModelCommands[] = {
+    {"export", "JOB", 1, "serve a succeeded job's model",
+     "Copies JOB's final weights into the daemon's model repository as the next\n"
+     "version of --name, casts them to the serving precision, validates the cast\n"
+     "against fp32 on a calibration batch of the job's dataset and serves it,\n"
+     "replacing the version served before. Prints the validation figures. Exits 0\n"
+     "only if the new version is READY.",
+     kModel, Invoke<Export>},
+    {"load", "NAME", 1, "reload a model, or register a TorchScript model",
+     "Without --torchscript: (re)loads the latest version of NAME from the model\n"
+     "repository; the version it replaces finishes the requests it holds.\n"
+     "\n"
+     "With --torchscript FILE: copies FILE into the repository as the next version of\n"
+     "NAME and serves it. forward() takes the --input tensors in order and returns\n"
+     "the --output tensors (a tensor or a tuple). DATATYPE is FP32, FP16, BF16 or\n"
+     "INT64; shapes leave out the batch dimension, e.g.\n"
+     "  mantissa load net --torchscript net.pt --input image:FP32:3,32,32 \\\n"
+     "      --output logits:FP32:10\n"
+     "\n"
+     "Exits 0 only if the loaded version is READY.",
+     kModel, Invoke<Load>},
+    {"models", "", 0, "list the served models",
+     "Lists the models in the daemon's repository: the latest version of each, its\n"
+     "state and serving precision, where it came from, and how its cast to that\n"
+     "precision compared with fp32 (max |diff|, mean relative difference, top-1\n"
+     "agreement). Models that are not READY follow with the reason.",
+     kModel, Invoke<Models>},
+    {"infer", "NAME", 1, "run a served model on some inputs",
+     "Sends one inference request to NAME over the Open Inference Protocol and prints\n"
+     "each output's datatype and shape, and for [batch, classes] outputs each item's\n"
+     "argmax. --input takes a KServe v2 REST request body, data flat or nested:\n"
+     "  {\"inputs\": [{\"name\": \"input\", \"shape\": [1, 4], \"datatype\": \"FP32\",\n"
+     "               \"data\": [[0.1, 0.2, 0.3, 0.4]]}]}\n"
+     "FP32, FP16, BF16 and INT64 inputs are sent as raw little-endian bytes. --random\n"
+     "sends uniform [0, 1) floats (token ids 0 or 1) of the declared shapes, variable\n"
+     "dimensions as 8. --json prints the KServe v2 REST response body.",
+     kModel, Invoke<Infer>},
+    {"delete-model", "NAME", 1, "delete a model version from the repository",
+     "Deletes --version N of model NAME from the daemon's repository, or with no\n"
+     "--version every version and the model. The version being served cannot be\n"
+     "deleted: run 'mantissa unload NAME' first, or delete an older version.",
+     kModel, Invoke<DeleteModel>},
+    {"unload", "NAME", 1, "stop serving a model",
+     "Stops serving NAME; requests already taken complete. Its files stay in the\n"
+     "repository, so 'mantissa load NAME' serves it again.",
+     kModel, Invoke<Unload>},
+};
+
+}  // namespace
+
+absl::Span<const CliCommand> ModelCommands() { return kModelCommands; }
 
 }  // namespace mantissa::cli

@@ -8,16 +8,21 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "client/commands.h"
+#include "absl/types/span.h"
+#include "client/cli_command.h"
+#include "client/command_io.h"
 #include "client/model_client.h"
 #include "inference/grpc_service.pb.h"
 #include "mantissa/v1/serving.pb.h"
 
-// The serving commands of the `mantissa` CLI: export, load, models, infer and
-// unload. As in commands.h, the Build* functions turn flags into requests
+// The serving commands of the `mantissa` CLI: export, load, models, infer,
+// delete-model and unload. As in training_commands.h, the Build* functions turn flags into requests
 // (INVALID_ARGUMENT = a usage error, nothing sent) and the Run* functions
 // make the calls and return the exit code.
 namespace mantissa::cli {
+
+// The rows of the command table for these commands, in help order.
+absl::Span<const CliCommand> ModelCommands();
 
 // Serving settings shared by export and load --torchscript.
 struct ServingFlags {

@@ -10,7 +10,7 @@ packages=(
   # tests/fuzz/: clang with libFuzzer and the sanitizer runtimes
   clang libclang-rt-14-dev
   # libraries
-  libtorch-dev libopenblas0-pthread
+  libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libcpp-httplib-dev libsqlite3-dev zlib1g-dev
   # TLS (cpp-httplib's HTTPS /metrics, token digests); openssl makes test certificates
@@ -30,20 +30,25 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
-fi
-
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# LibTorch's CPU matmul is ~40x slower on the reference BLAS: make sure the
-# OpenBLAS alternative is the one in use.
-openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3
-if [ -f "$openblas" ]; then
-  $sudo update-alternatives --set libblas.so.3-x86_64-linux-gnu "$openblas" >/dev/null 2>&1 || true
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# LibTorch's CPU matmul is ~40x slower on the reference BLAS, and OpenBLAS's
+# pthread build runs its own pool beside LibTorch's OpenMP one. The OpenMP
+# build shares LibTorch's pool, so it is the BLAS (and LAPACK) in use.
+blas_dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
+for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+  current=$(update-alternatives --query "$name-x86_64-linux-gnu" 2>/dev/null | sed -n 's/^Value: //p')
+  if [ -f "$blas_dir/$name" ] && [ "$current" != "$blas_dir/$name" ]; then
+    $sudo update-alternatives --set "$name-x86_64-linux-gnu" "$blas_dir/$name" >/dev/null ||
+      echo "install-deps: could not select $blas_dir/$name" >&2
+  fi
+done
 echo "install-deps: done"

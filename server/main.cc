@@ -37,6 +37,8 @@
 #include "server/metrics/device_memory.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/metrics_http_server.h"
+#include "server/runtime/probed_device.h"
+#include "server/runtime/torch_runtime.h"
 #include "server/service/authorizer.h"
 #include "server/service/blocking_executor.h"
 #include "server/service/inference_service.h"
@@ -45,7 +47,6 @@
 #include "server/service/transport_security.h"
 #include "server/serving/model_server.h"
 #include "server/training/spec_limits.h"
-#include "server/training/torch_runtime.h"
 #include "server/training/training_job_runner.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
@@ -197,54 +198,26 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-int Run() {
-  // Block the shutdown signals before any thread starts, so every thread
-  // inherits the mask and only sigwait() below sees them.
+// Blocks SIGINT and SIGTERM so that only sigwait() in Run sees them.
+sigset_t BlockShutdownSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
 
-  ConfigureHostAllocator();
-  const int threads = ConfigureIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
-
+// The admission limits (--max_job_steps, ...), checked with the other
+// counts and durations the flags give.
+absl::StatusOr<SpecLimits> LimitsFromFlags() {
   if (absl::GetFlag(FLAGS_drain_seconds) < 0) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--drain_seconds: must be >= 0, got ", absl::GetFlag(FLAGS_drain_seconds))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--drain_seconds: must be >= 0, got ", absl::GetFlag(FLAGS_drain_seconds)));
   }
-  const std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
-  std::error_code ec;
-  std::filesystem::create_directories(state_dir, ec);
-  if (ec) {
-    return Fail(absl::FailedPreconditionError(
-        absl::StrCat("--state_dir: cannot create ", state_dir.string(), ": ", ec.message())));
+  if (absl::GetFlag(FLAGS_max_tensor_dim) < 1 || absl::GetFlag(FLAGS_max_tensor_elements) < 1) {
+    return absl::InvalidArgumentError("--max_tensor_dim and --max_tensor_elements: must be >= 1");
   }
-
-  auto security =
-      TransportSecurity::Create({.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
-                                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
-                                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file),
-                                 .refresh_seconds = absl::GetFlag(FLAGS_tls_refresh_seconds),
-                                 .allow_insecure = absl::GetFlag(FLAGS_allow_insecure)});
-  if (!security.ok()) return Fail(security.status());
-  for (auto [flag, address] :
-       {std::pair{"--grpc_address", absl::GetFlag(FLAGS_grpc_address)},
-        std::pair{"--metrics_address", absl::GetFlag(FLAGS_metrics_address)}}) {
-    if (absl::Status s = (*security)->CheckBind(flag, address); !s.ok()) return Fail(s);
-  }
-  auto authorizer = Authorizer::Create({.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file)});
-  if (!authorizer.ok()) return Fail(authorizer.status());
-
-  auto store = JobStore::Create({.path = (state_dir / "jobs.db").string()});
-  if (!store.ok()) return Fail(store.status());
-
-  Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
-  // Host memory always; a CUDA runner adds its GPUs with their own readers.
-  metrics.SetDeviceMemoryReader("cpu", ReadProcessMemory);
-
-  const std::string absolute_state_dir =
-      std::filesystem::absolute(state_dir).lexically_normal().string();
   SpecLimits limits;
   limits.max_job_steps = absl::GetFlag(FLAGS_max_job_steps);
   limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
@@ -260,76 +233,277 @@ int Run() {
       absl::GetFlag(FLAGS_max_watchers_per_job) < 1 ||
       absl::GetFlag(FLAGS_max_send_message_bytes) < 1024 ||
       absl::GetFlag(FLAGS_keep_finished_jobs_days) < 0) {
-    return Fail(absl::InvalidArgumentError(
+    return absl::InvalidArgumentError(
         "--max_job_steps, --max_model_parameters, --max_spec_name_bytes, --max_option_bytes, "
         "--keep_checkpoints, --max_watchers_per_job must be >= 1; --max_options, "
-        "--max_job_duration, --keep_finished_jobs_days >= 0; --max_send_message_bytes >= 1024"));
+        "--max_job_duration, --keep_finished_jobs_days >= 0; --max_send_message_bytes >= 1024");
   }
-  const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
-                             "mantissad --data_root");
-  const FileRoots torchscript_roots(
-      FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
-      "mantissad --torchscript_root");
-  if (absl::GetFlag(FLAGS_max_tensor_dim) < 1 || absl::GetFlag(FLAGS_max_tensor_elements) < 1) {
-    return Fail(
-        absl::InvalidArgumentError("--max_tensor_dim and --max_tensor_elements: must be >= 1"));
-  }
-  if (!torchscript_roots.empty()) {
-    LogWarning(absl::StrCat("TorchScript is on (--torchscript_root): modules under ",
-                            absl::StrJoin(torchscript_roots.roots(), ", "),
-                            " run arbitrary code with this daemon's rights"));
-  }
-  // Atomic writes interrupted by a crash leave *.tmp files; nothing is
-  // writing yet, so every one is stale. The roots hold the operator's files
-  // (the default --data_root is under --state_dir): never swept.
+  return limits;
+}
+
+// Atomic writes interrupted by a crash leave *.tmp files under the state
+// folder (and beside --port_file); before anything writes, every one is
+// stale.
+absl::Status SweepStaleTempFiles(const std::string& state_dir, const FileRoots& data_roots,
+                                 const FileRoots& torchscript_roots) {
+  // The roots hold the operator's files (the default --data_root is under
+  // --state_dir): never swept.
   std::vector<std::string> operator_folders = data_roots.roots();
   operator_folders.insert(operator_folders.end(), torchscript_roots.roots().begin(),
                           torchscript_roots.roots().end());
-  absl::StatusOr<int> swept = RemoveTempFiles(state_dir.string(), operator_folders);
-  if (!swept.ok()) return Fail(swept.status());
+  absl::StatusOr<int> swept = RemoveTempFiles(state_dir, operator_folders);
+  if (!swept.ok()) return swept.status();
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
+    std::error_code ec;
     std::filesystem::remove(port_file + ".tmp", ec);
   }
   if (*swept > 0) {
     LogInfo(absl::StrCat("removed ", *swept, " stale *.tmp file(s) under --state_dir"));
   }
-  auto runner =
-      TrainingJobRunner::Create({.device = absl::GetFlag(FLAGS_device),
-                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
-                                 .state_dir = absolute_state_dir,
-                                 .limits = limits,
-                                 .data_roots = data_roots,
-                                 .torchscript_roots = torchscript_roots});
-  if (!runner.ok()) return Fail(runner.status());
-  if ((*runner)->device() != "cpu") {
-    metrics.SetDeviceMemoryReader((*runner)->device(), CudaMemoryReader((*runner)->device()));
-  }
+  return absl::OkStatus();
+}
 
+absl::StatusOr<std::unique_ptr<ModelServer>> CreateModelServer(const std::string& state_dir,
+                                                               const ProbedDevice& device,
+                                                               Metrics* metrics,
+                                                               const FileRoots& torchscript_roots) {
   ModelServer::Options model_server_options;
-  model_server_options.state_dir = absolute_state_dir;
-  model_server_options.device = absl::GetFlag(FLAGS_device);
-  model_server_options.metrics = &metrics;
+  model_server_options.state_dir = state_dir;
+  model_server_options.device = device;
+  model_server_options.metrics = metrics;
   model_server_options.calibration_items = absl::GetFlag(FLAGS_calibration_items);
   model_server_options.torchscript_roots = torchscript_roots;
   model_server_options.max_versions_per_model = absl::GetFlag(FLAGS_max_versions_per_model);
   model_server_options.shape_limits = {.max_dim = absl::GetFlag(FLAGS_max_tensor_dim),
                                        .max_elements = absl::GetFlag(FLAGS_max_tensor_elements)};
-  auto model_server = ModelServer::Create(model_server_options);
-  if (!model_server.ok()) return Fail(model_server.status());
+  return ModelServer::Create(model_server_options);
+}
 
+absl::StatusOr<std::unique_ptr<JobManager>> CreateJobManager(JobStore* store, JobRunner* runner,
+                                                             Metrics* metrics,
+                                                             const std::string& state_dir) {
   JobManager::Options manager_options;
-  manager_options.store = store->get();
-  manager_options.runner = runner->get();
-  manager_options.metrics = &metrics;
+  manager_options.store = store;
+  manager_options.runner = runner;
+  manager_options.metrics = metrics;
   manager_options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
   manager_options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   manager_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);
-  manager_options.jobs_dir = absolute_state_dir + "/jobs";
+  manager_options.jobs_dir = state_dir + "/jobs";
   manager_options.keep_finished_jobs =
       absl::Hours(24) * absl::GetFlag(FLAGS_keep_finished_jobs_days);
   manager_options.max_queued_jobs_per_principal =
       absl::GetFlag(FLAGS_max_queued_jobs_per_principal);
-  auto manager = JobManager::Create(manager_options);
+  return JobManager::Create(manager_options);
+}
+
+// The gRPC server with the services, and the plaintext health listener
+// (--health_address) when asked for.
+struct Listeners {
+  std::unique_ptr<grpc::Server> server;
+  int grpc_port = 0;
+  grpc::HealthCheckServiceInterface* health = nullptr;
+  // The probe listener: plaintext, no services of ours, only the default
+  // health service (and reflection), mirroring the main one's status.
+  std::unique_ptr<grpc::Server> probe_server;
+  grpc::HealthCheckServiceInterface* probe_health = nullptr;
+  int health_port = 0;
+};
+
+// Starts both, NOT_SERVING until the repository has loaded: probes see that,
+// while training and liveness calls are answered already.
+absl::StatusOr<Listeners> StartListeners(const std::vector<grpc::Service*>& services,
+                                         TransportSecurity& security) {
+  Listeners l;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // gRPC enables SO_REUSEPORT on Linux; two daemons must not share a port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_send_message_bytes));
+  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), security.GrpcCredentials(),
+                           &l.grpc_port);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  l.server = builder.BuildAndStart();
+  if (l.server == nullptr || l.grpc_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("--grpc_address: cannot listen on ", absl::GetFlag(FLAGS_grpc_address)));
+  }
+  l.health = l.server->GetHealthCheckService();
+  if (const std::string address = absl::GetFlag(FLAGS_health_address); !address.empty()) {
+    grpc::ServerBuilder probe_builder;
+    probe_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    probe_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &l.health_port);
+    l.probe_server = probe_builder.BuildAndStart();
+    if (l.probe_server == nullptr || l.health_port == 0) {
+      return absl::UnavailableError(absl::StrCat("--health_address: cannot listen on ", address));
+    }
+    l.probe_health = l.probe_server->GetHealthCheckService();
+  }
+  SetServing(l.health, l.probe_health, false);
+  return l;
+}
+
+// Waits for SIGINT or SIGTERM, then drains: reports NOT_SERVING while still
+// answering everything, so that load balancers and readiness probes move
+// traffic away first (a second signal ends the drain).
+void WaitForShutdown(sigset_t& signals, std::atomic<bool>& draining, const Listeners& listeners) {
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  LogInfo(absl::StrCat("received ", strsignal(signal_number), "; shutting down"));
+  draining = true;
+  SetServing(listeners.health, listeners.probe_health, false);
+  if (const int drain_seconds = absl::GetFlag(FLAGS_drain_seconds); drain_seconds > 0) {
+    LogInfo(absl::StrCat("draining for ", drain_seconds, " s (a second signal skips it)"));
+    const timespec timeout{drain_seconds, 0};
+    sigtimedwait(&signals, nullptr, &timeout);
+  }
+}
+
+// The job runner on the probed device; a CUDA device's memory joins the
+// metrics.
+absl::StatusOr<std::unique_ptr<TrainingJobRunner>> CreateRunner(
+    const ProbedDevice& device, const SpecLimits& limits, const std::string& state_dir,
+    const FileRoots& data_roots, const FileRoots& torchscript_roots, Metrics& metrics) {
+  auto runner =
+      TrainingJobRunner::Create({.device = device,
+                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
+                                 .state_dir = state_dir,
+                                 .limits = limits,
+                                 .data_roots = data_roots,
+                                 .torchscript_roots = torchscript_roots});
+  if (!runner.ok()) return runner.status();
+  if ((*runner)->device() != "cpu") {
+    metrics.SetDeviceMemoryReader((*runner)->device(), CudaMemoryReader((*runner)->device()));
+  }
+  return runner;
+}
+
+// Stops the jobs (their watchers get the final event), then closes the
+// server, giving open calls a moment. Shutdown returns once every call has
+// finished; the inference threads keep running until then, so the requests
+// they hold complete. Then stops the inference threads and the executor.
+void ShutDown(Listeners& listeners, JobManager& manager, ModelServer& model_server,
+              BlockingExecutor& executor) {
+  listeners.health->Shutdown();
+  if (listeners.probe_health != nullptr) listeners.probe_health->Shutdown();
+  manager.Shutdown();
+  listeners.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  model_server.Shutdown();
+  executor.Shutdown();
+  listeners.server->Wait();
+  if (listeners.probe_server != nullptr) {
+    listeners.probe_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    listeners.probe_server->Wait();
+  }
+}
+
+// TLS as the flags set it, checked against the addresses it will serve.
+absl::StatusOr<std::unique_ptr<TransportSecurity>> CreateTransportSecurity() {
+  auto security =
+      TransportSecurity::Create({.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file),
+                                 .refresh_seconds = absl::GetFlag(FLAGS_tls_refresh_seconds),
+                                 .allow_insecure = absl::GetFlag(FLAGS_allow_insecure)});
+  if (!security.ok()) return security.status();
+  for (auto [flag, address] :
+       {std::pair{"--grpc_address", absl::GetFlag(FLAGS_grpc_address)},
+        std::pair{"--metrics_address", absl::GetFlag(FLAGS_metrics_address)}}) {
+    if (absl::Status s = (*security)->CheckBind(flag, address); !s.ok()) return s;
+  }
+  return security;
+}
+
+// /metrics, refreshing device memory before each scrape.
+absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
+    Metrics& metrics, const Authorizer* authorizer) {
+  return MetricsHttpServer::Create({.address = absl::GetFlag(FLAGS_metrics_address),
+                                    .registry = metrics.registry(),
+                                    .before_scrape = [&metrics] { metrics.RefreshDeviceMemory(); },
+                                    .tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                    .tls_key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                    .authorize = MetricsAuthorization(authorizer)});
+}
+
+// Writes --port_file and logs where the daemon listens.
+absl::Status Announce(const Listeners& listeners, int metrics_port, const std::string& device,
+                      int threads, const std::string& state_dir) {
+  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
+    if (absl::Status s =
+            WritePortFile(port_file, listeners.grpc_port, metrics_port, listeners.health_port);
+        !s.ok()) {
+      return s;
+    }
+  }
+  LogInfo(absl::StrCat("mantissad ", MANTISSA_VERSION, " listening for gRPC on port ",
+                       listeners.grpc_port, ", metrics on port ", metrics_port, "; device ", device,
+                       ", LibTorch ", LibTorchVersion(), ", ", threads,
+                       " intra-op threads (BLAS: ", BlasThreading(), "), state in ", state_dir));
+  return absl::OkStatus();
+}
+
+absl::Status CreateStateDir(const std::filesystem::path& state_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--state_dir: cannot create ", state_dir.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+int Run() {
+  // Before any thread starts, so every thread inherits the mask.
+  sigset_t signals = BlockShutdownSignals();
+
+  ConfigureHostAllocator();
+  const int threads = ConfigureIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
+
+  absl::StatusOr<SpecLimits> limits = LimitsFromFlags();
+  if (!limits.ok()) return Fail(limits.status());
+  const std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (absl::Status s = CreateStateDir(state_dir); !s.ok()) return Fail(s);
+
+  auto security = CreateTransportSecurity();
+  if (!security.ok()) return Fail(security.status());
+  auto authorizer = Authorizer::Create({.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file)});
+  if (!authorizer.ok()) return Fail(authorizer.status());
+
+  auto store = JobStore::Create({.path = (state_dir / "jobs.db").string()});
+  if (!store.ok()) return Fail(store.status());
+
+  Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
+  // Host memory always; a CUDA runner adds its GPUs with their own readers.
+  metrics.SetDeviceMemoryReader("cpu", ReadProcessMemory);
+
+  const std::string absolute_state_dir =
+      std::filesystem::absolute(state_dir).lexically_normal().string();
+  const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
+                             "mantissad --data_root");
+  const FileRoots torchscript_roots(
+      FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
+      "mantissad --torchscript_root");
+  if (!torchscript_roots.empty()) {
+    LogWarning(absl::StrCat("TorchScript is on (--torchscript_root): modules under ",
+                            absl::StrJoin(torchscript_roots.roots(), ", "),
+                            " run arbitrary code with this daemon's rights"));
+  }
+  if (absl::Status swept = SweepStaleTempFiles(state_dir.string(), data_roots, torchscript_roots);
+      !swept.ok()) {
+    return Fail(swept);
+  }
+  // Training and serving share the device: resolved and probed once.
+  absl::StatusOr<ProbedDevice> device = ProbeDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  auto runner =
+      CreateRunner(*device, *limits, absolute_state_dir, data_roots, torchscript_roots, metrics);
+
+  if (!runner.ok()) return Fail(runner.status());
+  auto model_server = CreateModelServer(absolute_state_dir, *device, &metrics, torchscript_roots);
+  if (!model_server.ok()) return Fail(model_server.status());
+
+  auto manager = CreateJobManager(store->get(), runner->get(), &metrics, absolute_state_dir);
   if (!manager.ok()) return Fail(manager.status());
 
   // ServerReady: the repository has loaded and no shutdown signal has come.
@@ -340,99 +514,27 @@ int Run() {
       model_server->get(), &executor, [&] { return (*model_server)->ready() && !draining.load(); },
       authorizer->get());
   ModelService model_service(manager->get(), model_server->get(), &executor, authorizer->get());
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int grpc_port = 0;
-  // gRPC enables SO_REUSEPORT on Linux; two daemons must not share a port.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_send_message_bytes));
-  builder.AddListeningPort(absl::GetFlag(FLAGS_grpc_address), (*security)->GrpcCredentials(),
-                           &grpc_port);
-  builder.RegisterService(&training_service);
-  builder.RegisterService(&inference_service);
-  builder.RegisterService(&model_service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || grpc_port == 0) {
-    return Fail(absl::UnavailableError(
-        absl::StrCat("--grpc_address: cannot listen on ", absl::GetFlag(FLAGS_grpc_address))));
-  }
-  // Not ready until the repository has loaded: probes see NOT_SERVING, while
-  // training and liveness calls are answered already.
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  // The probe listener: plaintext, no services of ours, only the default
-  // health service (and reflection), mirroring the main one's status.
-  std::unique_ptr<grpc::Server> probe_server;
-  grpc::HealthCheckServiceInterface* probe_health = nullptr;
-  int health_port = 0;
-  if (const std::string address = absl::GetFlag(FLAGS_health_address); !address.empty()) {
-    grpc::ServerBuilder probe_builder;
-    probe_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    probe_builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &health_port);
-    probe_server = probe_builder.BuildAndStart();
-    if (probe_server == nullptr || health_port == 0) {
-      return Fail(
-          absl::UnavailableError(absl::StrCat("--health_address: cannot listen on ", address)));
-    }
-    probe_health = probe_server->GetHealthCheckService();
-  }
-  SetServing(health, probe_health, false);
+  absl::StatusOr<Listeners> listeners =
+      StartListeners({&training_service, &inference_service, &model_service}, **security);
+  if (!listeners.ok()) return Fail(listeners.status());
 
-  auto metrics_server =
-      MetricsHttpServer::Create({.address = absl::GetFlag(FLAGS_metrics_address),
-                                 .registry = metrics.registry(),
-                                 .before_scrape = [&metrics] { metrics.RefreshDeviceMemory(); },
-                                 .tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file),
-                                 .tls_key_file = absl::GetFlag(FLAGS_tls_key_file),
-                                 .authorize = MetricsAuthorization(authorizer->get())});
+  auto metrics_server = StartMetricsServer(metrics, authorizer->get());
   if (!metrics_server.ok()) return Fail(metrics_server.status());
 
-  if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
-    if (absl::Status s =
-            WritePortFile(port_file, grpc_port, (*metrics_server)->port(), health_port);
-        !s.ok()) {
-      return Fail(s);
-    }
+  if (absl::Status s = Announce(*listeners, (*metrics_server)->port(), (*runner)->device(), threads,
+                                state_dir.string());
+      !s.ok()) {
+    return Fail(s);
   }
-  LogInfo(absl::StrCat("mantissad ", MANTISSA_VERSION, " listening for gRPC on port ", grpc_port,
-                       ", metrics on port ", (*metrics_server)->port(), "; device ",
-                       (*runner)->device(), ", LibTorch ", LibTorchVersion(), ", ", threads,
-                       " intra-op threads, state in ", state_dir.string()));
 
   // A signal during the load is seen once it ends: the load is not interruptible.
   (*model_server)->LoadRepository();
-  SetServing(health, probe_health, true);
+  SetServing(listeners->health, listeners->probe_health, true);
   LogInfo("model repository loaded; serving");
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  LogInfo(absl::StrCat("received ", strsignal(signal_number), "; shutting down"));
+  WaitForShutdown(signals, draining, *listeners);
 
-  // Drain: report NOT_SERVING while still answering everything, so that load
-  // balancers and readiness probes move traffic away first.
-  draining = true;
-  SetServing(health, probe_health, false);
-  if (const int drain_seconds = absl::GetFlag(FLAGS_drain_seconds); drain_seconds > 0) {
-    LogInfo(absl::StrCat("draining for ", drain_seconds, " s (a second signal skips it)"));
-    const timespec timeout{drain_seconds, 0};
-    sigtimedwait(&signals, nullptr, &timeout);
-  }
-
-  // Stop the jobs (their watchers get the final event), then close the
-  // server, giving open calls a moment. Shutdown returns once every call has
-  // finished; the inference threads keep running until then, so the requests
-  // they hold complete. Then stop the inference threads and the executor.
-  health->Shutdown();
-  if (probe_health != nullptr) probe_health->Shutdown();
-  (*manager)->Shutdown();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  (*model_server)->Shutdown();
-  executor.Shutdown();
-  server->Wait();
-  if (probe_server != nullptr) {
-    probe_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    probe_server->Wait();
-  }
+  ShutDown(*listeners, **manager, **model_server, executor);
   metrics_server->reset();
   LogInfo("mantissad stopped");
   return 0;

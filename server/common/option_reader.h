@@ -51,7 +51,7 @@ class OptionReader {
 };
 
 // A std::map copy of any string map (e.g. a protobuf Map field), the form the
-// model and dataset factories take.
+// model and dataset registries take.
 template <typename Map>
 std::map<std::string, std::string> ToOptionMap(const Map& options) {
   return std::map<std::string, std::string>(options.begin(), options.end());

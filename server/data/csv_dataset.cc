@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/common/status_macros.h"
+#include "server/data/path_options.h"
 
 namespace mantissa {
 namespace {
@@ -225,6 +226,16 @@ absl::StatusOr<DatasetSplits> CsvDataset::Load(const Options& o, uint64_t seed) 
   splits.spec.input_shape = {num_features};
   splits.spec.num_classes = num_classes;
   return splits;
+}
+
+absl::StatusOr<std::shared_ptr<const DatasetConfig>> CsvDataset::ParseConfig(OptionReader& reader) {
+  ASSIGN_OR_RETURN(Options options, ParseOptions(reader));
+  return MakeDatasetConfig(kName, std::move(options), &CheckFile, &Load);
+}
+
+absl::Status CsvDataset::ConfinePaths(std::map<std::string, std::string>& options,
+                                      const FileRoots& roots) {
+  return ConfinePathOption(options, "path", roots);
 }
 
 }  // namespace mantissa

@@ -2,11 +2,14 @@
 #define MANTISSA_SERVER_DATA_CSV_DATASET_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "server/common/file_roots.h"
 #include "server/common/option_reader.h"
 #include "server/data/dataset.h"
+#include "server/data/dataset_config.h"
 
 namespace mantissa {
 
@@ -21,6 +24,8 @@ namespace mantissa {
 // No quoting beyond a pair of double quotes around a whole field.
 class CsvDataset {
  public:
+  static constexpr char kName[] = "csv";
+
   struct Options {
     std::string path;
     std::string label;  // empty: the last column
@@ -33,6 +38,11 @@ class CsvDataset {
   // FAILED_PRECONDITION when the file is missing; reads nothing.
   static absl::Status CheckFile(const Options& options);
   static absl::StatusOr<DatasetSplits> Load(const Options& options, uint64_t seed);
+  // The registry's parser: options parsed into a DatasetConfig.
+  static absl::StatusOr<std::shared_ptr<const DatasetConfig>> ParseConfig(OptionReader& reader);
+  // The registry's confinement of the path-valued options.
+  static absl::Status ConfinePaths(std::map<std::string, std::string>& options,
+                                   const FileRoots& roots);
 };
 
 }  // namespace mantissa

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status_macros.h"
+#include "server/data/path_options.h"
 
 namespace mantissa {
 namespace {
@@ -154,6 +155,47 @@ absl::StatusOr<DatasetSplits> IdxDataset::Load(const Options& o) {
   ASSIGN_OR_RETURN(splits.test, load_split(kStems[2], kStems[3], o.test_limit));
   splits.spec.num_classes = o.num_classes;
   return splits;
+}
+
+namespace {
+
+// Per-pixel statistics of each training set.
+constexpr TensorDataset::Normalization kFashionMnistNorm{1.0f / 255.0f, 0.2860f, 0.3530f};
+constexpr TensorDataset::Normalization kMnistNorm{1.0f / 255.0f, 0.1307f, 0.3081f};
+
+std::shared_ptr<const DatasetConfig> MakeIdxConfig(const char* name, IdxDataset::Options options) {
+  return MakeDatasetConfig(
+      name, std::move(options), &IdxDataset::CheckFiles,
+      [](const IdxDataset::Options& o, uint64_t) { return IdxDataset::Load(o); });
+}
+
+}  // namespace
+
+// Debian packages Fashion-MNIST but not MNIST.
+absl::StatusOr<std::shared_ptr<const DatasetConfig>> IdxDataset::ParseFashionMnistConfig(
+    OptionReader& reader) {
+  ASSIGN_OR_RETURN(Options options,
+                   ParseOptions(reader, "/usr/share/datasets/fashion-mnist", kFashionMnistNorm,
+                                "on Debian: apt-get install dataset-fashion-mnist"));
+  return MakeIdxConfig(kFashionMnistName, std::move(options));
+}
+
+absl::StatusOr<std::shared_ptr<const DatasetConfig>> IdxDataset::ParseMnistConfig(
+    OptionReader& reader) {
+  ASSIGN_OR_RETURN(Options options,
+                   ParseOptions(reader, "/usr/share/datasets/mnist", kMnistNorm,
+                                "no Debian package ships MNIST: download the four IDX files and "
+                                "set dataset_options dir=DIR"));
+  return MakeIdxConfig(kMnistName, std::move(options));
+}
+
+absl::Status IdxDataset::ConfinePaths(std::map<std::string, std::string>& options,
+                                      const FileRoots& roots) {
+  // Unlike tokens, an empty dir is not absent: it names "/" + file.
+  if (auto it = options.find("dir"); it != options.end() && it->second.empty()) {
+    return roots.Refusal("dataset_options[dir]", it->second);
+  }
+  return ConfineFolderOption(options, "dir", FileNames(), roots);
 }
 
 }  // namespace mantissa

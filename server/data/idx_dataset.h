@@ -1,12 +1,15 @@
 #ifndef MANTISSA_SERVER_DATA_IDX_DATASET_H_
 #define MANTISSA_SERVER_DATA_IDX_DATASET_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/common/file_roots.h"
 #include "server/common/option_reader.h"
 #include "server/data/dataset.h"
+#include "server/data/dataset_config.h"
 
 namespace mantissa {
 
@@ -15,6 +18,9 @@ namespace mantissa {
 // dataset_options: dir, train_limit, test_limit (0 = all items).
 class IdxDataset {
  public:
+  static constexpr char kFashionMnistName[] = "fashion-mnist";
+  static constexpr char kMnistName[] = "mnist";
+
   struct Options {
     std::string dir;
     int64_t train_limit = 0;
@@ -35,6 +41,14 @@ class IdxDataset {
   // Checks that the four files exist, without reading them.
   static absl::Status CheckFiles(const Options& options);
   static absl::StatusOr<DatasetSplits> Load(const Options& options);
+  // The registry's parsers, with each dataset's default dir and statistics.
+  static absl::StatusOr<std::shared_ptr<const DatasetConfig>> ParseFashionMnistConfig(
+      OptionReader& reader);
+  static absl::StatusOr<std::shared_ptr<const DatasetConfig>> ParseMnistConfig(
+      OptionReader& reader);
+  // The registry's confinement of the path-valued options.
+  static absl::Status ConfinePaths(std::map<std::string, std::string>& options,
+                                   const FileRoots& roots);
 
   // Reads one IDX file: uint8 images [N, rows, cols] or labels [N].
   // `limit` > 0 keeps the first `limit` items.

@@ -14,6 +14,8 @@ namespace mantissa {
 // dataset_options: train_size, test_size, features, classes, noise.
 class SyntheticDataset {
  public:
+  static constexpr char kName[] = "synthetic";
+
   struct Options {
     int64_t train_size = 4096;
     int64_t test_size = 1024;

@@ -20,6 +20,8 @@ namespace mantissa {
 // targets the last seq_len (shifted by one), both int64 [N, seq_len].
 class SyntheticTokensDataset final : public Dataset {
  public:
+  static constexpr char kName[] = "synthetic-tokens";
+
   struct Options {
     int64_t vocab = 256;
     int64_t period = 16;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/data/path_options.h"
 
 namespace mantissa {
 namespace {
@@ -179,6 +180,20 @@ Batch TokenFileDataset::Get(const torch::Tensor& indices) const {
     }
   }
   return {inputs, targets};
+}
+
+absl::StatusOr<std::shared_ptr<const DatasetConfig>> TokenFileDataset::ParseConfig(
+    OptionReader& reader) {
+  ASSIGN_OR_RETURN(Options options, ParseOptions(reader));
+  return MakeDatasetConfig(kName, std::move(options), &CheckFiles,
+                           [](const Options& o, uint64_t) { return Load(o); });
+}
+
+absl::Status TokenFileDataset::ConfinePaths(std::map<std::string, std::string>& options,
+                                            const FileRoots& roots) {
+  RETURN_IF_ERROR(ConfineFolderOption(options, "dir", DirFileNames(), roots));
+  RETURN_IF_ERROR(ConfinePathOption(options, "train", roots));
+  return ConfinePathOption(options, "val", roots);
 }
 
 }  // namespace mantissa

@@ -2,13 +2,16 @@
 #define MANTISSA_SERVER_DATA_TOKEN_FILE_DATASET_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/common/file_roots.h"
 #include "server/common/option_reader.h"
 #include "server/data/dataset.h"
+#include "server/data/dataset_config.h"
 
 namespace mantissa {
 
@@ -26,6 +29,8 @@ namespace mantissa {
 // dataset maps it (reading a vanished page raises SIGBUS).
 class TokenFileDataset final : public Dataset {
  public:
+  static constexpr char kName[] = "tokens";
+
   // One file and the option it came from, for error messages.
   struct File {
     std::string option;  // "dir", "train" or "val"
@@ -46,6 +51,11 @@ class TokenFileDataset final : public Dataset {
   static absl::Status CheckFiles(const Options& options);
   // Maps the files and scans every token once against vocab.
   static absl::StatusOr<DatasetSplits> Load(const Options& options);
+  // The registry's parser: options parsed into a DatasetConfig.
+  static absl::StatusOr<std::shared_ptr<const DatasetConfig>> ParseConfig(OptionReader& reader);
+  // The registry's confinement of the path-valued options.
+  static absl::Status ConfinePaths(std::map<std::string, std::string>& options,
+                                   const FileRoots& roots);
   static absl::StatusOr<std::unique_ptr<TokenFileDataset>> Open(const File& file, int64_t vocab,
                                                                 int64_t seq_len);
 

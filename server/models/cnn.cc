@@ -5,6 +5,42 @@
 #include "server/common/status_macros.h"
 
 namespace mantissa {
+namespace {
+
+class CnnConfig final : public ModelConfigOf<Cnn> {
+ public:
+  using ModelConfigOf::ModelConfigOf;
+
+  absl::Status CheckData(const DataSpec& data) const override {
+    // Token windows get Build's message, which names their shape.
+    if (data.task != Task::kClassification) return absl::OkStatus();
+    return CheckClassificationData(name(), data);
+  }
+
+  std::optional<ModelSizeEstimate> EstimateSize(const DataSpec& data) const override {
+    if (data.input_shape.size() != 3) return std::nullopt;  // Build says why
+    const double classes = static_cast<double>(data.num_classes);
+    double channels = static_cast<double>(data.input_shape[0]);
+    double pixels = static_cast<double>(data.input_shape[1]) * data.input_shape[2];
+    ModelSizeEstimate size;
+    for (int64_t out : options().channels) {
+      size.parameters += channels * out * 25 + 2.0 * out;
+      size.activations_per_item += 3.0 * out * pixels;  // conv, norm, relu
+      channels = static_cast<double>(out);
+      pixels /= 4;
+    }
+    const double hidden = static_cast<double>(options().hidden);
+    size.parameters += channels * pixels * hidden + hidden + hidden * classes + classes;
+    size.activations_per_item += 2.0 * hidden;
+    return size;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ModelConfig>> Cnn::ParseConfig(OptionReader& reader) {
+  return ParseModelConfig<Cnn, CnnConfig>(reader);
+}
 
 absl::StatusOr<Cnn::Options> Cnn::ParseOptions(OptionReader& reader) {
   Options options;

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "server/common/option_reader.h"
 #include "server/models/model.h"
+#include "server/models/model_config.h"
 
 namespace mantissa {
 
@@ -17,6 +18,8 @@ namespace mantissa {
 // batchnorm=true|false.
 class Cnn {
  public:
+  static constexpr char kName[] = "cnn";
+
   struct Options {
     // Half of LeNet-5-style 32,64: on two CPU cores a batch-64 step runs
     // ~2.5x faster for about the same Fashion-MNIST accuracy after one epoch
@@ -30,6 +33,8 @@ class Cnn {
   // INVALID_ARGUMENT unless `data` is image classification whose H and W
   // survive every stage's 2x pooling.
   static absl::StatusOr<std::unique_ptr<Model>> Build(const Options& options, const DataSpec& data);
+  // The registry's parser: options parsed into a ModelConfig.
+  static absl::StatusOr<std::shared_ptr<const ModelConfig>> ParseConfig(OptionReader& reader);
 };
 
 }  // namespace mantissa

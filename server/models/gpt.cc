@@ -149,7 +149,36 @@ absl::Status CheckAtLeast(int64_t* value, const char* key, int64_t dataset_value
   return absl::OkStatus();
 }
 
+class GptConfig final : public ModelConfigOf<Gpt> {
+ public:
+  using ModelConfigOf::ModelConfigOf;
+
+  std::optional<ModelSizeEstimate> EstimateSize(const DataSpec& data) const override {
+    const DataSpec own = ModelDataSpec(data);
+    const double vocab = static_cast<double>(own.vocab_size);
+    const double seq = static_cast<double>(own.seq_len);
+    const double d = static_cast<double>(options().d_model);
+    const double layers = static_cast<double>(options().layers);
+    ModelSizeEstimate size;
+    size.parameters = vocab * d + seq * d + layers * (12 * d * d + 13 * d) + 2 * d + d * vocab;
+    // Per token: ~16 d-wide tensors per block, and the logits.
+    size.activations_per_item = seq * (layers * 16 * d + 2 * vocab);
+    return size;
+  }
+
+  DataSpec ModelDataSpec(const DataSpec& data) const override {
+    DataSpec own = data;
+    if (options().vocab > 0) own.vocab_size = options().vocab;
+    if (options().seq_len > 0) own.seq_len = options().seq_len;
+    return own;
+  }
+};
+
 }  // namespace
+
+absl::StatusOr<std::shared_ptr<const ModelConfig>> Gpt::ParseConfig(OptionReader& reader) {
+  return ParseModelConfig<Gpt, GptConfig>(reader);
+}
 
 absl::StatusOr<Gpt::Options> Gpt::ParseOptions(OptionReader& reader) {
   Options o;

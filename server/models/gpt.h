@@ -6,6 +6,7 @@
 #include "absl/status/statusor.h"
 #include "server/common/option_reader.h"
 #include "server/models/model.h"
+#include "server/models/model_config.h"
 
 namespace mantissa {
 
@@ -18,6 +19,8 @@ namespace mantissa {
 // vocab and seq_len default to the dataset's and may only be larger.
 class Gpt {
  public:
+  static constexpr char kName[] = "gpt";
+
   struct Options {
     int64_t vocab = 0;  // 0: the dataset's vocabulary size
     int64_t d_model = 128;
@@ -35,6 +38,9 @@ class Gpt {
   // The number of parameters Build() creates, by formula (vocab and seq_len
   // must be set), so that large configurations can be sized without building.
   static int64_t ParameterCount(const Options& options);
+  // The registry's parser: options parsed into a ModelConfig, whose
+  // ModelDataSpec applies vocab and seq_len.
+  static absl::StatusOr<std::shared_ptr<const ModelConfig>> ParseConfig(OptionReader& reader);
 };
 
 }  // namespace mantissa

@@ -5,6 +5,37 @@
 #include "server/common/status_macros.h"
 
 namespace mantissa {
+namespace {
+
+class MlpConfig final : public ModelConfigOf<Mlp> {
+ public:
+  using ModelConfigOf::ModelConfigOf;
+
+  absl::Status CheckData(const DataSpec& data) const override {
+    return CheckClassificationData(name(), data);
+  }
+
+  std::optional<ModelSizeEstimate> EstimateSize(const DataSpec& data) const override {
+    // Doubles: a configuration that overflows int64 is simply too large.
+    double in = 1;
+    for (int64_t d : data.input_shape) in *= static_cast<double>(d);
+    const double classes = static_cast<double>(data.num_classes);
+    ModelSizeEstimate size;
+    for (int64_t width : options().hidden) {
+      size.parameters += in * width + width;
+      size.activations_per_item += 2.0 * width;  // pre- and post-activation
+      in = static_cast<double>(width);
+    }
+    size.parameters += in * classes + classes;
+    return size;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ModelConfig>> Mlp::ParseConfig(OptionReader& reader) {
+  return ParseModelConfig<Mlp, MlpConfig>(reader);
+}
 
 absl::StatusOr<Mlp::Options> Mlp::ParseOptions(OptionReader& reader) {
   Options options;

@@ -130,6 +130,11 @@ absl::Status ProbeForward(torch::jit::Module& module, const std::string& path,
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<const ModelConfig>> TorchScriptModel::ParseConfig(
+    OptionReader& reader) {
+  return ParseModelConfig<TorchScriptModel>(reader);
+}
+
 absl::StatusOr<TorchScriptModel::Options> TorchScriptModel::ParseOptions(OptionReader& reader) {
   Options options;
   ASSIGN_OR_RETURN(options.path, reader.String("path", ""));

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "server/common/option_reader.h"
 #include "server/models/model.h"
+#include "server/models/model_config.h"
 
 namespace mantissa {
 
@@ -18,6 +19,8 @@ namespace mantissa {
 // model_options: path=/abs/model.pt (read by the daemon, not the client).
 class TorchScriptModel {
  public:
+  static constexpr char kName[] = "torchscript";
+
   struct Options {
     std::string path;
   };
@@ -29,6 +32,9 @@ class TorchScriptModel {
   // `data` says, so a module that does not fit the dataset fails here with
   // INVALID_ARGUMENT instead of in the first training step.
   static absl::StatusOr<std::unique_ptr<Model>> Build(const Options& options, const DataSpec& data);
+  // The registry's parser: options parsed into a ModelConfig (no size
+  // estimate: that needs the file).
+  static absl::StatusOr<std::shared_ptr<const ModelConfig>> ParseConfig(OptionReader& reader);
 };
 
 }  // namespace mantissa

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 
 namespace mantissa {
 namespace {
@@ -45,7 +46,7 @@ void UnscaleGroup(std::vector<torch::Tensor>& grads, torch::Tensor& found_inf,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<GradScaler>> GradScaler::Create(Options options) {
+absl::Status GradScaler::CheckOptions(const Options& options) {
   if (!std::isfinite(options.init_scale) || !(options.init_scale > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "grad_scaler.init_scale: must be a finite number > 0, got ", options.init_scale));
@@ -68,6 +69,11 @@ absl::StatusOr<std::unique_ptr<GradScaler>> GradScaler::Create(Options options) 
         absl::StrCat("grad_scaler.growth_interval: must be <= ", kMaxGrowthInterval,
                      " (the growth tracker is int32), got ", options.growth_interval));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<GradScaler>> GradScaler::Create(Options options) {
+  RETURN_IF_ERROR(CheckOptions(options));
   return std::unique_ptr<GradScaler>(new GradScaler(options));
 }
 

@@ -57,6 +57,8 @@ class GradScaler {
 
   // INVALID_ARGUMENT naming the field for init_scale <= 0 or not finite,
   // growth_factor <= 1, backoff_factor outside (0, 1), growth_interval < 1.
+  static absl::Status CheckOptions(const Options& options);
+  // CheckOptions, then the scaler.
   static absl::StatusOr<std::unique_ptr<GradScaler>> Create(Options options);
 
   bool enabled() const { return options_.enabled; }

@@ -18,7 +18,7 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
   return reactor;
 }
 
-// The model zoo's TorchScript entry (server/models/model_factory.cc); the
+// The model zoo's TorchScript entry (server/models/model_registry.cc); the
 // service stays free of the torch headers that declare it.
 constexpr char kTorchScriptModel[] = "torchscript";
 

@@ -6,15 +6,18 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/artifacts/export_artifact.h"
+#include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
-#include "server/data/dataset_factory.h"
+#include "server/precision/precision_registry.h"
 
 namespace mantissa {
 namespace {
@@ -32,24 +35,23 @@ std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// The dataset's first items, as ForConfig describes.
-absl::StatusOr<CalibrationBatch> FromDataset(const v1::ModelConfig& config, int64_t items) {
-  const std::map<std::string, std::string> options(config.dataset_options().begin(),
-                                                   config.dataset_options().end());
-  ASSIGN_OR_RETURN(DatasetSplits splits,
-                   DatasetFactory::Load(config.dataset(), options, config.seed()));
-  const bool use_test = splits.test != nullptr && splits.test->size() > 0;
-  const Dataset* split = use_test ? splits.test.get() : splits.train.get();
-  if (split == nullptr || split->size() == 0) {
-    return absl::FailedPreconditionError("its splits are empty");
-  }
+// The first items of the version's calibration sample, as ForVersion
+// describes.
+absl::StatusOr<CalibrationBatch> FromSample(const v1::ModelConfig& config, const std::string& path,
+                                            int64_t items) {
+  ASSIGN_OR_RETURN(const CalibrationSample sample, ReadCalibrationSample(path));
+  if (sample.items() == 0) return absl::FailedPreconditionError("it holds no items");
   const bool lm = IsLanguageModel(config);
   const int64_t n = std::min(lm ? LanguageModelWindows(config, items) : std::max<int64_t>(items, 1),
-                             split->size());
+                             sample.items());
   CalibrationBatch batch;
-  RETURN_IF_ERROR(GuardTorch("reading the calibration items", [&]() -> absl::Status {
-    Batch b = split->Get(torch::arange(n, torch::kInt64));
-    torch::Tensor x = b.inputs;
+  for (const v1::TensorSpec& spec : config.inputs()) {
+    auto it = std::find_if(sample.inputs.begin(), sample.inputs.end(),
+                           [&](const auto& input) { return input.first == spec.name(); });
+    if (it == sample.inputs.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("it holds no input ", spec.name()));
+    }
+    torch::Tensor x = it->second.narrow(0, 0, n);
     if (lm) {
       if (x.scalar_type() != torch::kInt64 || x.dim() != 2 || x.size(1) > config.seq_len()) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -57,7 +59,7 @@ absl::StatusOr<CalibrationBatch> FromDataset(const v1::ModelConfig& config, int6
             "; the model takes int64 token windows of at most ", config.seq_len(), " tokens"));
       }
     } else {
-      std::vector<int64_t> want(config.inputs(0).shape().begin(), config.inputs(0).shape().end());
+      const std::vector<int64_t> want(spec.shape().begin(), spec.shape().end());
       bool fits = x.dim() == static_cast<int64_t>(want.size()) + 1 && x.is_floating_point();
       for (size_t d = 0; fits && d < want.size(); ++d) {
         fits = want[d] == -1 || want[d] == x.size(static_cast<int64_t>(d) + 1);
@@ -70,11 +72,10 @@ absl::StatusOr<CalibrationBatch> FromDataset(const v1::ModelConfig& config, int6
       x = x.to(torch::kFloat32);
     }
     batch.inputs.push_back(x.contiguous());
-    return absl::OkStatus();
-  }));
+  }
   batch.items = n;
   batch.source = absl::StrCat(
-      config.dataset(), use_test ? " test" : " train", " split, first ", n,
+      sample.origin, ", first ", n,
       lm ? absl::StrCat(" token windows of ", batch.inputs[0].size(1)) : std::string(" items"));
   return batch;
 }
@@ -128,17 +129,28 @@ CalibrationBatch HalfCastValidator::RandomInputs(const v1::ModelConfig& config, 
   return batch;
 }
 
-CalibrationBatch HalfCastValidator::ForConfig(const v1::ModelConfig& config, int64_t items) {
-  if (config.platform() == "mantissa_libtorch" && !config.dataset().empty() &&
-      config.inputs_size() == 1) {
-    absl::StatusOr<CalibrationBatch> batch = FromDataset(config, items);
-    if (batch.ok()) return *std::move(batch);
-    CalibrationBatch random = RandomInputs(config, items, config.seed());
-    absl::StrAppend(&random.source, " (dataset ", config.dataset(),
-                    " gave no calibration batch: ", batch.status().message(), ")");
-    return random;
-  }
-  return RandomInputs(config, items, config.seed());
+CalibrationBatch HalfCastValidator::ForVersion(const v1::ModelConfig& config,
+                                               const std::string& version_dir, int64_t items) {
+  if (config.platform() != "mantissa_libtorch") return RandomInputs(config, items, config.seed());
+  const std::string path = absl::StrCat(version_dir, "/", kCalibrationFile);
+  absl::StatusOr<CalibrationBatch> batch;
+  const absl::Status read = GuardTorch("reading the calibration items", [&] {
+    batch = FromSample(config, path, items);
+    return absl::OkStatus();
+  });
+  if (!read.ok()) batch = read;
+  if (batch.ok()) return *std::move(batch);
+  const std::string why =
+      absl::IsNotFound(batch.status())
+          ? std::string(
+                "the version has no calibration sample: it was exported before versions "
+                "kept one; export its job again to calibrate on the job's data")
+          : absl::StrCat("its calibration sample gave no batch: ", batch.status().message());
+  LogWarning(absl::StrCat("model ", config.name(), " version ", config.version(),
+                          ": calibrating on random inputs; ", why));
+  CalibrationBatch random = RandomInputs(config, items, config.seed());
+  absl::StrAppend(&random.source, " (", why, ")");
+  return random;
 }
 
 absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Options& options,
@@ -219,9 +231,11 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
 
 absl::Status HalfCastValidator::Verdict(const Options& options, const Result& result) {
   if (result.non_finite == 0) return absl::OkStatus();
-  const char* hint = options.precision == "16-true"     ? "fp16 overflow?"
-                     : options.precision == "bf16-true" ? "bf16 overflow?"
-                                                        : "overflow?";
+  const PrecisionEntry* mode = PrecisionRegistry::Find(options.precision);
+  const torch::Dtype dtype = mode != nullptr ? mode->traits.parameter_dtype : torch::kFloat32;
+  const char* hint = dtype == torch::kFloat16    ? "fp16 overflow?"
+                     : dtype == torch::kBFloat16 ? "bf16 overflow?"
+                                                 : "overflow?";
   return absl::FailedPreconditionError(absl::StrCat(
       options.model, ": casting to ", options.precision, " gives non-finite outputs (",
       result.non_finite, " of ", result.elements, "; ", hint, ") on ",

@@ -61,12 +61,16 @@ class HalfCastValidator {
   // outputs (N of M; fp16 overflow?) on <source>".
   static absl::Status Verdict(const Options& options, const Result& result);
 
-  // The calibration batch of `config`: for exported jobs the dataset's test
-  // split (train when the test split is empty), first `items` items (token
-  // windows for language models, at most kMaxLanguageModelTokens tokens'
-  // worth); if the dataset does not load, random inputs, and the source
-  // says why. Registered models get random inputs of the declared spec.
-  static CalibrationBatch ForConfig(const v1::ModelConfig& config, int64_t items);
+  // The calibration batch of a version: for exported jobs the calibration
+  // sample the export copied into `version_dir` (kCalibrationFile: the job's
+  // test split, or train when the test split is empty), its first `items`
+  // items (token windows for language models, at most
+  // kMaxLanguageModelTokens tokens' worth). Versions exported before
+  // versions kept a sample (no kCalibrationFile), and samples that do not
+  // read or fit, get random inputs, logged, and the source says why.
+  // Registered models get random inputs of the declared spec.
+  static CalibrationBatch ForVersion(const v1::ModelConfig& config, const std::string& version_dir,
+                                     int64_t items);
 
   // Random inputs of the declared spec, drawn from `seed`: floats uniform
   // in [0, 1), INT64 token ids in [0, vocab_size) for language models and
@@ -75,6 +79,8 @@ class HalfCastValidator {
   static CalibrationBatch RandomInputs(const v1::ModelConfig& config, int64_t items, uint64_t seed);
 
   static constexpr int64_t kVariableDim = 8;
+  // An exported version's calibration sample (WriteCalibrationSample).
+  static constexpr char kCalibrationFile[] = "calibration.pt";
   // Elements a random calibration batch may hold in all (256 MiB of fp32):
   // items are dropped, down to one, to fit.
   static constexpr int64_t kMaxCalibrationElements = int64_t{1} << 26;

@@ -15,14 +15,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "server/common/option_reader.h"
+#include "server/artifacts/checkpoint.h"
+#include "server/artifacts/export_artifact.h"
+#include "server/artifacts/named_tensor_archive.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
-#include "server/data/dataset_factory.h"
-#include "server/models/gpt.h"
-#include "server/models/model_factory.h"
-#include "server/training/checkpoint.h"
-#include "server/training/named_tensor_archive.h"
+#include "server/models/model_registry.h"
+#include "server/precision/precision_registry.h"
+#include "server/serving/half_cast_validator.h"
+#include "server/serving/tensor_codec.h"
 
 namespace mantissa {
 namespace {
@@ -31,7 +32,6 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kWeightsFormatVersion = 1;
 constexpr char kWeightsFile[] = "weights.pt";
-constexpr char kModuleFile[] = "module.ts";      // an exported torchscript job's module
 constexpr char kTorchScriptFile[] = "model.ts";  // a registered TorchScript model
 constexpr char kTensorNamePattern[] = "[A-Za-z_][A-Za-z0-9_.-]*";
 
@@ -71,32 +71,74 @@ absl::Status CopyInto(const std::string& from, const std::string& to, const std:
   return absl::OkStatus();
 }
 
-// Weights are stored in fp32 on the CPU whatever the job trained in; every
-// load casts them to the serving precision.
-absl::StatusOr<NamedTensors> ToFp32(NamedTensors tensors, const std::string& context) {
-  RETURN_IF_ERROR(GuardTorch(context, [&] {
-    for (auto& [name, t] : tensors) {
-      t = t.detach().to(torch::kCPU);
-      if (t.is_floating_point()) t = t.to(torch::kFloat32);
-      t = t.contiguous();
-    }
-    return absl::OkStatus();
-  }));
-  return tensors;
+// The job's export artifact. Jobs that finished before jobs wrote one keep
+// only their checkpoint, which lacks the data the model takes.
+absl::StatusOr<ExportArtifact> ReadJobArtifact(const std::string& state_dir,
+                                               const std::string& job_id) {
+  const std::string path = ExportArtifact::PathFor(state_dir, job_id);
+  absl::StatusOr<ExportArtifact> artifact = ExportArtifact::Read(path);
+  if (!absl::IsNotFound(artifact.status())) {
+    return artifact.ok() ? std::move(artifact)
+                         : Prefixed(artifact.status(), absl::StrCat("job ", job_id, ": "));
+  }
+  const std::string checkpoint = Checkpoint::PathFor(state_dir, job_id);
+  std::error_code ec;
+  if (!fs::is_regular_file(checkpoint, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": its checkpoint ",
+                                                      checkpoint, " does not exist (nor its ",
+                                                      "export artifact ", path, ")"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", job_id, " has a checkpoint (", checkpoint, ") but no export artifact (", path,
+      "): it finished before jobs wrote one. Train it again, or run a job with resume_from ",
+      job_id, " and more steps, and export that job"));
 }
 
-// Builds the architecture on the CPU and checks that the checkpoint holds
+// The version's config as the artifact describes the model: its inputs and
+// outputs, float datatypes in the serving precision's.
+v1::ModelConfig DescribeVersion(const ExportArtifact& artifact, const std::string& float_datatype) {
+  v1::ModelConfig config;
+  config.set_platform("mantissa_libtorch");
+  config.set_model(artifact.model);
+  config.mutable_model_options()->insert(artifact.model_options.begin(),
+                                         artifact.model_options.end());
+  if (artifact.data.task == Task::kLanguageModel) {
+    config.set_task("language_model");
+    config.set_vocab_size(artifact.data.vocab_size);
+    config.set_seq_len(artifact.data.seq_len);
+  } else {
+    config.set_task("classification");
+    config.set_num_classes(artifact.data.num_classes);
+  }
+  auto add = [&](const TensorSignature& signature, v1::TensorSpec* spec) {
+    spec->set_name(signature.name);
+    spec->set_datatype(signature.datatype == "FP32" ? float_datatype : signature.datatype);
+    for (int64_t d : signature.shape) spec->add_shape(d);
+  };
+  for (const TensorSignature& input : artifact.inputs) add(input, config.add_inputs());
+  for (const TensorSignature& output : artifact.outputs) add(output, config.add_outputs());
+  config.set_dataset(artifact.dataset);
+  config.mutable_dataset_options()->insert(artifact.dataset_options.begin(),
+                                           artifact.dataset_options.end());
+  config.set_seed(artifact.seed);
+  return config;
+}
+
+// Builds the architecture on the CPU and checks that the artifact holds
 // exactly its tensors with the same shapes, so a version never stores
 // weights its loader cannot use.
 absl::Status CheckWeightsFit(const std::string& model,
                              const std::map<std::string, std::string>& options,
                              const DataSpec& data, const NamedTensors& weights,
-                             const std::string& checkpoint) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> built, ModelFactory::Build(model, options, data));
-  return GuardTorch(absl::StrCat("checking ", checkpoint), [&]() -> absl::Status {
+                             const std::string& artifact) {
+  ASSIGN_OR_RETURN(const std::shared_ptr<const ModelConfig> parsed,
+                   ModelRegistry::Parse(model, options));
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> built, parsed->Build(data));
+  return GuardTorch(absl::StrCat("checking ", artifact), [&]() -> absl::Status {
     std::map<std::string, torch::Tensor> expected;
     for (const auto& [name, t] : built->State()) expected.emplace(name, t);
-    const std::string what = absl::StrCat("checkpoint ", checkpoint, " does not fit model ", model);
+    const std::string what =
+        absl::StrCat("export artifact ", artifact, " does not fit model ", model);
     std::set<std::string> seen;
     for (const auto& [name, t] : weights) {
       auto it = expected.find(name);
@@ -118,15 +160,6 @@ absl::Status CheckWeightsFit(const std::string& model,
     }
     return absl::OkStatus();
   });
-}
-
-v1::TensorSpec MakeSpec(const std::string& name, const std::string& datatype,
-                        const std::vector<int64_t>& shape) {
-  v1::TensorSpec spec;
-  spec.set_name(name);
-  spec.set_datatype(datatype);
-  for (int64_t d : shape) spec.add_shape(d);
-  return spec;
 }
 
 bool ValidTensorName(const std::string& name) {
@@ -183,17 +216,21 @@ absl::Status ValidateSpecs(const std::string& field,
 }  // namespace
 
 absl::StatusOr<std::string> ServingDatatype(const std::string& precision) {
-  if (precision == "bf16-true") return std::string("BF16");
-  if (precision == "16-true") return std::string("FP16");
-  if (precision == "32-true") return std::string("FP32");
+  const PrecisionEntry* mode = PrecisionRegistry::Find(precision);
+  if (mode != nullptr && mode->traits.servable) {
+    return DatatypeFromDtype(mode->traits.parameter_dtype);
+  }
   std::string hint;
-  if (absl::EndsWith(precision, "-mixed")) {
+  if (mode != nullptr && mode->traits.autocast && !mode->traits.fp8) {
     hint = " (mixed precisions train under autocast; serving casts the weights themselves)";
   }
-  return absl::InvalidArgumentError(absl::StrCat("precision: '", precision,
-                                                 "' is not a serving precision; valid values: "
-                                                 "bf16-true, 16-true, 32-true",
-                                                 hint));
+  std::vector<std::string> valid;
+  for (const PrecisionEntry* servable : PrecisionRegistry::ServableModes()) {
+    valid.push_back(servable->name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "precision: '", precision,
+      "' is not a serving precision; valid values: ", absl::StrJoin(valid, ", "), hint));
 }
 
 absl::Status ValidateBatching(const v1::BatchingSettings& batching) {
@@ -261,87 +298,43 @@ absl::StatusOr<v1::ModelConfig> ModelExporter::ExportJob(ModelRepository& reposi
                                                       v1::JobState_Name(job.state()),
                                                       "; only SUCCEEDED jobs can be exported"));
   }
-  const std::string checkpoint = Checkpoint::PathFor(state_dir, job.id());
-  std::error_code ec;
-  if (!fs::is_regular_file(checkpoint, ec)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", job.id(), ": its checkpoint ", checkpoint, " does not exist"));
-  }
-  const v1::JobSpec& spec = job.spec();
-
-  // The dataset describes the model's inputs and outputs; the version cannot
-  // be described (nor its loads calibrated) without it.
-  DataSpec data;
-  {
-    absl::StatusOr<DatasetSplits> splits =
-        DatasetFactory::Load(spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed());
-    if (!splits.ok()) {
-      return Prefixed(splits.status(),
-                      absl::StrCat("job ", job.id(), ": dataset ", spec.dataset(), ": "));
-    }
-    data = splits->spec;
-  }
-
-  ASSIGN_OR_RETURN(NamedTensors weights, Checkpoint::ReadModelState(checkpoint));
-  ASSIGN_OR_RETURN(weights, ToFp32(std::move(weights), absl::StrCat("converting ", checkpoint)));
-
-  v1::ModelConfig config;
-  config.set_platform("mantissa_libtorch");
-  config.set_model(spec.model());
-  *config.mutable_model_options() = spec.model_options();
+  ASSIGN_OR_RETURN(const ExportArtifact artifact, ReadJobArtifact(state_dir, job.id()));
+  v1::ModelConfig config = DescribeVersion(artifact, float_datatype);
   config.set_precision(serving_precision);
-  if (data.task == Task::kLanguageModel) {
-    // gpt may be built wider than its dataset (model_options vocab, seq_len):
-    // the logits and the longest window are the model's.
-    int64_t vocab_size = data.vocab_size;
-    int64_t seq_len = data.seq_len;
-    if (spec.model() == "gpt") {
-      OptionReader reader("model_options", spec.model_options());
-      ASSIGN_OR_RETURN(const Gpt::Options gpt, Gpt::ParseOptions(reader));
-      if (gpt.vocab > 0) vocab_size = gpt.vocab;
-      if (gpt.seq_len > 0) seq_len = gpt.seq_len;
-    }
-    config.set_task("language_model");
-    config.set_vocab_size(vocab_size);
-    config.set_seq_len(seq_len);
-    *config.add_inputs() = MakeSpec("input_ids", "INT64", {-1});
-    // The last position's logits; [T, vocab] with request parameter
-    // all_positions.
-    *config.add_outputs() = MakeSpec("logits", float_datatype, {vocab_size});
-  } else {
-    config.set_task("classification");
-    config.set_num_classes(data.num_classes);
-    *config.add_inputs() = MakeSpec("input", float_datatype, data.input_shape);
-    *config.add_outputs() = MakeSpec("logits", float_datatype, {data.num_classes});
-  }
   if (request.has_batching()) *config.mutable_batching() = request.batching();
   config.set_weights_file(kWeightsFile);
   config.set_source_job_id(job.id());
   config.set_trained_precision(job.effective_precision());
-  config.set_dataset(spec.dataset());
-  *config.mutable_dataset_options() = spec.dataset_options();
-  config.set_seed(spec.seed());
+  const std::string artifact_path = ExportArtifact::PathFor(state_dir, job.id());
 
   return repository.AddVersion(
       request.name(), std::move(config),
       [&](const std::string& dir, v1::ModelConfig& config) -> absl::Status {
-        std::map<std::string, std::string> build_options = ToOptionMap(spec.model_options());
-        if (spec.model() == "torchscript") {
-          // The version carries its own copy of the module; the loader
-          // resolves the relative path against the version directory.
-          auto path = build_options.find("path");
-          if (path == build_options.end()) {
+        std::map<std::string, std::string> build_options = artifact.model_options;
+        const ModelEntry* entry = ModelRegistry::Find(artifact.model);
+        if (entry != nullptr && entry->file_option != nullptr) {
+          // The version carries its own copy of the file the model reads;
+          // the loader resolves the relative name against the version's
+          // folder.
+          const std::string key = entry->file_option;
+          const std::string field = absl::StrCat("model_options[", key, "]");
+          auto file = build_options.find(key);
+          if (file == build_options.end()) {
             return absl::InvalidArgumentError(
-                absl::StrCat("job ", job.id(), ": model torchscript has no model_options[path]"));
+                absl::StrCat("job ", job.id(), ": model ", artifact.model, " has no ", field));
           }
-          RETURN_IF_ERROR(CheckReadableFile(path->second, "model_options[path]"));
-          const std::string module = (fs::path(dir) / kModuleFile).string();
-          RETURN_IF_ERROR(CopyInto(path->second, module, "model_options[path]"));
-          path->second = module;
-          (*config.mutable_model_options())["path"] = kModuleFile;
+          RETURN_IF_ERROR(CheckReadableFile(file->second, field));
+          const std::string copy = (fs::path(dir) / entry->file_copy).string();
+          RETURN_IF_ERROR(CopyInto(file->second, copy, field));
+          file->second = copy;
+          (*config.mutable_model_options())[key] = entry->file_copy;
         }
-        RETURN_IF_ERROR(CheckWeightsFit(spec.model(), build_options, data, weights, checkpoint));
-        return SaveWeights((fs::path(dir) / kWeightsFile).string(), weights);
+        RETURN_IF_ERROR(CheckWeightsFit(artifact.model, build_options, artifact.data,
+                                        artifact.weights, artifact_path));
+        RETURN_IF_ERROR(SaveWeights((fs::path(dir) / kWeightsFile).string(), artifact.weights));
+        if (artifact.calibration.items() == 0) return absl::OkStatus();
+        return WriteCalibrationSample(
+            (fs::path(dir) / HalfCastValidator::kCalibrationFile).string(), artifact.calibration);
       });
 }
 

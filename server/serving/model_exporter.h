@@ -17,21 +17,27 @@ namespace mantissa {
 // precision, and every load casts and validates (ModelServer).
 class ModelExporter {
  public:
-  // A SUCCEEDED job's final checkpoint (<state_dir>/jobs/<id>/checkpoint.pt)
-  // becomes the next version of request.name():
-  //   weights_file "weights.pt" (SaveWeights, fp32), the zoo model and its
-  //   options, the task and DataSpec fields, inputs/outputs:
+  // A SUCCEEDED job's export artifact (<state_dir>/jobs/<id>/export.pt,
+  // ExportArtifact, written by the trainer when the job succeeded) becomes
+  // the next version of request.name(); nothing else of the job is read (no
+  // dataset, no checkpoint):
+  //   weights_file "weights.pt" (SaveWeights, fp32), the model and its
+  //   options, the task and DataSpec fields, the artifact's inputs/outputs:
   //     classification:  "input"  <float dtype> [input_shape...] -> "logits" [num_classes]
   //     language models: "input_ids" INT64 [-1] (1..seq_len) -> "logits" [-1, vocab_size]
-  //     (gpt's model_options vocab / seq_len, when set, over the dataset's)
-  //   the job id, its effective precision, dataset, dataset options and seed.
-  // A torchscript job's module file is copied in as "module.ts" and
-  // model_options["path"] rewritten to that relative name.
+  //   the job id, its effective precision, dataset, dataset options and
+  //   seed, and the artifact's calibration sample as
+  //   HalfCastValidator::kCalibrationFile.
+  // A model that reads a file (ModelEntry::file_option: torchscript's
+  // module) gets a copy in the version (file_copy, "module.ts"), its option
+  // rewritten to that relative name.
   // `serving_precision` is already resolved (bf16-true, 16-true, 32-true);
   // float tensor specs carry its datatype. FAILED_PRECONDITION when the job
-  // is not SUCCEEDED or its checkpoint is missing; INVALID_ARGUMENT for a bad
-  // name, precision or batching, or weights that do not fit the model; the
-  // dataset's own error when it cannot be loaded (it describes the model).
+  // is not SUCCEEDED or has no export artifact: jobs that finished before
+  // jobs wrote one (only checkpoint.pt) are refused, naming the job and what
+  // to do (train again, or resume it for more steps, and export that job).
+  // INVALID_ARGUMENT for a bad name, precision or batching, an artifact that
+  // does not read, or weights that do not fit the model.
   static absl::StatusOr<v1::ModelConfig> ExportJob(ModelRepository& repository,
                                                    const std::string& state_dir, const v1::Job& job,
                                                    const v1::ExportModelRequest& request,

@@ -18,12 +18,11 @@
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
-#include "server/precision/device_capabilities.h"
+#include "server/runtime/device_capabilities.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/model_repository.h"
 #include "server/serving/servable.h"
 #include "server/serving/tensor_codec.h"
-#include "server/training/torch_runtime.h"
 
 namespace mantissa {
 namespace {
@@ -757,13 +756,11 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options
         absl::StrCat("default_max_queue_delay_us: ", options.default_max_queue_delay_us,
                      ", expected 0..", kMaxQueueDelayUsLimit));
   }
-  ASSIGN_OR_RETURN(const std::string device_name, ResolveDevice(options.device));
-  torch::Device device = torch::kCPU;
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat("device ", device_name), [&] {
-    device = torch::Device(device_name);
-    return absl::OkStatus();
-  }));
-  DeviceCapabilities capabilities = DeviceCapabilities::Probe(device);
+  if (!options.device.probed()) {
+    return absl::InvalidArgumentError("device: not probed (ProbeDevice)");
+  }
+  const DeviceCapabilities capabilities = *options.device.capabilities;
+  const torch::Device device = capabilities.device;
   ModelRepository::Options repository_options;
   repository_options.root = options.state_dir + "/models";
   repository_options.max_versions = options.max_versions_per_model;

@@ -13,6 +13,7 @@
 #include "mantissa/v1/training.pb.h"
 #include "server/common/file_roots.h"
 #include "server/metrics/metrics.h"
+#include "server/runtime/probed_device.h"
 #include "server/serving/shape_limits.h"
 
 namespace mantissa {
@@ -30,11 +31,12 @@ namespace mantissa {
 class ModelServer {
  public:
   struct Options {
-    // Model repository: <state_dir>/models. Job checkpoints are read from
-    // <state_dir>/jobs/<id>/checkpoint.pt.
+    // Model repository: <state_dir>/models. Jobs' export artifacts are read
+    // from <state_dir>/jobs/<id>/export.pt.
     std::string state_dir;
-    std::string device = "auto";  // as --device
-    Metrics* metrics = nullptr;   // not owned; outlives the server
+    // The daemon's device (ProbeDevice, as --device), probed once; required.
+    ProbedDevice device;
+    Metrics* metrics = nullptr;  // not owned; outlives the server
     // Items in the calibration batch that validates each cast.
     int calibration_items = 256;
     // Batching of models whose config leaves it unset.
@@ -89,7 +91,7 @@ class ModelServer {
   absl::Status DeleteVersion(const std::string& name, int64_t version);
 
   // --- mantissa.v1.ModelService. `job` is a SUCCEEDED job (the service
-  // checks its state); its final checkpoint holds the weights.
+  // checks its state); its export artifact holds the weights.
   absl::StatusOr<v1::ModelVersionStatus> Export(const v1::Job& job,
                                                 const v1::ExportModelRequest& request);
   absl::StatusOr<v1::ModelVersionStatus> Register(const v1::RegisterModelRequest& request);

@@ -13,7 +13,8 @@
 #include "absl/time/time.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
+#include "server/precision/precision_registry.h"
 #include "server/serving/half_cast_validator.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/tensor_codec.h"
@@ -234,13 +235,17 @@ absl::StatusOr<std::unique_ptr<Servable::Forward>> BuildForward(const Servable::
   ASSIGN_OR_RETURN(const DataSpec spec, DataSpecFor(config));
   std::map<std::string, std::string> model_options(config.model_options().begin(),
                                                    config.model_options().end());
-  auto path = model_options.find("path");
-  if (config.model() == "torchscript" && path != model_options.end() &&
-      !absl::StartsWith(path->second, "/")) {
-    path->second = absl::StrCat(options.version_dir, "/", path->second);
+  // The version's copy of the file the model reads (ModelExporter).
+  const ModelEntry* entry = ModelRegistry::Find(config.model());
+  if (entry != nullptr && entry->file_option != nullptr) {
+    auto file = model_options.find(entry->file_option);
+    if (file != model_options.end() && !absl::StartsWith(file->second, "/")) {
+      file->second = absl::StrCat(options.version_dir, "/", file->second);
+    }
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Model> model,
-                   ModelFactory::Build(config.model(), model_options, spec));
+  ASSIGN_OR_RETURN(const std::shared_ptr<const ModelConfig> parsed,
+                   ModelRegistry::Parse(config.model(), model_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, parsed->Build(spec));
   // A training job building in another precision may have changed the
   // process-wide default dtype meanwhile; the weights are fp32.
   RETURN_IF_ERROR(GuardTorch("building the fp32 model", [&] {
@@ -273,64 +278,40 @@ absl::StatusOr<torch::Dtype> ServingDtype(const std::string& precision) {
 
 absl::StatusOr<std::string> ResolveServingPrecision(const std::string& requested,
                                                     const DeviceCapabilities& device) {
+  std::vector<const PrecisionEntry*> here;
+  for (const PrecisionEntry* mode : PrecisionRegistry::ServableModes()) {
+    if (mode->support(device).supported) here.push_back(mode);
+  }
   std::vector<std::string> valid_here;
-  if (device.bfloat16) valid_here.push_back("bf16-true");
-  if (device.float16) valid_here.push_back("16-true");
-  valid_here.push_back("32-true");
+  for (const PrecisionEntry* mode : here) valid_here.push_back(mode->name);
   if (requested.empty()) {
-    if (device.float16) return std::string("16-true");
-    return std::string(device.bfloat16 ? "bf16-true" : "32-true");
+    // A half cast where the device computes one; float16 keeps more
+    // mantissa than bfloat16.
+    auto rank = [](const PrecisionEntry* mode) {
+      if (!mode->traits.true_half) return 0;
+      return mode->traits.parameter_dtype == torch::kFloat16 ? 2 : 1;
+    };
+    const PrecisionEntry* best = here.front();
+    for (const PrecisionEntry* mode : here) {
+      if (rank(mode) > rank(best)) best = mode;
+    }
+    return std::string(best->name);
   }
   RETURN_IF_ERROR(ServingDtype(requested).status());
-  const bool fp16 = requested == "16-true";
-  if ((fp16 && !device.float16) || (requested == "bf16-true" && !device.bfloat16)) {
-    const std::string failure = device.Failure(fp16 ? "float16" : "bfloat16");
-    return absl::FailedPreconditionError(
-        absl::StrCat("precision: ", requested, " needs ", fp16 ? "float16" : "bfloat16",
-                     " compute, which device ", device.device_name, " lacks",
-                     failure.empty() ? "" : absl::StrCat(" (", failure, ")"),
-                     "; valid precisions on this device: ", absl::StrJoin(valid_here, ", ")));
+  const PrecisionSupport support = PrecisionRegistry::Find(requested)->support(device);
+  if (!support.supported) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "precision: ", requested, " cannot be served on device ", device.device_name, ": ",
+        support.note, "; valid precisions on this device: ", absl::StrJoin(valid_here, ", ")));
   }
   return requested;
 }
 
 absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
                                                          v1::HalfCastValidation* validation) {
-  const v1::ModelConfig& config = options.config;
-  const std::string where = absl::StrCat("model ", config.name(), " version ", config.version());
-  const std::string config_file = absl::StrCat(where, ": ", options.version_dir, "/config.json: ");
-
   std::shared_ptr<Servable> servable(new Servable());
   Servable& s = *servable;
-  s.config_ = config;
-  s.device_ = options.device;
-  if (config.platform() != kZooPlatform && config.platform() != kTorchScriptPlatform) {
-    return absl::InvalidArgumentError(absl::StrCat(config_file, "platform '", config.platform(),
-                                                   "'; valid platforms: ", kZooPlatform, ", ",
-                                                   kTorchScriptPlatform));
-  }
-  {
-    absl::StatusOr<torch::Dtype> dtype = ServingDtype(config.precision());
-    if (!dtype.ok()) return Prefixed(dtype.status(), config_file);
-    s.dtype_ = *dtype;
-  }
-  RETURN_IF_ERROR(
-      Prefixed(CheckSpecs("inputs", config.inputs(), options.shape_limits, nullptr), config_file));
-  RETURN_IF_ERROR(
-      Prefixed(CheckSpecs("outputs", config.outputs(), options.shape_limits, &s.output_dtypes_),
-               config_file));
-  RETURN_IF_ERROR(Prefixed(ValidateBatching(config.batching()), config_file));
-  if (config.weights_file().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(config_file, "weights_file is empty"));
-  }
-  s.inputs_.assign(config.inputs().begin(), config.inputs().end());
-  s.outputs_.assign(config.outputs().begin(), config.outputs().end());
-  s.max_batch_size_ = config.batching().has_max_batch_size() ? config.batching().max_batch_size()
-                                                             : options.default_max_batch_size;
-  const int64_t queue_delay_us = config.batching().has_max_queue_delay_us()
-                                     ? config.batching().max_queue_delay_us()
-                                     : options.default_max_queue_delay_us;
-  s.where_ = where;
+  RETURN_IF_ERROR(s.Configure(options));
 
   // The served model, and (when casting) a second fp32 copy that exists only
   // while the cast is validated.
@@ -340,18 +321,58 @@ absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
     ASSIGN_OR_RETURN(fp32_copy, BuildForward(options));
   }
   Forward* reference = fp32_copy != nullptr ? fp32_copy.get() : s.model_.get();
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat(where, ": moving the model to ", s.device_.str()), [&] {
-    if (fp32_copy != nullptr) fp32_copy->Prepare(s.device_, torch::kFloat32);
-    s.model_->Prepare(s.device_, s.dtype_);
-    return absl::OkStatus();
-  }));
+  RETURN_IF_ERROR(
+      GuardTorch(absl::StrCat(s.where_, ": moving the model to ", s.device_.str()), [&] {
+        if (fp32_copy != nullptr) fp32_copy->Prepare(s.device_, torch::kFloat32);
+        s.model_->Prepare(s.device_, s.dtype_);
+        return absl::OkStatus();
+      }));
+  RETURN_IF_ERROR(s.ValidateCast(options, *reference, validation));
+  fp32_copy.reset();
+  RETURN_IF_ERROR(s.StartBatcher(options));
+  return servable;
+}
 
+absl::Status Servable::Configure(const Options& options) {
+  const v1::ModelConfig& config = options.config;
+  where_ = absl::StrCat("model ", config.name(), " version ", config.version());
+  const std::string config_file = absl::StrCat(where_, ": ", options.version_dir, "/config.json: ");
+  config_ = config;
+  device_ = options.device;
+  if (config.platform() != kZooPlatform && config.platform() != kTorchScriptPlatform) {
+    return absl::InvalidArgumentError(absl::StrCat(config_file, "platform '", config.platform(),
+                                                   "'; valid platforms: ", kZooPlatform, ", ",
+                                                   kTorchScriptPlatform));
+  }
+  {
+    absl::StatusOr<torch::Dtype> dtype = ServingDtype(config.precision());
+    if (!dtype.ok()) return Prefixed(dtype.status(), config_file);
+    dtype_ = *dtype;
+  }
+  RETURN_IF_ERROR(
+      Prefixed(CheckSpecs("inputs", config.inputs(), options.shape_limits, nullptr), config_file));
+  RETURN_IF_ERROR(Prefixed(
+      CheckSpecs("outputs", config.outputs(), options.shape_limits, &output_dtypes_), config_file));
+  RETURN_IF_ERROR(Prefixed(ValidateBatching(config.batching()), config_file));
+  if (config.weights_file().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(config_file, "weights_file is empty"));
+  }
+  inputs_.assign(config.inputs().begin(), config.inputs().end());
+  outputs_.assign(config.outputs().begin(), config.outputs().end());
+  max_batch_size_ = config.batching().has_max_batch_size() ? config.batching().max_batch_size()
+                                                           : options.default_max_batch_size;
+  return absl::OkStatus();
+}
+
+absl::Status Servable::ValidateCast(const Options& options, Forward& reference,
+                                    v1::HalfCastValidation* validation) {
+  const v1::ModelConfig& config = config_;
   const bool lm = config.task() == "language_model";
   HalfCastValidator::Options check;
-  check.model = where;
+  check.model = where_;
   check.precision = config.precision();
   check.top1_agreement = lm || config.task() == "classification";
-  check.chunk_items = s.max_batch_size_;
+  check.chunk_items = max_batch_size_;
   if (lm) {
     int64_t per_item = 1;
     if (__builtin_mul_overflow(config.seq_len(), config.vocab_size(), &per_item)) {
@@ -362,23 +383,23 @@ absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
         std::min(check.chunk_items, std::max<int64_t>(1, kMaxChunkOutputElements / per_item));
   }
   CalibrationBatch calibration;
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat(where, ": making the calibration batch"), [&] {
-    calibration = HalfCastValidator::ForConfig(config, options.calibration_items);
+  RETURN_IF_ERROR(GuardTorch(absl::StrCat(where_, ": making the calibration batch"), [&] {
+    calibration =
+        HalfCastValidator::ForVersion(config, options.version_dir, options.calibration_items);
     return absl::OkStatus();
   }));
-  const size_t num_outputs = s.outputs_.size();
   auto run_reference =
       [&](const std::vector<torch::Tensor>& inputs) -> absl::StatusOr<std::vector<torch::Tensor>> {
     ASSIGN_OR_RETURN(std::vector<torch::Tensor> outputs,
-                     RunOn(*reference, s.device_, torch::kFloat32, inputs));
-    if (outputs.size() != num_outputs) {
-      return absl::InvalidArgumentError(absl::StrCat("forward returned ", outputs.size(),
-                                                     " tensors; the config declares ", num_outputs,
-                                                     " outputs (", Names(s.outputs_), ")"));
+                     RunOn(reference, device_, torch::kFloat32, inputs));
+    if (outputs.size() != outputs_.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward returned ", outputs.size(), " tensors; the config declares ",
+                       outputs_.size(), " outputs (", Names(outputs_), ")"));
     }
     return outputs;
   };
-  auto run_cast = [&s](const std::vector<torch::Tensor>& inputs) { return s.Run(inputs); };
+  auto run_cast = [this](const std::vector<torch::Tensor>& inputs) { return Run(inputs); };
   absl::StatusOr<HalfCastValidator::Result> result =
       HalfCastValidator::Compare(check, calibration, run_reference, run_cast);
   if (!result.ok()) {
@@ -386,30 +407,33 @@ absl::StatusOr<std::shared_ptr<Servable>> Servable::Load(Options options,
     // fault, not the server's.
     if (result.status().code() == absl::StatusCode::kInternal) {
       return absl::InvalidArgumentError(absl::StrCat(result.status().message(),
-                                                     " (do the declared inputs ", Names(s.inputs_),
+                                                     " (do the declared inputs ", Names(inputs_),
                                                      " fit the model's forward?)"));
     }
     return result.status();
   }
   if (validation != nullptr) *validation = result->validation;
   RETURN_IF_ERROR(HalfCastValidator::Verdict(check, *result));
-  s.validation_ = result->validation;
-  fp32_copy.reset();
+  validation_ = result->validation;
+  return absl::OkStatus();
+}
 
-  if (options.metrics != nullptr) s.metrics_ = options.metrics->ModelInference(config.name());
+absl::Status Servable::StartBatcher(const Options& options) {
+  if (options.metrics != nullptr) metrics_ = options.metrics->ModelInference(config_.name());
   DynamicBatcher::Options batching;
-  batching.model = config.name();
-  batching.max_batch_size = s.max_batch_size_;
-  batching.max_queue_delay = absl::Microseconds(queue_delay_us);
+  batching.model = config_.name();
+  batching.max_batch_size = max_batch_size_;
+  batching.max_queue_delay = absl::Microseconds(config_.batching().has_max_queue_delay_us()
+                                                    ? config_.batching().max_queue_delay_us()
+                                                    : options.default_max_queue_delay_us);
   // The batcher is a member: it stops (and joins) before the servable dies.
-  Servable* raw = servable.get();
-  batching.run = [raw](const std::vector<torch::Tensor>& inputs) { return raw->Run(inputs); };
-  if (s.metrics_ != nullptr) {
-    std::shared_ptr<InferenceMetrics> metrics = s.metrics_;
+  batching.run = [this](const std::vector<torch::Tensor>& inputs) { return Run(inputs); };
+  if (metrics_ != nullptr) {
+    std::shared_ptr<InferenceMetrics> metrics = metrics_;
     batching.on_batch = [metrics](int64_t items) { metrics->ObserveBatch(items); };
   }
-  ASSIGN_OR_RETURN(s.batcher_, DynamicBatcher::Create(std::move(batching)));
-  return servable;
+  ASSIGN_OR_RETURN(batcher_, DynamicBatcher::Create(std::move(batching)));
+  return absl::OkStatus();
 }
 
 Servable::Servable() : device_(torch::kCPU) {}

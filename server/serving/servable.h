@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "mantissa/v1/serving.pb.h"
 #include "server/metrics/metrics.h"
-#include "server/precision/device_capabilities.h"
+#include "server/runtime/device_capabilities.h"
 #include "server/serving/dynamic_batcher.h"
 #include "server/serving/shape_limits.h"
 
@@ -42,7 +42,7 @@ class Servable {
  public:
   struct Options {
     v1::ModelConfig config;
-    std::string version_dir;  // holds config.weights_file (and module.ts)
+    std::string version_dir;  // holds config.weights_file (calibration.pt, module.ts)
     torch::Device device = torch::kCPU;
     // Items in the calibration batch that validates the cast.
     int64_t calibration_items = 256;
@@ -99,6 +99,13 @@ class Servable {
 
  private:
   Servable();
+  // Load's steps: checks the config and sets the members it decides; runs
+  // the calibration batch through `reference` (fp32) and the served model
+  // and refuses a cast with non-finite outputs; starts the batcher.
+  absl::Status Configure(const Options& options);
+  absl::Status ValidateCast(const Options& options, Forward& reference,
+                            v1::HalfCastValidation* validation);
+  absl::Status StartBatcher(const Options& options);
 
   v1::ModelConfig config_;
   std::string where_;  // "model NAME version N", for errors

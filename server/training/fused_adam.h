@@ -13,7 +13,7 @@ namespace mantissa {
 // Adam/AdamW stepped by LibTorch's fused CUDA kernels (compat::FusedAdamStep):
 // one launch per parameter group and dtype instead of several per parameter,
 // and with the grad scaler the kernel unscales the gradients and skips the
-// step on found-inf by itself, so no step waits on the host. OptimizerFactory
+// step on found-inf by itself, so no step waits on the host. OptimizerRegistry
 // picks it for CUDA jobs where Supported().
 //
 // The lr the kernel reads is a float32 device tensor per parameter group,

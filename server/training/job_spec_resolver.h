@@ -6,10 +6,8 @@
 #include "absl/status/statusor.h"
 #include "mantissa/v1/training.pb.h"
 #include "server/common/file_roots.h"
-#include "server/jobs/job_runner.h"
-#include "server/precision/device_capabilities.h"
-#include "server/precision/grad_scaler.h"
-#include "server/training/lr_schedule.h"
+#include "server/runtime/device_capabilities.h"
+#include "server/training/resolved_job.h"
 #include "server/training/spec_limits.h"
 
 namespace mantissa {
@@ -38,21 +36,17 @@ struct ResolveContext {
 // a * b, or nullopt when it overflows int64 (both must be >= 0).
 std::optional<int64_t> CheckedMul(int64_t a, int64_t b);
 
-// The scaler options of a resolved spec.
-GradScaler::Options GradScalerOptions(const v1::GradScalerSettings& settings);
-
-// The LR schedule of a resolved spec, for a run of `total_steps`.
-LrSchedule::Options LrScheduleOptions(const v1::JobSpec& spec, int64_t total_steps);
-
-// Checks every field of a submitted spec and fills in defaults. Errors name
-// the field and, for enumerations, the valid values: INVALID_ARGUMENT for bad
-// values, NOT_FOUND for unknown models and datasets, FAILED_PRECONDITION for
-// what this build or device cannot run, PERMISSION_DENIED for a path outside
-// the context's roots (returned canonical, symlinks resolved). Limits in `context.limits` bound
+// Checks every field of a submitted spec, fills in defaults and parses what
+// the trainer builds from (ResolvedJob), section by section
+// (job_spec_sections.h). Errors name the field and, for enumerations, the
+// valid values: INVALID_ARGUMENT for bad values, NOT_FOUND for unknown
+// models and datasets, FAILED_PRECONDITION for what this build or device
+// cannot run, PERMISSION_DENIED for a path outside the context's roots
+// (returned canonical, symlinks resolved). Limits in `context.limits` bound
 // sizes, steps, string lengths and max_duration (INVALID_ARGUMENT naming the
-// field and the limit). Has no side effects.
-absl::StatusOr<JobRunner::PreparedSpec> ResolveJobSpec(const v1::JobSpec& spec,
-                                                       const ResolveContext& context);
+// field and the limit). Has no side effects. Resolving a resolved spec gives
+// it back unchanged.
+absl::StatusOr<ResolvedJob> ResolveJobSpec(const v1::JobSpec& spec, const ResolveContext& context);
 
 }  // namespace mantissa
 

@@ -13,7 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "server/training/torch_runtime.h"
+#include "server/precision/precision_registry.h"
+#include "server/runtime/torch_runtime.h"
+#include "server/training/optimizer_registry.h"
 
 namespace mantissa {
 namespace {
@@ -30,17 +32,16 @@ std::string Bytes(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (10
 
 }  // namespace
 
-int64_t EstimateTrainingBytes(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+int64_t EstimateTrainingBytes(const ModelSizeEstimate& size, int64_t batch_size,
                               const std::string& precision, const std::string& optimizer) {
-  const bool double_precision = absl::StartsWith(precision, "64");
-  const bool half_weights =
-      absl::EndsWith(precision, "-true") && !absl::StartsWith(precision, "32") && !double_precision;
-  const bool half_activations = half_weights || absl::EndsWith(precision, "-mixed") ||
-                                absl::StartsWith(precision, "transformer-engine");
-  const double weight = double_precision ? 8 : half_weights ? 2 : 4;
+  const PrecisionEntry* entry = PrecisionRegistry::Find(precision);
+  const PrecisionTraits traits = entry != nullptr ? entry->traits : PrecisionTraits();
+  // The FP8 modes keep float32 master weights beside their half copies.
+  const double weight = traits.parameter_dtype == torch::kFloat64 ? 8 : traits.true_half ? 2 : 4;
   // Adam keeps two moments, SGD one momentum buffer (at most).
-  const double states = (optimizer == "adam" || optimizer == "adamw") ? 2 : 1;
-  const double activation = double_precision ? 8 : half_activations ? 2 : 4;
+  const OptimizerEntry* optimizer_entry = OptimizerRegistry::Find(optimizer);
+  const double states = optimizer_entry != nullptr ? optimizer_entry->state_per_parameter : 1;
+  const double activation = static_cast<double>(torch::elementSize(traits.compute_dtype));
   const double bytes = size.parameters * weight * (2 + states) +
                        size.activations_per_item * static_cast<double>(batch_size) * activation;
   return bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
@@ -74,7 +75,7 @@ bool IsAdmissionRefusal(const absl::Status& status) {
   return status.GetPayload(kAdmissionPayload).has_value();
 }
 
-absl::Status CheckModelSize(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+absl::Status CheckModelSize(const ModelSizeEstimate& size, int64_t batch_size,
                             const std::string& precision, const std::string& optimizer,
                             int64_t free_bytes, const std::string& device,
                             const SpecLimits& limits) {

@@ -8,15 +8,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_config.h"
 #include "server/training/spec_limits.h"
 
 namespace mantissa {
 
 // Bytes a training run needs at least: parameters, gradients and optimizer
-// state in the job's precision, plus the activations of one batch. A rough
-// lower bound, so that it refuses only what cannot fit.
-int64_t EstimateTrainingBytes(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+// state (float32, half in the true-half modes, float64 in 64-true), plus the
+// activations of one batch in the compute dtype (`precision`: a canonical
+// mode). A rough lower bound, so that it refuses only what cannot fit.
+int64_t EstimateTrainingBytes(const ModelSizeEstimate& size, int64_t batch_size,
                               const std::string& precision, const std::string& optimizer);
 
 // Memory free for a job on `device`: the host's MemAvailable
@@ -33,7 +34,7 @@ bool IsAdmissionRefusal(const absl::Status& status);
 // Before anything is built: RESOURCE_EXHAUSTED when the model has more than
 // --max_model_parameters parameters, or when the estimate exceeds
 // `free_bytes` (< 0: unknown, not checked), naming both figures.
-absl::Status CheckModelSize(const ModelFactory::SizeEstimate& size, int64_t batch_size,
+absl::Status CheckModelSize(const ModelSizeEstimate& size, int64_t batch_size,
                             const std::string& precision, const std::string& optimizer,
                             int64_t free_bytes, const std::string& device,
                             const SpecLimits& limits);

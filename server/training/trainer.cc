@@ -8,20 +8,17 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
-#include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
-#include "server/data/dataset_factory.h"
 #include "server/data/device_resident_dataset.h"
-#include "server/models/model_factory.h"
 #include "server/precision/fp32_precision.h"
-#include "server/precision/precision_factory.h"
+#include "server/precision/precision_registry.h"
 #include "server/training/applied_step_counter.h"
 #include "server/training/batch_loader.h"
 #include "server/training/cuda_graph_step.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_estimate.h"
-#include "server/training/optimizer_factory.h"
+#include "server/training/optimizer_registry.h"
 
 namespace mantissa {
 namespace {
@@ -45,15 +42,15 @@ std::string DtypeName(torch::Dtype dtype) {
   }
 }
 
-absl::Status NonFiniteLoss(int64_t step, double loss, const std::string& precision) {
-  const bool half = precision == "16-true" || precision == "bf16-true";
+absl::Status NonFiniteLoss(int64_t step, double loss, const ResolvedJob& job) {
   return absl::InternalError(absl::StrCat(
-      "step ", step, ": the loss is ", loss, " under ", precision,
+      "step ", step, ": the loss is ", loss, " under ", job.effective_precision,
       " without a grad scaler; training stopped instead of continuing on NaN. Likely cause: ",
-      half ? "overflow or underflow in the half-precision weights or optimizer state (for "
-             "Adam/AdamW, an eps that rounds to 0); try 16-mixed or bf16-mixed, a larger eps or "
-             "a lower learning rate"
-           : "diverging training; lower the learning rate or set gradient_clip_norm"));
+      job.precision.true_half
+          ? "overflow or underflow in the half-precision weights or optimizer state (for "
+            "Adam/AdamW, an eps that rounds to 0); try 16-mixed or bf16-mixed, a larger eps or "
+            "a lower learning rate"
+          : "diverging training; lower the learning rate or set gradient_clip_norm"));
 }
 
 // torch::nn::utils::clip_grad_norm_ (L2) without its final read of the norm:
@@ -75,87 +72,133 @@ void ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm)
 
 }  // namespace
 
+// One Run's state: what the steps share besides the model and the optimizer.
+struct Trainer::RunState {
+  RunState(LrSchedule schedule, int64_t applied, int64_t skipped)
+      : schedule(std::move(schedule)), applied(applied, skipped) {}
+
+  LrSchedule schedule;
+  // Steps the optimizer applied; skipped ones do not advance the schedule.
+  // A fused optimizer's skips are known only when the scaler is read, at
+  // progress time (see AppliedStepCounter); checkpoints read it first.
+  AppliedStepCounter applied;
+  std::unique_ptr<BatchLoader> loader;
+  std::unique_ptr<CudaGraphStep> graph;  // null: eager steps
+  std::vector<torch::Tensor> parameters;
+  bool has_test = false;
+  // On the CPU reading the loss costs nothing, so every batch is checked; on
+  // CUDA only at progress time, to keep the host off the hot path.
+  bool check_every_batch = false;
+  int64_t checkpoint_step = 0;  // the latest checkpoint's step
+  double lr = 0;
+  double last_loss = 0;
+  // The interval's loss is summed on the device and read back only at
+  // progress time, so steps do not wait on the host.
+  torch::Tensor interval_loss;
+  int64_t interval_batches = 0;
+  int64_t interval_steps = 0;
+  int64_t interval_items = 0;
+  Clock::time_point train_start;
+  Clock::time_point interval_start;
+};
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
+  if (options.job.model == nullptr || options.job.dataset == nullptr) {
+    return absl::InvalidArgumentError("the job is not resolved (ResolveJobSpec)");
+  }
   if (options.device.is_cpu()) MemoryTracker::InstallCpuCounting();
   std::unique_ptr<Trainer> t(new Trainer(std::move(options)));
-  const v1::JobSpec& spec = t->options_.spec;
+  RETURN_IF_ERROR(t->LoadData());
+  RETURN_IF_ERROR(t->CountWork());
+  RETURN_IF_ERROR(t->CheckModelFits());
+  RETURN_IF_ERROR(t->MeasureBaseline());
+  // Everything the job allocates from here on counts towards its peak.
+  t->memory_.Start();
+  RETURN_IF_ERROR(t->BuildJob());
+  RETURN_IF_ERROR(t->Resume());
+  return t;
+}
 
-  ASSIGN_OR_RETURN(t->data_, DatasetFactory::Load(
-                                 spec.dataset(), ToOptionMap(spec.dataset_options()), spec.seed()));
-  if (t->options_.data_on_device) {
-    t->data_.train = DeviceResidentDataset::Create(*t->data_.train, t->options_.device);
-    if (t->data_.test) {
-      t->data_.test = DeviceResidentDataset::Create(*t->data_.test, t->options_.device);
-    }
+absl::Status Trainer::LoadData() {
+  ASSIGN_OR_RETURN(data_, options_.job.dataset->Load(options_.job.spec.seed()));
+  if (options_.data_on_device) {
+    data_.train = DeviceResidentDataset::Create(*data_.train, options_.device);
+    if (data_.test) data_.test = DeviceResidentDataset::Create(*data_.test, options_.device);
   }
-  t->accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
-  t->batches_per_epoch_ = (t->data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
-  const std::optional<int64_t> total_batches =
-      spec.has_steps() ? CheckedMul(spec.steps(), t->accumulate_)
-                       : CheckedMul(spec.epochs(), t->batches_per_epoch_);
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::CountWork() {
+  const v1::JobSpec& spec = options_.job.spec;
+  accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
+  batches_per_epoch_ = (data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
+  const std::optional<int64_t> total_batches = spec.has_steps()
+                                                   ? CheckedMul(spec.steps(), accumulate_)
+                                                   : CheckedMul(spec.epochs(), batches_per_epoch_);
   if (!total_batches) {
     return absl::InvalidArgumentError(absl::StrCat(spec.has_steps() ? "steps" : "epochs",
                                                    ": the job's batch count overflows int64"));
   }
-  t->total_batches_ = *total_batches;
-  t->total_steps_ = (t->total_batches_ + t->accumulate_ - 1) / t->accumulate_;
-  const SpecLimits& limits = t->options_.limits;
-  if (t->total_steps_ > limits.max_job_steps) {
+  total_batches_ = *total_batches;
+  total_steps_ = (total_batches_ + accumulate_ - 1) / accumulate_;
+  const SpecLimits& limits = options_.limits;
+  if (total_steps_ > limits.max_job_steps) {
     return absl::InvalidArgumentError(absl::StrCat(
-        spec.has_steps() ? "steps" : "epochs", ": the job comes to ", t->total_steps_, " steps (",
-        t->batches_per_epoch_, " batches per epoch); must be <= ", limits.max_job_steps,
+        spec.has_steps() ? "steps" : "epochs", ": the job comes to ", total_steps_, " steps (",
+        batches_per_epoch_, " batches per epoch); must be <= ", limits.max_job_steps,
         " (--max_job_steps)"));
   }
   std::optional<int64_t> item = 1;
-  for (int64_t d : t->data_.spec.input_shape) item = item ? CheckedMul(*item, d) : item;
+  for (int64_t d : data_.spec.input_shape) item = item ? CheckedMul(*item, d) : item;
   if (!item || !CheckedMul(*item, std::max(spec.batch_size(), spec.eval().batch_size()))) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch_size: batch_size x the dataset's item size overflows int64"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::CheckModelFits() const {
   // Before anything is allocated for the model: its size by formula against
   // the limits and the device's free memory.
-  ASSIGN_OR_RETURN(
-      const std::optional<ModelFactory::SizeEstimate> size,
-      ModelFactory::EstimateSize(spec.model(), ToOptionMap(spec.model_options()), t->data_.spec));
-  if (size) {
-    const absl::StatusOr<int64_t> free = FreeMemoryBytes(t->options_.device);
-    RETURN_IF_ERROR(CheckModelSize(*size, spec.batch_size(), t->options_.effective_precision,
-                                   spec.optimizer(), free.ok() ? *free : -1,
-                                   t->options_.device.str(), limits));
+  const ResolvedJob& job = options_.job;
+  const std::optional<ModelSizeEstimate> size = job.model->EstimateSize(data_.spec);
+  if (!size) return absl::OkStatus();
+  const absl::StatusOr<int64_t> free = FreeMemoryBytes(options_.device);
+  return CheckModelSize(*size, job.spec.batch_size(), job.effective_precision, job.spec.optimizer(),
+                        free.ok() ? *free : -1, options_.device.str(), options_.limits);
+}
+
+absl::Status Trainer::BuildJob() {
+  const ResolvedJob& job = options_.job;
+  ASSIGN_OR_RETURN(precision_,
+                   PrecisionRegistry::Create(job.effective_precision, options_.device, job.fp8));
+  ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler, GradScaler::Create(job.grad_scaler));
+  precision_->set_grad_scaler(std::move(scaler));
+  ASSIGN_OR_RETURN(model_, BuildModel(precision_.get()));
+  precision_->ConvertModule(*model_);
+  model_->ToDevice(options_.device);
+  parameter_bytes_ = TensorBytes(model_->Parameters());
+  ASSIGN_OR_RETURN(optimizer_, OptimizerRegistry::Create(job.optimizer, model_->Parameters()));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Resume() {
+  if (options_.resume_path.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(start_,
+                   Checkpoint::Load(options_.resume_path, {model_.get(), optimizer_.get(),
+                                                           precision_.get(), options_.device}));
+  if (start_.step > total_steps_ || start_.next_batch > total_batches_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", options_.resume_path, " is at step ", start_.step,
+                     " but the job has only ", total_steps_, " steps"));
   }
-
-  RETURN_IF_ERROR(t->MeasureBaseline());
-
-  // Everything the job allocates from here on counts towards its peak.
-  t->memory_.Start();
-  ASSIGN_OR_RETURN(t->precision_, PrecisionFactory::Create(t->options_.effective_precision,
-                                                           t->options_.device, spec.fp8()));
-  ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler,
-                   GradScaler::Create(GradScalerOptions(spec.grad_scaler())));
-  t->precision_->set_grad_scaler(std::move(scaler));
-  ASSIGN_OR_RETURN(t->model_, t->BuildModel(t->precision_.get()));
-  t->precision_->ConvertModule(*t->model_);
-  t->model_->ToDevice(t->options_.device);
-  t->parameter_bytes_ = TensorBytes(t->model_->Parameters());
-  ASSIGN_OR_RETURN(t->optimizer_, OptimizerFactory::Create(spec, t->model_->Parameters()));
-
-  if (!t->options_.resume_path.empty()) {
-    ASSIGN_OR_RETURN(t->start_, Checkpoint::Load(t->options_.resume_path,
-                                                 {t->model_.get(), t->optimizer_.get(),
-                                                  t->precision_.get(), t->options_.device}));
-    if (t->start_.step > t->total_steps_ || t->start_.next_batch > t->total_batches_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint ", t->options_.resume_path, " is at step ", t->start_.step,
-                       " but the job has only ", t->total_steps_, " steps"));
-    }
-    // The archive's copies of every tensor were freed again: not the job's.
-    t->memory_.RestartPeak();
-  }
-  return t;
+  // The archive's copies of every tensor were freed again: not the job's.
+  memory_.RestartPeak();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Trainer::BuildModel(PrecisionPlugin* plugin) const {
-  const v1::JobSpec& spec = options_.spec;
+  const v1::JobSpec& spec = options_.job.spec;
   // Parameter initialisation draws from LibTorch's global generator and the
   // init guard may set the process-wide default dtype: the lock makes a seed
   // give the same weights, and keeps concurrent jobs from seeing each
@@ -164,11 +207,11 @@ absl::StatusOr<std::unique_ptr<Model>> Trainer::BuildModel(PrecisionPlugin* plug
   std::lock_guard<std::mutex> lock(init_mu);
   torch::manual_seed(spec.seed());
   std::unique_ptr<PrecisionGuard> init_guard = plugin->ModuleInitGuard();
-  return ModelFactory::Build(spec.model(), ToOptionMap(spec.model_options()), data_.spec);
+  return options_.job.model->Build(data_.spec);
 }
 
 absl::Status Trainer::MeasureBaseline() {
-  const v1::JobSpec& spec = options_.spec;
+  const v1::JobSpec& spec = options_.job.spec;
   if (spec.memory_baseline_steps() <= 0) return absl::OkStatus();
   // The same model, optimizer and batch in 32-true, freed before the job's
   // own model is built. The batch is read first: like the job's batches,
@@ -184,7 +227,7 @@ absl::Status Trainer::MeasureBaseline() {
     ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildModel(&fp32));
     model->ToDevice(options_.device);
     ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> optimizer,
-                     OptimizerFactory::Create(spec, model->Parameters()));
+                     OptimizerRegistry::Create(options_.job.optimizer, model->Parameters()));
     model->SetTraining(true);
     for (int64_t i = 0; i < spec.memory_baseline_steps(); ++i) {
       optimizer->zero_grad();
@@ -205,8 +248,7 @@ torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& ta
   return torch::nn::functional::cross_entropy(logits, targets);
 }
 
-torch::Tensor Trainer::ForwardBackward(const torch::Tensor& inputs, const torch::Tensor& targets,
-                                       double loss_divisor) {
+torch::Tensor Trainer::Forward(const torch::Tensor& inputs) {
   torch::Tensor x = precision_->ConvertInput(inputs);
   torch::Tensor logits;
   {
@@ -215,31 +257,44 @@ torch::Tensor Trainer::ForwardBackward(const torch::Tensor& inputs, const torch:
     std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
     logits = model_->Forward(x);
   }
-  logits = precision_->ConvertOutput(logits);
-  torch::Tensor loss = Loss(logits, targets);
+  return precision_->ConvertOutput(logits);
+}
+
+torch::Tensor Trainer::ForwardBackward(const torch::Tensor& inputs, const torch::Tensor& targets,
+                                       double loss_divisor) {
+  torch::Tensor loss = Loss(Forward(inputs), targets);
   precision_->Backward(loss_divisor == 1 ? loss : loss / loss_divisor);
   return loss.detach();
 }
 
 OptimizerStepResult Trainer::ClipAndStep(const std::vector<torch::Tensor>& parameters) {
-  if (options_.spec.has_gradient_clip_norm()) {
+  if (options_.job.spec.has_gradient_clip_norm()) {
     // Clip what the optimizer will apply: unscaled gradients.
     precision_->UnscaleGradients(*optimizer_);
-    ClipGradNorm(parameters, options_.spec.gradient_clip_norm());
+    ClipGradNorm(parameters, options_.job.spec.gradient_clip_norm());
   }
   return precision_->OptimizerStep(*optimizer_);
 }
 
-int64_t Trainer::SkippedSteps() const {
+bool Trainer::scaling() const {
   const GradScaler* scaler = precision_->grad_scaler();
-  return scaler != nullptr && scaler->enabled() ? scaler->skipped_steps() : 0;
+  return scaler != nullptr && scaler->enabled();
 }
 
-absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobContext& context) {
+int64_t Trainer::SkippedSteps() const {
+  return scaling() ? precision_->grad_scaler()->skipped_steps() : 0;
+}
+
+absl::Status Trainer::SaveCheckpoint(int64_t step, int64_t next_batch, RunState& run,
+                                     JobContext& context) {
+  // The applied-step count is read from the device first: it must be exact.
+  run.applied.Correct(SkippedSteps());
+  const CheckpointPosition position{step, next_batch, run.applied.applied(), run.last_loss};
   std::string spec_json;
-  (void)google::protobuf::util::MessageToJsonString(options_.spec, &spec_json);
-  RETURN_IF_ERROR(Checkpoint::KeepPrevious(options_.checkpoint_path, saved_step_,
-                                           std::max<int64_t>(1, options_.spec.keep_checkpoints())));
+  (void)google::protobuf::util::MessageToJsonString(options_.job.spec, &spec_json);
+  RETURN_IF_ERROR(
+      Checkpoint::KeepPrevious(options_.checkpoint_path, saved_step_,
+                               std::max<int64_t>(1, options_.job.spec.keep_checkpoints())));
   ASSIGN_OR_RETURN(
       const int64_t bytes,
       Checkpoint::Save(options_.checkpoint_path, position, spec_json,
@@ -255,6 +310,7 @@ absl::Status Trainer::SaveCheckpoint(const CheckpointPosition& position, JobCont
       },
       absl::StrCat("checkpoint at step ", position.step));
   saved_step_ = position.step;
+  run.checkpoint_step = position.step;
   return absl::OkStatus();
 }
 
@@ -293,7 +349,7 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
   if (!data_.test || data_.test->size() == 0) return eval;
   torch::NoGradGuard no_grad;
   model_->SetTraining(false);
-  const v1::EvalSettings& settings = options_.spec.eval();
+  const v1::EvalSettings& settings = options_.job.spec.eval();
   const int64_t n = data_.test->size();
   const int64_t batch = settings.batch_size();
   // Items for classifiers, tokens for language models.
@@ -306,14 +362,8 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
     if (context != nullptr && context->cancelled()) break;
     const int64_t end = std::min(n, start + batch);
     Batch data = data_.test->Get(torch::arange(start, end, torch::kInt64));
-    torch::Tensor x = precision_->ConvertInput(data.inputs.to(options_.device));
-    torch::Tensor y = data.targets.to(options_.device);
-    torch::Tensor logits;
-    {
-      std::unique_ptr<PrecisionGuard> guard = precision_->ForwardGuard();
-      logits = model_->Forward(x);
-    }
-    logits = precision_->ConvertOutput(logits);
+    const torch::Tensor logits = Forward(data.inputs.to(options_.device));
+    const torch::Tensor y = data.targets.to(options_.device);
     const int64_t count = y.numel();
     loss_sum += Loss(logits, y).to(torch::kFloat64) * count;
     if (!language_model()) correct += logits.argmax(1).eq(y).sum();
@@ -329,46 +379,64 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
 }
 
 absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
-  const v1::JobSpec& spec = options_.spec;
-  const torch::Device device = options_.device;
-  const std::string& precision = options_.effective_precision;
-  const int64_t total_epochs = (total_batches_ + batches_per_epoch_ - 1) / batches_per_epoch_;
-  const bool has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
-  const bool scaling = precision_->grad_scaler() != nullptr && precision_->grad_scaler()->enabled();
-  const bool checkpoints = !options_.checkpoint_path.empty();
-  const int64_t checkpoint_every = spec.checkpoint_every_n_steps();
-  // On the CPU reading the loss costs nothing, so every batch is checked; on
-  // CUDA only at progress time, to keep the host off the hot path.
-  const bool check_every_batch = device.is_cpu() && !scaling;
-  std::vector<torch::Tensor> parameters = model_->Parameters();
-  ASSIGN_OR_RETURN(const LrSchedule schedule,
-                   LrSchedule::Create(LrScheduleOptions(spec, total_steps_)));
-  const int64_t start_step = start_.step;
-  // Steps the optimizer applied; skipped ones do not advance the schedule.
-  // A fused optimizer's skips are known only when the scaler is read, at
-  // progress time (see AppliedStepCounter); checkpoints read it first.
-  AppliedStepCounter applied(start_.applied_steps, SkippedSteps());
-  const auto applied_now = [&] {
-    applied.Correct(SkippedSteps());
-    return applied.applied();
-  };
-  int64_t checkpoint_step = start_step;  // the latest checkpoint's step
-  double lr = schedule.LrAt(applied.applied());
-  double last_loss = start_.last_loss;
+  ASSIGN_OR_RETURN(std::unique_ptr<RunState> run, SetUp(context));
+  for (int64_t step = start_.step + 1; step <= total_steps_; ++step) {
+    if (context.cancelled()) return Cancel(step - 1, *run, context);
+    const Clock::time_point step_start = Clock::now();
+    RETURN_IF_ERROR(TrainStep(step, *run));
+    if (options_.synchronize_steps) compat::Synchronize(options_.device);
+    const double step_seconds = Seconds(Clock::now() - step_start);
+    context.metrics().ObserveStep(step_seconds);
+    if (options_.on_step) options_.on_step(step, step_seconds);
 
-  ASSIGN_OR_RETURN(std::unique_ptr<BatchLoader> loader,
+    if (step % options_.job.spec.progress_every_n_steps() == 0 || step == total_steps_) {
+      RETURN_IF_ERROR(ReportProgress(step, *run, context));
+    }
+    RETURN_IF_ERROR(MaybeCheckpoint(step, *run, context));
+    MaybeEvaluate(step, *run, context);
+  }
+  return Finish(*run, context);
+}
+
+absl::StatusOr<std::unique_ptr<Trainer::RunState>> Trainer::SetUp(JobContext& context) {
+  const v1::JobSpec& spec = options_.job.spec;
+  LrSchedule::Options schedule_options = options_.job.lr_schedule;
+  schedule_options.total_steps = total_steps_;
+  ASSIGN_OR_RETURN(LrSchedule schedule, LrSchedule::Create(std::move(schedule_options)));
+  auto run = std::make_unique<RunState>(std::move(schedule), start_.applied_steps, SkippedSteps());
+  run->parameters = model_->Parameters();
+  run->has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
+  run->check_every_batch = options_.device.is_cpu() && !scaling();
+  run->checkpoint_step = start_.step;
+  run->lr = run->schedule.LrAt(run->applied.applied());
+  run->last_loss = start_.last_loss;
+  ASSIGN_OR_RETURN(run->loader,
                    BatchLoader::Create({.dataset = data_.train.get(),
                                         .batch_size = spec.batch_size(),
                                         .seed = spec.seed(),
-                                        .first_batch = start_step * accumulate_,
+                                        .first_batch = start_.step * accumulate_,
                                         .end_batch = total_batches_,
                                         // Batches gathered on the device count in its
                                         // peak; one ahead is enough to overlap there.
                                         .queue_capacity = options_.data_on_device ? 1 : 4,
-                                        .device = device}));
-
+                                        .device = options_.device}));
   // What the plugin could not do as the mode asks (e.g. Linears FP8 cannot run).
   for (const std::string& warning : precision_->warnings()) context.Warn(warning);
+  Announce(context);
+  model_->SetTraining(true);
+  run->graph = SetUpGraph(*run, context);
+  run->interval_loss =
+      torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(options_.device));
+  run->train_start = Clock::now();
+  run->interval_start = run->train_start;
+  return run;
+}
+
+void Trainer::Announce(JobContext& context) const {
+  const int64_t start_step = start_.step;
+  const int64_t total_epochs = (total_batches_ + batches_per_epoch_ - 1) / batches_per_epoch_;
+  const std::string where =
+      absl::StrCat(" on ", options_.device.str(), " in ", options_.job.effective_precision);
   context.Update(
       v1::JobEvent::STATE_CHANGED,
       [&](v1::Job& job) {
@@ -379,159 +447,148 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
         job.mutable_progress()->set_total_epochs(total_epochs);
         *job.mutable_precision_stats() = PrecisionStats(0);
       },
-      start_step > 0
-          ? absl::StrCat("resuming ", model_->ParameterCount(), " parameters at step ", start_step,
-                         " of ", total_steps_, " on ", device.str(), " in ", precision)
-          : absl::StrCat("training ", model_->ParameterCount(), " parameters for ", total_steps_,
-                         " steps on ", device.str(), " in ", precision));
+      start_step > 0 ? absl::StrCat("resuming ", model_->ParameterCount(), " parameters at step ",
+                                    start_step, " of ", total_steps_, where)
+                     : absl::StrCat("training ", model_->ParameterCount(), " parameters for ",
+                                    total_steps_, " steps", where));
+}
 
-  model_->SetTraining(true);
-
+std::unique_ptr<CudaGraphStep> Trainer::SetUpGraph(RunState& run, JobContext& context) {
   // JobSpec.cuda_graph: the whole step replayed as one CUDA graph, where the
   // job allows it; otherwise a warning says why the job trains eagerly. A
   // capture that fails fails the job.
-  std::unique_ptr<CudaGraphStep> graph;
-  if (spec.cuda_graph()) {
-    absl::StatusOr<std::unique_ptr<CudaGraphStep>> created = CudaGraphStep::Create(
-        {.device = device,
-         .accumulate_grad_batches = accumulate_,
-         .optimizer_name = spec.optimizer(),
-         .optimizer = optimizer_.get(),
-         .scaler = scaling ? precision_->grad_scaler() : nullptr,
-         .device_shared = !options_.memory_exact},
-        [this, &parameters](const torch::Tensor& inputs, const torch::Tensor& targets) {
-          torch::Tensor loss = ForwardBackward(inputs, targets, /*loss_divisor=*/1);
-          return CudaGraphStep::Output{loss, ClipAndStep(parameters)};
-        });
-    if (created.ok()) {
-      graph = std::move(*created);
-    } else {
-      context.Warn(std::string(created.status().message()));
-    }
-  }
-
-  // The interval's loss is summed on the device and read back only at
-  // progress time, so steps do not wait on the host.
-  torch::Tensor interval_loss =
-      torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
-  int64_t interval_batches = 0;
-  int64_t interval_steps = 0;
-  int64_t interval_items = 0;
-  const Clock::time_point train_start = Clock::now();
-  Clock::time_point interval_start = train_start;
-
-  for (int64_t step = start_step + 1; step <= total_steps_; ++step) {
-    if (context.cancelled()) {
-      const int64_t done = step - 1;
-      if (checkpoints && checkpoint_every > 0 && done > checkpoint_step) {
-        // The job asked for periodic checkpoints: keep the work done so far.
-        RETURN_IF_ERROR(
-            SaveCheckpoint({done, done * accumulate_, applied_now(), last_loss}, context));
-      }
-      return absl::CancelledError(absl::StrCat("cancelled at step ", done));
-    }
-    const Clock::time_point step_start = Clock::now();
-    lr = schedule.LrAt(applied.applied());
-    for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
-    if (graph != nullptr) {
-      // One batch per step (accumulation refuses a graph).
-      ASSIGN_OR_RETURN(Batch batch, loader->Next());
-      ASSIGN_OR_RETURN(const CudaGraphStep::Output out, graph->Run(batch.inputs, batch.targets));
-      interval_loss += out.loss.to(torch::kFloat64);
-      ++interval_batches;
-      interval_items += batch.targets.size(0);
-      applied.Add(out.step);
-    } else {
-      const int64_t first_batch = (step - 1) * accumulate_;
-      const int64_t end_batch = std::min(step * accumulate_, total_batches_);
-      // The loss of each batch is divided by the batch count, so that the
-      // summed gradients are those of their mean.
-      const double loss_divisor = static_cast<double>(end_batch - first_batch);
-      optimizer_->zero_grad();
-      for (int64_t b = first_batch; b < end_batch; ++b) {
-        ASSIGN_OR_RETURN(Batch batch, loader->Next());
-        const torch::Tensor loss = ForwardBackward(batch.inputs, batch.targets, loss_divisor);
-        if (check_every_batch) {
-          const double value = loss.item<double>();
-          if (!std::isfinite(value)) return NonFiniteLoss(step, value, precision);
-        }
-        interval_loss += loss.to(torch::kFloat64);
-        ++interval_batches;
-        interval_items += batch.targets.size(0);
-      }
-      applied.Add(ClipAndStep(parameters));
-    }
-    if (step == start_step + 1) {
-      gradient_bytes_ = GradientBytes(parameters);
-      optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
-    }
-    ++interval_steps;
-    if (options_.synchronize_steps) compat::Synchronize(device);
-    const double step_seconds = Seconds(Clock::now() - step_start);
-    context.metrics().ObserveStep(step_seconds);
-    if (options_.on_step) options_.on_step(step, step_seconds);
-
-    if (step % spec.progress_every_n_steps() == 0 || step == total_steps_) {
-      const double elapsed = Seconds(Clock::now() - interval_start);
-      last_loss = interval_loss.item<double>() / static_cast<double>(interval_batches);
-      if (!scaling && !std::isfinite(last_loss)) return NonFiniteLoss(step, last_loss, precision);
-      const double items_per_second = elapsed > 0 ? interval_items / elapsed : 0;
-      const v1::PrecisionStats precision_stats = PrecisionStats(step);
-      applied.Correct(precision_stats.skipped_steps());
-      const v1::MemoryStats memory = MemoryStats();
-      context.metrics().SetLoss(last_loss);
-      context.metrics().SetItemsPerSecond(items_per_second);
-      if (precision_stats.grad_scaler_enabled()) {
-        context.metrics().SetGradScaler(precision_stats.skipped_steps(), precision_stats.scale());
-      }
-      context.metrics().SetMemory(memory.peak_bytes(), memory.baseline_fp32_peak_bytes(),
-                                  memory.savings_ratio());
-      context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
-        v1::Progress* p = job.mutable_progress();
-        p->set_step(step);
-        p->set_epoch((step - 1) * accumulate_ / batches_per_epoch_ + 1);
-        p->set_loss(last_loss);
-        p->set_items_per_second(items_per_second);
-        p->set_step_seconds(elapsed / static_cast<double>(interval_steps));
-        p->set_lr(lr);
-        *job.mutable_precision_stats() = precision_stats;
-        *job.mutable_memory() = memory;
+  if (!options_.job.spec.cuda_graph()) return nullptr;
+  std::vector<torch::Tensor>* parameters = &run.parameters;
+  absl::StatusOr<std::unique_ptr<CudaGraphStep>> created = CudaGraphStep::Create(
+      {.device = options_.device,
+       .accumulate_grad_batches = accumulate_,
+       .optimizer_name = options_.job.spec.optimizer(),
+       .optimizer = optimizer_.get(),
+       .scaler = scaling() ? precision_->grad_scaler() : nullptr,
+       .device_shared = !options_.memory_exact},
+      [this, parameters](const torch::Tensor& inputs, const torch::Tensor& targets) {
+        torch::Tensor loss = ForwardBackward(inputs, targets, /*loss_divisor=*/1);
+        return CudaGraphStep::Output{loss, ClipAndStep(*parameters)};
       });
-      interval_loss.zero_();
-      interval_batches = 0;
-      interval_steps = 0;
-      interval_items = 0;
-      interval_start = Clock::now();
-    }
+  if (created.ok()) return std::move(*created);
+  context.Warn(std::string(created.status().message()));
+  return nullptr;
+}
 
-    if (checkpoints && checkpoint_every > 0 && step % checkpoint_every == 0 &&
-        step != total_steps_) {
-      RETURN_IF_ERROR(
-          SaveCheckpoint({step, step * accumulate_, applied_now(), last_loss}, context));
-      checkpoint_step = step;
+absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
+  run.lr = run.schedule.LrAt(run.applied.applied());
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(run.lr);
+  if (run.graph != nullptr) {
+    // One batch per step (accumulation refuses a graph).
+    ASSIGN_OR_RETURN(Batch batch, run.loader->Next());
+    ASSIGN_OR_RETURN(const CudaGraphStep::Output out, run.graph->Run(batch.inputs, batch.targets));
+    run.interval_loss += out.loss.to(torch::kFloat64);
+    ++run.interval_batches;
+    run.interval_items += batch.targets.size(0);
+    run.applied.Add(out.step);
+  } else {
+    const int64_t first_batch = (step - 1) * accumulate_;
+    const int64_t end_batch = std::min(step * accumulate_, total_batches_);
+    // The loss of each batch is divided by the batch count, so that the
+    // summed gradients are those of their mean.
+    const double loss_divisor = static_cast<double>(end_batch - first_batch);
+    optimizer_->zero_grad();
+    for (int64_t b = first_batch; b < end_batch; ++b) {
+      ASSIGN_OR_RETURN(Batch batch, run.loader->Next());
+      const torch::Tensor loss = ForwardBackward(batch.inputs, batch.targets, loss_divisor);
+      if (run.check_every_batch) {
+        const double value = loss.item<double>();
+        if (!std::isfinite(value)) {
+          return NonFiniteLoss(step, value, options_.job);
+        }
+      }
+      run.interval_loss += loss.to(torch::kFloat64);
+      ++run.interval_batches;
+      run.interval_items += batch.targets.size(0);
     }
-
-    if (has_test && spec.eval().every_n_steps() > 0 && step % spec.eval().every_n_steps() == 0 &&
-        step != total_steps_) {
-      const Evaluation eval = Evaluate(&context);
-      context.Update(
-          v1::JobEvent::EVALUATION,
-          [&](v1::Job& job) { SetEvaluation(eval, *job.mutable_result()); },
-          absl::StrCat("step ", step, ": ", DescribeEvaluation(eval)));
-    }
+    run.applied.Add(ClipAndStep(run.parameters));
   }
+  if (step == start_.step + 1) {
+    gradient_bytes_ = GradientBytes(run.parameters);
+    optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
+  }
+  ++run.interval_steps;
+  return absl::OkStatus();
+}
 
+absl::Status Trainer::ReportProgress(int64_t step, RunState& run, JobContext& context) {
+  const double elapsed = Seconds(Clock::now() - run.interval_start);
+  run.last_loss = run.interval_loss.item<double>() / static_cast<double>(run.interval_batches);
+  if (!scaling() && !std::isfinite(run.last_loss)) {
+    return NonFiniteLoss(step, run.last_loss, options_.job);
+  }
+  const double items_per_second = elapsed > 0 ? run.interval_items / elapsed : 0;
+  const v1::PrecisionStats precision_stats = PrecisionStats(step);
+  run.applied.Correct(precision_stats.skipped_steps());
+  const v1::MemoryStats memory = MemoryStats();
+  context.metrics().SetLoss(run.last_loss);
+  context.metrics().SetItemsPerSecond(items_per_second);
+  if (precision_stats.grad_scaler_enabled()) {
+    context.metrics().SetGradScaler(precision_stats.skipped_steps(), precision_stats.scale());
+  }
+  context.metrics().SetMemory(memory.peak_bytes(), memory.baseline_fp32_peak_bytes(),
+                              memory.savings_ratio());
+  context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
+    v1::Progress* p = job.mutable_progress();
+    p->set_step(step);
+    p->set_epoch((step - 1) * accumulate_ / batches_per_epoch_ + 1);
+    p->set_loss(run.last_loss);
+    p->set_items_per_second(items_per_second);
+    p->set_step_seconds(elapsed / static_cast<double>(run.interval_steps));
+    p->set_lr(run.lr);
+    *job.mutable_precision_stats() = precision_stats;
+    *job.mutable_memory() = memory;
+  });
+  run.interval_loss.zero_();
+  run.interval_batches = 0;
+  run.interval_steps = 0;
+  run.interval_items = 0;
+  run.interval_start = Clock::now();
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::MaybeCheckpoint(int64_t step, RunState& run, JobContext& context) {
+  const int64_t every = options_.job.spec.checkpoint_every_n_steps();
+  if (options_.checkpoint_path.empty() || every <= 0 || step % every != 0 || step == total_steps_) {
+    return absl::OkStatus();
+  }
+  return SaveCheckpoint(step, step * accumulate_, run, context);
+}
+
+void Trainer::MaybeEvaluate(int64_t step, const RunState& run, JobContext& context) {
+  const int64_t every = options_.job.spec.eval().every_n_steps();
+  if (!run.has_test || every <= 0 || step % every != 0 || step == total_steps_) return;
+  const Evaluation eval = Evaluate(&context);
+  context.Update(
+      v1::JobEvent::EVALUATION, [&](v1::Job& job) { SetEvaluation(eval, *job.mutable_result()); },
+      absl::StrCat("step ", step, ": ", DescribeEvaluation(eval)));
+}
+
+absl::Status Trainer::Cancel(int64_t done, RunState& run, JobContext& context) {
+  if (!options_.checkpoint_path.empty() && options_.job.spec.checkpoint_every_n_steps() > 0 &&
+      done > run.checkpoint_step) {
+    // The job asked for periodic checkpoints: keep the work done so far.
+    RETURN_IF_ERROR(SaveCheckpoint(done, done * accumulate_, run, context));
+  }
+  return absl::CancelledError(absl::StrCat("cancelled at step ", done));
+}
+
+absl::StatusOr<v1::JobResult> Trainer::Finish(RunState& run, JobContext& context) {
   // The final weights are kept before the final evaluation, which a
   // cancellation may cut short.
-  if (checkpoints && total_steps_ > checkpoint_step) {
-    RETURN_IF_ERROR(
-        SaveCheckpoint({total_steps_, total_batches_, applied_now(), last_loss}, context));
+  if (!options_.checkpoint_path.empty() && total_steps_ > run.checkpoint_step) {
+    RETURN_IF_ERROR(SaveCheckpoint(total_steps_, total_batches_, run, context));
   }
   v1::JobResult result;
-  result.set_final_loss(last_loss);
+  result.set_final_loss(run.last_loss);
   result.set_steps_completed(total_steps_);
-  result.set_train_seconds(Seconds(Clock::now() - train_start));
-  if (has_test) {
+  result.set_train_seconds(Seconds(Clock::now() - run.train_start));
+  if (run.has_test) {
     const Evaluation eval = Evaluate(&context);
     if (context.cancelled()) return absl::CancelledError("cancelled during final evaluation");
     SetEvaluation(eval, result);

@@ -10,15 +10,18 @@
 
 #include "absl/status/statusor.h"
 #include "mantissa/v1/training.pb.h"
+#include "server/artifacts/checkpoint.h"
 #include "server/data/dataset.h"
 #include "server/jobs/job_runner.h"
 #include "server/models/model.h"
 #include "server/precision/precision_plugin.h"
-#include "server/training/checkpoint.h"
 #include "server/training/memory_tracker.h"
+#include "server/training/resolved_job.h"
 #include "server/training/spec_limits.h"
 
 namespace mantissa {
+
+class CudaGraphStep;
 
 // Trains one job: the loop that ties a model, a dataset, an optimizer and a
 // precision plugin together, and measures what the precision did (scaler
@@ -27,15 +30,15 @@ namespace mantissa {
 class Trainer {
  public:
   struct Options {
-    v1::JobSpec spec;  // resolved (defaults filled in)
-    std::string effective_precision;
+    // The job, resolved and parsed (ResolveJobSpec).
+    ResolvedJob job;
     torch::Device device = torch::kCPU;
     // False when other jobs may run on the device at the same time: the
     // memory figures then include theirs, and a CUDA graph is refused.
     bool memory_exact = true;
     // Where this job's checkpoints go; empty = none.
     std::string checkpoint_path;
-    // A checkpoint to continue from (spec.resume_from's); empty = fresh start.
+    // A checkpoint to continue from (job.spec.resume_from's); empty = fresh start.
     std::string resume_path;
     // Benchmarks: both splits are copied to the device once, so batches are
     // sliced there and no host-to-device copy is timed.
@@ -56,7 +59,7 @@ class Trainer {
     double perplexity = 0;  // language models: exp(loss)
   };
 
-  // Loads the data, measures the 32-true baseline (spec.memory_baseline_steps
+  // Loads the data, measures the 32-true baseline (memory_baseline_steps
   // steps of the same model and batch), builds the job's model under its
   // precision plugin and, when resuming, restores the checkpoint.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(Options options);
@@ -71,6 +74,7 @@ class Trainer {
   // the test split (up to eval.max_batches).
   Evaluation Evaluate(const JobContext* context);
 
+  const ResolvedJob& job() const { return options_.job; }
   Model& model() { return *model_; }
   PrecisionPlugin& precision() { return *precision_; }
   const DatasetSplits& data() const { return data_; }
@@ -80,10 +84,38 @@ class Trainer {
   int64_t baseline_peak_bytes() const { return baseline_peak_bytes_; }
 
  private:
+  struct RunState;  // one Run's loader, schedule, graph and progress interval
+
   explicit Trainer(Options options) : options_(std::move(options)), memory_(options_.device) {}
 
-  absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
+  // Create, in order.
+  absl::Status LoadData();
+  // Batches and optimizer steps of the job, against the step limit.
+  absl::Status CountWork();
+  // The model's size by formula against the limits and the free memory.
+  absl::Status CheckModelFits() const;
   absl::Status MeasureBaseline();
+  // The job's precision plugin, grad scaler, model and optimizer.
+  absl::Status BuildJob();
+  absl::Status Resume();
+  absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
+
+  // Run, in order.
+  absl::StatusOr<std::unique_ptr<RunState>> SetUp(JobContext& context);
+  void Announce(JobContext& context) const;
+  // JobSpec.cuda_graph's step, or null (with a warning) where it cannot run.
+  std::unique_ptr<CudaGraphStep> SetUpGraph(RunState& run, JobContext& context);
+  absl::Status TrainStep(int64_t step, RunState& run);
+  absl::Status ReportProgress(int64_t step, RunState& run, JobContext& context);
+  absl::Status MaybeCheckpoint(int64_t step, RunState& run, JobContext& context);
+  void MaybeEvaluate(int64_t step, const RunState& run, JobContext& context);
+  // CANCELLED, after keeping the work done when the job takes checkpoints.
+  absl::Status Cancel(int64_t done, RunState& run, JobContext& context);
+  absl::StatusOr<v1::JobResult> Finish(RunState& run, JobContext& context);
+
+  // The model's logits for inputs on the device, under the precision plugin:
+  // the one forward of training and evaluation.
+  torch::Tensor Forward(const torch::Tensor& inputs);
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
   // One batch's forward, loss and backward (of loss / loss_divisor, for
   // accumulation); returns the undivided loss, detached. No host sync.
@@ -94,11 +126,13 @@ class Trainer {
   OptimizerStepResult ClipAndStep(const std::vector<torch::Tensor>& parameters);
   // The grad scaler's skipped_steps() (a device read), 0 without a scaler.
   int64_t SkippedSteps() const;
+  bool scaling() const;
   bool language_model() const { return data_.spec.task == Task::kLanguageModel; }
   void SetEvaluation(const Evaluation& eval, v1::JobResult& result) const;
   std::string DescribeEvaluation(const Evaluation& eval) const;
-  // Writes the checkpoint at `position` and reports it on the job.
-  absl::Status SaveCheckpoint(const CheckpointPosition& position, JobContext& context);
+  // Writes the checkpoint after `step` (the next batch to train on:
+  // `next_batch`) and reports it on the job.
+  absl::Status SaveCheckpoint(int64_t step, int64_t next_batch, RunState& run, JobContext& context);
   // Stats for the Job message, from device state: call at progress time.
   v1::PrecisionStats PrecisionStats(int64_t optimizer_steps) const;
   v1::MemoryStats MemoryStats() const;

@@ -6,18 +6,21 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/artifacts/checkpoint.h"
+#include "server/artifacts/export_artifact.h"
+#include "server/common/option_reader.h"
 #include "server/common/status_macros.h"
 #include "server/common/torch_compat.h"
 #include "server/common/torch_status.h"
-#include "server/data/dataset_factory.h"
-#include "server/models/model_factory.h"
-#include "server/precision/precision_factory.h"
-#include "server/training/checkpoint.h"
+#include "server/data/dataset_registry.h"
+#include "server/models/model_registry.h"
+#include "server/precision/precision_registry.h"
+#include "server/runtime/device_capabilities.h"
+#include "server/runtime/torch_runtime.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_estimate.h"
 #include "server/training/memory_tracker.h"
-#include "server/training/optimizer_factory.h"
-#include "server/training/torch_runtime.h"
+#include "server/training/optimizer_registry.h"
 #include "server/training/trainer.h"
 
 namespace mantissa {
@@ -39,6 +42,41 @@ absl::Status OutOfMemory(const v1::Job& job, const std::string& device,
       "; try a smaller batch_size or model, or a half-precision mode (", status.message(), ")"));
 }
 
+// What serving reads of a job that succeeded (ExportArtifact): the final
+// weights in fp32, the data the model takes (with the model's own options
+// applied) and the first items of the test split (train when it is empty)
+// to calibrate serving casts on.
+absl::Status WriteExportArtifact(const v1::Job& job, Trainer& trainer, const std::string& path) {
+  const v1::JobSpec& spec = job.spec();
+  ExportArtifact artifact;
+  artifact.job_id = job.id();
+  artifact.model = spec.model();
+  artifact.model_options = ToOptionMap(spec.model_options());
+  artifact.data = trainer.job().model->ModelDataSpec(trainer.data().spec);
+  artifact.SetSignature();
+  artifact.dataset = spec.dataset();
+  artifact.dataset_options = ToOptionMap(spec.dataset_options());
+  artifact.seed = spec.seed();
+  artifact.trained_precision = job.effective_precision();
+  for (const auto& [name, t] : trainer.model().State()) {
+    torch::Tensor w = t.detach().to(torch::kCPU);
+    if (w.is_floating_point()) w = w.to(torch::kFloat32);
+    artifact.weights.emplace_back(name, w.contiguous());
+  }
+  const DatasetSplits& data = trainer.data();
+  const bool use_test = data.test != nullptr && data.test->size() > 0;
+  const Dataset& split = use_test ? *data.test : *data.train;
+  const int64_t n = ExportArtifact::CalibrationItemsFor(artifact.data, split.size());
+  if (n > 0) {
+    torch::Tensor x = split.Get(torch::arange(n, torch::kInt64)).inputs.to(torch::kCPU);
+    if (x.is_floating_point()) x = x.to(torch::kFloat32);
+    artifact.calibration.inputs.emplace_back(artifact.inputs[0].name, x.contiguous());
+    artifact.calibration.origin =
+        absl::StrCat(spec.dataset(), use_test ? " test" : " train", " split");
+  }
+  return ExportArtifact::Write(path, artifact);
+}
+
 }  // namespace
 
 struct TrainingJobRunner::Probed {
@@ -52,14 +90,14 @@ TrainingJobRunner::TrainingJobRunner(Options options, std::string device,
 TrainingJobRunner::~TrainingJobRunner() = default;
 
 absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Options options) {
-  ASSIGN_OR_RETURN(std::string device, ResolveDevice(options.device));
+  if (!options.device.probed()) {
+    return absl::InvalidArgumentError("device: not probed (ProbeDevice)");
+  }
+  std::string device = options.device.name;
   auto probed = std::make_unique<Probed>();
-  RETURN_IF_ERROR(GuardTorch(absl::StrCat("probing ", device), [&] {
-    // Installed before any job allocates, so every job's tensors are counted.
-    MemoryTracker::InstallCpuCounting();
-    probed->context.caps = DeviceCapabilities::Probe(torch::Device(device));
-    return absl::OkStatus();
-  }));
+  probed->context.caps = *options.device.capabilities;
+  // Installed before any job allocates, so every job's tensors are counted.
+  MemoryTracker::InstallCpuCounting();
   probed->context.max_concurrent_jobs = options.max_concurrent_jobs;
   probed->context.limits = options.limits;
   probed->context.data_roots = options.data_roots;
@@ -69,7 +107,7 @@ absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Opt
 }
 
 absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::JobSpec& spec) const {
-  ASSIGN_OR_RETURN(PreparedSpec prepared, ResolveJobSpec(spec, probed_->context));
+  ASSIGN_OR_RETURN(const ResolvedJob resolved, ResolveJobSpec(spec, probed_->context));
   if (!spec.resume_from().empty()) {
     const std::string path = Checkpoint::PathFor(options_.state_dir, spec.resume_from());
     std::error_code ec;
@@ -80,15 +118,16 @@ absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::Job
                        "checkpoint_every_n_steps steps and at the end"));
     }
   }
-  return prepared;
+  return resolved.Prepared();
 }
 
 absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
   absl::StatusOr<v1::JobResult> result;
   absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
+    // The stored spec was resolved at submission; resolving it again gives it
+    // back unchanged, with everything the trainer builds from parsed once.
     Trainer::Options options;
-    options.spec = job.spec();
-    options.effective_precision = job.effective_precision();
+    ASSIGN_OR_RETURN(options.job, ResolveJobSpec(job.spec(), probed_->context));
     options.device = torch::Device(device_);
     options.memory_exact = options_.max_concurrent_jobs == 1;
     options.limits = options_.limits;
@@ -100,6 +139,10 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     }
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
+    if (result.ok() && !options_.state_dir.empty()) {
+      RETURN_IF_ERROR(WriteExportArtifact(job, *trainer,
+                                          ExportArtifact::PathFor(options_.state_dir, job.id())));
+    }
     return absl::OkStatus();
   });
   // The trainer returns some failures as a Status (a batch gathered on the
@@ -125,7 +168,7 @@ v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
   caps.set_libtorch_version(compat::LibTorchVersion());
   caps.set_mantissa_version(MANTISSA_VERSION);
   caps.set_intra_op_threads(at::get_num_threads());
-  for (const PrecisionModeInfo& mode : PrecisionFactory::Modes(probed)) {
+  for (const PrecisionModeInfo& mode : PrecisionRegistry::Modes(probed)) {
     v1::PrecisionSupport* p = caps.add_precisions();
     p->set_precision(mode.name);
     p->set_supported(mode.supported);
@@ -133,9 +176,9 @@ v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
     p->set_reason(mode.reason);
     for (const std::string& a : mode.aliases) p->add_aliases(a);
   }
-  for (const std::string& m : ModelFactory::Names()) caps.add_models(m);
-  for (const std::string& d : DatasetFactory::Names()) caps.add_datasets(d);
-  for (const std::string& o : OptimizerFactory::Names()) caps.add_optimizers(o);
+  for (const std::string& m : ModelRegistry::Names()) caps.add_models(m);
+  for (const std::string& d : DatasetRegistry::Names()) caps.add_datasets(d);
+  for (const std::string& o : OptimizerRegistry::Names()) caps.add_optimizers(o);
   return caps;
 }
 

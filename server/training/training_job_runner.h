@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "server/common/file_roots.h"
 #include "server/jobs/job_runner.h"
+#include "server/runtime/probed_device.h"
 #include "server/training/spec_limits.h"
 
 namespace mantissa {
@@ -18,7 +19,7 @@ namespace mantissa {
 class TrainingJobRunner final : public JobRunner {
  public:
   struct Options {
-    std::string device = "auto";  // as --device
+    ProbedDevice device;          // as --device, probed once (ProbeDevice); required
     int max_concurrent_jobs = 1;  // as --max_concurrent_jobs
     // As --state_dir: checkpoints go to <state_dir>/jobs/<job id>/. Empty =
     // no checkpoints (and no resume_from).
@@ -29,7 +30,7 @@ class TrainingJobRunner final : public JobRunner {
     FileRoots torchscript_roots;
   };
 
-  // Resolves the device and probes what it can compute (a tiny op per dtype).
+  // INVALID_ARGUMENT when options.device was not probed.
   static absl::StatusOr<std::unique_ptr<TrainingJobRunner>> Create(Options options);
   ~TrainingJobRunner() override;
 

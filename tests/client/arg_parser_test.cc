@@ -143,6 +143,18 @@ TEST_F(ArgParserTest, UnknownShortFlagIsNamed) {
   EXPECT_EQ(result.status().message(), "unknown flag -x");
 }
 
+TEST_F(ArgParserTest, UnknownFlagCarriesTheHint) {
+  parser_.set_unknown_flag_hint("Flags of submit: --model");
+  auto result = parser_.Parse({"--bogus"});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().message(), "unknown flag --bogus\nFlags of submit: --model");
+}
+
+TEST_F(ArgParserTest, FlagNamesKeepTheOrderOfDefinition) {
+  EXPECT_THAT(parser_.FlagNames(), ElementsAre("--model", "--batch-size", "--seed", "--lr",
+                                               "--wait", "--help", "--model-option"));
+}
+
 TEST_F(ArgParserTest, SuggestsTheKebabCaseSpelling) {
   auto result = parser_.Parse({"--batch_size=3"});
   ASSERT_FALSE(result.ok());

@@ -1,7 +1,5 @@
 #include "client/model_commands.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "mantissa/v1/serving.grpc.pb.h"
+#include "tests/client/cli_binary.h"
 
 namespace mantissa::cli {
 namespace {
@@ -408,50 +407,9 @@ TEST_F(ModelCommandsTest, Unload) {
 }
 
 // The binary: usage errors exit 2 before any call, so no daemon is needed.
-struct CliResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadBack(int fd) {
-  std::string text;
-  char buffer[4096];
-  lseek(fd, 0, SEEK_SET);
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) text.append(buffer, n);
-  close(fd);
-  return text;
-}
-
-int TempFd() {
-  char path[] = "/tmp/mantissa_cli_out_XXXXXX";
-  const int fd = mkstemp(path);
-  if (fd >= 0) unlink(path);
-  return fd;
-}
-
 CliResult RunCli(std::vector<std::string> args) {
-  args.insert(args.begin(), {MANTISSA_CLI_BIN, "--server=127.0.0.1:1"});
-  const int out_fd = TempFd();
-  const int err_fd = TempFd();
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err_fd, STDERR_FILENO);
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  CliResult result;
-  int status = 0;
-  if (posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ) == 0 &&
-      waitpid(pid, &status, 0) == pid && WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  }
-  posix_spawn_file_actions_destroy(&actions);
-  result.out = ReadBack(out_fd);
-  result.err = ReadBack(err_fd);
-  return result;
+  args.insert(args.begin(), "--server=127.0.0.1:1");
+  return RunCliBinary(std::move(args));
 }
 
 TEST(ModelCliBinaryTest, UsageErrorsExitTwo) {

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -38,7 +38,7 @@ torch::Tensor All(const Dataset& d) { return torch::arange(d.size(), torch::kInt
 TEST(CsvDatasetTest, SplitsMapsStringLabelsAndStandardises) {
   testing::TempDir dir;
   const std::string path = WriteCsv(dir, Animals(40));
-  auto splits = DatasetFactory::Load("csv", {{"path", path}}, 5);
+  auto splits = DatasetRegistry::Load("csv", {{"path", path}}, 5);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 32);
   ASSERT_NE(splits->test, nullptr);
@@ -59,7 +59,7 @@ TEST(CsvDatasetTest, SplitsMapsStringLabelsAndStandardises) {
 TEST(CsvDatasetTest, UnnormalisedValuesAndLabelsMatchTheRows) {
   testing::TempDir dir;
   const std::string path = WriteCsv(dir, Animals(40));
-  auto splits = DatasetFactory::Load("csv", {{"path", path}, {"normalize", "false"}}, 5);
+  auto splits = DatasetRegistry::Load("csv", {{"path", path}, {"normalize", "false"}}, 5);
   ASSERT_OK(splits);
   std::vector<bool> seen(40, false);
   for (const Dataset* d : {splits->train.get(), splits->test.get()}) {
@@ -83,9 +83,9 @@ TEST(CsvDatasetTest, SplitIsDeterministicFromSeed) {
   testing::TempDir dir;
   const std::string path = WriteCsv(dir, Animals(40));
   const std::map<std::string, std::string> options = {{"path", path}, {"normalize", "false"}};
-  auto a = DatasetFactory::Load("csv", options, 1);
-  auto b = DatasetFactory::Load("csv", options, 1);
-  auto c = DatasetFactory::Load("csv", options, 2);
+  auto a = DatasetRegistry::Load("csv", options, 1);
+  auto b = DatasetRegistry::Load("csv", options, 1);
+  auto c = DatasetRegistry::Load("csv", options, 2);
   ASSERT_OK(a);
   ASSERT_OK(b);
   ASSERT_OK(c);
@@ -103,7 +103,7 @@ TEST(CsvDatasetTest, LabelColumnByNameIntegerLabelsAndClasses) {
                                     "4, -1, 3e2\r\n"
                                     "2, 0, 0\r\n"
                                     "\r\n");
-  auto splits = DatasetFactory::Load(
+  auto splits = DatasetRegistry::Load(
       "csv", {{"path", path}, {"label", "y"}, {"test_fraction", "0"}, {"normalize", "false"}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->test, nullptr);
@@ -115,7 +115,7 @@ TEST(CsvDatasetTest, LabelColumnByNameIntegerLabelsAndClasses) {
   EXPECT_EQ(b.inputs[r][0].item<float>(), -1.0f);
   EXPECT_EQ(b.inputs[r][1].item<float>(), 300.0f);
 
-  auto with_classes = DatasetFactory::Load(
+  auto with_classes = DatasetRegistry::Load(
       "csv", {{"path", path}, {"label", "y"}, {"classes", "10"}, {"test_fraction", "0"}}, 0);
   ASSERT_OK(with_classes);
   EXPECT_EQ(with_classes->spec.num_classes, 10);
@@ -128,8 +128,8 @@ TEST(CsvDatasetTest, ScikitLearnIris) {
     GTEST_SKIP() << path << " is absent: ctest's fetch_test_data fixture fetches it from "
                  << "Debian's python3-sklearn (offline here?)";
   }
-  ASSERT_OK(DatasetFactory::Validate("csv", {{"path", path}}));
-  auto splits = DatasetFactory::Load("csv", {{"path", path}, {"test_fraction", "0.2"}}, 1);
+  ASSERT_OK(DatasetRegistry::Parse("csv", {{"path", path}}));
+  auto splits = DatasetRegistry::Load("csv", {{"path", path}, {"test_fraction", "0.2"}}, 1);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 120);
   EXPECT_EQ(splits->test->size(), 30);
@@ -143,7 +143,7 @@ TEST(CsvDatasetTest, ScikitLearnIris) {
 
 TEST(CsvDatasetErrorsTest, MissingFileIsFailedPreconditionAtValidate) {
   testing::TempDir dir;
-  EXPECT_THAT(DatasetFactory::Validate("csv", {{"path", dir.File("nope.csv")}}),
+  EXPECT_THAT(DatasetRegistry::Parse("csv", {{"path", dir.File("nope.csv")}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("dataset_options[path]"), HasSubstr(dir.File("nope.csv")))));
 }
@@ -151,17 +151,17 @@ TEST(CsvDatasetErrorsTest, MissingFileIsFailedPreconditionAtValidate) {
 TEST(CsvDatasetErrorsTest, BadOptions) {
   testing::TempDir dir;
   const std::string path = WriteCsv(dir, Animals(5));
-  EXPECT_THAT(DatasetFactory::Validate("csv", {}),
+  EXPECT_THAT(DatasetRegistry::Parse("csv", {}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[path]")));
   EXPECT_THAT(
-      DatasetFactory::Validate("csv", {{"path", path}, {"test_fraction", "1"}}),
+      DatasetRegistry::Parse("csv", {{"path", path}, {"test_fraction", "1"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[test_fraction]")));
   EXPECT_THAT(
-      DatasetFactory::Validate("csv", {{"path", path}, {"normalize", "yes"}}),
+      DatasetRegistry::Parse("csv", {{"path", path}, {"normalize", "yes"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[normalize]")));
-  EXPECT_THAT(DatasetFactory::Validate("csv", {{"path", path}, {"classes", "1"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("csv", {{"path", path}, {"classes", "1"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[classes]")));
-  EXPECT_THAT(DatasetFactory::Validate("csv", {{"file", path}}),
+  EXPECT_THAT(DatasetRegistry::Parse("csv", {{"file", path}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'file'")));
 }
 
@@ -169,7 +169,7 @@ TEST(CsvDatasetErrorsTest, BadOptions) {
 absl::Status LoadText(const std::string& text, std::map<std::string, std::string> options = {}) {
   testing::TempDir dir;
   options["path"] = WriteCsv(dir, text, "bad.csv");
-  return DatasetFactory::Load("csv", options, 0).status();
+  return DatasetRegistry::Load("csv", options, 0).status();
 }
 
 TEST(CsvDatasetErrorsTest, BadContentNamesFileLineAndColumn) {

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -60,7 +60,7 @@ class IdxDatasetTest : public ::testing::TestWithParam<bool> {};
 TEST_P(IdxDatasetTest, LoadsAnyNumberOfItemsPlainOrGzipped) {
   testing::TempDir dir;
   WriteDataset(dir.path(), 37, 11, /*gzip=*/GetParam());
-  auto splits = DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0);
+  auto splits = DatasetRegistry::Load("fashion-mnist", {{"dir", dir.path()}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 37);
   EXPECT_EQ(splits->test->size(), 11);
@@ -80,7 +80,7 @@ INSTANTIATE_TEST_SUITE_P(PlainAndGzip, IdxDatasetTest, ::testing::Bool());
 TEST(IdxDatasetErrorsTest, LimitsKeepTheFirstItems) {
   testing::TempDir dir;
   WriteDataset(dir.path(), 50, 20, true);
-  auto splits = DatasetFactory::Load(
+  auto splits = DatasetRegistry::Load(
       "fashion-mnist", {{"dir", dir.path()}, {"train_limit", "5"}, {"test_limit", "3"}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 5);
@@ -90,7 +90,7 @@ TEST(IdxDatasetErrorsTest, LimitsKeepTheFirstItems) {
 TEST(IdxDatasetTest, MnistUsesMnistNormalisation) {
   testing::TempDir dir;
   WriteDataset(dir.path(), 20, 5, /*gzip=*/true);
-  auto splits = DatasetFactory::Load("mnist", {{"dir", dir.path()}}, 0);
+  auto splits = DatasetRegistry::Load("mnist", {{"dir", dir.path()}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 20);
   EXPECT_EQ(splits->test->size(), 5);
@@ -103,21 +103,21 @@ TEST(IdxDatasetTest, MnistUsesMnistNormalisation) {
 
 TEST(IdxDatasetErrorsTest, MissingFilesNameThePath) {
   testing::TempDir dir;
-  EXPECT_THAT(DatasetFactory::Validate("fashion-mnist", {{"dir", dir.path()}}),
+  EXPECT_THAT(DatasetRegistry::Parse("fashion-mnist", {{"dir", dir.path()}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr(dir.path() + "/train-images-idx3-ubyte"),
                              HasSubstr("apt-get install dataset-fashion-mnist"))));
   // Only some files: the first missing one is named.
   WriteDataset(dir.path(), 3, 2, false);
   ASSERT_EQ(std::remove((dir.path() + "/t10k-labels-idx1-ubyte").c_str()), 0);
-  EXPECT_THAT(DatasetFactory::Validate("mnist", {{"dir", dir.path()}}),
+  EXPECT_THAT(DatasetRegistry::Parse("mnist", {{"dir", dir.path()}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr(dir.path() + "/t10k-labels-idx1-ubyte")));
 }
 
 TEST(IdxDatasetErrorsTest, MissingMnistSaysNoPackageShipsIt) {
   // The default dir, which no Debian package fills.
-  const absl::Status status = DatasetFactory::Validate("mnist", {});
+  const absl::Status status = DatasetRegistry::Parse("mnist", {}).status();
   if (status.ok()) GTEST_SKIP() << "MNIST is installed in /usr/share/datasets/mnist";
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition,
                                AllOf(HasSubstr("/usr/share/datasets/mnist/"),
@@ -127,7 +127,7 @@ TEST(IdxDatasetErrorsTest, MissingMnistSaysNoPackageShipsIt) {
 
 TEST(IdxDatasetErrorsTest, UnknownOptionIsRejected) {
   EXPECT_THAT(
-      DatasetFactory::Validate("mnist", {{"directory", "/x"}}),
+      DatasetRegistry::Parse("mnist", {{"directory", "/x"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'directory'")));
 }
 
@@ -137,7 +137,7 @@ TEST(IdxDatasetErrorsTest, TruncatedFileIsDataLoss) {
   std::string bytes = IdxBytes(true, 10);
   WriteFile(dir.path() + "/train-images-idx3-ubyte", bytes.substr(0, bytes.size() - 7), false);
   EXPECT_THAT(
-      DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+      DatasetRegistry::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
       StatusIs(absl::StatusCode::kDataLoss, HasSubstr("train-images-idx3-ubyte: truncated")));
 }
 
@@ -146,7 +146,7 @@ TEST(IdxDatasetErrorsTest, WrongMagicIsInvalidArgument) {
   WriteDataset(dir.path(), 10, 4, false);
   // Labels where images belong: one dimension instead of three.
   WriteFile(dir.path() + "/train-images-idx3-ubyte", IdxBytes(false, 10), false);
-  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+  EXPECT_THAT(DatasetRegistry::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad IDX magic")));
 }
 
@@ -156,7 +156,7 @@ TEST(IdxDatasetErrorsTest, LabelOutOfRangeIsInvalidArgument) {
   WriteFile(dir.path() + "/t10k-labels-idx1-ubyte", IdxBytes(false, 4, /*label_offset=*/200),
             false);
   // The offending label is the file's content: not quoted.
-  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+  EXPECT_THAT(DatasetRegistry::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("out of range"), Not(HasSubstr("label 2")))));
 }
@@ -165,7 +165,7 @@ TEST(IdxDatasetErrorsTest, MismatchedCountsAreInvalidArgument) {
   testing::TempDir dir;
   WriteDataset(dir.path(), 10, 4, false);
   WriteFile(dir.path() + "/train-labels-idx1-ubyte", IdxBytes(false, 9), false);
-  EXPECT_THAT(DatasetFactory::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
+  EXPECT_THAT(DatasetRegistry::Load("fashion-mnist", {{"dir", dir.path()}}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("10 images but")));
 }
 

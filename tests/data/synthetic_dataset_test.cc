@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -14,9 +14,9 @@ using testing::StatusIs;
 TEST(SyntheticDatasetTest, DeterministicFromSeed) {
   const std::map<std::string, std::string> options = {
       {"train_size", "100"}, {"features", "5"}, {"classes", "3"}};
-  auto a = DatasetFactory::Load("synthetic", options, 42);
-  auto b = DatasetFactory::Load("synthetic", options, 42);
-  auto c = DatasetFactory::Load("synthetic", options, 43);
+  auto a = DatasetRegistry::Load("synthetic", options, 42);
+  auto b = DatasetRegistry::Load("synthetic", options, 42);
+  auto c = DatasetRegistry::Load("synthetic", options, 43);
   ASSERT_OK(a);
   ASSERT_OK(b);
   ASSERT_OK(c);
@@ -33,23 +33,23 @@ TEST(SyntheticDatasetTest, DeterministicFromSeed) {
 }
 
 TEST(SyntheticDatasetTest, NoTestSplitWhenTestSizeIsZero) {
-  auto splits = DatasetFactory::Load("synthetic", {{"test_size", "0"}}, 1);
+  auto splits = DatasetRegistry::Load("synthetic", {{"test_size", "0"}}, 1);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->test, nullptr);
 }
 
 TEST(SyntheticDatasetTest, BadOptionsNameTheKey) {
-  EXPECT_THAT(DatasetFactory::Validate("synthetic", {{"classes", "1"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic", {{"classes", "1"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[classes]")));
-  EXPECT_THAT(DatasetFactory::Validate("synthetic", {{"noise", "-1"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic", {{"noise", "-1"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("noise")));
-  EXPECT_THAT(DatasetFactory::Validate("synthetic", {{"size", "3"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic", {{"size", "3"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'size'")));
   EXPECT_THAT(
-      DatasetFactory::Validate("cifar", {}),
+      DatasetRegistry::Parse("cifar", {}),
       StatusIs(absl::StatusCode::kNotFound,
                HasSubstr("synthetic, synthetic-tokens, fashion-mnist, mnist, csv, tokens")));
-  EXPECT_THAT(DatasetFactory::Load("cifar", {}, 0),
+  EXPECT_THAT(DatasetRegistry::Load("cifar", {}, 0),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("unknown dataset 'cifar'")));
 }
 

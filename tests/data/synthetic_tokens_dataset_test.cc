@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -20,7 +20,7 @@ const std::map<std::string, std::string> kSmall = {{"vocab", "50"},
 torch::Tensor AllItems(const Dataset& d) { return torch::arange(d.size(), torch::kInt64); }
 
 TEST(SyntheticTokensDatasetTest, SpecAndSizes) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", kSmall, 7);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", kSmall, 7);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->spec.task, Task::kLanguageModel);
   EXPECT_EQ(splits->spec.vocab_size, 50);
@@ -32,7 +32,7 @@ TEST(SyntheticTokensDatasetTest, SpecAndSizes) {
 }
 
 TEST(SyntheticTokensDatasetTest, DefaultsMatchTheDocumentedOnes) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", {}, 1);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", {}, 1);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->spec.vocab_size, 256);
   EXPECT_EQ(splits->spec.seq_len, 64);
@@ -41,7 +41,7 @@ TEST(SyntheticTokensDatasetTest, DefaultsMatchTheDocumentedOnes) {
 }
 
 TEST(SyntheticTokensDatasetTest, TargetsAreInputsShiftedByOneAndRepeatThePattern) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", kSmall, 7);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", kSmall, 7);
   ASSERT_OK(splits);
   const Batch b = splits->train->Get(torch::tensor({5, 0, 6}, torch::kInt64));
   ASSERT_EQ(b.inputs.sizes(), torch::IntArrayRef({3, 16}));
@@ -62,7 +62,7 @@ TEST(SyntheticTokensDatasetTest, TargetsAreInputsShiftedByOneAndRepeatThePattern
 }
 
 TEST(SyntheticTokensDatasetTest, TestSplitContinuesTheTrainingStream) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", kSmall, 7);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", kSmall, 7);
   ASSERT_OK(splits);
   const Batch train = splits->train->Get(torch::tensor({0}, torch::kInt64));
   const Batch test = splits->test->Get(torch::tensor({0}, torch::kInt64));
@@ -71,9 +71,9 @@ TEST(SyntheticTokensDatasetTest, TestSplitContinuesTheTrainingStream) {
 }
 
 TEST(SyntheticTokensDatasetTest, DeterministicFromSeed) {
-  auto a = DatasetFactory::Load("synthetic-tokens", kSmall, 42);
-  auto b = DatasetFactory::Load("synthetic-tokens", kSmall, 42);
-  auto c = DatasetFactory::Load("synthetic-tokens", kSmall, 43);
+  auto a = DatasetRegistry::Load("synthetic-tokens", kSmall, 42);
+  auto b = DatasetRegistry::Load("synthetic-tokens", kSmall, 42);
+  auto c = DatasetRegistry::Load("synthetic-tokens", kSmall, 43);
   ASSERT_OK(a);
   ASSERT_OK(b);
   ASSERT_OK(c);
@@ -87,8 +87,8 @@ TEST(SyntheticTokensDatasetTest, DeterministicFromSeed) {
 TEST(SyntheticTokensDatasetTest, NoiseReplacesAboutThatFractionOfTokens) {
   std::map<std::string, std::string> noisy = kSmall;
   noisy["noise"] = "0.5";
-  auto clean = DatasetFactory::Load("synthetic-tokens", kSmall, 3);
-  auto dirty = DatasetFactory::Load("synthetic-tokens", noisy, 3);
+  auto clean = DatasetRegistry::Load("synthetic-tokens", kSmall, 3);
+  auto dirty = DatasetRegistry::Load("synthetic-tokens", noisy, 3);
   ASSERT_OK(clean);
   ASSERT_OK(dirty);
   const torch::Tensor all = AllItems(*clean->train);
@@ -103,13 +103,13 @@ TEST(SyntheticTokensDatasetTest, NoiseReplacesAboutThatFractionOfTokens) {
 }
 
 TEST(SyntheticTokensDatasetTest, NoTestSplitWhenTestTokensIsZero) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", {{"test_tokens", "0"}}, 1);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", {{"test_tokens", "0"}}, 1);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->test, nullptr);
 }
 
 TEST(SyntheticTokensDatasetTest, OutOfRangeItemThrows) {
-  auto splits = DatasetFactory::Load("synthetic-tokens", kSmall, 7);
+  auto splits = DatasetRegistry::Load("synthetic-tokens", kSmall, 7);
   ASSERT_OK(splits);
   const int64_t n = splits->train->size();
   EXPECT_THROW(splits->train->Get(torch::tensor({n}, torch::kInt64)), c10::Error);
@@ -117,20 +117,20 @@ TEST(SyntheticTokensDatasetTest, OutOfRangeItemThrows) {
 }
 
 TEST(SyntheticTokensDatasetTest, BadOptionsNameTheKey) {
-  EXPECT_THAT(DatasetFactory::Validate("synthetic-tokens", {{"noise", "1.5"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic-tokens", {{"noise", "1.5"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[noise]")));
   EXPECT_THAT(
-      DatasetFactory::Validate("synthetic-tokens", {{"train_tokens", "64"}, {"seq_len", "64"}}),
+      DatasetRegistry::Parse("synthetic-tokens", {{"train_tokens", "64"}, {"seq_len", "64"}}),
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("dataset_options[train_tokens]: 64 tokens hold no window")));
   EXPECT_THAT(
-      DatasetFactory::Validate("synthetic-tokens", {{"test_tokens", "10"}, {"seq_len", "16"}}),
+      DatasetRegistry::Parse("synthetic-tokens", {{"test_tokens", "10"}, {"seq_len", "16"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[test_tokens]")));
-  EXPECT_THAT(DatasetFactory::Validate("synthetic-tokens", {{"vocab", "1"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic-tokens", {{"vocab", "1"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[vocab]")));
-  EXPECT_THAT(DatasetFactory::Validate("synthetic-tokens", {{"length", "3"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("synthetic-tokens", {{"length", "3"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'length'")));
-  EXPECT_OK(DatasetFactory::Validate("synthetic-tokens", kSmall));
+  EXPECT_OK(DatasetRegistry::Parse("synthetic-tokens", kSmall));
 }
 
 }  // namespace

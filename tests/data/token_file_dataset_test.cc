@@ -4,7 +4,7 @@
 
 #include <fstream>
 
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -40,8 +40,8 @@ TEST(TokenFileDatasetTest, ReadsWindowsFromDir) {
   WriteTokens(dir.File("val.bin"), Stream(45));
   const std::map<std::string, std::string> options = {
       {"dir", dir.path()}, {"vocab", "1000"}, {"seq_len", "10"}};
-  ASSERT_OK(DatasetFactory::Validate("tokens", options));
-  auto splits = DatasetFactory::Load("tokens", options, 0);
+  ASSERT_OK(DatasetRegistry::Parse("tokens", options));
+  auto splits = DatasetRegistry::Load("tokens", options, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->spec.task, Task::kLanguageModel);
   EXPECT_EQ(splits->spec.vocab_size, 1000);
@@ -71,7 +71,7 @@ TEST(TokenFileDatasetTest, ReadsWindowsFromDir) {
 TEST(TokenFileDatasetTest, TrainPathWithoutValHasNoTestSplit) {
   testing::TempDir dir;
   WriteTokens(dir.File("corpus.bin"), Stream(200));
-  auto splits = DatasetFactory::Load("tokens", {{"train", dir.File("corpus.bin")}}, 0);
+  auto splits = DatasetRegistry::Load("tokens", {{"train", dir.File("corpus.bin")}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->test, nullptr);
   EXPECT_EQ(splits->spec.vocab_size, 65536);
@@ -83,7 +83,7 @@ TEST(TokenFileDatasetTest, TrainAndValPaths) {
   testing::TempDir dir;
   WriteTokens(dir.File("a.bin"), {65535, 1, 2, 3, 4});
   WriteTokens(dir.File("b.bin"), {7, 8, 9});
-  auto splits = DatasetFactory::Load(
+  auto splits = DatasetRegistry::Load(
       "tokens", {{"train", dir.File("a.bin")}, {"val", dir.File("b.bin")}, {"seq_len", "2"}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 2);
@@ -99,7 +99,7 @@ TEST(TokenFileDatasetTest, OutOfRangeItemThrows) {
   testing::TempDir dir;
   WriteTokens(dir.File("a.bin"), Stream(21));
   auto splits =
-      DatasetFactory::Load("tokens", {{"train", dir.File("a.bin")}, {"seq_len", "10"}}, 0);
+      DatasetRegistry::Load("tokens", {{"train", dir.File("a.bin")}, {"seq_len", "10"}}, 0);
   ASSERT_OK(splits);
   EXPECT_EQ(splits->train->size(), 2);
   EXPECT_THROW(splits->train->Get(torch::tensor({2}, torch::kInt64)), c10::Error);
@@ -108,14 +108,14 @@ TEST(TokenFileDatasetTest, OutOfRangeItemThrows) {
 
 TEST(TokenFileDatasetErrorsTest, MissingFilesAreFailedPreconditionAtValidate) {
   testing::TempDir dir;
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"dir", dir.path()}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"dir", dir.path()}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("dataset_options[dir]"), HasSubstr(dir.File("train.bin")),
                              HasSubstr("not found"))));
   WriteTokens(dir.File("train.bin"), Stream(300));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"dir", dir.path()}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"dir", dir.path()}}),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(dir.File("val.bin"))));
-  EXPECT_THAT(DatasetFactory::Validate(
+  EXPECT_THAT(DatasetRegistry::Parse(
                   "tokens", {{"train", dir.File("train.bin")}, {"val", dir.File("nope.bin")}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        AllOf(HasSubstr("dataset_options[val]"), HasSubstr(dir.File("nope.bin")))));
@@ -128,20 +128,20 @@ TEST(TokenFileDatasetErrorsTest, OddByteSize) {
   const auto matcher = StatusIs(
       absl::StatusCode::kInvalidArgument,
       AllOf(HasSubstr(dir.File("odd.bin")), HasSubstr("not a whole number of uint16 tokens")));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", options), matcher);
-  EXPECT_THAT(DatasetFactory::Load("tokens", options, 0), matcher);
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", options), matcher);
+  EXPECT_THAT(DatasetRegistry::Load("tokens", options, 0), matcher);
 }
 
 TEST(TokenFileDatasetErrorsTest, TooShortForOneWindow) {
   testing::TempDir dir;
   WriteTokens(dir.File("short.bin"), Stream(10));
   EXPECT_THAT(
-      DatasetFactory::Load("tokens", {{"train", dir.File("short.bin")}, {"seq_len", "10"}}, 0),
+      DatasetRegistry::Load("tokens", {{"train", dir.File("short.bin")}, {"seq_len", "10"}}, 0),
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr(dir.File("short.bin")), HasSubstr("too short"),
                      HasSubstr("seq_len + 1 = 11"))));
   std::ofstream(dir.File("empty.bin"), std::ios::binary) << "";
-  EXPECT_THAT(DatasetFactory::Load("tokens", {{"train", dir.File("empty.bin")}}, 0),
+  EXPECT_THAT(DatasetRegistry::Load("tokens", {{"train", dir.File("empty.bin")}}, 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too short")));
 }
 
@@ -153,9 +153,9 @@ TEST(TokenFileDatasetErrorsTest, TokenAtOrAboveVocabNamesOffsetAndId) {
   WriteTokens(dir.File("train.bin"), tokens);
   WriteTokens(dir.File("val.bin"), Stream(200));  // scanned only after train
   const std::map<std::string, std::string> options = {{"dir", dir.path()}, {"vocab", "500"}};
-  EXPECT_OK(DatasetFactory::Validate("tokens", options));  // reads no tokens
+  EXPECT_OK(DatasetRegistry::Parse("tokens", options));  // reads no tokens
   EXPECT_THAT(
-      DatasetFactory::Load("tokens", options, 0),
+      DatasetRegistry::Load("tokens", options, 0),
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr(dir.File("train.bin")), HasSubstr("token 123 is >= vocab 500"),
                      Not(HasSubstr("700")), HasSubstr("vocab mismatch"))));
@@ -164,25 +164,25 @@ TEST(TokenFileDatasetErrorsTest, TokenAtOrAboveVocabNamesOffsetAndId) {
   WriteTokens(dir.File("train.bin"), tokens);
   WriteTokens(dir.File("val.bin"), {1, 2, 500});
   EXPECT_THAT(
-      DatasetFactory::Load("tokens", {{"dir", dir.path()}, {"vocab", "500"}, {"seq_len", "2"}}, 0),
+      DatasetRegistry::Load("tokens", {{"dir", dir.path()}, {"vocab", "500"}, {"seq_len", "2"}}, 0),
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr(dir.File("val.bin")), HasSubstr("token 2 is >= vocab 500"))));
 }
 
 TEST(TokenFileDatasetErrorsTest, BadOptions) {
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dir=DIR")));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"dir", "/x"}, {"train", "/x/a.bin"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"dir", "/x"}, {"train", "/x/a.bin"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not both")));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"val", "/x/a.bin"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"val", "/x/a.bin"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[val]")));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"dir", "/x"}, {"vocab", "65537"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"dir", "/x"}, {"vocab", "65537"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[vocab]")));
-  EXPECT_THAT(DatasetFactory::Validate("tokens", {{"dir", "/x"}, {"seq_len", "0"}}),
+  EXPECT_THAT(DatasetRegistry::Parse("tokens", {{"dir", "/x"}, {"seq_len", "0"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("dataset_options[seq_len]")));
   // A misspelt key is reported before the missing one it explains.
   EXPECT_THAT(
-      DatasetFactory::Validate("tokens", {{"train_path", "/x/a.bin"}}),
+      DatasetRegistry::Parse("tokens", {{"train_path", "/x/a.bin"}}),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'train_path'")));
 }
 

@@ -39,8 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const mantissa::ResolveContext* context = new mantissa::ResolveContext(CpuContext());
   mantissa::v1::JobSpec spec;
   if (!spec.ParseFromArray(data, static_cast<int>(size))) return 0;
-  absl::StatusOr<mantissa::JobRunner::PreparedSpec> prepared =
-      mantissa::ResolveJobSpec(spec, *context);
+  absl::StatusOr<mantissa::ResolvedJob> prepared = mantissa::ResolveJobSpec(spec, *context);
   if (!prepared.ok()) {
     const absl::StatusCode code = prepared.status().code();
     FUZZ_CHECK(code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ||
@@ -49,8 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                code == absl::StatusCode::kPermissionDenied);
     return 0;
   }
-  absl::StatusOr<mantissa::JobRunner::PreparedSpec> again =
-      mantissa::ResolveJobSpec(prepared->spec, *context);
+  absl::StatusOr<mantissa::ResolvedJob> again = mantissa::ResolveJobSpec(prepared->spec, *context);
   FUZZ_CHECK(again.ok());
   FUZZ_CHECK(google::protobuf::util::MessageDifferencer::Equals(again->spec, prepared->spec));
   return 0;

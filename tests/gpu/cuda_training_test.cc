@@ -162,7 +162,7 @@ TEST(FusedAdamCudaTest, InfGradientsAreSkippedOnTheDeviceWithoutAHostRead) {
       1);
 }
 
-Trainer::Options CudaOptions(int64_t steps, const std::string& precision) {
+v1::JobSpec CudaSpec(int64_t steps, const std::string& precision) {
   v1::JobSpec spec;
   spec.set_model("mlp");
   (*spec.mutable_model_options())["hidden"] = "64";
@@ -174,13 +174,17 @@ Trainer::Options CudaOptions(int64_t steps, const std::string& precision) {
   spec.set_batch_size(32);
   spec.set_seed(11);
   spec.set_precision(precision);
+  return spec;
+}
+
+// The trainer's options for `spec` on CUDA, resolved as the daemon does.
+Trainer::Options CudaOptionsFor(const v1::JobSpec& spec) {
   const ResolveContext context{DeviceCapabilities::Probe(torch::kCUDA), 1};
-  auto prepared = ResolveJobSpec(spec, context);
-  EXPECT_OK(prepared);
+  auto resolved = ResolveJobSpec(spec, context);
+  EXPECT_OK(resolved);
   Trainer::Options options;
-  if (!prepared.ok()) return options;
-  options.spec = prepared->spec;
-  options.effective_precision = prepared->effective_precision;
+  if (!resolved.ok()) return options;
+  options.job = *std::move(resolved);
   options.device = torch::kCUDA;
   return options;
 }
@@ -201,11 +205,12 @@ std::vector<double> ProgressLosses(FakeJobContext& context) {
 TEST(TrainerCudaTest, SkipsDecidedOnTheDeviceStillHoldTheLrSchedule) {
   SKIP_WITHOUT_CUDA();
   // 2^24 overflows float16 gradients for the first few steps only.
-  Trainer::Options options = CudaOptions(100, "16-mixed");
-  options.spec.mutable_grad_scaler()->set_enabled(true);
-  options.spec.mutable_grad_scaler()->set_init_scale(16777216.0);
-  options.spec.set_lr_schedule("cosine");
-  options.spec.set_warmup_steps(5);
+  v1::JobSpec spec = CudaSpec(100, "16-mixed");
+  spec.mutable_grad_scaler()->set_enabled(true);
+  spec.mutable_grad_scaler()->set_init_scale(16777216.0);
+  spec.set_lr_schedule("cosine");
+  spec.set_warmup_steps(5);
+  const Trainer::Options options = CudaOptionsFor(spec);
   FakeJobContext context;
   ASSERT_OK(RunTrainer(options, context));
   const v1::Job job = context.job();
@@ -213,7 +218,9 @@ TEST(TrainerCudaTest, SkipsDecidedOnTheDeviceStillHoldTheLrSchedule) {
   ASSERT_GT(skipped, 0);
   ASSERT_LT(skipped, 80);
   EXPECT_EQ(job.precision_stats().scale(), std::ldexp(1.0, 24 - static_cast<int>(skipped)));
-  auto schedule = LrSchedule::Create(LrScheduleOptions(options.spec, 100));
+  LrSchedule::Options schedule_options = options.job.lr_schedule;
+  schedule_options.total_steps = 100;
+  auto schedule = LrSchedule::Create(schedule_options);
   ASSERT_OK(schedule);
   // Step 100's lr: 99 steps, `skipped` of them skipped (all before the last
   // progress read at step 90, which corrected the count).
@@ -231,14 +238,15 @@ class CudaGraphTest : public ::testing::TestWithParam<GraphCase> {};
 // between replays.
 TEST_P(CudaGraphTest, GraphRunsMatchEagerRuns) {
   SKIP_WITHOUT_CUDA();
-  Trainer::Options eager = CudaOptions(40, GetParam().precision);
-  eager.spec.set_progress_every_n_steps(5);
+  v1::JobSpec spec = CudaSpec(40, GetParam().precision);
+  spec.set_progress_every_n_steps(5);
   // The lr changes every step: the graph must read the current one.
-  eager.spec.set_lr_schedule("cosine");
-  eager.spec.set_warmup_steps(5);
-  if (GetParam().clip) eager.spec.set_gradient_clip_norm(0.5);
-  Trainer::Options graph = eager;
-  graph.spec.set_cuda_graph(true);
+  spec.set_lr_schedule("cosine");
+  spec.set_warmup_steps(5);
+  if (GetParam().clip) spec.set_gradient_clip_norm(0.5);
+  Trainer::Options eager = CudaOptionsFor(spec);
+  spec.set_cuda_graph(true);
+  Trainer::Options graph = CudaOptionsFor(spec);
   FakeJobContext eager_context, graph_context;
   auto eager_result = RunTrainer(eager, eager_context);
   auto graph_result = RunTrainer(graph, graph_context);
@@ -270,16 +278,14 @@ INSTANTIATE_TEST_SUITE_P(Modes, CudaGraphTest,
 
 TEST(CudaGraphFallbackTest, JobsThatCannotBeCapturedWarnAndTrainEagerly) {
   SKIP_WITHOUT_CUDA();
-  Trainer::Options sgd = CudaOptions(10, "32-true");
-  sgd.spec.set_optimizer("sgd");
-  sgd.spec.clear_weight_decay();
-  sgd.spec.clear_eps();
-  Trainer::Options accumulating = CudaOptions(10, "32-true");
-  accumulating.spec.set_accumulate_grad_batches(2);
-  for (Trainer::Options* options : {&sgd, &accumulating}) {
-    options->spec.set_cuda_graph(true);
+  v1::JobSpec sgd = CudaSpec(10, "32-true");
+  sgd.set_optimizer("sgd");
+  v1::JobSpec accumulating = CudaSpec(10, "32-true");
+  accumulating.set_accumulate_grad_batches(2);
+  for (v1::JobSpec* spec : {&sgd, &accumulating}) {
+    spec->set_cuda_graph(true);
     FakeJobContext context;
-    ASSERT_OK(RunTrainer(*options, context));
+    ASSERT_OK(RunTrainer(CudaOptionsFor(*spec), context));
     ASSERT_EQ(context.job().warnings_size(), 1);
     EXPECT_THAT(context.job().warnings(0), HasSubstr("; training eagerly"));
   }
@@ -288,10 +294,11 @@ TEST(CudaGraphFallbackTest, JobsThatCannotBeCapturedWarnAndTrainEagerly) {
 TEST(TrainerCudaTest, AFusedRunResumesExactlyWhereItStopped) {
   SKIP_WITHOUT_CUDA();
   testing::TempDir dir;
-  Trainer::Options options = CudaOptions(40, "16-mixed");
-  options.spec.set_checkpoint_every_n_steps(10);
-  options.spec.set_progress_every_n_steps(5);
-  options.spec.set_cuda_graph(true);
+  v1::JobSpec spec = CudaSpec(40, "16-mixed");
+  spec.set_checkpoint_every_n_steps(10);
+  spec.set_progress_every_n_steps(5);
+  spec.set_cuda_graph(true);
+  const Trainer::Options options = CudaOptionsFor(spec);
 
   Trainer::Options whole = options;
   whole.checkpoint_path = dir.File("whole.pt");

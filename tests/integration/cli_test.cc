@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <thread>
 
@@ -11,6 +12,7 @@
 #include "tests/testing/daemon_test.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
+#include "tests/testing/temp_dir.h"
 
 namespace mantissa {
 namespace {
@@ -20,21 +22,39 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::RunCli;
 
-class CliTest : public testing::DaemonTest {
+// One daemon for the suite: each case looks only at its own jobs.
+class CliTest : public testing::SharedDaemonTest {
  protected:
-  CommandResult Cli(std::vector<std::string> args) {
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<testing::TempDir>();
+    StartSuiteDaemon({.state_dir = dir_->path()});
+  }
+
+  static CommandResult Cli(std::vector<std::string> args) {
     args.insert(args.begin(), daemon_->server_flag());
     return RunCli(args);
   }
 
   // Submits with --json and returns the new job's id.
-  std::string SubmitJson(std::vector<std::string> flags) {
+  static std::string SubmitJson(std::vector<std::string> flags) {
     flags.insert(flags.begin(), {"--json", "submit"});
     CommandResult r = Cli(flags);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::smatch m;
     if (!std::regex_search(r.out, m, std::regex(R"re("id":\s*"([0-9a-f]+)")re"))) return "";
     return m[1].str();
+  }
+
+  // How many jobs the daemon lists.
+  static size_t JobCount() {
+    CommandResult list = Cli({"--json", "list"});
+    EXPECT_EQ(list.exit_code, 0) << list.err;
+    size_t count = 0;
+    for (size_t at = list.out.find("\"id\""); at != std::string::npos;
+         at = list.out.find("\"id\"", at + 1)) {
+      ++count;
+    }
+    return count;
   }
 };
 
@@ -76,7 +96,7 @@ TEST_F(CliTest, WatchStreamsPlainProgressLinesUntilCancelled) {
                                      "100000000", "--progress-every-n-steps", "10"});
   ASSERT_FALSE(id.empty());
   // Watch from another process, its output into a file (not a terminal).
-  const std::string log = dir_.File("watch.out");
+  const std::string log = dir_->File("watch.out");
   const pid_t watch = testing::Spawn({MANTISSA_CLI_BIN, daemon_->server_flag(), "watch", id}, log);
   const auto read_log = [&] {
     std::ifstream in(log);
@@ -106,6 +126,7 @@ TEST_F(CliTest, WatchStreamsPlainProgressLinesUntilCancelled) {
 }
 
 TEST_F(CliTest, ServerErrorsExitOneWithTheServersMessage) {
+  const size_t jobs_before = JobCount();
   CommandResult bad_model = Cli({"submit", "--model", "vit", "--dataset", "synthetic"});
   EXPECT_EQ(bad_model.exit_code, 1);
   EXPECT_THAT(bad_model.err, HasSubstr("NOT_FOUND"));
@@ -126,9 +147,7 @@ TEST_F(CliTest, ServerErrorsExitOneWithTheServersMessage) {
   EXPECT_THAT(unknown_job.err, HasSubstr("NOT_FOUND"));
 
   // Nothing was created by the refused submissions.
-  CommandResult list = Cli({"--json", "list"});
-  EXPECT_EQ(list.exit_code, 0);
-  EXPECT_THAT(list.out, Not(HasSubstr("\"id\"")));
+  EXPECT_EQ(JobCount(), jobs_before);
 }
 
 TEST_F(CliTest, UsageErrorsExitTwoWithoutCallingTheDaemon) {
@@ -202,6 +221,7 @@ TEST_F(CliTest, PrecisionFlagsReachTheJobAndGetShowsTheirEffect) {
 }
 
 TEST_F(CliTest, Fp8RecipeFlagsAreCheckedByTheDaemon) {
+  const size_t jobs_before = JobCount();
   const std::vector<std::string> base = {"submit", "--model", "mlp", "--dataset", "synthetic"};
   auto with = [&base](std::vector<std::string> flags) {
     flags.insert(flags.begin(), base.begin(), base.end());
@@ -231,9 +251,7 @@ TEST_F(CliTest, Fp8RecipeFlagsAreCheckedByTheDaemon) {
   EXPECT_THAT(no_fp8_device.err, HasSubstr("FAILED_PRECONDITION"));
   EXPECT_THAT(no_fp8_device.err, HasSubstr("compute capability >= 8.9"));
 
-  CommandResult list = Cli({"--json", "list"});
-  EXPECT_EQ(list.exit_code, 0);
-  EXPECT_THAT(list.out, Not(HasSubstr("\"id\"")));
+  EXPECT_EQ(JobCount(), jobs_before);
 }
 
 TEST_F(CliTest, CudaGraphOnTheCpuTrainsEagerlyWithAWarning) {

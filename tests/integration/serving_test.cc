@@ -667,5 +667,41 @@ TEST_F(ServingTest, ServerMetadataRepositoryIndexAndUndeclaredMethods) {
   }
 }
 
+// Export and load read the job's export artifact only: the data the job
+// trained on, and its checkpoint, may be gone since.
+TEST_F(ServingTest, ExportReadsNeitherTheDatasetNorTheCheckpoint) {
+  const std::string csv = dir_.File("points.csv");
+  {
+    std::ofstream out(csv);
+    out << "x,y,side\n";
+    for (int i = 0; i < 200; ++i) {
+      const double x = std::sin(i * 1.7) * 3, y = std::cos(i * 2.3) * 3;
+      out << x << "," << y << "," << (x + y > 0 ? "above" : "below") << "\n";
+    }
+  }
+  v1::JobSpec spec;
+  spec.set_model("mlp");
+  (*spec.mutable_model_options())["hidden"] = "8";
+  spec.set_dataset("csv");
+  (*spec.mutable_dataset_options())["path"] = csv;
+  (*spec.mutable_dataset_options())["label"] = "side";
+  spec.set_steps(20);
+  spec.set_batch_size(16);
+  spec.set_seed(1);
+  spec.set_memory_baseline_steps(0);
+  const std::string job = Train(spec);
+  ASSERT_FALSE(job.empty());
+  ASSERT_TRUE(std::filesystem::remove(csv));
+  ASSERT_TRUE(std::filesystem::remove(dir_.File("jobs/" + job + "/checkpoint.pt")));
+
+  const v1::ModelVersionStatus exported = Export(job, "points", "bf16-true");
+  EXPECT_EQ(exported.state(), "READY") << exported.reason();
+  EXPECT_THAT(exported.config().inputs(0).shape(), ElementsAre(2));
+  EXPECT_EQ(exported.config().num_classes(), 2);
+  // Calibrated on the job's own items, kept in the version.
+  EXPECT_THAT(exported.validation().calibration_source(), HasSubstr("csv "));
+  EXPECT_THAT(exported.validation().calibration_source(), Not(HasSubstr("random")));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "server/common/torch_compat.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
 #include "tests/models/train_steps.h"
 #include "tests/testing/status_matchers.h"
 
@@ -19,7 +19,7 @@ const DataSpec kCifar{.input_shape = {3, 32, 32}, .num_classes = 10};
 
 TEST(CnnTest, ClassifiesGrayAndColourImages) {
   for (const DataSpec& data : {kMnist, kCifar}) {
-    auto model = ModelFactory::Build("cnn", {}, data);
+    auto model = ModelRegistry::Build("cnn", {}, data);
     ASSERT_OK(model);
     std::vector<int64_t> shape = {4};
     shape.insert(shape.end(), data.input_shape.begin(), data.input_shape.end());
@@ -31,22 +31,22 @@ TEST(CnnTest, ClassifiesGrayAndColourImages) {
 TEST(CnnTest, FlattenedSizeFollowsTheInputShape) {
   // 8x8 -> conv (same size) -> pool -> 4x4 with 4 channels: 64 features.
   auto model =
-      ModelFactory::Build("cnn", {{"channels", "4"}, {"hidden", "8"}, {"batchnorm", "false"}},
-                          {.input_shape = {1, 8, 8}, .num_classes = 3});
+      ModelRegistry::Build("cnn", {{"channels", "4"}, {"hidden", "8"}, {"batchnorm", "false"}},
+                           {.input_shape = {1, 8, 8}, .num_classes = 3});
   ASSERT_OK(model);
   // conv 1*4*25 + 4, fc 64*8 + 8, out 8*3 + 3
   EXPECT_EQ((*model)->ParameterCount(), 104 + 520 + 27);
   EXPECT_EQ((*model)->Forward(torch::randn({2, 1, 8, 8})).sizes(), torch::IntArrayRef({2, 3}));
 
   // Odd and non-square sizes floor at each pooling: 13x9 -> 6x4 -> 3x2.
-  auto odd = ModelFactory::Build("cnn", {{"channels", "4,6"}},
-                                 {.input_shape = {2, 13, 9}, .num_classes = 5});
+  auto odd = ModelRegistry::Build("cnn", {{"channels", "4,6"}},
+                                  {.input_shape = {2, 13, 9}, .num_classes = 5});
   ASSERT_OK(odd);
   EXPECT_EQ((*odd)->Forward(torch::randn({3, 2, 13, 9})).sizes(), torch::IntArrayRef({3, 5}));
 }
 
 TEST(CnnTest, BatchNormFollowsEachConvolution) {
-  auto model = ModelFactory::Build("cnn", {}, kMnist);
+  auto model = ModelRegistry::Build("cnn", {}, kMnist);
   ASSERT_OK(model);
   std::vector<std::string> names;
   for (const auto& [name, tensor] : (*model)->State()) names.push_back(name);
@@ -55,7 +55,7 @@ TEST(CnnTest, BatchNormFollowsEachConvolution) {
   // The conv bias would duplicate BatchNorm's shift.
   EXPECT_THAT(names, ::testing::Not(::testing::Contains("0.bias")));
 
-  auto plain = ModelFactory::Build("cnn", {{"batchnorm", "false"}}, kMnist);
+  auto plain = ModelRegistry::Build("cnn", {{"batchnorm", "false"}}, kMnist);
   ASSERT_OK(plain);
   for (const auto& [name, tensor] : (*plain)->State()) {
     EXPECT_THAT(name, ::testing::Not(HasSubstr("running"))) << name;
@@ -63,30 +63,30 @@ TEST(CnnTest, BatchNormFollowsEachConvolution) {
 }
 
 TEST(CnnTest, RejectsDataThatIsNotAnImage) {
-  EXPECT_THAT(ModelFactory::Build("cnn", {}, {.input_shape = {784}, .num_classes = 10}),
+  EXPECT_THAT(ModelRegistry::Build("cnn", {}, {.input_shape = {784}, .num_classes = 10}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("model cnn"), HasSubstr("[784]"))));
   EXPECT_THAT(
-      ModelFactory::Build(
+      ModelRegistry::Build(
           "cnn", {},
           {.task = Task::kLanguageModel, .input_shape = {64}, .vocab_size = 256, .seq_len = 64}),
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr("model cnn"), HasSubstr("[64]"))));
   // Four poolings halve 8x8 to zero.
-  EXPECT_THAT(ModelFactory::Build("cnn", {{"channels", "4,4,4,4"}},
-                                  {.input_shape = {1, 8, 8}, .num_classes = 2}),
+  EXPECT_THAT(ModelRegistry::Build("cnn", {{"channels", "4,4,4,4"}},
+                                   {.input_shape = {1, 8, 8}, .num_classes = 2}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too small for 4")));
 }
 
 TEST(CnnTest, ValidateChecksOptions) {
-  EXPECT_OK(ModelFactory::Validate("cnn", {{"channels", "8,16,32"}, {"hidden", "64"}}));
-  EXPECT_THAT(ModelFactory::Validate("cnn", {{"channels", "0"}}),
+  EXPECT_OK(ModelRegistry::Parse("cnn", {{"channels", "8,16,32"}, {"hidden", "64"}}));
+  EXPECT_THAT(ModelRegistry::Parse("cnn", {{"channels", "0"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model_options[channels]")));
-  EXPECT_THAT(ModelFactory::Validate("cnn", {{"batchnorm", "yes"}}),
+  EXPECT_THAT(ModelRegistry::Parse("cnn", {{"batchnorm", "yes"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("true|false")));
-  EXPECT_THAT(ModelFactory::Validate("cnn", {{"hidden", "0"}}),
+  EXPECT_THAT(ModelRegistry::Parse("cnn", {{"hidden", "0"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model_options[hidden]")));
-  EXPECT_THAT(ModelFactory::Validate("cnn", {{"kernel", "3"}}),
+  EXPECT_THAT(ModelRegistry::Parse("cnn", {{"kernel", "3"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'kernel'")));
 }
 
@@ -98,7 +98,7 @@ TEST(CnnTest, StepsReduceTheLossInFloat32AndBFloat16) {
     std::unique_ptr<Model> model;
     {
       compat::DefaultDtypeGuard init(dtype);
-      auto built = ModelFactory::Build("cnn", {{"channels", "8,16"}, {"hidden", "32"}}, kMnist);
+      auto built = ModelRegistry::Build("cnn", {{"channels", "8,16"}, {"hidden", "32"}}, kMnist);
       ASSERT_OK(built);
       model = std::move(*built);
     }
@@ -111,7 +111,7 @@ TEST(CnnTest, StepsReduceTheLossInFloat32AndBFloat16) {
 }
 
 TEST(CnnTest, RunsUnderBFloat16Autocast) {
-  auto model = ModelFactory::Build("cnn", {{"channels", "8,16"}}, kMnist);
+  auto model = ModelRegistry::Build("cnn", {{"channels", "8,16"}}, kMnist);
   ASSERT_OK(model);
   torch::Tensor out;
   {

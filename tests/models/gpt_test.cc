@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "server/common/torch_compat.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
 #include "tests/models/train_steps.h"
 #include "tests/testing/status_matchers.h"
 
@@ -23,7 +23,7 @@ const std::map<std::string, std::string> kSmall = {
 
 std::unique_ptr<Model> BuildSmall(const DataSpec& data = kTokens,
                                   std::map<std::string, std::string> options = kSmall) {
-  auto model = ModelFactory::Build("gpt", options, data);
+  auto model = ModelRegistry::Build("gpt", options, data);
   EXPECT_OK(model);
   return model.ok() ? std::move(*model) : nullptr;
 }
@@ -62,31 +62,31 @@ TEST(GptTest, VocabAndSeqLenDefaultToTheDatasetsAndMayBeLarger) {
 TEST(GptTest, RejectsAVocabularyOrWindowSmallerThanTheDatasets) {
   const DataSpec bytes{
       .task = Task::kLanguageModel, .input_shape = {64}, .vocab_size = 256, .seq_len = 64};
-  EXPECT_THAT(ModelFactory::Build("gpt", {{"vocab", "100"}}, bytes),
+  EXPECT_THAT(ModelRegistry::Build("gpt", {{"vocab", "100"}}, bytes),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("vocab mismatch"),
                              HasSubstr("model_options[vocab]=100 is smaller than the dataset's "
                                        "vocabulary 256"))));
-  EXPECT_THAT(ModelFactory::Build("gpt", {{"seq_len", "32"}}, bytes),
+  EXPECT_THAT(ModelRegistry::Build("gpt", {{"seq_len", "32"}}, bytes),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("seq_len mismatch"), HasSubstr("=32"), HasSubstr("64"))));
-  EXPECT_THAT(ModelFactory::Build("gpt", {}, {.input_shape = {1, 28, 28}, .num_classes = 10}),
+  EXPECT_THAT(ModelRegistry::Build("gpt", {}, {.input_shape = {1, 28, 28}, .num_classes = 10}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("model gpt"), HasSubstr("[1, 28, 28]"))));
 }
 
 TEST(GptTest, ValidateChecksOptions) {
-  EXPECT_OK(ModelFactory::Validate(
+  EXPECT_OK(ModelRegistry::Parse(
       "gpt", {{"d_model", "768"}, {"heads", "12"}, {"layers", "12"}, {"dropout", "0.1"}}));
-  EXPECT_THAT(ModelFactory::Validate("gpt", {{"d_model", "130"}, {"heads", "4"}}),
+  EXPECT_THAT(ModelRegistry::Parse("gpt", {{"d_model", "130"}, {"heads", "4"}}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("model_options[d_model]=130 is not divisible by "
                                  "model_options[heads]=4")));
-  EXPECT_THAT(ModelFactory::Validate("gpt", {{"dropout", "1"}}),
+  EXPECT_THAT(ModelRegistry::Parse("gpt", {{"dropout", "1"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model_options[dropout]")));
-  EXPECT_THAT(ModelFactory::Validate("gpt", {{"layers", "0"}}),
+  EXPECT_THAT(ModelRegistry::Parse("gpt", {{"layers", "0"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model_options[layers]")));
-  EXPECT_THAT(ModelFactory::Validate("gpt", {{"n_head", "4"}}),
+  EXPECT_THAT(ModelRegistry::Parse("gpt", {{"n_head", "4"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown option 'n_head'")));
 }
 

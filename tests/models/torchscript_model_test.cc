@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "server/common/torch_compat.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
 #include "tests/models/train_steps.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -31,7 +31,7 @@ class TorchScriptModelTest : public ::testing::Test {
   }
 
   std::unique_ptr<Model> Build(const DataSpec& data = kImages) {
-    auto model = ModelFactory::Build("torchscript", {{"path", path_}}, data);
+    auto model = ModelRegistry::Build("torchscript", {{"path", path_}}, data);
     EXPECT_OK(model);
     return model.ok() ? std::move(*model) : nullptr;
   }
@@ -48,7 +48,7 @@ class TorchScriptModelTest : public ::testing::Test {
 };
 
 TEST_F(TorchScriptModelTest, LoadsATrainableClassifier) {
-  ASSERT_OK(ModelFactory::Validate("torchscript", {{"path", path_}}));
+  ASSERT_OK(ModelRegistry::Parse("torchscript", {{"path", path_}}));
   std::unique_ptr<Model> model = Build();
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->Forward(torch::randn({5, 1, 4, 4})).sizes(), torch::IntArrayRef({5, 3}));
@@ -99,7 +99,7 @@ def forward(self, x):
     return torch.linear(torch.flatten(x, 1), self.w)
 )JIT");
   const std::string path = Save(m, "counter.pt");
-  auto model = ModelFactory::Build("torchscript", {{"path", path}}, kImages);
+  auto model = ModelRegistry::Build("torchscript", {{"path", path}}, kImages);
   ASSERT_OK(model);
   (*model)->ToDtype(torch::kBFloat16);
   NamedTensors state = (*model)->State();
@@ -123,7 +123,7 @@ def forward(self, x):
         return y * 2.0
     return y
 )JIT");
-  auto model = ModelFactory::Build("torchscript", {{"path", Save(m, "mode.pt")}}, kImages);
+  auto model = ModelRegistry::Build("torchscript", {{"path", Save(m, "mode.pt")}}, kImages);
   ASSERT_OK(model);
   torch::Tensor x = torch::randn({2, 1, 4, 4});
   (*model)->SetTraining(false);
@@ -133,20 +133,20 @@ def forward(self, x):
 }
 
 TEST_F(TorchScriptModelTest, MissingOrBadFiles) {
-  EXPECT_THAT(ModelFactory::Validate("torchscript", {}),
+  EXPECT_THAT(ModelRegistry::Parse("torchscript", {}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("model_options[path]")));
   const std::string missing = dir_.File("missing.pt");
-  EXPECT_THAT(ModelFactory::Validate("torchscript", {{"path", missing}}),
+  EXPECT_THAT(ModelRegistry::Parse("torchscript", {{"path", missing}}),
               StatusIs(absl::StatusCode::kFailedPrecondition,
                        HasSubstr("model_options[path]: " + missing + " not found")));
-  EXPECT_THAT(ModelFactory::Build("torchscript", {{"path", missing}}, kImages),
+  EXPECT_THAT(ModelRegistry::Build("torchscript", {{"path", missing}}, kImages),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not found")));
 
   const std::string text = dir_.File("text.pt");
   std::ofstream(text) << "not a zip archive\n";
-  EXPECT_OK(ModelFactory::Validate("torchscript", {{"path", text}}));  // does not read it
+  EXPECT_OK(ModelRegistry::Parse("torchscript", {{"path", text}}));  // does not read it
   EXPECT_THAT(
-      ModelFactory::Build("torchscript", {{"path", text}}, kImages),
+      ModelRegistry::Build("torchscript", {{"path", text}}, kImages),
       StatusIs(absl::StatusCode::kInvalidArgument,
                HasSubstr("model_options[path]: " + text + " is not a TorchScript module: ")));
 }
@@ -158,7 +158,7 @@ def forward(self, x):
     return torch.flatten(x, 1)
 )JIT");
   EXPECT_THAT(
-      ModelFactory::Build("torchscript", {{"path", Save(empty, "empty.pt")}}, kImages),
+      ModelRegistry::Build("torchscript", {{"path", Save(empty, "empty.pt")}}, kImages),
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no floating-point parameters")));
 
   torch::jit::Module pair("Pair");
@@ -168,17 +168,17 @@ def forward(self, x):
     y = torch.linear(torch.flatten(x, 1), self.w)
     return (y, y)
 )JIT");
-  EXPECT_THAT(ModelFactory::Build("torchscript", {{"path", Save(pair, "pair.pt")}}, kImages),
+  EXPECT_THAT(ModelRegistry::Build("torchscript", {{"path", Save(pair, "pair.pt")}}, kImages),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("returned Tuple"), HasSubstr("one Tensor"))));
 
   // 3 outputs for 10 classes; 16 inputs for 25 pixels.
-  EXPECT_THAT(ModelFactory::Build("torchscript", {{"path", path_}},
-                                  {.input_shape = {1, 4, 4}, .num_classes = 10}),
+  EXPECT_THAT(ModelRegistry::Build("torchscript", {{"path", path_}},
+                                   {.input_shape = {1, 4, 4}, .num_classes = 10}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("returned [2, 3]"), HasSubstr("10 classes"))));
-  EXPECT_THAT(ModelFactory::Build("torchscript", {{"path", path_}},
-                                  {.input_shape = {1, 5, 5}, .num_classes = 3}),
+  EXPECT_THAT(ModelRegistry::Build("torchscript", {{"path", path_}},
+                                   {.input_shape = {1, 5, 5}, .num_classes = 3}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("zero batch [2, 1, 5, 5]"), HasSubstr("failed"))));
 }

@@ -14,10 +14,10 @@
 
 #include "server/common/torch_compat.h"
 #include "server/precision/delayed_scaling.h"
-#include "server/precision/device_capabilities.h"
 #include "server/precision/fp8_linear.h"
 #include "server/precision/fp8_scaling_group.h"
 #include "server/precision/fp8_tensor.h"
+#include "server/runtime/device_capabilities.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {

@@ -166,6 +166,20 @@ TEST(GradScalerTest, CreateRejectsBadGrowthInterval) {
   EXPECT_OK(GradScaler::Create(options));
 }
 
+// The resolver checks settings with CheckOptions and the trainer creates the
+// scaler once: both must judge alike.
+TEST(GradScalerTest, CheckOptionsIsCreatesCheck) {
+  GradScaler::Options bad_scale, bad_growth, bad_backoff, bad_interval;
+  bad_scale.init_scale = 0;
+  bad_growth.growth_factor = 1;
+  bad_backoff.backoff_factor = 1;
+  bad_interval.growth_interval = 0;
+  for (const GradScaler::Options& options :
+       {GradScaler::Options(), bad_scale, bad_growth, bad_backoff, bad_interval}) {
+    EXPECT_EQ(GradScaler::CheckOptions(options), GradScaler::Create(options).status());
+  }
+}
+
 TEST(GradScalerTest, CreateAcceptsBoundaryValues) {
   GradScaler::Options options;
   options.init_scale = 1e-30;

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "server/models/mlp.h"
-#include "server/precision/precision_factory.h"
+#include "server/precision/precision_registry.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -20,7 +20,7 @@ class PrecisionPluginTest : public ::testing::TestWithParam<Expect> {};
 
 TEST_P(PrecisionPluginTest, DtypesOfAStep) {
   const Expect& e = GetParam();
-  auto plugin = PrecisionFactory::Create(e.precision, torch::kCPU);
+  auto plugin = PrecisionRegistry::Create(e.precision, torch::kCPU);
   ASSERT_OK(plugin);
   PrecisionPlugin& p = **plugin;
   EXPECT_EQ(p.name(), e.precision);
@@ -78,7 +78,7 @@ INSTANTIATE_TEST_SUITE_P(AllCpuModes, PrecisionPluginTest,
                          });
 
 TEST(PrecisionPluginScalerTest, ScalerSkipsAStepWithInfiniteGradients) {
-  auto plugin = PrecisionFactory::Create("bf16-mixed", torch::kCPU);
+  auto plugin = PrecisionRegistry::Create("bf16-mixed", torch::kCPU);
   ASSERT_OK(plugin);
   auto scaler = GradScaler::Create({.enabled = true, .init_scale = 1024.0});
   ASSERT_OK(scaler);
@@ -105,7 +105,7 @@ namespace {
 
 TEST(PrecisionPluginScalerTest, StateDictCarriesTheScalerAcrossPlugins) {
   auto make = [] {
-    auto plugin = PrecisionFactory::Create("bf16-mixed", torch::kCPU);
+    auto plugin = PrecisionRegistry::Create("bf16-mixed", torch::kCPU);
     auto scaler = GradScaler::Create({.enabled = true, .init_scale = 4096.0});
     (*plugin)->set_grad_scaler(std::move(*scaler));
     return std::move(*plugin);

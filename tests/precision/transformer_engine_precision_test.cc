@@ -13,12 +13,12 @@
 #include <sstream>
 
 #include "server/common/torch_compat.h"
-#include "server/data/dataset_factory.h"
+#include "server/data/dataset_registry.h"
 #include "server/models/mlp.h"
-#include "server/models/model_factory.h"
-#include "server/precision/device_capabilities.h"
+#include "server/models/model_registry.h"
 #include "server/precision/mixed_precision.h"
-#include "server/precision/precision_factory.h"
+#include "server/precision/precision_registry.h"
+#include "server/runtime/device_capabilities.h"
 #include "tests/testing/status_matchers.h"
 
 namespace mantissa {
@@ -60,7 +60,7 @@ std::unique_ptr<Model> TinyGpt(int64_t vocab = 256, int64_t seq_len = 32) {
                         .vocab_size = vocab,
                         .seq_len = seq_len};
   auto model =
-      ModelFactory::Build("gpt", {{"d_model", "64"}, {"layers", "2"}, {"heads", "4"}}, tokens);
+      ModelRegistry::Build("gpt", {{"d_model", "64"}, {"layers", "2"}, {"heads", "4"}}, tokens);
   EXPECT_OK(model);
   return model.ok() ? std::move(*model) : nullptr;
 }
@@ -181,12 +181,12 @@ TEST(TransformerEnginePrecisionTest, CreateChecksItsOptions) {
   options.backend = Fp8Backend::kScaledMm;
   EXPECT_THAT(TransformerEnginePrecision::Create(options),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("_scaled_mm")));
-  // So the factory refuses the modes on the CPU.
-  EXPECT_THAT(PrecisionFactory::Create("transformer-engine", torch::kCPU),
+  // So the registry refuses the modes on the CPU.
+  EXPECT_THAT(PrecisionRegistry::Create("transformer-engine", torch::kCPU),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("transformer-engine")));
   v1::Fp8Recipe bad;
   bad.set_fp8_format("E5M2");
-  EXPECT_THAT(PrecisionFactory::Create("transformer-engine-float16", torch::kCPU, bad),
+  EXPECT_THAT(PrecisionRegistry::ParseFp8Recipe(bad),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("fp8.fp8_format")));
 }
 
@@ -258,7 +258,7 @@ TEST(TransformerEnginePrecisionTest, ScalingStateRoundTripsThroughACheckpointArc
 // Per-step training losses of the tiny GPT on synthetic tokens under
 // `plugin`, from the same initial weights and batches whatever the plugin.
 std::vector<double> TrainLosses(PrecisionPlugin& plugin, torch::Device device, int steps) {
-  auto data = DatasetFactory::Load(
+  auto data = DatasetRegistry::Load(
       "synthetic-tokens",
       {{"vocab", "256"}, {"seq_len", "32"}, {"train_tokens", "8192"}, {"test_tokens", "0"}},
       /*seed=*/7);
@@ -338,7 +338,7 @@ void ExpectFp8Tracks(const Curves& c, const std::string& what) {
 TEST(TransformerEnginePrecisionTest, TinyGptLossTracksBf16MixedOnCpu) {
   auto fp8 = Emulated();
   MixedPrecision bf16_mixed(torch::kBFloat16, c10::DeviceType::CPU);
-  auto bf16_true = PrecisionFactory::Create("bf16-true", torch::kCPU);
+  auto bf16_true = PrecisionRegistry::Create("bf16-true", torch::kCPU);
   ASSERT_OK(bf16_true);
   ExpectFp8Tracks(
       {TrainLosses(*fp8, torch::kCPU, kSteps), TrainLosses(bf16_mixed, torch::kCPU, kSteps),
@@ -351,10 +351,10 @@ TEST(TransformerEnginePrecisionTest, TinyGptLossTracksBf16MixedOnCudaWithScaledM
   if (!compat::kHasFp8) GTEST_SKIP() << "LibTorch " << compat::LibTorchVersion() << " has no FP8";
   const DeviceCapabilities caps = DeviceCapabilities::Probe(torch::kCUDA);
   if (caps.compute_capability < 89) GTEST_SKIP() << caps.device_name << " has no FP8 GEMMs";
-  auto fp8 = PrecisionFactory::Create("transformer-engine", torch::kCUDA);
+  auto fp8 = PrecisionRegistry::Create("transformer-engine", torch::kCUDA);
   ASSERT_OK(fp8);
   MixedPrecision bf16_mixed(torch::kBFloat16, c10::DeviceType::CUDA);
-  auto bf16_true = PrecisionFactory::Create("bf16-true", torch::kCUDA);
+  auto bf16_true = PrecisionRegistry::Create("bf16-true", torch::kCUDA);
   ASSERT_OK(bf16_true);
   ExpectFp8Tracks(
       {TrainLosses(**fp8, torch::kCUDA, kSteps), TrainLosses(bf16_mixed, torch::kCUDA, kSteps),

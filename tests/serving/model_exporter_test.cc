@@ -8,11 +8,12 @@
 #include <fstream>
 
 #include "google/protobuf/util/message_differencer.h"
+#include "server/artifacts/checkpoint.h"
+#include "server/artifacts/export_artifact.h"
 #include "server/common/option_reader.h"
-#include "server/data/dataset_factory.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
 #include "server/precision/fp32_precision.h"
-#include "server/training/checkpoint.h"
+#include "server/serving/half_cast_validator.h"
 #include "tests/serving/serving_test_util.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/torchscript_writer.h"
@@ -28,18 +29,37 @@ using testing::StatusIs;
 const OptionMap kSyntheticOptions = {
     {"features", "6"}, {"classes", "3"}, {"train_size", "32"}, {"test_size", "8"}};
 
-// A job record and its final checkpoint, as a finished training run leaves
-// them in <state_dir>/jobs/<id>/.
+// What the synthetic dataset above gives.
+DataSpec SyntheticData() {
+  DataSpec data;
+  data.input_shape = {6};
+  data.num_classes = 3;
+  return data;
+}
+
+// Token windows of 8 over a vocabulary of 16 (synthetic-tokens).
+DataSpec TokenData() {
+  DataSpec data;
+  data.task = Task::kLanguageModel;
+  data.input_shape = {8};
+  data.vocab_size = 16;
+  data.seq_len = 8;
+  return data;
+}
+
+// A job record and the export artifact its successful run left in
+// <state_dir>/jobs/<id>/, as the trainer writes it: the model built on
+// `data`, the model's own data spec, 8 calibration items.
 struct FinishedJob {
   v1::Job job;
-  NamedTensors weights;  // the model's state as saved, in the trained dtype
+  ExportArtifact artifact;
 };
 
 FinishedJob WriteFinishedJob(const std::string& state_dir, const std::string& id,
                              const std::string& model, const OptionMap& model_options,
+                             const DataSpec& data = SyntheticData(),
                              const std::string& dataset = "synthetic",
-                             const OptionMap& dataset_options = kSyntheticOptions,
-                             torch::Dtype dtype = torch::kFloat32) {
+                             const OptionMap& dataset_options = kSyntheticOptions) {
   FinishedJob out;
   v1::JobSpec& spec = *out.job.mutable_spec();
   spec.set_model(model);
@@ -47,24 +67,37 @@ FinishedJob WriteFinishedJob(const std::string& state_dir, const std::string& id
   spec.set_dataset(dataset);
   spec.mutable_dataset_options()->insert(dataset_options.begin(), dataset_options.end());
   spec.set_seed(7);
-  spec.set_precision(dtype == torch::kBFloat16 ? "bf16-true" : "32-true");
+  spec.set_precision("32-true");
   out.job.set_id(id);
   out.job.set_state(v1::SUCCEEDED);
   out.job.set_effective_precision(spec.precision());
 
-  auto splits = DatasetFactory::Load(dataset, dataset_options, spec.seed());
-  EXPECT_OK(splits);
-  if (!splits.ok()) return out;
-  auto built = ModelFactory::Build(model, model_options, splits->spec);
+  auto config = ModelRegistry::Parse(model, model_options);
+  EXPECT_OK(config);
+  if (!config.ok()) return out;
+  auto built = (*config)->Build(data);
   EXPECT_OK(built);
   if (!built.ok()) return out;
-  std::unique_ptr<Model> m = std::move(*built);
-  m->ToDtype(dtype);
-  torch::optim::SGD optimizer(m->Parameters(), torch::optim::SGDOptions(0.1));
-  Fp32Precision precision;
-  EXPECT_OK(Checkpoint::Save(Checkpoint::PathFor(state_dir, id), {.step = 10}, "{}",
-                             {m.get(), &optimizer, &precision, torch::kCPU}));
-  for (const auto& [name, t] : m->State()) out.weights.emplace_back(name, t.detach().clone());
+  ExportArtifact& artifact = out.artifact;
+  artifact.job_id = id;
+  artifact.model = model;
+  artifact.model_options = model_options;
+  artifact.data = (*config)->ModelDataSpec(data);
+  artifact.SetSignature();
+  artifact.dataset = dataset;
+  artifact.dataset_options = dataset_options;
+  artifact.seed = 7;
+  artifact.trained_precision = spec.precision();
+  for (const auto& [name, t] : (*built)->State()) {
+    artifact.weights.emplace_back(name, t.detach().clone());
+  }
+  torch::manual_seed(3);
+  artifact.calibration.inputs.emplace_back(
+      artifact.inputs[0].name, data.task == Task::kLanguageModel
+                                   ? torch::randint(0, data.vocab_size, {8, data.seq_len})
+                                   : torch::randn({8, data.input_shape[0]}));
+  artifact.calibration.origin = dataset + " test split";
+  EXPECT_OK(ExportArtifact::Write(ExportArtifact::PathFor(state_dir, id), artifact));
   return out;
 }
 
@@ -129,15 +162,25 @@ TEST_F(ModelExporterTest, ExportsAnMlpJob) {
   ASSERT_OK(stored);
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*stored, *config));
 
-  auto weights = LoadWeights(repository_->VersionDir("clf", 1) + "/weights.pt");
+  const std::string version_dir = repository_->VersionDir("clf", 1);
+  auto weights = LoadWeights(version_dir + "/weights.pt");
   ASSERT_OK(weights);
-  ASSERT_EQ(weights->size(), finished.weights.size());
+  const NamedTensors& want = finished.artifact.weights;
+  ASSERT_EQ(weights->size(), want.size());
   for (size_t i = 0; i < weights->size(); ++i) {
     const auto& [name, t] = (*weights)[i];
-    EXPECT_EQ(name, finished.weights[i].first);
+    EXPECT_EQ(name, want[i].first);
     EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
-    EXPECT_TRUE(torch::equal(t, finished.weights[i].second)) << name;
+    EXPECT_TRUE(torch::equal(t, want[i].second)) << name;
   }
+  // The calibration sample travels with the version: loads read no dataset.
+  auto sample = ReadCalibrationSample(version_dir + "/" + HalfCastValidator::kCalibrationFile);
+  ASSERT_OK(sample);
+  EXPECT_EQ(sample->origin, "synthetic test split");
+  ASSERT_EQ(sample->inputs.size(), 1u);
+  EXPECT_EQ(sample->inputs[0].first, "input");
+  EXPECT_TRUE(
+      torch::equal(sample->inputs[0].second, finished.artifact.calibration.inputs[0].second));
 
   // A second export is the next version; without batching, none is stored.
   auto second = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
@@ -150,9 +193,8 @@ TEST_F(ModelExporterTest, ExportsAnMlpJob) {
   EXPECT_THAT(repository_->Versions("clf"), ElementsAre(1, 2));
 }
 
-TEST_F(ModelExporterTest, Bf16WeightsAreStoredAsFp32) {
-  FinishedJob finished = WriteFinishedJob(state_dir(), "job-bf16", "mlp", {{"hidden", "8"}},
-                                          "synthetic", kSyntheticOptions, torch::kBFloat16);
+TEST_F(ModelExporterTest, RecordsTheTrainedPrecisionAndServesInAnother) {
+  FinishedJob finished = WriteFinishedJob(state_dir(), "job-bf16", "mlp", {{"hidden", "8"}});
   finished.job.set_effective_precision("bf16-true");
   auto config = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
                                          ExportRequest("half", "job-bf16"), "16-true");
@@ -161,13 +203,8 @@ TEST_F(ModelExporterTest, Bf16WeightsAreStoredAsFp32) {
   EXPECT_EQ(config->inputs(0).datatype(), "FP16");
   auto weights = LoadWeights(repository_->VersionDir("half", 1) + "/weights.pt");
   ASSERT_OK(weights);
-  ASSERT_EQ(weights->size(), finished.weights.size());
-  for (size_t i = 0; i < weights->size(); ++i) {
-    const torch::Tensor& t = (*weights)[i].second;
-    ASSERT_EQ(finished.weights[i].second.scalar_type(), torch::kBFloat16);
-    EXPECT_EQ(t.scalar_type(), torch::kFloat32);
-    EXPECT_TRUE(torch::equal(t, finished.weights[i].second.to(torch::kFloat32)));
-  }
+  ASSERT_EQ(weights->size(), finished.artifact.weights.size());
+  for (const auto& [name, t] : *weights) EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
 }
 
 TEST_F(ModelExporterTest, ExportsALanguageModelWithTheModelsVocabulary) {
@@ -180,7 +217,7 @@ TEST_F(ModelExporterTest, ExportsALanguageModelWithTheModelsVocabulary) {
   const FinishedJob finished = WriteFinishedJob(
       state_dir(), "job-gpt", "gpt",
       {{"vocab", "32"}, {"seq_len", "12"}, {"d_model", "16"}, {"layers", "1"}, {"heads", "2"}},
-      "synthetic-tokens", tokens);
+      TokenData(), "synthetic-tokens", tokens);
   auto config = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
                                          ExportRequest("lm", "job-gpt"), "bf16-true");
   ASSERT_OK(config);
@@ -213,8 +250,8 @@ TEST_F(ModelExporterTest, ExportsATorchScriptJobWithItsModule) {
   EXPECT_EQ(fs::file_size(version_dir + "/module.ts"), fs::file_size(module));
   auto weights = LoadWeights(version_dir + "/weights.pt");
   ASSERT_OK(weights);
-  ASSERT_EQ(weights->size(), finished.weights.size());
-  EXPECT_EQ((*weights)[0].first, finished.weights[0].first);
+  ASSERT_EQ(weights->size(), finished.artifact.weights.size());
+  EXPECT_EQ((*weights)[0].first, finished.artifact.weights[0].first);
 }
 
 TEST_F(ModelExporterTest, RefusesJobsThatDidNotSucceed) {
@@ -239,9 +276,45 @@ TEST_F(ModelExporterTest, RefusesAMissingCheckpoint) {
   ExpectEmptyRepository();
 }
 
+// Jobs that finished before jobs wrote export artifacts keep only their
+// checkpoint, which does not say what data the model takes.
+TEST_F(ModelExporterTest, RefusesAJobWithACheckpointButNoArtifactSayingWhatToDo) {
+  FinishedJob finished = WriteFinishedJob(state_dir(), "job-old", "mlp", {{"hidden", "8"}});
+  fs::remove(ExportArtifact::PathFor(state_dir(), "job-old"));
+  auto model = ModelRegistry::Parse("mlp", {{"hidden", "8"}});
+  ASSERT_OK(model);
+  auto built = (*model)->Build(SyntheticData());
+  ASSERT_OK(built);
+  torch::optim::SGD optimizer((*built)->Parameters(), torch::optim::SGDOptions(0.1));
+  Fp32Precision precision;
+  ASSERT_OK(Checkpoint::Save(Checkpoint::PathFor(state_dir(), "job-old"), {.step = 10}, "{}",
+                             {built->get(), &optimizer, &precision, torch::kCPU}));
+  const absl::Status status = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
+                                                       ExportRequest("m", "job-old"), "bf16-true")
+                                  .status();
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition,
+                               HasSubstr("job job-old has a checkpoint")));
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr(ExportArtifact::PathFor(state_dir(), "job-old")));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("resume_from job-old"));
+  ExpectEmptyRepository();
+}
+
+TEST_F(ModelExporterTest, RefusesAnArtifactThatDoesNotRead) {
+  FinishedJob finished = WriteFinishedJob(state_dir(), "job-bad", "mlp", {{"hidden", "8"}});
+  { std::ofstream(ExportArtifact::PathFor(state_dir(), "job-bad")) << "not an archive"; }
+  EXPECT_THAT(
+      ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
+                               ExportRequest("m", "job-bad"), "bf16-true"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job job-bad: export artifact")));
+  ExpectEmptyRepository();
+}
+
 TEST_F(ModelExporterTest, RefusesWeightsThatDoNotFitTheModel) {
   FinishedJob finished = WriteFinishedJob(state_dir(), "job-4", "mlp", {{"hidden", "8"}});
-  (*finished.job.mutable_spec()->mutable_model_options())["hidden"] = "12";
+  finished.artifact.model_options["hidden"] = "12";
+  ASSERT_OK(
+      ExportArtifact::Write(ExportArtifact::PathFor(state_dir(), "job-4"), finished.artifact));
   EXPECT_THAT(ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
                                        ExportRequest("m", "job-4"), "bf16-true"),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -250,16 +323,17 @@ TEST_F(ModelExporterTest, RefusesWeightsThatDoNotFitTheModel) {
   ExpectEmptyRepository();
 }
 
-TEST_F(ModelExporterTest, FailsWithTheDatasetsError) {
-  FinishedJob finished = WriteFinishedJob(state_dir(), "job-5", "mlp", {{"hidden", "8"}});
-  finished.job.mutable_spec()->set_dataset("csv");
-  (*finished.job.mutable_spec()->mutable_dataset_options())["path"] = dir_.File("gone.csv");
-  const absl::Status status = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
-                                                       ExportRequest("m", "job-5"), "bf16-true")
-                                  .status();
-  EXPECT_FALSE(status.ok());
-  EXPECT_THAT(std::string(status.message()), HasSubstr("job job-5: dataset csv: "));
-  ExpectEmptyRepository();
+// The artifact describes the model: a dataset that is gone since is never
+// read.
+TEST_F(ModelExporterTest, ReadsNoDataset) {
+  const FinishedJob finished =
+      WriteFinishedJob(state_dir(), "job-5", "mlp", {{"hidden", "8"}}, SyntheticData(), "csv",
+                       {{"path", dir_.File("gone.csv")}});
+  auto config = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
+                                         ExportRequest("m", "job-5"), "bf16-true");
+  ASSERT_OK(config);
+  EXPECT_EQ(config->dataset(), "csv");
+  EXPECT_THAT(Shape(config->inputs(0)), ElementsAre(6));
 }
 
 TEST_F(ModelExporterTest, ValidatesNamePrecisionAndBatching) {

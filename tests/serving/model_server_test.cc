@@ -19,11 +19,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "prometheus/text_serializer.h"
-#include "server/models/model_factory.h"
-#include "server/precision/fp32_precision.h"
+#include "server/common/status_macros.h"
+#include "server/models/model_registry.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/model_repository.h"
-#include "server/training/checkpoint.h"
 #include "tests/serving/serving_test_util.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/torchscript_writer.h"
@@ -125,7 +124,7 @@ class ModelServerTest : public RepositoryFixture {
                                            int64_t queue_delay_us = 500) {
     ModelServer::Options options;
     options.state_dir = dir_.path();
-    options.device = "cpu";
+    options.device = ProbedCpu();
     options.metrics = &metrics_;
     options.calibration_items = calibration_items;
     options.default_max_queue_delay_us = queue_delay_us;
@@ -141,10 +140,11 @@ class ModelServerTest : public RepositoryFixture {
   // Writes `model`'s weights as the next version of `name`.
   int64_t AddMlpVersion(const std::string& name, Model& model,
                         const std::string& precision = "bf16-true") {
-    auto added = repository_->AddVersion(name, MlpConfig(precision),
-                                         [&](const std::string& dir, v1::ModelConfig&) {
-                                           return SaveWeights(dir + "/weights.pt", model.State());
-                                         });
+    auto added = repository_->AddVersion(
+        name, MlpConfig(precision), [&](const std::string& dir, v1::ModelConfig&) {
+          RETURN_IF_ERROR(SaveWeights(dir + "/weights.pt", model.State()));
+          return WriteMlpCalibration(dir, 128);
+        });
     EXPECT_OK(added);
     return added.ok() ? added->version() : 0;
   }
@@ -471,7 +471,7 @@ TEST_F(ModelServerTest, SixteenTrueIsRefusedOnThisCpu) {
 }
 
 TEST_F(ModelServerTest, ExportsAJobAndServesIt) {
-  // A finished job as the trainer leaves it: record + final checkpoint.
+  // A finished job as the trainer leaves it: record + export artifact.
   std::unique_ptr<Model> trained = BuildMlp(7);
   v1::Job job;
   job.set_id("job1");
@@ -483,10 +483,8 @@ TEST_F(ModelServerTest, ExportsAJobAndServesIt) {
   spec.set_dataset("synthetic");
   spec.mutable_dataset_options()->insert(kSynthetic.begin(), kSynthetic.end());
   spec.set_seed(7);
-  torch::optim::SGD optimizer(trained->Parameters(), torch::optim::SGDOptions(0.1));
-  Fp32Precision precision;
-  ASSERT_OK(Checkpoint::Save(Checkpoint::PathFor(dir_.path(), "job1"), {.step = 10}, "{}",
-                             {trained.get(), &optimizer, &precision, torch::kCPU}));
+  ASSERT_OK(ExportArtifact::Write(ExportArtifact::PathFor(dir_.path(), "job1"),
+                                  MlpArtifact("job1", *trained)));
 
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
@@ -500,6 +498,7 @@ TEST_F(ModelServerTest, ExportsAJobAndServesIt) {
   EXPECT_EQ(exported->config().precision(), "bf16-true");
   EXPECT_EQ(exported->config().source_job_id(), "job1");
   EXPECT_GE(exported->validation().top1_agreement(), 0.9);
+  EXPECT_EQ(exported->validation().calibration_source(), "synthetic test split, first 64 items");
 
   const torch::Tensor x = torch::rand({8, kFeatures});
   auto response = InferSync(*server, MlpRequest("exported", x));
@@ -518,8 +517,10 @@ TEST_F(ModelServerTest, LanguageModelServesTokenWindows) {
   std::unique_ptr<Model> gpt = BuildGpt(9);
   ASSERT_NE(gpt, nullptr);
   ASSERT_OK(repository_->AddVersion("gpt", GptConfig(/*test_tokens=*/512),
-                                    [&](const std::string& dir, v1::ModelConfig&) {
-                                      return SaveWeights(dir + "/weights.pt", gpt->State());
+                                    [&](const std::string& dir, v1::ModelConfig&) -> absl::Status {
+                                      RETURN_IF_ERROR(
+                                          SaveWeights(dir + "/weights.pt", gpt->State()));
+                                      return WriteGptCalibration(dir, 32);
                                     }));
   auto server = StartServer(/*calibration_items=*/4);
   ASSERT_NE(server, nullptr);
@@ -759,9 +760,10 @@ TEST_F(ModelServerTest, ShutdownRefusesNewRequests) {
 TEST_F(ModelServerTest, CreateValidatesOptions) {
   ModelServer::Options options;
   options.state_dir = dir_.path();
-  options.device = "tpu";
-  EXPECT_THAT(ModelServer::Create(options), Not(testing::IsOk()));
-  options.device = "cpu";
+  EXPECT_THAT(ProbeDevice("tpu"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tpu")));
+  EXPECT_THAT(ModelServer::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device: not probed")));
+  options.device = ProbedCpu();
   options.default_max_batch_size = 0;
   EXPECT_THAT(ModelServer::Create(options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("default_max_batch_size")));

@@ -12,7 +12,8 @@
 #include <string>
 
 #include "prometheus/text_serializer.h"
-#include "server/models/model_factory.h"
+#include "server/common/status_macros.h"
+#include "server/models/model_registry.h"
 #include "server/serving/half_cast_validator.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/model_repository.h"
@@ -28,14 +29,19 @@ using testing::StatusIs;
 
 class ServableTest : public RepositoryFixture {
  protected:
-  // Adds `config` as the next version of `name` with `weights`; returns the
-  // servable's options for it.
+  // Adds `config` as the next version of `name` with `weights` and, as an
+  // export does, a calibration sample (128 mlp items or 64 gpt windows);
+  // returns the servable's options for it.
   Servable::Options AddVersion(const std::string& name, const v1::ModelConfig& config,
-                               const NamedTensors& weights) {
+                               const NamedTensors& weights, bool with_calibration = true) {
     return OptionsFor(
-        name, repository_->AddVersion(name, config, [&](const std::string& dir, v1::ModelConfig&) {
-          return SaveWeights(dir + "/weights.pt", weights);
-        }));
+        name, repository_->AddVersion(
+                  name, config, [&](const std::string& dir, v1::ModelConfig&) -> absl::Status {
+                    RETURN_IF_ERROR(SaveWeights(dir + "/weights.pt", weights));
+                    if (!with_calibration) return absl::OkStatus();
+                    return config.task() == "language_model" ? WriteGptCalibration(dir, 64)
+                                                             : WriteMlpCalibration(dir, 128);
+                  }));
   }
 
   // A TorchScript file registered as `name` (platform pytorch_libtorch).
@@ -153,22 +159,35 @@ TEST_F(ServableTest, Fp32ServesTheSameNumbers) {
   EXPECT_TRUE(torch::allclose((*outputs)[0], Fp32Logits(*fp32, x), 1e-5, 1e-6));
 }
 
-TEST_F(ServableTest, DatasetThatDoesNotLoadFallsBackToRandomInputs) {
+// Versions exported before versions kept a calibration sample.
+TEST_F(ServableTest, AVersionWithoutACalibrationSampleFallsBackToRandomInputs) {
   std::unique_ptr<Model> fp32 = BuildMlp(3);
-  v1::ModelConfig config = MlpConfig("bf16-true");
-  config.set_dataset("csv");
-  config.mutable_dataset_options()->clear();
-  (*config.mutable_dataset_options())["path"] = dir_.File("gone.csv");
-  Servable::Options options = AddVersion("mlp", config, StateOf(*fp32));
+  Servable::Options options =
+      AddVersion("mlp", MlpConfig("bf16-true"), StateOf(*fp32), /*with_calibration=*/false);
   options.calibration_items = 40;
   auto servable = Servable::Load(options);
   ASSERT_OK(servable);
   const v1::HalfCastValidation& v = (*servable)->validation();
   EXPECT_THAT(v.calibration_source(), HasSubstr("random inputs, 40 items"));
-  EXPECT_THAT(v.calibration_source(), HasSubstr("dataset csv gave no calibration batch"));
-  EXPECT_THAT(v.calibration_source(), HasSubstr("gone.csv"));
+  EXPECT_THAT(v.calibration_source(), HasSubstr("the version has no calibration sample"));
+  EXPECT_THAT(v.calibration_source(), HasSubstr("export its job again"));
   EXPECT_EQ(v.calibration_items(), 40);
   EXPECT_TRUE(v.finite());
+}
+
+TEST_F(ServableTest, ACalibrationSampleThatDoesNotFitFallsBackToRandomInputs) {
+  std::unique_ptr<Model> fp32 = BuildMlp(3);
+  Servable::Options options =
+      AddVersion("mlp", MlpConfig("bf16-true"), StateOf(*fp32), /*with_calibration=*/false);
+  ASSERT_OK(WriteCalibration(options.version_dir, "input", torch::rand({8, kFeatures + 1}),
+                             "synthetic test split"));
+  options.calibration_items = 40;
+  auto servable = Servable::Load(options);
+  ASSERT_OK(servable);
+  const v1::HalfCastValidation& v = (*servable)->validation();
+  EXPECT_THAT(v.calibration_source(), HasSubstr("random inputs, 40 items"));
+  EXPECT_THAT(v.calibration_source(), HasSubstr("its calibration sample gave no batch"));
+  EXPECT_THAT(v.calibration_source(), HasSubstr("the model takes [16]"));
 }
 
 TEST_F(ServableTest, WeightsMustFitTheModel) {

@@ -16,8 +16,11 @@
 #include <vector>
 
 #include "mantissa/v1/serving.pb.h"
+#include "server/artifacts/export_artifact.h"
 #include "server/models/model.h"
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
+#include "server/runtime/probed_device.h"
+#include "server/serving/half_cast_validator.h"
 #include "server/serving/model_repository.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -65,7 +68,7 @@ inline DataSpec MlpData() {
 // Built from `seed`, in eval mode (as served).
 inline std::unique_ptr<Model> BuildMlp(uint64_t seed) {
   torch::manual_seed(seed);
-  auto model = ModelFactory::Build("mlp", {{"hidden", "32"}}, MlpData());
+  auto model = ModelRegistry::Build("mlp", {{"hidden", "32"}}, MlpData());
   EXPECT_OK(model);
   if (!model.ok()) return nullptr;
   (*model)->SetTraining(false);
@@ -107,7 +110,7 @@ inline std::unique_ptr<Model> BuildGpt(uint64_t seed) {
   data.vocab_size = 32;
   data.seq_len = 16;
   torch::manual_seed(seed);
-  auto model = ModelFactory::Build("gpt", kGptOptions, data);
+  auto model = ModelRegistry::Build("gpt", kGptOptions, data);
   EXPECT_OK(model);
   return model.ok() ? *std::move(model) : nullptr;
 }
@@ -133,6 +136,60 @@ inline v1::ModelConfig GptConfig(int64_t test_tokens) {
   config.set_vocab_size(32);
   config.set_seq_len(16);
   return config;
+}
+
+// The CPU, probed as main.cc probes the daemon's device.
+inline ProbedDevice ProbedCpu() {
+  auto device = ProbeDevice("cpu");
+  EXPECT_OK(device);
+  return device.ok() ? *device : ProbedDevice();
+}
+
+// What an export copies into a version: the calibration sample (see
+// ExportArtifact), `inputs` named after the version's input.
+inline absl::Status WriteCalibration(const std::string& version_dir, const std::string& input,
+                                     torch::Tensor inputs, const std::string& origin) {
+  CalibrationSample sample;
+  sample.inputs.emplace_back(input, std::move(inputs));
+  sample.origin = origin;
+  return WriteCalibrationSample(version_dir + "/" + HalfCastValidator::kCalibrationFile, sample);
+}
+
+// The mlp's: `items` feature vectors of the synthetic test split.
+inline absl::Status WriteMlpCalibration(const std::string& version_dir, int64_t items) {
+  torch::manual_seed(11);
+  return WriteCalibration(version_dir, "input", torch::randn({items, kFeatures}),
+                          "synthetic test split");
+}
+
+// The gpt's: `windows` token windows of 16 of the synthetic-tokens test split.
+inline absl::Status WriteGptCalibration(const std::string& version_dir, int64_t windows) {
+  torch::manual_seed(12);
+  return WriteCalibration(version_dir, "input_ids",
+                          torch::randint(0, 32, {windows, 16}, torch::kInt64),
+                          "synthetic-tokens test split");
+}
+
+// What the trainer writes for an mlp job (hidden 32) on the synthetic
+// dataset that ended with `model`'s weights; calibration: `items` items.
+inline ExportArtifact MlpArtifact(const std::string& job_id, Model& model, int64_t items = 128) {
+  ExportArtifact artifact;
+  artifact.job_id = job_id;
+  artifact.model = "mlp";
+  artifact.model_options = {{"hidden", "32"}};
+  artifact.data = MlpData();
+  artifact.SetSignature();
+  artifact.dataset = "synthetic";
+  artifact.dataset_options = kSynthetic;
+  artifact.seed = 7;
+  artifact.trained_precision = "32-true";
+  for (const auto& [name, t] : model.State()) {
+    artifact.weights.emplace_back(name, t.detach().to(torch::kFloat32).clone());
+  }
+  torch::manual_seed(11);
+  artifact.calibration.inputs.emplace_back("input", torch::randn({items, kFeatures}));
+  artifact.calibration.origin = "synthetic test split";
+  return artifact;
 }
 
 // forward(x) = x * scale with every scale 3.4e38: finite in fp32 for x in

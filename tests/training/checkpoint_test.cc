@@ -1,11 +1,11 @@
-#include "server/training/checkpoint.h"
+#include "server/artifacts/checkpoint.h"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "server/models/model_factory.h"
+#include "server/models/model_registry.h"
 #include "server/precision/fp32_precision.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -40,7 +40,9 @@ struct TrainingRun {
 
 std::unique_ptr<TrainingRun> MakeRun(int64_t hidden = 16) {
   std::map<std::string, std::string> options = {{"hidden", std::to_string(hidden)}};
-  auto model = ModelFactory::Build("mlp", options, {.input_shape = {6}, .num_classes = 3});
+  auto config = ModelRegistry::Parse("mlp", options);
+  EXPECT_OK(config);
+  auto model = (*config)->Build({.input_shape = {6}, .num_classes = 3});
   EXPECT_OK(model);
   auto run = std::make_unique<TrainingRun>();
   run->model = std::move(*model);

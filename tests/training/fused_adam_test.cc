@@ -5,7 +5,7 @@
 #include <sstream>
 #include <vector>
 
-#include "server/training/optimizer_factory.h"
+#include "server/training/optimizer_registry.h"
 
 namespace mantissa {
 namespace {
@@ -19,11 +19,11 @@ TEST(FusedAdamTest, CpuParametersKeepThePortableOptimizer) {
   const std::vector<torch::Tensor> cpu = {torch::zeros({3}, torch::requires_grad())};
   EXPECT_FALSE(FusedOptimizer::Supported(cpu));
   EXPECT_FALSE(FusedOptimizer::Supported({}));
-  v1::JobSpec spec;
-  spec.set_optimizer("adamw");
-  spec.set_lr(0.1);
-  spec.set_eps(1e-8);
-  auto optimizer = OptimizerFactory::Create(spec, cpu);
+  OptimizerConfig config;
+  config.name = "adamw";
+  config.lr = 0.1;
+  config.eps = 1e-8;
+  auto optimizer = OptimizerRegistry::Create(config, cpu);
   ASSERT_TRUE(optimizer.ok());
   EXPECT_NE(dynamic_cast<torch::optim::AdamW*>(optimizer->get()), nullptr);
   EXPECT_EQ(dynamic_cast<FusedOptimizer*>(optimizer->get()), nullptr);

@@ -6,8 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/torch_compat.h"
-#include "server/models/model_factory.h"
-#include "server/precision/precision_factory.h"
+#include "server/models/model_registry.h"
+#include "server/precision/precision_registry.h"
 #include "server/training/memory_estimate.h"
 #include "tests/testing/status_matchers.h"
 
@@ -352,7 +352,7 @@ TEST(JobSpecResolverFp8Test, ARecipeWithAnotherPrecisionIsRefused) {
 }
 
 TEST(JobSpecResolverFp8Test, DefaultsAreTransformerEngines) {
-  auto recipe = PrecisionFactory::ParseFp8Recipe(v1::Fp8Recipe());
+  auto recipe = PrecisionRegistry::ParseFp8Recipe(v1::Fp8Recipe());
   ASSERT_OK(recipe);
   EXPECT_EQ(recipe->fp8_format, DelayedScaling::Format::kHybrid);
   EXPECT_EQ(recipe->amax_history_len, 1024);
@@ -528,34 +528,35 @@ TEST(MemoryEstimateTest, ParsesMemAvailable) {
 
 TEST(MemoryEstimateTest, RefusesModelsBeyondTheParameterCapAndFreeMemory) {
   // gpt with d_model 8192, 48 layers: ~39G parameters.
-  auto size =
-      ModelFactory::EstimateSize("gpt", {{"d_model", "8192"}, {"layers", "48"}, {"heads", "64"}},
-                                 DataSpec{Task::kLanguageModel, {128}, 0, 32768, 128});
-  ASSERT_OK(size);
-  ASSERT_TRUE(size->has_value());
-  EXPECT_GT((*size)->parameters, 3.8e10);
+  auto gpt = ModelRegistry::Parse("gpt", {{"d_model", "8192"}, {"layers", "48"}, {"heads", "64"}});
+  ASSERT_OK(gpt);
+  const std::optional<ModelSizeEstimate> size =
+      (*gpt)->EstimateSize(DataSpec{Task::kLanguageModel, {128}, 0, 32768, 128});
+  ASSERT_TRUE(size.has_value());
+  EXPECT_GT(size->parameters, 3.8e10);
   SpecLimits limits;
   absl::Status status =
-      CheckModelSize(**size, 8, "32-true", "adamw", int64_t{1} << 40, "cpu", limits);
+      CheckModelSize(*size, 8, "32-true", "adamw", int64_t{1} << 40, "cpu", limits);
   EXPECT_THAT(status,
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_model_parameters")));
   EXPECT_TRUE(IsAdmissionRefusal(status));
 
   // A small mlp within the caps but not within 1 MiB of free memory.
-  auto mlp = ModelFactory::EstimateSize("mlp", {{"hidden", "1024"}},
-                                        DataSpec{Task::kClassification, {784}, 10, 0, 0});
-  ASSERT_OK(mlp);
-  ASSERT_TRUE(mlp->has_value());
-  EXPECT_NEAR((*mlp)->parameters, 784 * 1024 + 1024 + 1024 * 10 + 10, 1);
-  status = CheckModelSize(**mlp, 64, "32-true", "adamw", 1 << 20, "cpu", limits);
+  auto mlp_config = ModelRegistry::Parse("mlp", {{"hidden", "1024"}});
+  ASSERT_OK(mlp_config);
+  const std::optional<ModelSizeEstimate> mlp =
+      (*mlp_config)->EstimateSize(DataSpec{Task::kClassification, {784}, 10, 0, 0});
+  ASSERT_TRUE(mlp.has_value());
+  EXPECT_NEAR(mlp->parameters, 784 * 1024 + 1024 + 1024 * 10 + 10, 1);
+  status = CheckModelSize(*mlp, 64, "32-true", "adamw", 1 << 20, "cpu", limits);
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kResourceExhausted,
                                AllOf(HasSubstr("training needs an estimated"),
                                      HasSubstr("but only 1.0 MiB is free"))));
-  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", int64_t{1} << 34, "cpu", limits));
+  EXPECT_OK(CheckModelSize(*mlp, 64, "32-true", "adamw", int64_t{1} << 34, "cpu", limits));
   // Unknown free memory is not checked; nor is anything with the check off.
-  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", -1, "cpu", limits));
+  EXPECT_OK(CheckModelSize(*mlp, 64, "32-true", "adamw", -1, "cpu", limits));
   limits.check_free_memory = false;
-  EXPECT_OK(CheckModelSize(**mlp, 64, "32-true", "adamw", 1, "cpu", limits));
+  EXPECT_OK(CheckModelSize(*mlp, 64, "32-true", "adamw", 1, "cpu", limits));
 }
 
 }  // namespace

@@ -40,5 +40,36 @@ TEST(LrScheduleTest, BadSettingsNameTheField) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("min_lr")));
 }
 
+TEST(LrScheduleTest, CheckOptionsIsCreatesCheck) {
+  const LrSchedule::Options bad[] = {
+      {.kind = "step"}, {.kind = "cosine", .warmup_steps = -1}, {.base_lr = 0.1, .min_lr = 0.2}};
+  for (const LrSchedule::Options& options : bad) {
+    EXPECT_EQ(LrSchedule::CheckOptions(options), LrSchedule::Create(options).status());
+  }
+  EXPECT_OK(LrSchedule::CheckOptions({.kind = ""}));  // "" is constant
+  auto s = LrSchedule::Create({.kind = "", .base_lr = 0.5, .total_steps = 0});
+  ASSERT_OK(s);
+  EXPECT_EQ(s->options().kind, "constant");
+  EXPECT_EQ(s->options().total_steps, 1);
+}
+
+// Every schedule starts from warmup (none by default) at base_lr and never
+// goes below min_lr or above base_lr.
+TEST(LrScheduleTest, EveryKindStaysWithinItsBounds) {
+  ASSERT_EQ(LrSchedule::Kinds().size(), LrSchedule::Table().size());
+  for (const LrSchedule::Kind& kind : LrSchedule::Table()) {
+    SCOPED_TRACE(kind.name);
+    EXPECT_NE(std::string(kind.help), "");
+    auto s =
+        LrSchedule::Create({.kind = kind.name, .base_lr = 1.0, .total_steps = 20, .min_lr = 0.1});
+    ASSERT_OK(s);
+    EXPECT_DOUBLE_EQ(s->LrAt(0), 1.0);
+    for (int64_t step = 0; step < 40; ++step) {
+      EXPECT_GE(s->LrAt(step), 0.1 - 1e-12);
+      EXPECT_LE(s->LrAt(step), 1.0 + 1e-12);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -45,7 +45,7 @@ class PathConfinementTest : public ::testing::Test {
     return spec;
   }
 
-  absl::StatusOr<JobRunner::PreparedSpec> Resolve(const v1::JobSpec& spec) const {
+  absl::StatusOr<ResolvedJob> Resolve(const v1::JobSpec& spec) const {
     return ResolveJobSpec(spec, context_);
   }
 

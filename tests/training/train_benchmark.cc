@@ -45,11 +45,11 @@
 #include "server/common/torch_status.h"
 #include "server/jobs/job_runner.h"
 #include "server/metrics/metrics.h"
-#include "server/precision/device_capabilities.h"
-#include "server/precision/precision_factory.h"
+#include "server/precision/precision_registry.h"
+#include "server/runtime/device_capabilities.h"
+#include "server/runtime/torch_runtime.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_tracker.h"
-#include "server/training/torch_runtime.h"
 #include "server/training/trainer.h"
 #include "tests/testing/fake_job_context.h"
 
@@ -262,12 +262,12 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
   // step's clock has stopped, so it is not in step_ms.
   submitted.set_progress_every_n_steps(1);
   if (absl::GetFlag(FLAGS_cuda_graph)) submitted.set_cuda_graph(true);
-  ASSIGN_OR_RETURN(ResolvedPrecision resolved, PrecisionFactory::Resolve(precision, caps));
+  ASSIGN_OR_RETURN(ResolvedPrecision resolved, PrecisionRegistry::Resolve(precision, caps));
   if (resolved.effective == "16-true" && absl::GetFlag(FLAGS_fp16_true_eps) > 0) {
     submitted.set_eps(absl::GetFlag(FLAGS_fp16_true_eps));
   }
   // The daemon's own defaults and checks, as for a submitted job.
-  ASSIGN_OR_RETURN(JobRunner::PreparedSpec prepared,
+  ASSIGN_OR_RETURN(ResolvedJob prepared,
                    ResolveJobSpec(submitted, ResolveContext{caps, /*max_concurrent_jobs=*/1}));
 
   Measurement m;
@@ -279,8 +279,7 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
   absl::StatusOr<v1::JobResult> result;
   RETURN_IF_ERROR(GuardTorch(absl::StrCat(workload.name, " ", precision), [&]() -> absl::Status {
     Trainer::Options options;
-    options.spec = prepared.spec;
-    options.effective_precision = prepared.effective_precision;
+    options.job = prepared;
     options.device = caps.device;
     options.data_on_device = true;
     options.synchronize_steps = true;
@@ -388,13 +387,13 @@ int Run() {
       absl::StrSplit(absl::GetFlag(FLAGS_precisions), ',', absl::SkipWhitespace());
   if (precisions.empty()) {
     precisions = DefaultPrecisions();
-    if (PrecisionFactory::Resolve("transformer-engine", caps).ok()) {
+    if (PrecisionRegistry::Resolve("transformer-engine", caps).ok()) {
       precisions.push_back("transformer-engine");
     }
   }
   for (const std::string& precision : precisions) {
     // A misspelt value is a usage error; one this device cannot run is a skipped line.
-    absl::Status status = PrecisionFactory::Resolve(precision, caps).status();
+    absl::Status status = PrecisionRegistry::Resolve(precision, caps).status();
     if (absl::IsInvalidArgument(status)) return Fail("--precisions", status);
   }
   const int64_t total_steps = absl::GetFlag(FLAGS_warmup) + absl::GetFlag(FLAGS_steps);
@@ -420,7 +419,7 @@ int Run() {
       row.precision = precision;
       JsonLine line;
       line.Add("workload", workload.name).Add("precision", precision).Add("device", *device);
-      absl::StatusOr<ResolvedPrecision> resolved = PrecisionFactory::Resolve(precision, caps);
+      absl::StatusOr<ResolvedPrecision> resolved = PrecisionRegistry::Resolve(precision, caps);
       if (!resolved.ok()) {
         const std::string reason(resolved.status().message());
         line.Add("skipped", reason);

@@ -15,7 +15,7 @@ using testing::FakeJobContext;
 using ::testing::HasSubstr;
 using testing::StatusIs;
 
-Trainer::Options SyntheticOptions(int64_t steps) {
+v1::JobSpec SyntheticSpec(int64_t steps) {
   v1::JobSpec spec;
   spec.set_model("mlp");
   (*spec.mutable_model_options())["hidden"] = "32";
@@ -25,15 +25,21 @@ Trainer::Options SyntheticOptions(int64_t steps) {
   spec.set_steps(steps);
   spec.set_batch_size(32);
   spec.set_seed(11);
+  return spec;
+}
+
+// The trainer's options for `spec`, resolved as the daemon does.
+Trainer::Options OptionsFor(const v1::JobSpec& spec) {
   static const ResolveContext* const cpu =
       new ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1};
-  auto prepared = ResolveJobSpec(spec, *cpu);
-  EXPECT_OK(prepared);
+  auto resolved = ResolveJobSpec(spec, *cpu);
+  EXPECT_OK(resolved);
   Trainer::Options options;
-  options.spec = prepared->spec;
-  options.effective_precision = prepared->effective_precision;
+  if (resolved.ok()) options.job = *std::move(resolved);
   return options;
 }
+
+Trainer::Options SyntheticOptions(int64_t steps) { return OptionsFor(SyntheticSpec(steps)); }
 
 TEST(TrainerTest, LossFallsAndAccuracyIsHigh) {
   auto trainer = Trainer::Create(SyntheticOptions(200));
@@ -73,9 +79,9 @@ TEST(TrainerTest, SameSeedSameLoss) {
 }
 
 TEST(TrainerTest, CancellationTakesEffectWithinOneStep) {
-  Trainer::Options options = SyntheticOptions(1000);
-  options.spec.set_progress_every_n_steps(1);
-  auto trainer = Trainer::Create(options);
+  v1::JobSpec spec = SyntheticSpec(1000);
+  spec.set_progress_every_n_steps(1);
+  auto trainer = Trainer::Create(OptionsFor(spec));
   ASSERT_OK(trainer);
   FakeJobContext context;
   context.set_on_update([](const v1::JobEvent& e, FakeJobContext& ctx) {
@@ -87,10 +93,10 @@ TEST(TrainerTest, CancellationTakesEffectWithinOneStep) {
 }
 
 TEST(TrainerTest, PeriodicEvaluationReportsAccuracy) {
-  Trainer::Options options = SyntheticOptions(60);
-  options.spec.mutable_eval()->set_every_n_steps(20);
-  options.spec.mutable_eval()->set_max_batches(2);
-  auto trainer = Trainer::Create(options);
+  v1::JobSpec spec = SyntheticSpec(60);
+  spec.mutable_eval()->set_every_n_steps(20);
+  spec.mutable_eval()->set_max_batches(2);
+  auto trainer = Trainer::Create(OptionsFor(spec));
   ASSERT_OK(trainer);
   FakeJobContext context;
   ASSERT_OK((*trainer)->Run(context));
@@ -105,9 +111,9 @@ TEST(TrainerTest, PeriodicEvaluationReportsAccuracy) {
 }
 
 TEST(TrainerTest, EvaluationCanBeDisabled) {
-  Trainer::Options options = SyntheticOptions(10);
-  options.spec.mutable_eval()->set_disabled(true);
-  auto trainer = Trainer::Create(options);
+  v1::JobSpec spec = SyntheticSpec(10);
+  spec.mutable_eval()->set_disabled(true);
+  auto trainer = Trainer::Create(OptionsFor(spec));
   ASSERT_OK(trainer);
   FakeJobContext context;
   auto result = (*trainer)->Run(context);
@@ -135,26 +141,24 @@ TEST(TrainerPrecisionTest, ClippingActsOnUnscaledGradients) {
   // Scaling by a power of two and unscaling is exact, so a scaled run that
   // clips the unscaled gradients matches an unscaled run bit for bit; one
   // that clipped the scaled gradients (norm x 1024) would not.
-  Trainer::Options plain = SyntheticOptions(30);
-  plain.effective_precision = "bf16-mixed";
-  plain.spec.set_precision("bf16-mixed");
-  plain.spec.set_gradient_clip_norm(0.05);
-  Trainer::Options scaled = plain;
-  scaled.spec.mutable_grad_scaler()->set_enabled(true);
-  scaled.spec.mutable_grad_scaler()->set_init_scale(1024);
-  Trainer::Options unclipped = plain;
-  unclipped.spec.clear_gradient_clip_norm();
+  v1::JobSpec plain = SyntheticSpec(30);
+  plain.set_precision("bf16-mixed");
+  plain.set_gradient_clip_norm(0.05);
+  v1::JobSpec scaled = plain;
+  scaled.mutable_grad_scaler()->set_enabled(true);
+  scaled.mutable_grad_scaler()->set_init_scale(1024);
+  v1::JobSpec unclipped = plain;
+  unclipped.clear_gradient_clip_norm();
 
-  const double plain_loss = FinalLoss(plain);
-  EXPECT_DOUBLE_EQ(FinalLoss(scaled), plain_loss);
-  EXPECT_NE(FinalLoss(unclipped), plain_loss);  // the clip was active
+  const double plain_loss = FinalLoss(OptionsFor(plain));
+  EXPECT_DOUBLE_EQ(FinalLoss(OptionsFor(scaled)), plain_loss);
+  EXPECT_NE(FinalLoss(OptionsFor(unclipped)), plain_loss);  // the clip was active
 }
 
 TEST(TrainerPrecisionTest, ReportsPrecisionAndMemoryStats) {
-  Trainer::Options options = SyntheticOptions(20);
-  options.effective_precision = "bf16-true";
-  options.spec.set_precision("bf16-true");
-  auto trainer = Trainer::Create(options);
+  v1::JobSpec spec = SyntheticSpec(20);
+  spec.set_precision("bf16-true");
+  auto trainer = Trainer::Create(OptionsFor(spec));
   ASSERT_OK(trainer);
   testing::FakeJobContext context;
   ASSERT_OK((*trainer)->Run(context));
@@ -176,15 +180,15 @@ namespace {
 TEST(TrainerPrecisionTest, SkippedStepsDoNotAdvanceTheLrSchedule) {
   // The scaler at float32's maximum skips the first steps (large inputs give
   // gradients above 1); the cosine schedule must count applied steps only.
-  Trainer::Options options = SyntheticOptions(100);
-  (*options.spec.mutable_dataset_options())["noise"] = "50";
-  options.effective_precision = "bf16-mixed";
-  options.spec.set_precision("bf16-mixed");
-  options.spec.mutable_grad_scaler()->set_enabled(true);
-  options.spec.mutable_grad_scaler()->set_init_scale(std::numeric_limits<float>::max());
-  options.spec.set_lr_schedule("cosine");
-  options.spec.set_warmup_steps(5);
-  options.spec.set_min_lr(1e-5);
+  v1::JobSpec spec = SyntheticSpec(100);
+  (*spec.mutable_dataset_options())["noise"] = "50";
+  spec.set_precision("bf16-mixed");
+  spec.mutable_grad_scaler()->set_enabled(true);
+  spec.mutable_grad_scaler()->set_init_scale(std::numeric_limits<float>::max());
+  spec.set_lr_schedule("cosine");
+  spec.set_warmup_steps(5);
+  spec.set_min_lr(1e-5);
+  const Trainer::Options options = OptionsFor(spec);
   auto trainer = Trainer::Create(options);
   ASSERT_OK(trainer);
   testing::FakeJobContext context;
@@ -192,7 +196,9 @@ TEST(TrainerPrecisionTest, SkippedStepsDoNotAdvanceTheLrSchedule) {
   const v1::Job job = context.job();
   const int64_t skipped = job.precision_stats().skipped_steps();
   ASSERT_GT(skipped, 0);
-  auto schedule = LrSchedule::Create(LrScheduleOptions(options.spec, 100));
+  LrSchedule::Options schedule_options = options.job.lr_schedule;
+  schedule_options.total_steps = 100;
+  auto schedule = LrSchedule::Create(schedule_options);
   ASSERT_OK(schedule);
   // The last step (100) ran after 99 steps, `skipped` of which were skipped.
   EXPECT_DOUBLE_EQ(job.progress().lr(), schedule->LrAt(99 - skipped));
@@ -212,10 +218,11 @@ absl::StatusOr<v1::JobResult> RunTrainer(Trainer::Options options, FakeJobContex
 
 TEST(TrainerCheckpointTest, AResumedRunEndsExactlyWhereAnUninterruptedOneDoes) {
   testing::TempDir dir;
-  Trainer::Options options = SyntheticOptions(60);
-  options.spec.set_checkpoint_every_n_steps(20);
-  options.spec.set_progress_every_n_steps(5);
-  options.spec.set_precision("bf16-mixed");
+  v1::JobSpec spec = SyntheticSpec(60);
+  spec.set_checkpoint_every_n_steps(20);
+  spec.set_progress_every_n_steps(5);
+  spec.set_precision("bf16-mixed");
+  const Trainer::Options options = OptionsFor(spec);
 
   FakeJobContext whole_context;
   Trainer::Options whole = options;
@@ -274,8 +281,9 @@ TEST(TrainerCheckpointTest, ACheckpointOfAnotherModelIsRefused) {
   options.checkpoint_path = dir.File("a.pt");
   FakeJobContext context;
   ASSERT_OK(RunTrainer(options, context));
-  Trainer::Options other = SyntheticOptions(5);
-  (*other.spec.mutable_model_options())["hidden"] = "8";
+  v1::JobSpec other_spec = SyntheticSpec(5);
+  (*other_spec.mutable_model_options())["hidden"] = "8";
+  Trainer::Options other = OptionsFor(other_spec);
   other.resume_path = options.checkpoint_path;
   EXPECT_THAT(Trainer::Create(other),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not match the model")));
@@ -283,9 +291,10 @@ TEST(TrainerCheckpointTest, ACheckpointOfAnotherModelIsRefused) {
 
 TEST(TrainerTest, AccumulatingTwoHalfBatchesMatchesOneFullBatch) {
   Trainer::Options full = SyntheticOptions(40);
-  Trainer::Options accumulated = full;
-  accumulated.spec.set_batch_size(16);
-  accumulated.spec.set_accumulate_grad_batches(2);
+  v1::JobSpec accumulated_spec = SyntheticSpec(40);
+  accumulated_spec.set_batch_size(16);
+  accumulated_spec.set_accumulate_grad_batches(2);
+  Trainer::Options accumulated = OptionsFor(accumulated_spec);
   FakeJobContext a, b;
   auto full_result = RunTrainer(full, a);
   auto accumulated_result = RunTrainer(accumulated, b);
@@ -300,11 +309,11 @@ TEST(TrainerTest, AccumulatingTwoHalfBatchesMatchesOneFullBatch) {
 }
 
 TEST(TrainerTest, AccumulationCountsStepsInOptimizerSteps) {
-  Trainer::Options options = SyntheticOptions(1);
-  options.spec.clear_steps();
-  options.spec.set_epochs(1);
-  options.spec.set_accumulate_grad_batches(3);  // 32 batches per epoch -> 11 steps
-  auto trainer = Trainer::Create(options);
+  v1::JobSpec spec = SyntheticSpec(1);
+  spec.clear_steps();
+  spec.set_epochs(1);
+  spec.set_accumulate_grad_batches(3);  // 32 batches per epoch -> 11 steps
+  auto trainer = Trainer::Create(OptionsFor(spec));
   ASSERT_OK(trainer);
   EXPECT_EQ((*trainer)->total_steps(), 11);
   FakeJobContext context;
@@ -322,8 +331,9 @@ namespace {
 
 TEST(TrainerCudaGraphTest, OnTheCpuTheJobWarnsAndTrainsEagerly) {
   Trainer::Options eager = SyntheticOptions(20);
-  Trainer::Options graph = eager;
-  graph.spec.set_cuda_graph(true);
+  v1::JobSpec graph_spec = SyntheticSpec(20);
+  graph_spec.set_cuda_graph(true);
+  Trainer::Options graph = OptionsFor(graph_spec);
   FakeJobContext eager_context, graph_context;
   auto eager_result = RunTrainer(eager, eager_context);
   auto graph_result = RunTrainer(graph, graph_context);
@@ -338,21 +348,24 @@ TEST(TrainerCudaGraphTest, OnTheCpuTheJobWarnsAndTrainsEagerly) {
 }
 
 TEST(TrainerTest, EpochsAreCountedAgainstMaxJobStepsOnceTheDataIsKnown) {
-  Trainer::Options options = SyntheticOptions(1);
-  options.spec.clear_steps();
-  options.spec.set_epochs(50);  // 1024 / 32 = 32 batches an epoch: 1600 steps
+  v1::JobSpec spec = SyntheticSpec(1);
+  spec.clear_steps();
+  spec.set_epochs(50);  // 1024 / 32 = 32 batches an epoch: 1600 steps
+  Trainer::Options options = OptionsFor(spec);
   options.limits.max_job_steps = 1000;
   EXPECT_THAT(Trainer::Create(options),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        ::testing::AllOf(HasSubstr("epochs: the job comes to 1600 steps"),
                                         HasSubstr("--max_job_steps"))));
-  options.spec.set_epochs(31);
+  spec.set_epochs(31);
+  options.job = OptionsFor(spec).job;
   EXPECT_OK(Trainer::Create(options));
 }
 
 TEST(TrainerTest, AModelBeyondTheLimitsIsRefusedBeforeItIsBuilt) {
-  Trainer::Options options = SyntheticOptions(1);
-  (*options.spec.mutable_model_options())["hidden"] = "1000000,1000000";  // 1e12 parameters
+  v1::JobSpec spec = SyntheticSpec(1);
+  (*spec.mutable_model_options())["hidden"] = "1000000,1000000";  // 1e12 parameters
+  Trainer::Options options = OptionsFor(spec);
   auto refused = Trainer::Create(options);
   EXPECT_THAT(refused,
               StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max_model_parameters")));

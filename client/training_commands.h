@@ -1,0 +1,82 @@
+#ifndef MANTISSA_CLIENT_TRAINING_COMMANDS_H_
+#define MANTISSA_CLIENT_TRAINING_COMMANDS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "client/cli_command.h"
+#include "client/command_io.h"
+#include "client/job_spec_flags.h"
+#include "client/training_client.h"
+#include "mantissa/v1/training.pb.h"
+
+// The training commands of the `mantissa` CLI: submit, resume, get, list,
+// cancel, watch, capabilities, compare and delete. The Build* functions turn
+// flags into requests (INVALID_ARGUMENT = a usage error, nothing sent); the
+// Run* functions take a client, the validated request and where to write, and
+// return the process exit code.
+namespace mantissa::cli {
+
+// The rows of the command table for these commands, in help order.
+absl::Span<const CliCommand> TrainingCommands();
+
+// The flags of `mantissa resume`. The resumed job takes its spec from the
+// job it continues, so only the name may be given beside it.
+struct ResumeOptions {
+  std::optional<std::string> name;
+  bool wait = false;
+};
+
+// A spec with only resume_from (and the name, if given) set. INVALID_ARGUMENT
+// (a usage error) for an empty job id.
+absl::StatusOr<v1::JobSpec> BuildResumeSpec(const std::string& job_id,
+                                            const ResumeOptions& options);
+
+struct ListOptions {
+  std::vector<std::string> states;  // case-insensitive state names
+  std::optional<int64_t> limit;
+};
+
+// INVALID_ARGUMENT (a usage error) for an unknown state or a limit that does
+// not fit the request.
+absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options);
+
+// The flags of `mantissa compare`: those of submit except --precision and
+// --wait, plus the precisions to compare.
+struct CompareOptions {
+  SubmitOptions spec;
+  std::optional<std::string> precisions;  // comma-separated
+};
+
+struct CompareRequest {
+  v1::JobSpec spec;  // submitted once per precision, with that precision set
+  std::vector<std::string> precisions;
+};
+
+// INVALID_ARGUMENT (a usage error) for a missing or empty --precisions, an
+// empty or repeated entry in it, or a spec BuildJobSpec rejects.
+absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options);
+
+// Also runs `mantissa resume`, whose spec comes from BuildResumeSpec. With
+// `wait`, kExitOk only if the job ends SUCCEEDED.
+int RunSubmit(TrainingClient& client, const v1::JobSpec& spec, bool wait, const CommandIo& io);
+int RunGet(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const CommandIo& io);
+int RunCancel(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+// Deletes an ended job with its checkpoints.
+int RunDelete(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+// kExitOk only if the job ends SUCCEEDED.
+int RunWatch(TrainingClient& client, const std::string& job_id, const CommandIo& io);
+int RunCapabilities(TrainingClient& client, const CommandIo& io);
+// Submits one job per precision, waits for them all and prints them side by
+// side. A precision the daemon refuses is listed, not fatal; kExitOk only if
+// at least one job was submitted and every submitted job SUCCEEDED.
+int RunCompare(TrainingClient& client, const CompareRequest& request, const CommandIo& io);
+
+}  // namespace mantissa::cli
+
+#endif  // MANTISSA_CLIENT_TRAINING_COMMANDS_H_
