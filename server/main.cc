@@ -69,7 +69,8 @@ ABSL_FLAG(int, drain_seconds, 0,
           "for this long, so that load balancers move traffic away; a second signal ends it.");
 ABSL_FLAG(int, calibration_items, 256,
           "Items in the calibration batch that validates each model's cast to its serving "
-          "precision.");
+          "precision; an exported job's batch is at most the 256 items (language models: 4096 "
+          "tokens) its export artifact kept.");
 ABSL_FLAG(std::string, tls_cert_file, "",
           "PEM certificate chain: serve gRPC and /metrics over TLS (with --tls_key_file). "
           "Replaced files are picked up without a restart.");
@@ -453,6 +454,18 @@ absl::Status CreateStateDir(const std::filesystem::path& state_dir) {
   return absl::OkStatus();
 }
 
+// --torchscript_root, with a warning when it turns TorchScript on.
+FileRoots TorchScriptRoots(const std::string& absolute_state_dir) {
+  FileRoots roots(FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
+                  "mantissad --torchscript_root");
+  if (!roots.empty()) {
+    LogWarning(absl::StrCat("TorchScript is on (--torchscript_root): modules under ",
+                            absl::StrJoin(roots.roots(), ", "),
+                            " run arbitrary code with this daemon's rights"));
+  }
+  return roots;
+}
+
 int Run() {
   // Before any thread starts, so every thread inherits the mask.
   sigset_t signals = BlockShutdownSignals();
@@ -481,14 +494,7 @@ int Run() {
       std::filesystem::absolute(state_dir).lexically_normal().string();
   const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
                              "mantissad --data_root");
-  const FileRoots torchscript_roots(
-      FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
-      "mantissad --torchscript_root");
-  if (!torchscript_roots.empty()) {
-    LogWarning(absl::StrCat("TorchScript is on (--torchscript_root): modules under ",
-                            absl::StrJoin(torchscript_roots.roots(), ", "),
-                            " run arbitrary code with this daemon's rights"));
-  }
+  const FileRoots torchscript_roots = TorchScriptRoots(absolute_state_dir);
   if (absl::Status swept = SweepStaleTempFiles(state_dir.string(), data_roots, torchscript_roots);
       !swept.ok()) {
     return Fail(swept);

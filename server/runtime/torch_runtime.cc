@@ -29,8 +29,8 @@ int ConfigureIntraOpThreads(int threads) {
   using SetThreads = void (*)(int);
   auto get = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
   auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (get == nullptr || set == nullptr) return at::get_num_threads();
-  if (get() == 2) {
+  if (set == nullptr) return at::get_num_threads();
+  if (get != nullptr && get() == 2) {
     // The OpenMP build shares LibTorch's OpenMP pool: a GEMM outside a
     // parallel region uses all intra-op threads, one inside it runs serially.
     set(threads);

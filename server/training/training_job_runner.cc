@@ -57,7 +57,7 @@ absl::Status WriteExportArtifact(const v1::Job& job, Trainer& trainer, const std
   artifact.dataset = spec.dataset();
   artifact.dataset_options = ToOptionMap(spec.dataset_options());
   artifact.seed = spec.seed();
-  artifact.trained_precision = job.effective_precision();
+  artifact.trained_precision = trainer.job().effective_precision;
   for (const auto& [name, t] : trainer.model().State()) {
     torch::Tensor w = t.detach().to(torch::kCPU);
     if (w.is_floating_point()) w = w.to(torch::kFloat32);
@@ -124,10 +124,21 @@ absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::Job
 absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
   absl::StatusOr<v1::JobResult> result;
   absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
-    // The stored spec was resolved at submission; resolving it again gives it
-    // back unchanged, with everything the trainer builds from parsed once.
+    // The stored spec was resolved at submission; it is resolved again here,
+    // against the daemon as it runs now (a queued job may outlive a restart
+    // with other flags, or move to another worker): its files must lie under
+    // today's --data_root, TorchScript must still be on, and the precision
+    // runs as this device runs it. Unchanged flags give the spec back as it
+    // was, with everything the trainer builds from parsed once.
     Trainer::Options options;
-    ASSIGN_OR_RETURN(options.job, ResolveJobSpec(job.spec(), probed_->context));
+    absl::StatusOr<ResolvedJob> resolved = ResolveJobSpec(job.spec(), probed_->context);
+    if (!resolved.ok()) {
+      return absl::Status(resolved.status().code(),
+                          absl::StrCat("the job's spec no longer passes this daemon's checks "
+                                       "(were its flags changed since the job was submitted?): ",
+                                       resolved.status().message()));
+    }
+    options.job = *std::move(resolved);
     options.device = torch::Device(device_);
     options.memory_exact = options_.max_concurrent_jobs == 1;
     options.limits = options_.limits;
@@ -140,8 +151,17 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
     if (result.ok() && !options_.state_dir.empty()) {
-      RETURN_IF_ERROR(WriteExportArtifact(job, *trainer,
-                                          ExportArtifact::PathFor(options_.state_dir, job.id())));
+      // The job trained and wrote its final checkpoint: an artifact that
+      // cannot be written (a full disk) costs only its export, which then
+      // says what is missing, so the job still succeeds, with a warning.
+      const absl::Status written = GuardTorch("writing the export artifact", [&] {
+        return WriteExportArtifact(job, *trainer,
+                                   ExportArtifact::PathFor(options_.state_dir, job.id()));
+      });
+      if (!written.ok()) {
+        context.Warn(
+            absl::StrCat("no export artifact, so the job cannot be exported: ", written.message()));
+      }
     }
     return absl::OkStatus();
   });

@@ -109,6 +109,34 @@ TEST_F(RestartTest, SigtermCancelsRunningJobAndKeepsQueuedOne) {
   EXPECT_EQ(queued->state(), v1::SUCCEEDED);
 }
 
+// A queued job runs under the daemon that picks it up: its spec is checked
+// again against that daemon's flags, and a job they no longer allow fails
+// saying why instead of running outside today's limits.
+TEST_F(RestartTest, AQueuedJobIsCheckedAgainAgainstTheFlagsOfTheDaemonThatRunsIt) {
+  std::string queued_id;
+  {
+    auto daemon = Start();
+    ASSERT_NE(daemon, nullptr);
+    auto stub = daemon->NewStub();
+    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
+    auto queued = Submit(*stub, SyntheticMlpSpec(30));
+    ASSERT_TRUE(running.status.ok() && queued.status.ok());
+    queued_id = queued.job.id();
+    ASSERT_OK(WaitForJob(*stub, running.job.id(),
+                         [](const v1::Job& j) { return j.progress().step() > 0; }));
+    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
+  }
+  auto daemon =
+      DaemonProcess::Start({.state_dir = dir_.path(), .extra_flags = {"--max_job_steps=20"}});
+  ASSERT_OK(daemon);
+  auto stub = (*daemon)->NewStub();
+  auto queued = WaitForJob(*stub, queued_id, testing::IsTerminal);
+  ASSERT_OK(queued);
+  EXPECT_EQ(queued->state(), v1::FAILED);
+  EXPECT_THAT(queued->error(), HasSubstr("no longer passes this daemon's checks"));
+  EXPECT_THAT(queued->error(), HasSubstr("steps"));
+}
+
 }  // namespace
 }  // namespace mantissa
 
