@@ -19,10 +19,32 @@ using testing::WaitForJob;
 
 class RestartTest : public ::testing::Test {
  protected:
-  std::unique_ptr<DaemonProcess> Start() {
-    auto daemon = DaemonProcess::Start({.state_dir = dir_.path()});
+  std::unique_ptr<DaemonProcess> Start(std::vector<std::string> extra_flags = {}) {
+    auto daemon =
+        DaemonProcess::Start({.state_dir = dir_.path(), .extra_flags = std::move(extra_flags)});
     EXPECT_OK(daemon);
     return daemon.ok() ? std::move(*daemon) : nullptr;
+  }
+
+  // Submits a job that trains until stopped and a 30-step one queued behind
+  // it, waits for the first to step, then stops the daemon with SIGTERM.
+  // Empty ids when a step failed (the failure is recorded).
+  struct RunningAndQueued {
+    std::string running_id;
+    std::string queued_id;
+  };
+  RunningAndQueued QueueBehindARunningJobThenStop() {
+    auto daemon = Start();
+    if (daemon == nullptr) return {};
+    auto stub = daemon->NewStub();
+    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
+    auto queued = Submit(*stub, SyntheticMlpSpec(30));
+    EXPECT_TRUE(running.status.ok() && queued.status.ok());
+    if (!running.status.ok() || !queued.status.ok()) return {};
+    EXPECT_OK(WaitForJob(*stub, running.job.id(),
+                         [](const v1::Job& j) { return j.progress().step() > 0; }));
+    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
+    return {running.job.id(), queued.job.id()};
   }
 
   static std::vector<v1::Job> List(v1::TrainingService::Stub& stub) {
@@ -82,20 +104,8 @@ TEST_F(RestartTest, JobRunningDuringCrashIsMarkedFailed) {
 }
 
 TEST_F(RestartTest, SigtermCancelsRunningJobAndKeepsQueuedOne) {
-  std::string running_id, queued_id;
-  {
-    auto daemon = Start();
-    ASSERT_NE(daemon, nullptr);
-    auto stub = daemon->NewStub();
-    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
-    auto queued = Submit(*stub, SyntheticMlpSpec(30));
-    ASSERT_TRUE(running.status.ok() && queued.status.ok());
-    running_id = running.job.id();
-    queued_id = queued.job.id();
-    ASSERT_OK(
-        WaitForJob(*stub, running_id, [](const v1::Job& j) { return j.progress().step() > 0; }));
-    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
-  }
+  const auto [running_id, queued_id] = QueueBehindARunningJobThenStop();
+  ASSERT_FALSE(running_id.empty());
   auto daemon = Start();
   ASSERT_NE(daemon, nullptr);
   auto stub = daemon->NewStub();
@@ -113,23 +123,11 @@ TEST_F(RestartTest, SigtermCancelsRunningJobAndKeepsQueuedOne) {
 // again against that daemon's flags, and a job they no longer allow fails
 // saying why instead of running outside today's limits.
 TEST_F(RestartTest, AQueuedJobIsCheckedAgainAgainstTheFlagsOfTheDaemonThatRunsIt) {
-  std::string queued_id;
-  {
-    auto daemon = Start();
-    ASSERT_NE(daemon, nullptr);
-    auto stub = daemon->NewStub();
-    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
-    auto queued = Submit(*stub, SyntheticMlpSpec(30));
-    ASSERT_TRUE(running.status.ok() && queued.status.ok());
-    queued_id = queued.job.id();
-    ASSERT_OK(WaitForJob(*stub, running.job.id(),
-                         [](const v1::Job& j) { return j.progress().step() > 0; }));
-    EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
-  }
-  auto daemon =
-      DaemonProcess::Start({.state_dir = dir_.path(), .extra_flags = {"--max_job_steps=20"}});
-  ASSERT_OK(daemon);
-  auto stub = (*daemon)->NewStub();
+  const std::string queued_id = QueueBehindARunningJobThenStop().queued_id;
+  ASSERT_FALSE(queued_id.empty());
+  auto daemon = Start({"--max_job_steps=20"});
+  ASSERT_NE(daemon, nullptr);
+  auto stub = daemon->NewStub();
   auto queued = WaitForJob(*stub, queued_id, testing::IsTerminal);
   ASSERT_OK(queued);
   EXPECT_EQ(queued->state(), v1::FAILED);
