@@ -1,7 +1,7 @@
 # GPU image of mantissad and the mantissa CLI: LibTorch 2.x with CUDA from the
 # official PyTorch development image, and Debian 12's gRPC, protobuf, Abseil,
-# prometheus-cpp, cpp-httplib, SQLite and zlib, the versions CI builds and
-# tests with. Ubuntu 22.04 (under the PyTorch image) ships a gRPC too old for
+# prometheus-cpp, cpp-httplib, SQLite, libpq and zlib, the versions CI builds
+# and tests with. Ubuntu 22.04 (under the PyTorch image) ships a gRPC too old for
 # the callback API, so Debian's packages are unpacked beside LibTorch, the
 # route checked on an H100 with PyTorch 2.11 (see README, "Container").
 # The same image runs on CPU nodes with --device=cpu.
@@ -28,16 +28,19 @@ RUN apt-get update -qq \
       prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
       libprometheus-cpp-push1.0 libcivetweb-dev libcivetweb1 civetweb \
       libcurl4-openssl-dev libcurl4 \
-      libssl-dev zlib1g-dev libsqlite3-dev libsqlite3-0 \
+      libssl-dev zlib1g-dev libsqlite3-dev libsqlite3-0 libpq-dev libpq5 \
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       dataset-fashion-mnist >/dev/null \
  && rm -rf /var/lib/apt/lists/*
 
 FROM ${PYTORCH_IMAGE} AS build
+# Debian's libpq5 needs Kerberos and OpenLDAP 2.5: Ubuntu 22.04's have the
+# same sonames, and are collected into the runtime image with the rest.
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      g++ cmake ninja-build pkg-config libssl3 zlib1g libbrotli1 >/dev/null \
+      g++ cmake ninja-build pkg-config libssl3 zlib1g libbrotli1 \
+      libgssapi-krb5-2 libldap-2.5-0 >/dev/null \
  && rm -rf /var/lib/apt/lists/* \
  && python -c 'import sys, torch; sys.exit(0 if torch.compiled_with_cxx11_abi() else \
       "torch " + torch.__version__ + " has the pre-C++11 ABI: use PyTorch >= 2.7")'
@@ -69,7 +72,8 @@ RUN torch_prefix=$(python -c 'import torch; print(torch.utils.cmake_prefix_path)
 # Collect what the runtime image needs under /out: the binaries; LibTorch's
 # lib/ and the nvidia/ CUDA packages beside it, whole, because LibTorch loads
 # parts of CUDA and cuDNN with dlopen and finds them through $ORIGIN-relative
-# paths; and every other library ldd resolves, except glibc's, which the
+# paths; and every other library ldd resolves (libpq5 for --database and its
+# Kerberos, LDAP and SASL libraries among them), except glibc's, which the
 # runtime base (the same Ubuntu) has, and the driver's libcuda.so.1, which the
 # NVIDIA container runtime mounts.
 RUN set -eu; \
@@ -109,7 +113,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
   CMD ["mantissa", "--server=localhost:50051", "--tls-ca-file=/etc/mantissa-tls/ca.crt", \
        "capabilities"]
 # Non-loopback addresses need TLS: mount the certificate and key at
-# /etc/mantissa-tls. Kubernetes replaces these with its ConfigMap's --flagfile.
+# /etc/mantissa-tls. The job store is SQLite in /var/lib/mantissa; a fleet adds
+# --database=postgresql://... and a shared /var/lib/mantissa. Kubernetes
+# replaces these with its ConfigMap's --flagfile and the Secret's --database.
 ENTRYPOINT ["mantissad", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
             "--tls_cert_file=/etc/mantissa-tls/tls.crt", \
             "--tls_key_file=/etc/mantissa-tls/tls.key", "--health_address=0.0.0.0:8080", \

@@ -24,6 +24,9 @@ std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities) 
   details.Add("mantissad", OrDash(capabilities.mantissa_version()));
   details.Add("Intra-op threads", absl::StrCat(capabilities.intra_op_threads()));
   details.Add("Max concurrent jobs", absl::StrCat(capabilities.max_concurrent_jobs()));
+  // Daemons from before the shared job store leave these out.
+  if (!capabilities.worker_id().empty()) details.Add("Worker", capabilities.worker_id());
+  if (!capabilities.job_store().empty()) details.Add("Job store", capabilities.job_store());
   std::string out = details.Render();
 
   TablePrinter precisions({"PRECISION", "SUPPORTED", "RUNS AS", "ALIASES", "REASON"});

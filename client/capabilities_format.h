@@ -7,8 +7,9 @@
 
 namespace mantissa::cli {
 
-// The view of `mantissa capabilities`: the device and versions, a table of
-// precisions and the lists of models, datasets and optimizers.
+// The view of `mantissa capabilities`: the device and versions, the worker
+// that answered and its job store, a table of precisions and the lists of
+// models, datasets and optimizers.
 std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities);
 
 }  // namespace mantissa::cli

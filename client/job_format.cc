@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "client/attempt_format.h"
 #include "client/detail_list.h"
 #include "client/table_printer.h"
 
@@ -374,27 +375,11 @@ std::string FormatPrecisionSection(const v1::Job& job) {
   return absl::StrCat("Precision\n", IndentLines(rendered, "  "));
 }
 
-std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
-  const v1::JobSpec& spec = job.spec();
-  DetailList details;
-  details.Add("ID", job.id());
-  details.Add("Name", OrDash(spec.name()));
-  if (!job.principal().empty()) details.Add("Principal", job.principal());
-  details.Add("State", job.cancel_requested() && !IsTerminalState(job.state())
-                           ? absl::StrCat(JobStateName(job.state()), " (cancel requested)")
-                           : JobStateName(job.state()));
-  details.Add("Model", WithOptions(spec.model(), spec.model_options()));
-  details.Add("Dataset", WithOptions(spec.dataset(), spec.dataset_options()));
-  details.Add("Precision", FormatPrecisionLine(job));
-  if (spec.has_steps()) details.Add("Steps", absl::StrCat(spec.steps()));
-  if (spec.has_epochs()) details.Add("Epochs", absl::StrCat(spec.epochs()));
-  if (spec.has_batch_size()) details.Add("Batch size", absl::StrCat(spec.batch_size()));
-  // One batch per step is the default; say nothing then.
-  if (spec.accumulate_grad_batches() > 1) {
-    details.Add("Accumulation",
-                absl::StrCat(spec.accumulate_grad_batches(), " batches per optimizer step"));
-  }
-  if (spec.cuda_graph()) details.Add("CUDA graph", "requested");
+namespace {
+
+// The optimizer and what it was given: learning rate and schedule, decay,
+// momentum, epsilon, clipping.
+void AddOptimizerDetails(const v1::JobSpec& spec, DetailList& details) {
   details.Add("Optimizer", OrDash(spec.optimizer()));
   if (spec.has_lr()) {
     std::string lr = FormatNumber(spec.lr());
@@ -415,6 +400,36 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
     details.Add("Gradient clip",
                 absl::StrCat("total norm ", FormatNumber(spec.gradient_clip_norm())));
   }
+}
+
+}  // namespace
+
+std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
+  const v1::JobSpec& spec = job.spec();
+  DetailList details;
+  details.Add("ID", job.id());
+  details.Add("Name", OrDash(spec.name()));
+  if (!job.principal().empty()) details.Add("Principal", job.principal());
+  details.Add("State", job.cancel_requested() && !IsTerminalState(job.state())
+                           ? absl::StrCat(JobStateName(job.state()), " (cancel requested)")
+                           : JobStateName(job.state()));
+  if (std::string attempt = FormatAttempt(job); !attempt.empty()) {
+    details.Add("Attempt", std::move(attempt));
+  }
+  if (!job.worker().empty()) details.Add("Worker", job.worker());
+  details.Add("Model", WithOptions(spec.model(), spec.model_options()));
+  details.Add("Dataset", WithOptions(spec.dataset(), spec.dataset_options()));
+  details.Add("Precision", FormatPrecisionLine(job));
+  if (spec.has_steps()) details.Add("Steps", absl::StrCat(spec.steps()));
+  if (spec.has_epochs()) details.Add("Epochs", absl::StrCat(spec.epochs()));
+  if (spec.has_batch_size()) details.Add("Batch size", absl::StrCat(spec.batch_size()));
+  // One batch per step is the default; say nothing then.
+  if (spec.accumulate_grad_batches() > 1) {
+    details.Add("Accumulation",
+                absl::StrCat(spec.accumulate_grad_batches(), " batches per optimizer step"));
+  }
+  if (spec.cuda_graph()) details.Add("CUDA graph", "requested");
+  AddOptimizerDetails(spec, details);
   details.Add("Seed", absl::StrCat(spec.seed()));
   details.Add("Evaluation", FormatEvalSettings(spec.eval()));
   if (spec.has_checkpoint_every_n_steps()) {
@@ -446,6 +461,9 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   if (IsSet(job.start_time())) details.Add("Started", FormatTimestamp(job.start_time(), zone));
   if (IsSet(job.end_time())) details.Add("Ended", FormatTimestamp(job.end_time(), zone));
   std::string out = details.Render();
+  if (const std::string attempts = FormatAttemptsSection(job, zone); !attempts.empty()) {
+    absl::StrAppend(&out, "\n", attempts);
+  }
   if (const std::string precision = FormatPrecisionSection(job); !precision.empty()) {
     absl::StrAppend(&out, "\n", precision);
   }
@@ -454,16 +472,32 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
 
 std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
                            absl::TimeZone zone) {
-  TablePrinter table({"ID", "NAME", "MODEL", "DATASET", "PRECISION", "STATE", "STEP", "LOSS",
-                      "ACCURACY", "SKIPPED", "SAVINGS", "CREATED"});
-  for (size_t column : {6, 7, 8, 9, 10}) table.AlignRight(column);
+  // Most jobs run once: the column appears only when it says something.
+  const bool attempts = AnyJobRetried(jobs);
+  std::vector<std::string> header = {"ID", "NAME", "MODEL", "DATASET", "PRECISION", "STATE"};
+  if (attempts) header.push_back("ATTEMPT");
+  const size_t step_column = header.size();
+  for (const char* name : {"STEP", "LOSS", "ACCURACY", "SKIPPED", "SAVINGS", "CREATED"}) {
+    header.push_back(name);
+  }
+  TablePrinter table(std::move(header));
+  if (attempts) table.AlignRight(step_column - 1);
+  for (size_t column = step_column; column < step_column + 5; ++column) table.AlignRight(column);
   for (const v1::Job& job : jobs) {
-    table.AddRow(
-        {job.id(), OrDash(job.spec().name()), OrDash(job.spec().model()),
-         OrDash(job.spec().dataset()), EffectivePrecision(job), JobStateName(job.state()),
-         FormatStepCount(job.progress()), ListLoss(job),
-         job.result().has_eval_accuracy() ? FormatAccuracy(job.result().eval_accuracy()) : "-",
-         SkippedStepsCell(job), SavingsCell(job), FormatTimestamp(job.create_time(), zone)});
+    std::vector<std::string> row = {job.id(),
+                                    OrDash(job.spec().name()),
+                                    OrDash(job.spec().model()),
+                                    OrDash(job.spec().dataset()),
+                                    EffectivePrecision(job),
+                                    JobStateName(job.state())};
+    if (attempts) row.push_back(job.attempt() > 0 ? absl::StrCat(job.attempt()) : "-");
+    for (std::string& cell : std::vector<std::string>{
+             FormatStepCount(job.progress()), ListLoss(job),
+             job.result().has_eval_accuracy() ? FormatAccuracy(job.result().eval_accuracy()) : "-",
+             SkippedStepsCell(job), SavingsCell(job), FormatTimestamp(job.create_time(), zone)}) {
+      row.push_back(std::move(cell));
+    }
+    table.AddRow(std::move(row));
   }
   return table.ToString();
 }

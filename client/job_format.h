@@ -68,9 +68,11 @@ std::string EffectivePrecision(const v1::Job& job);
 // The "Precision" section of `mantissa get`: dtypes, the grad scaler and the
 // measured memory. Empty when the daemon has reported none of it.
 std::string FormatPrecisionSection(const v1::Job& job);
-// The multi-line view of `mantissa get`.
+// The multi-line view of `mantissa get`: the attempt and worker, and an
+// Attempts section once the job has run more than once.
 std::string FormatJob(const v1::Job& job, absl::TimeZone zone);
-// The table of `mantissa list`.
+// The table of `mantissa list`; an ATTEMPT column when some job is past its
+// first attempt.
 std::string FormatJobTable(const google::protobuf::RepeatedPtrField<v1::Job>& jobs,
                            absl::TimeZone zone);
 // What `mantissa submit` and `resume` print: id, state, precision, the job a

@@ -55,13 +55,18 @@ absl::StatusOr<v1::ListJobsResponse> TrainingClient::ListJobs(const v1::ListJobs
   v1::ListJobsResponse response;
   const grpc::Status status = stub_->ListJobs(&context, request, &response);
   if (!status.ok()) return ToStatus(status, /*had_events=*/false);
-  // The daemon's "mantissa-jobs-left-out" trailer (see training_service.h).
-  list_jobs_left_out_ = 0;
+  // The daemon's "mantissa-jobs-left-out" and "mantissa-jobs-skipped"
+  // trailers (see training_service.h).
   const auto& trailers = context.GetServerTrailingMetadata();
-  if (auto it = trailers.find("mantissa-jobs-left-out"); it != trailers.end()) {
-    (void)absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()),
-                           &list_jobs_left_out_);
-  }
+  const auto count = [&trailers](const char* key) {
+    int64_t value = 0;
+    if (auto it = trailers.find(key); it != trailers.end()) {
+      (void)absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &value);
+    }
+    return value;
+  };
+  list_jobs_left_out_ = count("mantissa-jobs-left-out");
+  list_jobs_skipped_ = count("mantissa-jobs-skipped");
   return response;
 }
 

@@ -32,8 +32,11 @@ class TrainingClient {
   absl::StatusOr<v1::SubmitJobResponse> SubmitJob(const v1::SubmitJobRequest& request);
   absl::StatusOr<v1::GetJobResponse> GetJob(const v1::GetJobRequest& request);
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& request);
-  // Older jobs the last ListJobs answer left out to stay within 4 MiB.
+  // Older jobs the last ListJobs answer left out to stay within 4 MiB (its
+  // next page starts with them).
   int64_t list_jobs_left_out() const { return list_jobs_left_out_; }
+  // Jobs the last ListJobs answer skipped as each alone exceeds 4 MiB.
+  int64_t list_jobs_skipped() const { return list_jobs_skipped_; }
   absl::StatusOr<v1::CancelJobResponse> CancelJob(const v1::CancelJobRequest& request);
   absl::StatusOr<v1::DeleteJobResponse> DeleteJob(const v1::DeleteJobRequest& request);
   absl::StatusOr<v1::GetCapabilitiesResponse> GetCapabilities(
@@ -53,6 +56,7 @@ class TrainingClient {
   std::string target_;
   absl::Duration deadline_ = kDefaultDeadline;
   int64_t list_jobs_left_out_ = 0;
+  int64_t list_jobs_skipped_ = 0;
 };
 
 // The text printed after "mantissa: " for a failed call: "NOT_FOUND: no job

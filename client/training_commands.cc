@@ -100,14 +100,38 @@ absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options)
     request.add_states(*state);
   }
   if (options.limit) {
-    if (*options.limit < std::numeric_limits<int32_t>::min() ||
-        *options.limit > std::numeric_limits<int32_t>::max()) {
+    if (*options.limit < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--limit: must be >= 0 (0 = all), got ", *options.limit));
+    }
+    if (*options.limit > std::numeric_limits<int32_t>::max()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--limit: '", *options.limit, "' is out of range"));
     }
     request.set_limit(static_cast<int32_t>(*options.limit));
   }
+  // An empty value would silently mean "any": refuse it, as a script whose
+  // variable is unset most likely did not mean to list everything.
+  const std::pair<const char*, const std::optional<std::string>*> strings[] = {
+      {"--model", &options.model},
+      {"--precision", &options.precision},
+      {"--name", &options.name},
+      {"--page-token", &options.page_token}};
+  for (const auto& [flag, value] : strings) {
+    if (value->has_value() && (*value)->empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": is empty; leave the flag out for any"));
+    }
+  }
+  if (options.model) request.set_model(*options.model);
+  if (options.precision) request.set_precision(*options.precision);
+  if (options.name) request.set_name(*options.name);
+  if (options.page_token) request.set_page_token(*options.page_token);
   return request;
+}
+
+std::string NextPageLine(const std::string& next_page_token) {
+  return absl::StrCat("next page: --page-token ", next_page_token);
 }
 
 absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options) {
@@ -175,10 +199,18 @@ int RunList(TrainingClient& client, const v1::ListJobsRequest& request, const Co
   } else {
     *io.out << FormatJobTable(response->jobs(), io.time_zone);
   }
+  // --json carries the token as nextPageToken.
+  if (!io.json && !response->next_page_token().empty()) {
+    *io.out << NextPageLine(response->next_page_token()) << '\n';
+  }
   if (client.list_jobs_left_out() > 0) {
     *io.err << "mantissa: " << client.list_jobs_left_out()
-            << " older job(s) not shown: the answer is capped at 4 MiB; narrow it with --state "
-               "or --limit, or delete old jobs\n";
+            << " older job(s) not shown: the answer is capped at 4 MiB; the next page starts "
+               "with them (narrow it with --state or --limit)\n";
+  }
+  if (client.list_jobs_skipped() > 0) {
+    *io.err << "mantissa: " << client.list_jobs_skipped()
+            << " job(s) skipped: each record is larger than an answer may be (4 MiB)\n";
   }
   return kExitOk;
 }
@@ -359,7 +391,14 @@ class List : public Invocation {
                        "only jobs in this state: QUEUED, RUNNING, SUCCEEDED, FAILED or "
                        "CANCELLED; repeatable",
                        "STATE");
-    parser.AddInt("limit", &options_.limit, "at most N jobs (default: all)");
+    parser.AddString("model", &options_.model, "only jobs that train this model", "MODEL");
+    parser.AddString("precision", &options_.precision,
+                     "only jobs that run in this precision (as they run, e.g. bf16-mixed)",
+                     "PRECISION");
+    parser.AddString("name", &options_.name, "only jobs with this name", "TEXT");
+    parser.AddInt("limit", &options_.limit, "at most N jobs per page (default: all)");
+    parser.AddString("page-token", &options_.page_token,
+                     "the page that the 'next page:' line of the previous page names", "TOKEN");
   }
   absl::Status Prepare(const std::vector<std::string>&) override {
     return Store(BuildListRequest(options_), request_);
@@ -437,8 +476,11 @@ const CliCommand kTrainingCommands[] = {
      kTraining, Invoke<Resume>},
     {"get", "JOB", 1, "show a job", "Shows a job: its spec, state, progress and result.", kTraining,
      Invoke<OnJob<RunGet>>},
-    {"list", "", 0, "list jobs, newest first", "Lists jobs, newest first.", kTraining,
-     Invoke<List>},
+    {"list", "", 0, "list jobs, newest first",
+     "Lists jobs, newest first, from the job store every worker shares. With --limit\n"
+     "the jobs come in pages: when older jobs remain, the last line names the\n"
+     "--page-token that lists the next page (give it with the same flags).",
+     kTraining, Invoke<List>},
     {"cancel", "JOB", 1, "cancel a job",
      "Cancels a job. A queued job is cancelled at once, a running one within one step.", kTraining,
      Invoke<OnJob<RunCancel>>},
@@ -446,8 +488,9 @@ const CliCommand kTrainingCommands[] = {
      "Follows a job until it ends. Exits 0 only if the job succeeds.", kTraining,
      Invoke<OnJob<RunWatch, Waiting::kOneJob>>},
     {"capabilities", "", 0, "show what the daemon's device can run",
-     "Shows the daemon's device, versions, and the precisions, models, datasets and\n"
-     "optimizers it supports, and what each precision runs as.",
+     "Shows the daemon's device, versions, its worker id and job store, and the\n"
+     "precisions, models, datasets and optimizers it supports, and what each\n"
+     "precision runs as.",
      kTraining, Invoke<Capabilities>},
     {"compare", "", 0, "train once per precision and compare the runs",
      "Submits one job per precision in --precisions, in that order and with the same\n"

@@ -38,12 +38,20 @@ absl::StatusOr<v1::JobSpec> BuildResumeSpec(const std::string& job_id,
 
 struct ListOptions {
   std::vector<std::string> states;  // case-insensitive state names
+  std::optional<std::string> model;
+  std::optional<std::string> precision;  // matches the effective precision
+  std::optional<std::string> name;
   std::optional<int64_t> limit;
+  std::optional<std::string> page_token;  // a next_page_token, passed back as is
 };
 
-// INVALID_ARGUMENT (a usage error) for an unknown state or a limit that does
-// not fit the request.
+// INVALID_ARGUMENT (a usage error) for an unknown state, a negative limit or
+// one that does not fit the request, or a filter or page token given empty.
 absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options);
+
+// What `mantissa list` prints after the table when there are older jobs:
+// "next page: --page-token TOKEN".
+std::string NextPageLine(const std::string& next_page_token);
 
 // The flags of `mantissa compare`: those of submit except --precision and
 // --wait, plus the precisions to compare.

@@ -13,6 +13,9 @@ packages=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libcpp-httplib-dev libsqlite3-dev zlib1g-dev
+  # the PostgreSQL job store (--database=postgresql://...): libpq, and the
+  # server that the tests and the local fleet demo start in a temp dir
+  libpq-dev postgresql
   # TLS (cpp-httplib's HTTPS /metrics, token digests); openssl makes test certificates
   libssl-dev openssl
   # tests and data; prometheus (with promtool) and python3 for

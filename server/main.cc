@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,8 +24,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -45,6 +49,7 @@
 #include "server/service/model_service.h"
 #include "server/service/training_service.h"
 #include "server/service/transport_security.h"
+#include "server/serving/model_catalog.h"
 #include "server/serving/model_server.h"
 #include "server/training/spec_limits.h"
 #include "server/training/training_job_runner.h"
@@ -55,6 +60,20 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "Address of the Prometheus /metrics endpoint (HOST:PORT; port 0 picks one).");
 ABSL_FLAG(std::string, state_dir, "./mantissa-state",
           "Directory of the job database, checkpoints and model repository.");
+ABSL_FLAG(std::string, database, "",
+          "The job store: sqlite:PATH for one daemon (empty: sqlite:<state_dir>/jobs.db), or a "
+          "PostgreSQL URI (postgresql://user@host:port/db?sslmode=..., also ?host=/socket/dir) "
+          "shared by a fleet of workers, which then also share --state_dir. The password comes "
+          "from the URI, PGPASSWORD or PGPASSFILE.");
+ABSL_FLAG(int, lease_seconds, 30,
+          "A worker holds each job it runs under a lease it renews every third of this; a job "
+          "whose worker stops renewing is resumed by another from its last checkpoint.");
+ABSL_FLAG(std::string, worker_id, "",
+          "This worker's name in the job store and the `worker` label of its metrics; unique "
+          "per process. Empty: <hostname>-<pid>-<8 random hex digits>.");
+ABSL_FLAG(std::string, model_repository, "",
+          "The model repository (empty: <state_dir>/models); a fleet shares it, and a change "
+          "through one worker reaches the others through the job store.");
 ABSL_FLAG(std::string, device, "auto", "auto | cpu | cuda | cuda:N.");
 ABSL_FLAG(int, max_concurrent_jobs, 1,
           "Training jobs run at once; memory figures are exact only with 1.");
@@ -246,13 +265,16 @@ absl::StatusOr<SpecLimits> LimitsFromFlags() {
 // folder (and beside --port_file); before anything writes, every one is
 // stale.
 absl::Status SweepStaleTempFiles(const std::string& state_dir, const FileRoots& data_roots,
-                                 const FileRoots& torchscript_roots) {
+                                 const FileRoots& torchscript_roots, bool shared) {
   // The roots hold the operator's files (the default --data_root is under
   // --state_dir): never swept.
   std::vector<std::string> operator_folders = data_roots.roots();
   operator_folders.insert(operator_folders.end(), torchscript_roots.roots().begin(),
                           torchscript_roots.roots().end());
-  absl::StatusOr<int> swept = RemoveTempFiles(state_dir, operator_folders);
+  // A fleet's workers share the folder: a fresh *.tmp may be another
+  // worker's write in progress.
+  absl::StatusOr<int> swept =
+      RemoveTempFiles(state_dir, operator_folders, shared ? absl::Hours(1) : absl::ZeroDuration());
   if (!swept.ok()) return swept.status();
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
     std::error_code ec;
@@ -264,12 +286,38 @@ absl::Status SweepStaleTempFiles(const std::string& state_dir, const FileRoots& 
   return absl::OkStatus();
 }
 
+// The shared model repository's change records, kept in the job store's
+// models table (ModelServer depends on ModelCatalog only).
+class JobStoreModelCatalog final : public ModelCatalog {
+ public:
+  explicit JobStoreModelCatalog(JobStore* store) : store_(store) {}
+  absl::StatusOr<int64_t> PublishChange(const std::string& name, bool loaded) override {
+    return store_->PublishModelChange(name, loaded);
+  }
+  absl::StatusOr<std::vector<ModelCatalogRecord>> Records() override {
+    absl::StatusOr<std::vector<ModelRecord>> records = store_->ModelRecords();
+    if (!records.ok()) return records.status();
+    std::vector<ModelCatalogRecord> catalog;
+    catalog.reserve(records->size());
+    for (ModelRecord& r : *records) catalog.push_back({std::move(r.name), r.generation, r.loaded});
+    return catalog;
+  }
+
+ private:
+  JobStore* const store_;  // not owned
+};
+
+// `catalog`: the fleet's (null for a lone daemon, whose restart reloads the
+// repository as it is on disk).
 absl::StatusOr<std::unique_ptr<ModelServer>> CreateModelServer(const std::string& state_dir,
                                                                const ProbedDevice& device,
                                                                Metrics* metrics,
-                                                               const FileRoots& torchscript_roots) {
+                                                               const FileRoots& torchscript_roots,
+                                                               ModelCatalog* catalog) {
   ModelServer::Options model_server_options;
   model_server_options.state_dir = state_dir;
+  model_server_options.repository_root = absl::GetFlag(FLAGS_model_repository);
+  model_server_options.catalog = catalog;
   model_server_options.device = device;
   model_server_options.metrics = metrics;
   model_server_options.calibration_items = absl::GetFlag(FLAGS_calibration_items);
@@ -282,9 +330,15 @@ absl::StatusOr<std::unique_ptr<ModelServer>> CreateModelServer(const std::string
 
 absl::StatusOr<std::unique_ptr<JobManager>> CreateJobManager(JobStore* store, JobRunner* runner,
                                                              Metrics* metrics,
-                                                             const std::string& state_dir) {
+                                                             const std::string& state_dir,
+                                                             const std::string& worker_id) {
   JobManager::Options manager_options;
   manager_options.store = store;
+  manager_options.worker_id = worker_id;
+  manager_options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  // SQLite admits one daemon (it locks the file): whatever it finds running
+  // was left by its own previous life.
+  manager_options.sole_worker = store->kind() == "sqlite";
   manager_options.runner = runner;
   manager_options.metrics = metrics;
   manager_options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
@@ -429,7 +483,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
 
 // Writes --port_file and logs where the daemon listens.
 absl::Status Announce(const Listeners& listeners, int metrics_port, const std::string& device,
-                      int threads, const std::string& state_dir) {
+                      int threads, const std::string& state_dir, const std::string& worker_id) {
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
     if (absl::Status s =
             WritePortFile(port_file, listeners.grpc_port, metrics_port, listeners.health_port);
@@ -441,8 +495,75 @@ absl::Status Announce(const Listeners& listeners, int metrics_port, const std::s
                        listeners.grpc_port, ", metrics on port ", metrics_port, "; device ", device,
                        ", LibTorch ", LibTorchVersion(), ", ", threads,
                        " intra-op threads (BLAS: ", BlasThreading(), "), state in ", state_dir));
+  const std::string database = absl::GetFlag(FLAGS_database);
+  LogInfo(
+      absl::StrCat("worker ", worker_id, ", job store ",
+                   database.empty() ? "sqlite:" + state_dir + "/jobs.db" : RedactDatabase(database),
+                   ", lease ", absl::GetFlag(FLAGS_lease_seconds), " s"));
   return absl::OkStatus();
 }
+
+// --worker_id, or a name unique to this process: the host (a pod's name),
+// the pid, and 32 random bits, as a container restarted in its pod reuses
+// both (and would otherwise renew its predecessor's leases).
+std::string WorkerId() {
+  if (std::string id = absl::GetFlag(FLAGS_worker_id); !id.empty()) return id;
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::strcpy(host, "mantissad");
+  absl::BitGen gen;
+  return absl::StrFormat("%s-%d-%08x", host, getpid(), absl::Uniform<uint32_t>(gen));
+}
+
+// --database (empty: SQLite under --state_dir), with --lease_seconds checked.
+absl::StatusOr<std::unique_ptr<JobStore>> OpenStore(const std::filesystem::path& state_dir) {
+  if (absl::GetFlag(FLAGS_lease_seconds) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--lease_seconds: must be at least 1, got ",
+                                                   absl::GetFlag(FLAGS_lease_seconds)));
+  }
+  return OpenJobStore({.database = absl::GetFlag(FLAGS_database), .state_dir = state_dir.string()});
+}
+
+// The store's change notifications go to whoever is subscribed; an empty
+// payload (after a reconnection, when some may have been missed) concerns
+// everyone. They arrive on the store's thread: a subscription ends before
+// its object is destroyed, on every way out of Run, and never mid-call.
+class StoreNotifications {
+ public:
+  template <typename T>
+  class Subscription {
+   public:
+    Subscription(StoreNotifications& n, T*& slot, T* target) : n_(n), slot_(slot) {
+      std::lock_guard<std::mutex> lock(n_.mu_);
+      slot_ = target;
+    }
+    ~Subscription() {
+      std::lock_guard<std::mutex> lock(n_.mu_);
+      slot_ = nullptr;
+    }
+
+   private:
+    StoreNotifications& n_;
+    T*& slot_;
+  };
+
+  Subscription<JobManager> Subscribe(JobManager* m) { return {*this, manager_, m}; }
+  Subscription<ModelServer> Subscribe(ModelServer* s) { return {*this, models_, s}; }
+
+  void operator()(StoreChannel channel, const std::string& payload) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (manager_ != nullptr && (channel == StoreChannel::kJobs || payload.empty())) {
+      manager_->StoreChanged(payload);
+    }
+    if (models_ != nullptr && (channel == StoreChannel::kModels || payload.empty())) {
+      models_->CatalogChanged();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  JobManager* manager_ = nullptr;
+  ModelServer* models_ = nullptr;
+};
 
 absl::Status CreateStateDir(const std::filesystem::path& state_dir) {
   std::error_code ec;
@@ -483,10 +604,16 @@ int Run() {
   auto authorizer = Authorizer::Create({.tokens_file = absl::GetFlag(FLAGS_auth_tokens_file)});
   if (!authorizer.ok()) return Fail(authorizer.status());
 
-  auto store = JobStore::Create({.path = (state_dir / "jobs.db").string()});
+  // Declared before the store, so that it outlives the store's thread.
+  StoreNotifications notified;
+  auto store = OpenStore(state_dir);
   if (!store.ok()) return Fail(store.status());
+  const std::string worker_id = WorkerId();
+  (*store)->SetChangeListener(std::ref(notified));
+  JobStoreModelCatalog catalog(store->get());
 
-  Metrics metrics({.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs)});
+  Metrics metrics(
+      {.max_finished_jobs = absl::GetFlag(FLAGS_metrics_max_finished_jobs), .worker = worker_id});
   // Host memory always; a CUDA runner adds its GPUs with their own readers.
   metrics.SetDeviceMemoryReader("cpu", ReadProcessMemory);
 
@@ -495,7 +622,8 @@ int Run() {
   const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
                              "mantissad --data_root");
   const FileRoots torchscript_roots = TorchScriptRoots(absolute_state_dir);
-  if (absl::Status swept = SweepStaleTempFiles(state_dir.string(), data_roots, torchscript_roots);
+  if (absl::Status swept = SweepStaleTempFiles(state_dir.string(), data_roots, torchscript_roots,
+                                               (*store)->kind() != "sqlite");
       !swept.ok()) {
     return Fail(swept);
   }
@@ -506,11 +634,15 @@ int Run() {
       CreateRunner(*device, *limits, absolute_state_dir, data_roots, torchscript_roots, metrics);
 
   if (!runner.ok()) return Fail(runner.status());
-  auto model_server = CreateModelServer(absolute_state_dir, *device, &metrics, torchscript_roots);
+  auto model_server = CreateModelServer(absolute_state_dir, *device, &metrics, torchscript_roots,
+                                        (*store)->kind() == "sqlite" ? nullptr : &catalog);
   if (!model_server.ok()) return Fail(model_server.status());
+  auto models_subscription = notified.Subscribe(model_server->get());
 
-  auto manager = CreateJobManager(store->get(), runner->get(), &metrics, absolute_state_dir);
+  auto manager =
+      CreateJobManager(store->get(), runner->get(), &metrics, absolute_state_dir, worker_id);
   if (!manager.ok()) return Fail(manager.status());
+  auto manager_subscription = notified.Subscribe(manager->get());
 
   // ServerReady: the repository has loaded and no shutdown signal has come.
   std::atomic<bool> draining{false};
@@ -528,7 +660,7 @@ int Run() {
   if (!metrics_server.ok()) return Fail(metrics_server.status());
 
   if (absl::Status s = Announce(*listeners, (*metrics_server)->port(), (*runner)->device(), threads,
-                                state_dir.string());
+                                state_dir.string(), worker_id);
       !s.ok()) {
     return Fail(s);
   }
@@ -541,6 +673,8 @@ int Run() {
   WaitForShutdown(signals, draining, *listeners);
 
   ShutDown(*listeners, **manager, **model_server, executor);
+  // Nothing uses the store now: closing it stops its notifications first.
+  store->reset();
   metrics_server->reset();
   LogInfo("mantissad stopped");
   return 0;

@@ -29,7 +29,8 @@ absl::Status FsyncFile(const std::string& path) { return FsyncPath(path, O_RDONL
 
 absl::Status FsyncDir(const std::string& path) { return FsyncPath(path, O_RDONLY | O_DIRECTORY); }
 
-absl::StatusOr<int> RemoveTempFiles(const std::string& dir, const std::vector<std::string>& keep) {
+absl::StatusOr<int> RemoveTempFiles(const std::string& dir, const std::vector<std::string>& keep,
+                                    absl::Duration min_age) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return 0;
@@ -52,6 +53,12 @@ absl::StatusOr<int> RemoveTempFiles(const std::string& dir, const std::vector<st
       continue;
     }
     if (path.extension() != ".tmp" || !it->is_regular_file(ec) || it->is_symlink(ec)) continue;
+    if (min_age > absl::ZeroDuration()) {
+      const auto written = fs::last_write_time(path, ec);
+      if (ec || fs::file_time_type::clock::now() - written < absl::ToChronoSeconds(min_age)) {
+        continue;  // another process may be writing it
+      }
+    }
     if (fs::remove(path, ec)) ++removed;
   }
   return removed;

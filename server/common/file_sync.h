@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace mantissa {
 
@@ -21,10 +22,12 @@ absl::Status FsyncDir(const std::string& path);
 // Removes every regular file named *.tmp under `dir` (recursively, not
 // following symlinks): what atomic writes interrupted by a crash left
 // behind. Folders in `keep` (the operator's data, e.g. a --data_root under
-// the state folder) are left alone. For start-up, before anything writes.
-// Returns how many.
+// the state folder) are left alone. For start-up, before anything writes;
+// where other processes share `dir` (a fleet's workers), only files older
+// than `min_age` are taken as left behind. Returns how many.
 absl::StatusOr<int> RemoveTempFiles(const std::string& dir,
-                                    const std::vector<std::string>& keep = {});
+                                    const std::vector<std::string>& keep = {},
+                                    absl::Duration min_age = absl::ZeroDuration());
 
 }  // namespace mantissa
 

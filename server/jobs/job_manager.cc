@@ -5,15 +5,18 @@
 #include <algorithm>
 #include <exception>
 #include <filesystem>
+#include <set>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/common/file_sync.h"
 #include "server/common/logging.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/job_transitions.h"
 
 namespace mantissa {
 namespace {
@@ -28,36 +31,95 @@ std::string NewJobId() {
   return absl::StrFormat("%012x", absl::Uniform<uint64_t>(*gen) & 0xffffffffffffULL);
 }
 
-bool IsTerminal(v1::JobState state) {
-  return state == v1::SUCCEEDED || state == v1::FAILED || state == v1::CANCELLED;
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
 }  // namespace
 
+// A job claimed by this worker, from its claim until its last write.
+struct JobManager::ActiveJob {
+  v1::Job job;  // guarded by the manager's mu_
+  Lease lease;
+  std::atomic<StopReason> stop{StopReason::kNone};
+  // Set at the claim: start + spec.max_duration. Past it the job is stopped
+  // as by a cancellation, and `timed_out` says why.
+  absl::Time deadline = absl::InfiniteFuture();
+  std::atomic<bool> timed_out{false};
+  // Until when the lease is known to hold (the claim's or last renewal's
+  // start + lease): past it the job stops by itself, as another worker may
+  // already have taken it.
+  std::atomic<int64_t> lease_valid_until_ns{0};
+  absl::Time claimed_at;
+  std::vector<JobWatcher*> watchers;  // guarded by mu_
+  int64_t last_seq = 0;               // guarded by mu_: of the newest stored event
+  absl::Time last_persisted = absl::InfinitePast();
+  std::shared_ptr<JobMetrics> metrics;
+
+  // Asks the job to stop for `reason` unless it was asked already.
+  void Stop(StopReason reason) {
+    StopReason none = StopReason::kNone;
+    stop.compare_exchange_strong(none, reason);
+  }
+};
+
 // The JobContext handed to the runner: routes updates through the manager's
-// lock so that watchers, the store and Get() see one consistent job.
+// lock so that watchers and Get() see one consistent job, and through the
+// store under the job's lease.
 class JobManager::Context : public JobContext {
  public:
   Context(JobManager& manager, ActiveJob& active) : manager_(manager), active_(active) {}
 
-  bool cancelled() const override {
-    if (active_.cancel.load(std::memory_order_relaxed)) return true;
-    // Polled once per step: a clock read is cheap enough.
-    if (absl::Now() < active_.deadline) return false;
+  bool cancelled() const override { return stop_reason() != StopReason::kNone; }
+
+  StopReason stop_reason() const override {
+    const StopReason stop = active_.stop.load();
+    if (stop != StopReason::kNone) return stop;
+    // Polled once per step: clock reads are cheap enough.
+    const absl::Time now = absl::Now();
+    if (absl::ToUnixNanos(now) > active_.lease_valid_until_ns.load()) {
+      active_.Stop(StopReason::kLeaseLost);
+      return active_.stop.load();
+    }
+    if (now < active_.deadline) return StopReason::kNone;
     active_.timed_out.store(true);
-    return true;
+    active_.Stop(StopReason::kCancelled);
+    return active_.stop.load();
   }
 
   void Update(v1::JobEvent::Type type, const std::function<void(v1::Job&)>& mutate,
               const std::string& message) override {
-    std::lock_guard<std::mutex> lock(manager_.mu_);
-    mutate(active_.job);
-    const absl::Time now = absl::Now();
-    if (type != v1::JobEvent::PROGRESS ||
-        now - active_.last_persisted >= manager_.options_.progress_persist_interval) {
-      manager_.PersistLocked(active_);
+    v1::JobEvent event;
+    bool persist = false;
+    {
+      std::lock_guard<std::mutex> lock(manager_.mu_);
+      mutate(active_.job);
+      const absl::Time now = absl::Now();
+      persist = type != v1::JobEvent::PROGRESS ||
+                now - active_.last_persisted >= manager_.options_.progress_persist_interval;
+      if (persist) active_.last_persisted = now;
+      event = MakeJobEvent(type, active_.job, message);
     }
-    manager_.PublishLocked(active_, type, message);
+    // Only this thread writes the job, so writes keep their order outside
+    // the lock; a slow database holds up this job alone.
+    if (persist && active_.stop.load() != StopReason::kLeaseLost) {
+      absl::StatusOr<int64_t> seq =
+          manager_.options_.store->Update(event.job(), active_.lease, &event);
+      if (absl::IsAborted(seq.status())) {
+        std::lock_guard<std::mutex> lock(manager_.mu_);
+        manager_.LoseLocked(active_, std::string(seq.status().message()));
+        return;
+      }
+      if (!seq.ok()) {
+        // The job goes on; the store catches up at the next write.
+        LogError(absl::StrCat("job ", event.job().id(), ": ", seq.status().ToString()));
+      } else {
+        event.set_sequence(*seq);
+      }
+    }
+    std::lock_guard<std::mutex> lock(manager_.mu_);
+    if (event.sequence() > 0) active_.last_seq = event.sequence();
+    manager_.PublishLocked(active_, event);
   }
 
   void Warn(const std::string& warning) override {
@@ -72,6 +134,11 @@ class JobManager::Context : public JobContext {
   ActiveJob& active_;
 };
 
+JobManager::JobManager(Options options)
+    : options_(std::move(options)),
+      follower_(std::make_unique<EventFollower>(EventFollower::Options{
+          .store = options_.store, .poll_interval = options_.watch_poll_interval})) {}
+
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Options options) {
   if (options.store == nullptr || options.runner == nullptr || options.metrics == nullptr) {
     return absl::InvalidArgumentError("JobManager: store, runner and metrics are required");
@@ -85,48 +152,40 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Options options) 
         absl::StrCat("--max_queued_jobs, --max_queued_jobs_per_principal: must be at least 1, got ",
                      options.max_queued_jobs, " and ", options.max_queued_jobs_per_principal));
   }
-  std::unique_ptr<JobManager> manager(new JobManager(std::move(options)));
-  RETURN_IF_ERROR(manager->Recover());
-  if (manager->options_.keep_finished_jobs > absl::ZeroDuration()) {
-    // Once now, before anything else runs, then from the sweeper thread.
-    ASSIGN_OR_RETURN(const int swept, manager->SweepFinishedJobs());
-    if (swept > 0) LogInfo(absl::StrCat("retention: deleted ", swept, " finished job(s)"));
-    manager->sweeper_ = std::thread([m = manager.get()] { m->SweeperLoop(); });
+  if (options.lease < absl::Milliseconds(300)) {
+    return absl::InvalidArgumentError(absl::StrCat("--lease_seconds: must be at least 0.3 s, got ",
+                                                   absl::FormatDuration(options.lease)));
   }
-  for (int i = 0; i < manager->options_.max_concurrent_jobs; ++i) {
-    manager->workers_.emplace_back([m = manager.get()] { m->WorkerLoop(); });
+  if (options.worker_id.empty() || options.worker_id.size() > 128) {
+    return absl::InvalidArgumentError("--worker_id: must be 1 to 128 bytes");
+  }
+  std::unique_ptr<JobManager> manager(new JobManager(std::move(options)));
+  JobManager& m = *manager;
+  if (m.options_.sole_worker) {
+    // The daemon that ran them died: nobody renews their leases.
+    ASSIGN_OR_RETURN(std::vector<v1::Job> expired, m.options_.store->ExpireLeases(true));
+    for (const v1::Job& job : expired) {
+      LogWarning(absl::StrCat("job ", job.id(), " was running when mantissad stopped: ",
+                              job.state() == v1::QUEUED
+                                  ? absl::StrCat("queued again as attempt ", job.attempt())
+                                  : v1::JobState_Name(job.state())));
+    }
+  }
+  if (m.options_.keep_finished_jobs > absl::ZeroDuration()) {
+    // Once now, before anything else runs, then from the sweeper thread.
+    ASSIGN_OR_RETURN(const int swept, m.SweepFinishedJobs());
+    if (swept > 0) LogInfo(absl::StrCat("retention: deleted ", swept, " finished job(s)"));
+    m.sweeper_ = std::thread([&m] { m.SweeperLoop(); });
+  }
+  m.RefreshGauges();
+  m.heartbeat_ = std::thread([&m] { m.HeartbeatLoop(); });
+  for (int i = 0; i < m.options_.max_concurrent_jobs; ++i) {
+    m.workers_.emplace_back([&m] { m.WorkerLoop(); });
   }
   return manager;
 }
 
 JobManager::~JobManager() { Shutdown(); }
-
-absl::Status JobManager::Recover() {
-  ASSIGN_OR_RETURN(std::vector<v1::Job> jobs,
-                   options_.store->List({v1::QUEUED, v1::RUNNING}, /*limit=*/0));
-  // List is newest first; queue the oldest first.
-  std::reverse(jobs.begin(), jobs.end());
-  std::lock_guard<std::mutex> lock(mu_);
-  for (v1::Job& job : jobs) {
-    if (job.state() == v1::RUNNING) {
-      job.set_state(v1::FAILED);
-      job.set_error(
-          "mantissad stopped while this job was running (crash or kill); the job did not "
-          "finish");
-      *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-      RETURN_IF_ERROR(options_.store->Put(job));
-      LogWarning(absl::StrCat("job ", job.id(), " was running when mantissad stopped: FAILED"));
-      continue;
-    }
-    auto active = std::make_unique<ActiveJob>();
-    active->job = std::move(job);
-    queue_.push_back(active->job.id());
-    active_.emplace(active->job.id(), std::move(active));
-  }
-  if (!queue_.empty()) LogInfo(absl::StrCat("re-queued ", queue_.size(), " job(s) from the store"));
-  UpdateGaugesLocked();
-  return absl::OkStatus();
-}
 
 absl::StatusOr<v1::JobSpec> JobManager::ResumeSpec(const v1::JobSpec& spec) {
   const std::string& id = spec.resume_from();
@@ -164,36 +223,11 @@ absl::StatusOr<v1::JobSpec> JobManager::ResumeSpec(const v1::JobSpec& spec) {
   return resumed;
 }
 
-absl::Status JobManager::CheckQueueCapsLocked(const std::string& principal) const {
-  int queued = 0;
-  int queued_by_principal = 0;
-  for (const auto& [id, active] : active_) {
-    if (active->job.state() != v1::QUEUED) continue;
-    ++queued;
-    if (active->job.principal() == principal) ++queued_by_principal;
-  }
-  if (queued >= options_.max_queued_jobs) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("--max_queued_jobs: ", queued, " jobs are queued, the daemon's cap is ",
-                     options_.max_queued_jobs, "; wait for some to start or cancel them"));
-  }
-  if (queued_by_principal >= options_.max_queued_jobs_per_principal) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "--max_queued_jobs_per_principal: principal '", principal, "' has ", queued_by_principal,
-        " jobs queued, the cap is ", options_.max_queued_jobs_per_principal,
-        "; wait for some to start or cancel them"));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted,
                                            const std::string& principal) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return absl::UnavailableError("mantissad is shutting down");
-    // Checked again below, under the same lock as the insertion; this early
-    // check spares the runner's preparation of a job that cannot be queued.
-    RETURN_IF_ERROR(CheckQueueCapsLocked(principal));
   }
   v1::JobSpec spec = submitted;
   if (!spec.resume_from().empty()) {
@@ -201,31 +235,26 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted,
   }
   ASSIGN_OR_RETURN(JobRunner::PreparedSpec prepared, options_.runner->Prepare(spec));
 
-  auto active = std::make_unique<ActiveJob>();
-  v1::Job& job = active->job;
+  v1::Job job;
   job.set_id(NewJobId());
   job.set_principal(principal);
   *job.mutable_spec() = std::move(prepared.spec);
   job.set_state(v1::QUEUED);
+  job.set_attempt(1);
   job.set_effective_precision(prepared.effective_precision);
   for (std::string& w : prepared.warnings) job.add_warnings(std::move(w));
   *job.mutable_create_time() = TimeUtil::GetCurrentTime();
-
-  std::lock_guard<std::mutex> lock(mu_);
-  if (shutting_down_) return absl::UnavailableError("mantissad is shutting down");
-  RETURN_IF_ERROR(CheckQueueCapsLocked(principal));
-  // Durable before it is acknowledged: an accepted job is never lost.
-  RETURN_IF_ERROR(options_.store->Put(job));
-  active->last_persisted = absl::Now();
-  v1::Job copy = job;
-  queue_.push_back(job.id());
-  active_.emplace(job.id(), std::move(active));
-  options_.metrics->JobSubmitted(copy.effective_precision());
-  UpdateGaugesLocked();
-  work_available_.notify_one();
-  LogInfo(absl::StrCat("job ", copy.id(), " queued: model=", copy.spec().model(), " dataset=",
-                       copy.spec().dataset(), " precision=", copy.effective_precision()));
-  return copy;
+  // Durable (and checked against the caps, atomically) before it is
+  // acknowledged: an accepted job is never lost.
+  RETURN_IF_ERROR(options_.store->Insert(
+      job, {.max_queued = options_.max_queued_jobs,
+            .max_queued_per_principal = options_.max_queued_jobs_per_principal}));
+  options_.metrics->JobSubmitted(job.effective_precision());
+  StoreChanged();
+  RefreshGauges();
+  LogInfo(absl::StrCat("job ", job.id(), " queued: model=", job.spec().model(), " dataset=",
+                       job.spec().dataset(), " precision=", job.effective_precision()));
+  return job;
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
@@ -241,65 +270,73 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& id) {
   return options_.store->Get(id);
 }
 
-absl::StatusOr<std::vector<v1::Job>> JobManager::List(const std::vector<v1::JobState>& states,
-                                                      int limit,
-                                                      const std::optional<std::string>& principal) {
-  // The store does not index principals: filter the full list, then limit.
-  ASSIGN_OR_RETURN(std::vector<v1::Job> jobs,
-                   options_.store->List(states, principal.has_value() ? 0 : limit));
-  if (principal.has_value()) {
-    jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
-                              [&](const v1::Job& job) { return job.principal() != *principal; }),
-               jobs.end());
-    if (limit > 0 && static_cast<int>(jobs.size()) > limit) jobs.resize(limit);
-  }
-  // The store may lag behind a running job's progress; memory does not.
+absl::StatusOr<JobPage> JobManager::List(const JobQuery& query) {
+  ASSIGN_OR_RETURN(JobPage page, options_.store->List(query));
+  // The store may lag behind the progress of a job running here; memory
+  // does not.
   std::lock_guard<std::mutex> lock(mu_);
-  for (v1::Job& job : jobs) {
+  for (v1::Job& job : page.jobs) {
     auto it = active_.find(job.id());
     if (it != active_.end()) job = it->second->job;
   }
-  return jobs;
+  return page;
 }
 
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
-  std::unique_lock<std::mutex> lock(mu_);
-  auto it = active_.find(id);
-  if (it == active_.end()) {
-    lock.unlock();
-    ASSIGN_OR_RETURN(v1::Job job, options_.store->Get(id));
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " already ended ", v1::JobState_Name(job.state()),
-                     "; only QUEUED or RUNNING jobs can be cancelled"));
+  if (id.size() > 64) {
+    return absl::NotFoundError(absl::StrCat("no job with this ", id.size(), "-byte id"));
   }
-  ActiveJob& active = *it->second;
-  if (active.job.state() == v1::QUEUED) {
-    queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
-    FinishLocked(active, v1::CANCELLED, "", nullptr);
-    v1::Job job = active.job;
-    active_.erase(it);
-    UpdateGaugesLocked();
-    return job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = active_.find(id);
+    if (it != active_.end() && IsTerminal(it->second->job.state())) {
+      // Ended here a moment ago; the store may not say so yet.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job_id: job '", id, "' is already ", v1::JobState_Name(it->second->job.state()),
+          "; only a QUEUED or RUNNING job can be cancelled"));
+    }
+    if (it != active_.end() && it->second->job.state() == v1::RUNNING) {
+      // Running here: stopped at its next step, without waiting for the
+      // heartbeat to read the request back from the store.
+      ActiveJob& active = *it->second;
+      active.Stop(StopReason::kCancelled);
+      active.job.set_cancel_requested(true);
+      PublishLocked(
+          active, MakeJobEvent(v1::JobEvent::STATE_CHANGED, active.job, "cancellation requested"));
+    }
   }
-  active.cancel.store(true);
-  active.job.set_cancel_requested(true);
-  PersistLocked(active);
-  PublishLocked(active, v1::JobEvent::STATE_CHANGED, "cancellation requested");
-  return active.job;
+  // Recorded in the store too: the request outlives this worker.
+  absl::StatusOr<v1::Job> job = options_.store->RequestCancel(id);
+  if (job.ok() && job->state() == v1::CANCELLED) {
+    options_.metrics->JobFinished(v1::JobState_Name(v1::CANCELLED), job->effective_precision());
+  }
+  if (job.ok()) {
+    StoreChanged();
+    RefreshGauges();
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) return it->second->job;
+  }
+  return job;
 }
 
 absl::Status JobManager::Delete(const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
-    if (it != active_.end()) {
+    if (it != active_.end() && !IsTerminal(it->second->job.state())) {
       return absl::FailedPreconditionError(
           absl::StrCat("job ", id, " is ", v1::JobState_Name(it->second->job.state()),
                        "; only an ended job can be deleted (cancel it first)"));
     }
   }
   // NOT_FOUND for an unknown id.
-  RETURN_IF_ERROR(options_.store->Get(id).status());
+  ASSIGN_OR_RETURN(const v1::Job job, options_.store->Get(id));
+  if (!IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
+                     "; only an ended job can be deleted (cancel it first)"));
+  }
   // Files first: a crash in between leaves a record without checkpoints
   // (which resume_from reports), never files no record points to.
   if (!options_.jobs_dir.empty()) {
@@ -321,11 +358,11 @@ absl::Status JobManager::Delete(const std::string& id) {
 
 absl::StatusOr<int> JobManager::SweepFinishedJobs() {
   if (options_.keep_finished_jobs <= absl::ZeroDuration()) return 0;
-  ASSIGN_OR_RETURN(std::vector<v1::Job> ended,
-                   options_.store->List({v1::SUCCEEDED, v1::FAILED, v1::CANCELLED}, 0));
+  ASSIGN_OR_RETURN(JobPage ended,
+                   options_.store->List({.states = {v1::SUCCEEDED, v1::FAILED, v1::CANCELLED}}));
   const absl::Time cutoff = absl::Now() - options_.keep_finished_jobs;
   int deleted = 0;
-  for (const v1::Job& job : ended) {
+  for (const v1::Job& job : ended.jobs) {
     const absl::Time end = absl::FromUnixSeconds(job.end_time().seconds());
     if (!job.has_end_time() || end >= cutoff) continue;
     absl::Status status = Delete(job.id());
@@ -343,8 +380,8 @@ absl::StatusOr<int> JobManager::SweepFinishedJobs() {
 void JobManager::SweeperLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!shutting_down_) {
-    sweeper_wake_.wait_for(lock, absl::ToChronoSeconds(options_.retention_sweep_interval),
-                           [this] { return shutting_down_; });
+    wake_.wait_for(lock, absl::ToChronoSeconds(options_.retention_sweep_interval),
+                   [this] { return shutting_down_; });
     if (shutting_down_) return;
     lock.unlock();
     absl::StatusOr<int> swept = SweepFinishedJobs();
@@ -360,6 +397,8 @@ void JobManager::SweeperLoop() {
 v1::GetCapabilitiesResponse JobManager::Capabilities() const {
   v1::GetCapabilitiesResponse caps = options_.runner->Capabilities();
   caps.set_max_concurrent_jobs(options_.max_concurrent_jobs);
+  caps.set_worker_id(options_.worker_id);
+  caps.set_job_store(options_.store->kind());
   return caps;
 }
 
@@ -367,38 +406,61 @@ absl::Status JobManager::Watch(const std::string& id, JobWatcher* watcher) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
-    if (it != active_.end()) {
+    // A job whose last event went out (it ended or was released here) is
+    // the store's to tell.
+    if (it != active_.end() && it->second->job.state() == v1::RUNNING) {
       if (static_cast<int>(it->second->watchers.size()) >= options_.max_watchers_per_job) {
         return absl::ResourceExhaustedError(
             absl::StrCat("job ", id, " already has ", it->second->watchers.size(),
                          " watchers, the most allowed (--max_watchers_per_job)"));
       }
-      v1::JobEvent event;
-      event.set_type(v1::JobEvent::SNAPSHOT);
-      *event.mutable_time() = TimeUtil::GetCurrentTime();
-      *event.mutable_job() = it->second->job;
-      watcher->OnJobEvent(event);
+      watcher->OnJobEvent(MakeJobEvent(v1::JobEvent::SNAPSHOT, it->second->job, ""));
       it->second->watchers.push_back(watcher);
       return absl::OkStatus();
     }
   }
-  ASSIGN_OR_RETURN(v1::Job job, options_.store->Get(id));
-  v1::JobEvent event;
-  *event.mutable_time() = TimeUtil::GetCurrentTime();
-  *event.mutable_job() = std::move(job);
-  event.set_type(v1::JobEvent::SNAPSHOT);
+  // Queued, ended, or running on another worker: the store's event log.
+  ASSIGN_OR_RETURN(JobSnapshot snapshot, options_.store->Snapshot(id));
+  v1::JobEvent event = MakeJobEvent(v1::JobEvent::SNAPSHOT, snapshot.job, "");
+  event.set_sequence(snapshot.last_event_seq);
+  if (IsTerminal(snapshot.job.state())) {
+    watcher->OnJobEvent(event);
+    event.set_type(v1::JobEvent::FINISHED);
+    watcher->OnJobEvent(event);
+    return absl::OkStatus();
+  }
+  if (follower_->Count(id) >= options_.max_watchers_per_job) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("job ", id, " already has ", follower_->Count(id),
+                     " watchers, the most allowed (--max_watchers_per_job)"));
+  }
   watcher->OnJobEvent(event);
-  event.set_type(v1::JobEvent::FINISHED);
-  watcher->OnJobEvent(event);
+  follower_->Follow(id, watcher, snapshot.last_event_seq);
   return absl::OkStatus();
 }
 
 void JobManager::Unwatch(const std::string& id, JobWatcher* watcher) {
+  // Under mu_ throughout: a job leaving this worker moves its watchers to
+  // the follower under mu_ too, so the watcher is found in one place or the
+  // other.
   std::lock_guard<std::mutex> lock(mu_);
+  follower_->Unfollow(id, watcher);
   auto it = active_.find(id);
   if (it == active_.end()) return;
   auto& watchers = it->second->watchers;
   watchers.erase(std::remove(watchers.begin(), watchers.end(), watcher), watchers.end());
+}
+
+void JobManager::StoreChanged(const std::string& job_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++changes_;
+    // A change to a job running here (a cancellation through another
+    // worker) is read back at once rather than at the next renewal.
+    if (!job_id.empty() && active_.count(job_id) > 0) renew_now_ = true;
+  }
+  wake_.notify_all();
+  follower_->Wake();
 }
 
 void JobManager::Shutdown() {
@@ -406,56 +468,85 @@ void JobManager::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return;
     shutting_down_ = true;
-    for (auto& [id, active] : active_) {
-      if (active->job.state() == v1::RUNNING) {
-        active->cancelled_by_shutdown = true;
-        active->cancel.store(true);
-      }
-    }
+    for (auto& [id, active] : active_) active->Stop(StopReason::kPreempted);
   }
-  work_available_.notify_all();
-  sweeper_wake_.notify_all();
+  wake_.notify_all();
+  // The workers release their jobs under leases the heartbeat still renews.
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  wake_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
   if (sweeper_.joinable()) sweeper_.join();
+  follower_->Shutdown();
 }
 
 void JobManager::WorkerLoop() {
+  uint64_t seen = 0;
+  bool claim_now = true;  // at start, and after each job: more may be queued
   while (true) {
-    ActiveJob* active = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_available_.wait(lock, [this] { return shutting_down_ || !queue_.empty(); });
-      if (shutting_down_) return;
-      active = active_.at(queue_.front()).get();
-      queue_.pop_front();
-      v1::Job& job = active->job;
-      job.set_state(v1::RUNNING);
-      *job.mutable_start_time() = TimeUtil::GetCurrentTime();
-      if (job.spec().has_max_duration()) {
-        const google::protobuf::Duration& d = job.spec().max_duration();
-        const absl::Duration limit = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-        if (limit > absl::ZeroDuration()) active->deadline = absl::Now() + limit;
+      if (!claim_now) {
+        wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.claim_poll_interval),
+                       [&] { return shutting_down_ || changes_ != seen; });
       }
-      active->metrics =
-          options_.metrics->StartJob(job.id(), job.spec().model(), job.effective_precision());
-      ++running_;
-      UpdateGaugesLocked();
-      PersistLocked(*active);
-      PublishLocked(*active, v1::JobEvent::STATE_CHANGED, "running");
+      if (shutting_down_) return;
+      seen = changes_;
     }
-    RunJob(*active);
+    claim_now = false;
+    // The lease runs from before the claim, as the database counts it.
+    const absl::Time claimed_at = absl::Now();
+    absl::StatusOr<std::optional<v1::Job>> claimed =
+        options_.store->Claim(options_.worker_id, options_.lease);
+    if (!claimed.ok()) {
+      LogError(absl::StrCat("claiming a job: ", claimed.status().ToString()));
+      continue;
+    }
+    if (!claimed->has_value()) continue;
+    // More may be queued: another idle worker thread tries too.
+    StoreChanged();
+    RunClaimed(**std::move(claimed), claimed_at);
+    claim_now = true;
   }
 }
 
-void JobManager::RunJob(ActiveJob& active) {
-  const std::string id = active.job.id();
-  LogInfo(absl::StrCat("job ", id, " running"));
+void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
+  const std::string id = claimed.id();
+  auto owned = std::make_unique<ActiveJob>();
+  ActiveJob& active = *owned;
+  active.lease = {options_.worker_id, claimed.attempt()};
+  active.claimed_at = claimed_at;
+  active.lease_valid_until_ns = absl::ToUnixNanos(active.claimed_at + options_.lease);
+  if (claimed.spec().has_max_duration()) {
+    const absl::Duration limit = ToDuration(claimed.spec().max_duration());
+    if (limit > absl::ZeroDuration()) active.deadline = absl::Now() + limit;
+  }
+  active.metrics =
+      options_.metrics->StartJob(id, claimed.spec().model(), claimed.effective_precision());
+  active.job = std::move(claimed);
+  active.last_persisted = active.claimed_at;  // the claim wrote the job
+  // What the store holds up to the claim reaches this worker's watchers of
+  // the job first; from here on this worker streams its events itself.
+  follower_->CatchUp(id);
   v1::Job job;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (auto it = active_.find(id); it != active_.end()) {
+      // This worker lost the job's lease (it was frozen past it) and has
+      // claimed the job's next attempt: the old run stops first.
+      LoseLocked(*it->second, "this worker claimed the job's next attempt");
+      wake_.wait(lock, [&] { return active_.count(id) == 0; });
+    }
+    // A shutdown that began while this job was claimed releases it at once.
+    if (shutting_down_) active.Stop(StopReason::kPreempted);
+    if (active.job.cancel_requested()) active.Stop(StopReason::kCancelled);
     job = active.job;
+    active.watchers = follower_->Take(id);
+    active_.emplace(id, std::move(owned));
   }
+  RefreshGauges();
+  LogInfo(absl::StrCat("job ", id, " running (attempt ", job.attempt(), " on ", options_.worker_id,
+                       ")"));
   Context context(*this, active);
   absl::StatusOr<v1::JobResult> result;
   // Runners turn LibTorch errors into Status themselves; this is the last
@@ -467,72 +558,220 @@ void JobManager::RunJob(ActiveJob& active) {
   } catch (...) {
     result = absl::InternalError("unexpected non-standard exception");
   }
-
-  std::lock_guard<std::mutex> lock(mu_);
-  if (result.ok()) {
-    FinishLocked(active, v1::SUCCEEDED, "", &*result);
-  } else if (active.timed_out.load() && !active.cancel.load()) {
-    const google::protobuf::Duration& d = active.job.spec().max_duration();
-    FinishLocked(active, v1::FAILED,
-                 absl::StrCat("DEADLINE_EXCEEDED: the job exceeded its max_duration of ",
-                              absl::FormatDuration(absl::Seconds(d.seconds()) +
-                                                   absl::Nanoseconds(d.nanos())),
-                              " and was stopped (", result.status().message(),
-                              "); resume it with resume_from if it wrote a checkpoint"),
-                 nullptr);
-  } else if (active.cancel.load() && absl::IsCancelled(result.status())) {
-    FinishLocked(
-        active, v1::CANCELLED,
-        active.cancelled_by_shutdown ? "mantissad shut down while the job was running" : "",
-        nullptr);
-  } else {
-    FinishLocked(active, v1::FAILED, std::string(result.status().message()), nullptr);
-  }
-  --running_;
+  FinishRun(active, result);  // and `active` is gone
   options_.metrics->RetireJob(id);
-  active_.erase(id);
-  UpdateGaugesLocked();
+  wake_.notify_all();  // the heartbeat ends once a shutdown's last job is out
+  RefreshGauges();
 }
 
-void JobManager::PersistLocked(ActiveJob& active) {
-  if (absl::Status s = options_.store->Put(active.job); !s.ok()) {
-    // The job goes on; the store catches up at the next state change.
-    LogError(absl::StrCat("job ", active.job.id(), ": ", s.ToString()));
+void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult>& result) {
+  v1::Job job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job = active.job;
+  }
+  const StopReason stop = active.stop.load();
+  const absl::Time now = absl::Now();
+  if (stop == StopReason::kLeaseLost) {
+    std::lock_guard<std::mutex> lock(mu_);
+    LoseLocked(active, "its lease expired");
+    LogWarning(absl::StrCat("job ", job.id(), ": stopped without writing; the job is no longer ",
+                            "this worker's"));
+    active_.erase(job.id());
     return;
   }
-  active.last_persisted = absl::Now();
+  v1::JobEvent::Type type = v1::JobEvent::FINISHED;
+  std::string message;
+  // A user's cancellation wins over a shutdown's release.
+  if (stop == StopReason::kPreempted && absl::IsCancelled(result.status()) &&
+      !job.cancel_requested()) {
+    message = job.has_checkpoint()
+                  ? absl::StrCat("released: worker ", options_.worker_id,
+                                 " shut down; the job resumes from its checkpoint at step ",
+                                 job.checkpoint().step())
+                  : absl::StrCat("released: worker ", options_.worker_id,
+                                 " shut down before the job's first checkpoint");
+    MarkReleased(job, message, now);
+    type = v1::JobEvent::STATE_CHANGED;
+  } else {
+    v1::JobState state = v1::FAILED;
+    std::string error;
+    if (result.ok()) {
+      state = v1::SUCCEEDED;
+      *job.mutable_result() = *result;
+    } else if (active.timed_out.load() && stop == StopReason::kCancelled &&
+               !job.cancel_requested()) {
+      error = absl::StrCat("DEADLINE_EXCEEDED: the job exceeded its max_duration of ",
+                           absl::FormatDuration(ToDuration(job.spec().max_duration())),
+                           " and was stopped (", result.status().message(),
+                           "); resume it with resume_from if it wrote a checkpoint");
+    } else if ((stop == StopReason::kCancelled || job.cancel_requested()) &&
+               absl::IsCancelled(result.status())) {
+      state = v1::CANCELLED;
+    } else {
+      error = std::string(result.status().message());
+    }
+    MarkFinished(job, state, error, now);
+    message = error.empty() ? v1::JobState_Name(state)
+                            : absl::StrCat(v1::JobState_Name(state), ": ", error);
+    options_.metrics->JobFinished(v1::JobState_Name(state), job.effective_precision());
+  }
+  v1::JobEvent event = MakeJobEvent(type, job, message);
+  {
+    // Never behind the store: a Get here must not answer older than one
+    // that read the store a moment before.
+    std::lock_guard<std::mutex> lock(mu_);
+    active.job = job;
+  }
+  const bool written = WriteFinal(active, job, event);
+  // Before anyone can see the job leave: the gauges count it already.
+  RefreshGauges();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!written) {
+    LoseLocked(active, "its final state was refused");
+    active_.erase(job.id());
+    return;
+  }
+  PublishLocked(active, event);
+  if (type != v1::JobEvent::FINISHED) {
+    // Released: the next attempt runs elsewhere; these watchers follow the
+    // store from this event on.
+    for (JobWatcher* w : active.watchers) {
+      follower_->Follow(job.id(), w, event.sequence());
+    }
+  }
+  active.watchers.clear();
+  LogInfo(absl::StrCat("job ", job.id(), " ", message));
+  // From here on Get, Watch and Delete read the store.
+  active_.erase(job.id());
 }
 
-void JobManager::PublishLocked(ActiveJob& active, v1::JobEvent::Type type,
-                               const std::string& message) {
-  if (active.watchers.empty()) return;
-  v1::JobEvent event;
-  event.set_type(type);
-  *event.mutable_time() = TimeUtil::GetCurrentTime();
-  *event.mutable_job() = active.job;
-  event.set_message(message);
+bool JobManager::WriteFinal(ActiveJob& active, const v1::Job& job, v1::JobEvent& event) {
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (true) {
+    absl::StatusOr<int64_t> seq = options_.store->Update(job, active.lease, &event);
+    if (seq.ok()) {
+      event.set_sequence(*seq);
+      return true;
+    }
+    // The write is fenced, so retrying is safe for as long as no other
+    // worker could have taken the job over (and for a lease beyond, as the
+    // other workers' sweeps may be cut off from the database too).
+    if (absl::IsAborted(seq.status()) ||
+        absl::ToUnixNanos(absl::Now() - options_.lease) > active.lease_valid_until_ns.load()) {
+      // Another worker owns the job now (or will once the sweep sees the
+      // lease): its attempt decides how the job ends.
+      LogWarning(absl::StrCat("job ", job.id(), ": final state not written, the job is no longer ",
+                              "this worker's: ", seq.status().message()));
+      return false;
+    }
+    LogError(absl::StrCat("job ", job.id(), ": writing its final state: ", seq.status().ToString(),
+                          "; retrying"));
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+void JobManager::HeartbeatLoop() {
+  const absl::Duration interval = options_.lease / 3;
+  // Runs on through shutdown until the workers have released their jobs.
+  const auto done = [this] { return shutting_down_ && active_.empty(); };
+  absl::Time last_sweep = absl::Now();
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!done()) {
+    wake_.wait_for(lock, absl::ToChronoMilliseconds(interval),
+                   [&] { return done() || renew_now_; });
+    if (done()) return;
+    renew_now_ = false;
+    lock.unlock();
+    // A wake-up for a job running here (every persisted progress of it
+    // notifies too) renews at once; the sweep keeps its own pace.
+    const bool sweep = absl::Now() - last_sweep >= interval;
+    if (sweep) last_sweep = absl::Now();
+    Heartbeat(sweep);
+    lock.lock();
+  }
+}
+
+void JobManager::Heartbeat(bool sweep) {
+  const absl::Time start = absl::Now();
+  // Only the jobs still running here: one given up on (its lease ran out
+  // while the database was unreachable) is left to the expiry sweep.
+  std::vector<std::string> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, active] : active_) {
+      if (active->stop.load() != StopReason::kLeaseLost) running.push_back(id);
+    }
+  }
+  absl::StatusOr<std::vector<HeldLease>> held =
+      options_.store->Renew(options_.worker_id, options_.lease, running);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!held.ok()) {
+      LogError(absl::StrCat("renewing leases: ", held.status().ToString()));
+      // Each job stops by itself once its lease may have run out.
+    } else {
+      std::set<std::pair<std::string, int32_t>> ours;
+      for (const HeldLease& h : *held) {
+        ours.insert({h.job_id, h.attempt});
+        auto it = active_.find(h.job_id);
+        if (it == active_.end() || h.attempt != it->second->lease.attempt) continue;
+        it->second->lease_valid_until_ns = absl::ToUnixNanos(start + options_.lease);
+        if (h.cancel_requested && !it->second->job.cancel_requested()) {
+          it->second->job.set_cancel_requested(true);
+          it->second->Stop(StopReason::kCancelled);
+        }
+      }
+      for (auto& [id, active] : active_) {
+        // A job claimed after the renewal began is not in its answer.
+        if (active->claimed_at < start && !ours.count({id, active->lease.attempt})) {
+          LoseLocked(*active, "the store no longer lists this worker's lease");
+        }
+      }
+    }
+  }
+  if (!sweep) return;
+  absl::StatusOr<std::vector<v1::Job>> expired = options_.store->ExpireLeases();
+  if (!expired.ok()) {
+    LogError(absl::StrCat("lease expiry sweep: ", expired.status().ToString()));
+  } else {
+    for (const v1::Job& job : *expired) {
+      const bool requeued = job.state() == v1::QUEUED;
+      LogWarning(
+          absl::StrCat("job ", job.id(), ": its worker's lease expired; ",
+                       requeued ? absl::StrCat("queued again as attempt ", job.attempt())
+                                : absl::StrCat(v1::JobState_Name(job.state()), ": ", job.error())));
+      if (!requeued) {
+        options_.metrics->JobFinished(v1::JobState_Name(job.state()), job.effective_precision());
+      }
+    }
+    if (!expired->empty()) StoreChanged();
+  }
+  RefreshGauges();
+}
+
+void JobManager::RefreshGauges() {
+  absl::StatusOr<JobCounts> counts = options_.store->Count();
+  if (!counts.ok()) return;  // the next heartbeat tries again
+  options_.metrics->SetJobsQueued(static_cast<int>(counts->queued));
+  options_.metrics->SetJobsRunning(static_cast<int>(counts->running));
+}
+
+void JobManager::PublishLocked(ActiveJob& active, const v1::JobEvent& event) {
   for (JobWatcher* watcher : active.watchers) watcher->OnJobEvent(event);
 }
 
-void JobManager::FinishLocked(ActiveJob& active, v1::JobState state, const std::string& error,
-                              const v1::JobResult* result) {
-  v1::Job& job = active.job;
-  job.set_state(state);
-  job.set_error(error);
-  if (result != nullptr) *job.mutable_result() = *result;
-  *job.mutable_end_time() = TimeUtil::GetCurrentTime();
-  PersistLocked(active);
-  options_.metrics->JobFinished(v1::JobState_Name(state), job.effective_precision());
-  const std::string message = error.empty() ? v1::JobState_Name(state)
-                                            : absl::StrCat(v1::JobState_Name(state), ": ", error);
-  PublishLocked(active, v1::JobEvent::FINISHED, message);
+void JobManager::LoseLocked(ActiveJob& active, const std::string& why) {
+  if (active.stop.exchange(StopReason::kLeaseLost) != StopReason::kLeaseLost) {
+    LogWarning(
+        absl::StrCat("job ", active.job.id(), ": lease lost, stopping it at once (", why, ")"));
+  }
+  // Its watchers follow whichever worker runs it next, through the store.
+  for (JobWatcher* w : active.watchers) {
+    follower_->Follow(active.job.id(), w, active.last_seq);
+  }
   active.watchers.clear();
-  LogInfo(absl::StrCat("job ", job.id(), " ", message));
-}
-
-void JobManager::UpdateGaugesLocked() {
-  options_.metrics->SetJobsQueued(static_cast<int>(queue_.size()));
-  options_.metrics->SetJobsRunning(running_);
 }
 
 }  // namespace mantissa

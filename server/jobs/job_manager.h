@@ -3,7 +3,6 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,39 +14,43 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "mantissa/v1/training.pb.h"
+#include "server/jobs/event_follower.h"
 #include "server/jobs/job_runner.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/job_watcher.h"
 #include "server/metrics/metrics.h"
 
 namespace mantissa {
 
-// Receives the events of one job. Called with the manager's lock held, in
-// event order: it must return quickly and must not call into the manager.
-class JobWatcher {
- public:
-  virtual ~JobWatcher() = default;
-  virtual void OnJobEvent(const v1::JobEvent& event) = 0;
-};
-
-// Owns the life of training jobs: validation at submission, a FIFO queue,
-// `max_concurrent_jobs` worker threads that call the JobRunner, cancellation,
-// events for watchers, and write-through persistence to the JobStore.
-// On creation it recovers the store: jobs that were RUNNING when the daemon
-// died are marked FAILED, QUEUED jobs are queued again. Thread-safe.
+// One worker's share of the jobs of a job store that may be shared by a
+// fleet: validation at submission, `max_concurrent_jobs` threads that claim
+// queued jobs from the store and call the JobRunner, a heartbeat that renews
+// their leases (and sweeps expired ones of any worker), cancellation,
+// watchers and fenced write-through persistence. Every call works for any
+// job in the store, whichever worker runs it. Thread-safe.
 class JobManager {
  public:
   struct Options {
     JobStore* store = nullptr;    // not owned; outlives the manager
     JobRunner* runner = nullptr;  // not owned; outlives the manager
     Metrics* metrics = nullptr;   // not owned; outlives the manager
+    // This process's name in the store (--worker_id): unique per process.
+    std::string worker_id = "worker";
+    // A claimed job is this worker's while it renews the lease (every third
+    // of it). A worker that cannot renew for this long stops its jobs.
+    absl::Duration lease = absl::Seconds(30);
+    // The only worker of its store (SQLite): jobs RUNNING at start-up
+    // belonged to this daemon's previous life and are expired at once.
+    bool sole_worker = true;
     int max_concurrent_jobs = 1;
     // Admission caps on QUEUED jobs (RESOURCE_EXHAUSTED beyond them): in all,
     // and per principal (the anonymous principal "" counts as one).
     int max_queued_jobs = 1000;
     int max_queued_jobs_per_principal = 100;
-    // Progress events reach watchers at once but the store at most this often.
+    // Progress events reach this worker's watchers at once but the store
+    // (and watchers through other workers) at most this often.
     absl::Duration progress_persist_interval = absl::Seconds(1);
-    // WatchJob streams per job; RESOURCE_EXHAUSTED beyond.
+    // WatchJob streams per job and worker; RESOURCE_EXHAUSTED beyond.
     int max_watchers_per_job = 16;
     // The directory of the job directories (<state_dir>/jobs): DeleteJob and
     // the retention sweep remove <jobs_dir>/<id>. Empty: no files to remove.
@@ -56,6 +59,10 @@ class JobManager {
     // then every `retention_sweep_interval`. Zero: kept forever.
     absl::Duration keep_finished_jobs = absl::ZeroDuration();
     absl::Duration retention_sweep_interval = absl::Hours(1);
+    // Fallbacks for lost store notifications: idle workers try to claim, and
+    // watchers through this worker read new events, at least this often.
+    absl::Duration claim_poll_interval = absl::Seconds(1);
+    absl::Duration watch_poll_interval = absl::Milliseconds(500);
   };
 
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(Options options);
@@ -66,10 +73,11 @@ class JobManager {
   // `principal` (who submits; "" without authentication) is recorded on the job.
   absl::StatusOr<v1::Job> Submit(const v1::JobSpec& spec, const std::string& principal = "");
   absl::StatusOr<v1::Job> Get(const std::string& id);
-  // Newest first; with `principal`, only the jobs it submitted.
-  absl::StatusOr<std::vector<v1::Job>> List(const std::vector<v1::JobState>& states, int limit,
-                                            const std::optional<std::string>& principal = {});
-  // QUEUED: cancelled now. RUNNING: asked to stop; it ends within one step.
+  // Newest first, one page of `query.limit` (0 = all); with
+  // `query.principal`, only the jobs it submitted.
+  absl::StatusOr<JobPage> List(const JobQuery& query);
+  // QUEUED: cancelled now. RUNNING (on any worker): asked to stop; it ends
+  // within one step, plus one heartbeat when another worker runs it.
   // Ended jobs: FAILED_PRECONDITION.
   absl::StatusOr<v1::Job> Cancel(const std::string& id);
   // Removes an ended job: its record and its directory with every
@@ -84,55 +92,58 @@ class JobManager {
   // Sends `watcher` a SNAPSHOT now and every later event of the job. For a
   // job that already ended, SNAPSHOT is followed by FINISHED and the watcher
   // is not kept. Otherwise the watcher stays registered until Unwatch, after
-  // which it receives no more calls.
+  // which it receives no more calls. A job running on this worker streams
+  // every event; others stream the events the store keeps (PROGRESS at most
+  // every progress_persist_interval).
   absl::Status Watch(const std::string& id, JobWatcher* watcher);
   void Unwatch(const std::string& id, JobWatcher* watcher);
 
-  // Refuses new jobs, cancels running ones (they end CANCELLED, queued ones
-  // stay QUEUED in the store for the next start) and joins the workers.
+  // The store's change notifications (JobStore::SetChangeListener), with
+  // the job's id when known: wakes idle workers, the event follower, and the
+  // heartbeat when the job runs here. Cheap; any thread.
+  void StoreChanged(const std::string& job_id = "");
+
+  // Refuses new jobs, stops claiming, and stops each running job at its
+  // current step with a checkpoint, releasing it to the queue for another
+  // worker (or this daemon's next start); then joins the threads.
   // Idempotent.
   void Shutdown();
 
  private:
   class Context;
-  struct ActiveJob {
-    v1::Job job;
-    std::atomic<bool> cancel{false};
-    // Set when the job starts: start + spec.max_duration. Past it the job
-    // is stopped as by a cancellation, and `timed_out` says why.
-    absl::Time deadline = absl::InfiniteFuture();
-    std::atomic<bool> timed_out{false};
-    bool cancelled_by_shutdown = false;
-    std::vector<JobWatcher*> watchers;
-    absl::Time last_persisted = absl::InfinitePast();
-    std::shared_ptr<JobMetrics> metrics;
-  };
+  struct ActiveJob;
 
-  explicit JobManager(Options options) : options_(std::move(options)) {}
-  absl::Status Recover();
-  absl::StatusOr<v1::JobSpec> ResumeSpec(const v1::JobSpec& spec);
+  explicit JobManager(Options options);
   void WorkerLoop();
+  void HeartbeatLoop();
   void SweeperLoop();
-  void RunJob(ActiveJob& active);
+  // Renews this worker's leases; with `sweep`, also expires everyone's
+  // run-out leases and refreshes the fleet's gauges.
+  void Heartbeat(bool sweep);
+  void RunClaimed(v1::Job job, absl::Time claimed_at);
+  // Writes how the run ended, tells the watchers, and removes `active`.
+  void FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult>& result);
+  absl::StatusOr<v1::JobSpec> ResumeSpec(const v1::JobSpec& spec);
+  // Writes `job` under the active job's lease, retrying while the store is
+  // unreachable and the lease may still hold; false once it does not.
+  bool WriteFinal(ActiveJob& active, const v1::Job& job, v1::JobEvent& event);
+  void RefreshGauges();
 
   // All *Locked methods need mu_ held.
-  void PersistLocked(ActiveJob& active);
-  void PublishLocked(ActiveJob& active, v1::JobEvent::Type type, const std::string& message);
-  void FinishLocked(ActiveJob& active, v1::JobState state, const std::string& error,
-                    const v1::JobResult* result);
-  void UpdateGaugesLocked();
-  absl::Status CheckQueueCapsLocked(const std::string& principal) const;
+  void PublishLocked(ActiveJob& active, const v1::JobEvent& event);
+  void LoseLocked(ActiveJob& active, const std::string& why);
 
   const Options options_;
+  std::unique_ptr<EventFollower> follower_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_available_;
-  std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // queued or running
-  std::deque<std::string> queue_;
-  int running_ = 0;
+  std::condition_variable wake_;  // workers, heartbeat, sweeper: a change or shutdown
+  uint64_t changes_ = 0;          // StoreChanged calls, so workers see a wake-up
+  bool renew_now_ = false;        // a job running here changed in the store
+  std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // running here
   bool shutting_down_ = false;
   std::vector<std::thread> workers_;
-  std::condition_variable sweeper_wake_;  // with mu_: shutdown
+  std::thread heartbeat_;
   std::thread sweeper_;
 };
 

@@ -11,15 +11,26 @@
 
 namespace mantissa {
 
+// Why a job is asked to stop, which decides what it keeps as it stops.
+enum class StopReason {
+  kNone,
+  kCancelled,  // CancelJob, or its max_duration passed
+  kPreempted,  // the worker shuts down: checkpoint now, another attempt resumes
+  kLeaseLost,  // the job is no longer this worker's: write nothing more
+};
+
 // The running job as the runner sees it. Implemented by JobManager; every
 // method is safe to call from the job's worker thread.
 class JobContext {
  public:
   virtual ~JobContext() = default;
 
-  // True once CancelJob or shutdown asked the job to stop. Runners check it
+  // True once the job is asked to stop (see StopReason). Runners check it
   // every step and then return absl::CancelledError.
   virtual bool cancelled() const = 0;
+  virtual StopReason stop_reason() const {
+    return cancelled() ? StopReason::kCancelled : StopReason::kNone;
+  }
 
   // Applies `mutate` to the stored job, persists it and publishes an event
   // of `type` to watchers. Must not call back into the JobManager.

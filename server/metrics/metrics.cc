@@ -1,5 +1,7 @@
 #include "server/metrics/metrics.h"
 
+#include <map>
+#include <string>
 #include <utility>
 
 namespace mantissa {
@@ -25,6 +27,13 @@ prometheus::Histogram::BucketBoundaries RequestBuckets() {
 // Items per merged forward, up to the largest max_batch_size.
 prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
   return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+}
+
+// Every series carries the worker that reports it, so a fleet's series do
+// not collide; a lone daemon without --worker_id adds none.
+std::map<std::string, std::string> WorkerLabel(const Metrics::Options& options) {
+  if (options.worker.empty()) return {};
+  return {{"worker", options.worker}};
 }
 
 }  // namespace
@@ -76,91 +85,112 @@ Metrics::Metrics(Options options)
       jobs_submitted_(BuildCounter()
                           .Name("mantissa_jobs_submitted_total")
                           .Help("Training jobs accepted by SubmitJob.")
+                          .Labels(WorkerLabel(options))
                           .Register(*registry_)),
       jobs_finished_(BuildCounter()
                          .Name("mantissa_jobs_finished_total")
                          .Help("Training jobs that reached a terminal state.")
+                         .Labels(WorkerLabel(options))
                          .Register(*registry_)),
       jobs_running_(BuildGauge()
                         .Name("mantissa_jobs_running")
-                        .Help("Training jobs running now.")
+                        .Help("Training jobs running now, on every worker of the job store.")
+                        .Labels(WorkerLabel(options))
                         .Register(*registry_)
                         .Add({})),
       jobs_queued_(BuildGauge()
                        .Name("mantissa_jobs_queued")
-                       .Help("Training jobs waiting for a worker.")
+                       .Help("Training jobs waiting for a worker, in the whole job store.")
+                       .Labels(WorkerLabel(options))
                        .Register(*registry_)
                        .Add({})),
       train_steps_(BuildCounter()
                        .Name("mantissa_train_steps_total")
                        .Help("Optimizer steps taken, per job.")
+                       .Labels(WorkerLabel(options))
                        .Register(*registry_)),
       train_loss_(BuildGauge()
                       .Name("mantissa_train_loss")
                       .Help("Mean training loss over the last progress interval.")
+                      .Labels(WorkerLabel(options))
                       .Register(*registry_)),
       train_items_per_second_(BuildGauge()
                                   .Name("mantissa_train_items_per_second")
                                   .Help("Training throughput over the last progress interval.")
+                                  .Labels(WorkerLabel(options))
                                   .Register(*registry_)),
       step_duration_(BuildHistogram()
                          .Name("mantissa_train_step_duration_seconds")
                          .Help("Wall time of one training step, by precision.")
+                         .Labels(WorkerLabel(options))
                          .Register(*registry_)),
       scaler_skipped_(BuildCounter()
                           .Name("mantissa_grad_scaler_skipped_steps_total")
                           .Help("Optimizer steps the grad scaler skipped for inf/NaN gradients.")
+                          .Labels(WorkerLabel(options))
                           .Register(*registry_)),
       scaler_scale_(BuildGauge()
                         .Name("mantissa_grad_scaler_scale")
                         .Help("The grad scaler's current loss scale.")
+                        .Labels(WorkerLabel(options))
                         .Register(*registry_)),
       memory_peak_(BuildGauge()
                        .Name("mantissa_memory_peak_bytes")
                        .Help("Peak bytes allocated by the job's training steps (measured).")
+                       .Labels(WorkerLabel(options))
                        .Register(*registry_)),
       memory_baseline_(BuildGauge()
                            .Name("mantissa_memory_fp32_baseline_peak_bytes")
                            .Help("Peak bytes of a 32-true run of the same model and batch.")
+                           .Labels(WorkerLabel(options))
                            .Register(*registry_)),
       memory_savings_(BuildGauge()
                           .Name("mantissa_memory_savings_ratio")
                           .Help("1 - peak / fp32 baseline peak.")
+                          .Labels(WorkerLabel(options))
                           .Register(*registry_)),
       inference_requests_(BuildCounter()
                               .Name("mantissa_inference_requests_total")
                               .Help("Inference requests to served models, by outcome.")
+                              .Labels(WorkerLabel(options))
                               .Register(*registry_)),
       inference_duration_(BuildHistogram()
                               .Name("mantissa_inference_request_duration_seconds")
                               .Help("Time from receiving an inference request to its answer.")
+                              .Labels(WorkerLabel(options))
                               .Register(*registry_)),
       inference_batch_size_(BuildHistogram()
                                 .Name("mantissa_inference_batch_size")
                                 .Help("Items per forward of a model's dynamic batcher.")
+                                .Labels(WorkerLabel(options))
                                 .Register(*registry_)),
       cast_max_abs_diff_(BuildGauge()
                              .Name("mantissa_model_cast_max_abs_diff")
                              .Help("Max |cast - fp32| over the calibration outputs at load.")
+                             .Labels(WorkerLabel(options))
                              .Register(*registry_)),
       cast_mean_rel_diff_(BuildGauge()
                               .Name("mantissa_model_cast_mean_rel_diff")
                               .Help("mean |cast - fp32| / mean |fp32| on the calibration batch.")
+                              .Labels(WorkerLabel(options))
                               .Register(*registry_)),
       cast_top1_agreement_(BuildGauge()
                                .Name("mantissa_model_cast_top1_agreement")
                                .Help("Fraction of calibration argmax predictions the cast model "
                                      "shares with fp32.")
+                               .Labels(WorkerLabel(options))
                                .Register(*registry_)),
       device_memory_used_(BuildGauge()
                               .Name("mantissa_device_memory_used_bytes")
                               .Help("Memory in use on the device: the process's resident set "
                                     "on cpu, the driver's used bytes on a GPU.")
+                              .Labels(WorkerLabel(options))
                               .Register(*registry_)),
       device_memory_total_(BuildGauge()
                                .Name("mantissa_device_memory_total_bytes")
                                .Help("Memory the device has: MemTotal on cpu, the driver's "
                                      "total bytes on a GPU.")
+                               .Labels(WorkerLabel(options))
                                .Register(*registry_)),
       job_families_{train_steps_,   train_loss_,      train_items_per_second_,
                     step_duration_, scaler_skipped_,  scaler_scale_,

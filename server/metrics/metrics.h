@@ -143,6 +143,8 @@ class Metrics {
     // Series labelled by job are kept for this many finished jobs, so label
     // cardinality stays bounded on a long-running worker.
     int max_finished_jobs = 50;
+    // A constant `worker` label on every series (--worker_id); empty: none.
+    std::string worker;
   };
 
   explicit Metrics(Options options);

@@ -1,12 +1,19 @@
 #include "server/service/training_service.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "server/common/status_macros.h"
 #include "server/service/grpc_status.h"
 
 namespace mantissa {
@@ -23,6 +30,115 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context, const abs
 constexpr char kTorchScriptModel[] = "torchscript";
 
 constexpr size_t kListJobsBudgetBytes = (4 << 20) - (64 << 10);
+// Longer than any stored model, precision or name (Submit caps them), so a
+// longer filter can only be a mistake; it is refused before it reaches SQL.
+constexpr size_t kMaxListFilterBytes = 256;
+// next_page_token: the prefix, then the store sequence the next page starts
+// before. Clients pass it back unchanged; the prefix leaves room to change it.
+constexpr absl::string_view kPageTokenPrefix = "p";
+constexpr size_t kMaxPageTokenBytes = 20;  // the prefix and an int64's digits
+
+std::string EncodePageToken(int64_t before_seq) {
+  return before_seq > 0 ? absl::StrCat(kPageTokenPrefix, before_seq) : "";
+}
+
+// The before_seq a page token stands for; 0 for none (the newest jobs).
+absl::StatusOr<int64_t> DecodePageToken(absl::string_view token) {
+  if (token.empty()) return 0;
+  absl::string_view digits = token;
+  int64_t seq = 0;
+  if (token.size() <= kMaxPageTokenBytes && absl::ConsumePrefix(&digits, kPageTokenPrefix) &&
+      !digits.empty() && std::all_of(digits.begin(), digits.end(), absl::ascii_isdigit) &&
+      absl::SimpleAtoi(digits, &seq) && seq > 0) {
+    return seq;
+  }
+  // Not echoed: it may be anything, of any size.
+  return absl::InvalidArgumentError(
+      "page_token: is not a next_page_token of ListJobs; pass one back unchanged, or leave it "
+      "empty to start from the newest job");
+}
+
+absl::Status CheckListFilter(const char* field, const std::string& value) {
+  if (value.size() <= kMaxListFilterBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": must be at most ", kMaxListFilterBytes, " bytes, got ", value.size()));
+}
+
+absl::StatusOr<std::vector<v1::JobState>> ListStates(const v1::ListJobsRequest& request) {
+  std::vector<v1::JobState> states;
+  for (int s : request.states()) {
+    if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "states: ", s,
+          " is not a job state; valid states: QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED"));
+    }
+    states.push_back(static_cast<v1::JobState>(s));
+  }
+  return states;
+}
+
+absl::StatusOr<JobQuery> ListQuery(const v1::ListJobsRequest& request, const Caller& caller) {
+  JobQuery query;
+  ASSIGN_OR_RETURN(query.states, ListStates(request));
+  if (request.limit() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("limit: must be >= 0, got ", request.limit()));
+  }
+  query.limit = request.limit();
+  RETURN_IF_ERROR(CheckListFilter("model", request.model()));
+  RETURN_IF_ERROR(CheckListFilter("precision", request.precision()));
+  RETURN_IF_ERROR(CheckListFilter("name", request.name()));
+  query.model = request.model();
+  query.precision = request.precision();
+  query.name = request.name();
+  ASSIGN_OR_RETURN(query.before_seq, DecodePageToken(request.page_token()));
+  // train principals list only their own jobs; everyone else lists all.
+  if (!caller.SeesAllJobs()) query.principal = caller.principal;
+  return query;
+}
+
+// How many of `jobs`, from the first, fit in what every gRPC client accepts
+// by default (4 MiB).
+size_t JobsWithinBudget(const std::vector<v1::Job>& jobs) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    bytes += jobs[i].ByteSizeLong() + 8;  // with its tag and length
+    if (bytes > kListJobsBudgetBytes) return i;
+  }
+  return jobs.size();
+}
+
+struct BudgetedPage {
+  JobPage page;
+  int64_t left_out = 0;  // jobs the page was cut short by: the next page starts with them
+  int64_t skipped = 0;   // jobs larger than any answer, stepped over
+};
+
+// One page of `query` that fits in an answer: a long history, or records from
+// before the field caps, must not make the listing fail for good. A page that
+// does not fit is asked for again with only the jobs that fit, so that the
+// store's cursor falls right after the last job returned and the next page
+// misses none. Each retry asks for fewer jobs, so the loop ends.
+absl::StatusOr<BudgetedPage> ListWithinBudget(JobManager& manager, JobQuery query) {
+  BudgetedPage result;
+  std::optional<size_t> first_size;
+  for (;;) {
+    ASSIGN_OR_RETURN(result.page, manager.List(query));
+    const size_t size = result.page.jobs.size();
+    if (!first_size) first_size = size;
+    const size_t fit = JobsWithinBudget(result.page.jobs);
+    if (fit == 0 && size == 1) {
+      // The newest job alone is larger than any answer: step over it.
+      result.page.jobs.clear();
+      result.skipped = 1;
+    }
+    if (fit == size || result.skipped > 0) {
+      const size_t shown = result.page.jobs.size() + result.skipped;
+      result.left_out = *first_size > shown ? *first_size - shown : 0;
+      return result;
+    }
+    query.limit = fit > 0 ? static_cast<int>(fit) : 1;
+  }
+}
 
 absl::Status RequireJobId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("job_id: is required");
@@ -203,45 +319,19 @@ grpc::ServerUnaryReactor* TrainingService::ListJobs(grpc::CallbackServerContext*
   absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kReadJobs,
                                                          "mantissa.v1.TrainingService/ListJobs");
   if (!caller.ok()) return Finish(context, caller.status());
-  std::vector<v1::JobState> states;
-  for (int s : request->states()) {
-    if (!v1::JobState_IsValid(s) || s == v1::JOB_STATE_UNSPECIFIED) {
-      return Finish(context, absl::InvalidArgumentError(
-                                 absl::StrCat("states: ", s,
-                                              " is not a job state; valid states: QUEUED, RUNNING, "
-                                              "SUCCEEDED, FAILED, CANCELLED")));
-    }
-    states.push_back(static_cast<v1::JobState>(s));
+  absl::StatusOr<JobQuery> query = ListQuery(*request, *caller);
+  if (!query.ok()) return Finish(context, query.status());
+  absl::StatusOr<BudgetedPage> listed = ListWithinBudget(*manager_, *std::move(query));
+  if (!listed.ok()) return Finish(context, listed.status());
+  for (v1::Job& job : listed->page.jobs) *response->add_jobs() = std::move(job);
+  response->set_next_page_token(EncodePageToken(listed->page.next_before_seq));
+  if (listed->left_out > 0) {
+    context->AddTrailingMetadata(kJobsLeftOutMetadata, absl::StrCat(listed->left_out));
   }
-  if (request->limit() < 0) {
-    return Finish(context, absl::InvalidArgumentError(
-                               absl::StrCat("limit: must be >= 0, got ", request->limit())));
+  if (listed->skipped > 0) {
+    context->AddTrailingMetadata(kJobsSkippedMetadata, absl::StrCat(listed->skipped));
   }
-  // train principals list only their own jobs; everyone else lists all.
-  std::optional<std::string> owner;
-  if (!caller->SeesAllJobs()) owner = caller->principal;
-  absl::StatusOr<std::vector<v1::Job>> jobs = manager_->List(states, request->limit(), owner);
-  if (jobs.ok()) {
-    // The newest jobs that fit in what every gRPC client accepts by default
-    // (4 MiB): a long history, or records from before the field caps, must
-    // not make the listing fail for good. The count left out goes back in
-    // trailing metadata.
-    size_t bytes = 0;
-    int64_t left_out = 0;
-    for (v1::Job& job : *jobs) {
-      const size_t size = job.ByteSizeLong() + 8;  // with its tag and length
-      if (left_out > 0 || bytes + size > kListJobsBudgetBytes) {
-        ++left_out;
-        continue;
-      }
-      bytes += size;
-      *response->add_jobs() = std::move(job);
-    }
-    if (left_out > 0) {
-      context->AddTrailingMetadata(std::string(kJobsLeftOutMetadata), absl::StrCat(left_out));
-    }
-  }
-  return Finish(context, jobs.status());
+  return Finish(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* TrainingService::CancelJob(grpc::CallbackServerContext* context,

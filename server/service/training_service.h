@@ -8,14 +8,19 @@
 namespace mantissa {
 
 // Trailing metadata of a ListJobs answer cut short to stay within 4 MiB: how
-// many older jobs were left out.
+// many older jobs of the page were left out (the next page starts with them).
 inline constexpr char kJobsLeftOutMetadata[] = "mantissa-jobs-left-out";
+// Trailing metadata of a ListJobs answer that stepped past a job whose record
+// alone is larger than 4 MiB: how many were skipped (they are never listed).
+inline constexpr char kJobsSkippedMetadata[] = "mantissa-jobs-skipped";
 
 // mantissa.v1.TrainingService on gRPC's callback API. Each handler validates,
 // delegates to the JobManager and converts its Status; none of them trains or
 // waits on training, so reactors stay free. Every handler first asks
 // `authorizer` (nullptr: allow all); train principals see only their own
-// jobs. The manager and the authorizer outlive the service.
+// jobs. The manager answers from the job store that every worker shares, so
+// any worker answers for any job. The manager and the authorizer outlive the
+// service.
 class TrainingService final : public v1::TrainingService::CallbackService {
  public:
   explicit TrainingService(JobManager* manager, const Authorizer* authorizer = nullptr)

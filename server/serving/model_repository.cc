@@ -1,10 +1,18 @@
 #include "server/serving/model_repository.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -22,6 +30,10 @@ namespace fs = std::filesystem;
 constexpr char kStagingDir[] = ".staging";
 constexpr char kConfigFile[] = "config.json";
 constexpr char kNamePattern[] = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
+constexpr char kLockFile[] = ".lock";
+// A staging entry of a shared repository this long untouched was left by a
+// daemon that died; a live export writes to it.
+constexpr auto kStaleStaging = std::chrono::hours(1);
 
 // Version directories are canonical decimal numbers ("1", "12"; not "01"),
 // so that VersionDir(name, v) names exactly the directory that was listed.
@@ -101,6 +113,75 @@ class StagingCleanup {
   std::string dir_;
 };
 
+// The newest modification time of anything under `path` (itself included).
+fs::file_time_type NewestWrite(const fs::path& path) {
+  std::error_code ec;
+  fs::file_time_type newest = fs::last_write_time(path, ec);
+  for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code ec2;
+    const fs::file_time_type t = it->last_write_time(ec2);
+    if (!ec2) newest = std::max(newest, t);
+  }
+  return newest;
+}
+
+// Whatever is in staging was being written when a daemon stopped; it never
+// became a version. In a shared repository, only what nobody touches any
+// more.
+absl::Status CleanStaging(const fs::path& staging, bool shared) {
+  std::error_code ec;
+  if (!shared) {
+    fs::remove_all(staging, ec);
+  } else {
+    const auto cutoff = fs::file_time_type::clock::now() - kStaleStaging;
+    for (fs::directory_iterator it(staging, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code ec2;
+      if (NewestWrite(it->path()) < cutoff) fs::remove_all(it->path(), ec2);
+    }
+    if (ec == std::errc::no_such_file_or_directory) ec.clear();
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("model repository: cannot clean ", staging.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Holds an exclusive flock on a shared repository's lock file while it
+// lives (nothing for a repository of one daemon).
+class WriterLock {
+ public:
+  static absl::StatusOr<WriterLock> Take(const std::string& root, bool shared) {
+    if (!shared) return WriterLock(-1);
+    const std::string path = (fs::path(root) / kLockFile).string();
+    const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::InternalError(
+          absl::StrCat("model repository: cannot open ", path, ": ", std::strerror(errno)));
+    }
+    int rc;
+    do {
+      rc = flock(fd, LOCK_EX);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      const int error = errno;
+      close(fd);
+      return absl::InternalError(
+          absl::StrCat("model repository: cannot lock ", path, ": ", std::strerror(error)));
+    }
+    return WriterLock(fd);
+  }
+  WriterLock(WriterLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  WriterLock& operator=(WriterLock&&) = delete;
+  ~WriterLock() {
+    if (fd_ >= 0) close(fd_);  // releases the flock
+  }
+
+ private:
+  explicit WriterLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Create(Options options) {
@@ -115,14 +196,7 @@ absl::StatusOr<std::unique_ptr<ModelRepository>> ModelRepository::Create(Options
     return absl::InternalError(
         absl::StrCat("model repository: cannot create ", options.root, ": ", ec.message()));
   }
-  // Whatever is in staging was being written when the daemon stopped; it
-  // never became a version.
-  const std::string staging = (fs::path(options.root) / kStagingDir).string();
-  fs::remove_all(staging, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("model repository: cannot clean ", staging, ": ", ec.message()));
-  }
+  RETURN_IF_ERROR(CleanStaging(fs::path(options.root) / kStagingDir, options.shared));
   return std::unique_ptr<ModelRepository>(new ModelRepository(std::move(options)));
 }
 
@@ -190,6 +264,7 @@ absl::StatusOr<v1::ModelConfig> ModelRepository::ReadConfig(const std::string& n
 absl::Status ModelRepository::DeleteVersion(const std::string& name, int64_t version) {
   RETURN_IF_ERROR(ValidateName(name));
   std::lock_guard<std::mutex> lock(add_mu_);
+  ASSIGN_OR_RETURN(const WriterLock writer, WriterLock::Take(options_.root, options_.shared));
   const fs::path model_dir = fs::path(options_.root) / name;
   std::vector<int64_t> doomed = NumericEntries(model_dir.string(), /*complete_only=*/false);
   if (version != 0) {
@@ -231,6 +306,7 @@ absl::StatusOr<v1::ModelConfig> ModelRepository::AddVersion(
         write_files) {
   RETURN_IF_ERROR(ValidateName(name));
   std::lock_guard<std::mutex> lock(add_mu_);
+  ASSIGN_OR_RETURN(const WriterLock writer, WriterLock::Take(options_.root, options_.shared));
   const fs::path model_dir = fs::path(options_.root) / name;
   const std::vector<int64_t> existing = NumericEntries(model_dir.string(), false);
   const int64_t version = existing.empty() ? 1 : existing.back() + 1;

@@ -20,6 +20,8 @@ namespace mantissa {
 // Versions count up from 1. A version appears atomically: it is written in a
 // staging directory under <root>/.staging/ and renamed into place, so a
 // crash never leaves a half-written version. Free of torch. Thread-safe.
+// A shared repository (several daemons on one volume) also serialises its
+// writers across processes, with an flock on <root>/.lock.
 class ModelRepository {
  public:
   struct Options {
@@ -27,6 +29,10 @@ class ModelRepository {
     // Versions one model may hold; AddVersion refuses one more with
     // RESOURCE_EXHAUSTED, so repeated exports cannot fill the disk.
     int max_versions = 16;
+    // Other daemons write to the same root: versions are numbered and
+    // deleted under <root>/.lock, and at start-up only staging entries
+    // untouched for an hour are removed (the others are being written).
+    bool shared = false;
   };
 
   static absl::StatusOr<std::unique_ptr<ModelRepository>> Create(Options options);

@@ -19,6 +19,7 @@
 #include "server/common/status_macros.h"
 #include "server/common/torch_status.h"
 #include "server/runtime/device_capabilities.h"
+#include "server/serving/model_catalog_sync.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/model_repository.h"
 #include "server/serving/servable.h"
@@ -93,13 +94,89 @@ class ModelServer::Impl {
 
   void LoadRepository() {
     Sweep();
+    // Models unloaded through any daemon stay unloaded here too.
+    std::set<std::string> unloaded;
+    if (sync_ != nullptr) {
+      for (const ModelCatalogRecord& record : sync_->Adopt()) {
+        if (!record.loaded) unloaded.insert(record.name);
+      }
+    }
     for (const std::string& name : repository_->ModelNames()) {
       if (shutting_down_) break;
-      const absl::Status status = Load(name);
+      if (unloaded.count(name) > 0) {
+        LogInfo(absl::StrCat("model ", name, " left unloaded, as the model catalog records"));
+        continue;
+      }
+      const absl::Status status = LoadLocal(name);
       if (!status.ok()) LogWarning(absl::StrCat("model ", name, " not loaded: ", status.message()));
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!shutting_down_) ready_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!shutting_down_) ready_ = true;
+    }
+    if (sync_ != nullptr) sync_->Start();
+  }
+
+  void CatalogChanged() {
+    if (sync_ != nullptr) sync_->Changed();
+  }
+
+  void SetSync(std::unique_ptr<ModelCatalogSync> sync) { sync_ = std::move(sync); }
+
+  // Brings this daemon in line with a change recorded through another one,
+  // on the sync thread: a loaded model serves the newest version on disk,
+  // an unloaded or deleted one nothing.
+  // False when it is to be tried again at the next sync.
+  bool ApplyRecord(const ModelCatalogRecord& record) {
+    if (shutting_down_) return true;
+    auto change = LockChanges(record.name);
+    if (!sync_->IsLatest(record)) return true;  // changed through this daemon since
+    ForgetDeletedVersions(record.name);
+    if (record.loaded && repository_->Versions(record.name).empty()) {
+      // A shared volume's listing may lag the notification that a new
+      // model's first version is there.
+      LogInfo(absl::StrCat("model ", record.name, " is not visible here yet; retrying"));
+      return false;
+    }
+    absl::Status status;
+    if (!record.loaded) {
+      status = UnloadLocal(record.name);
+      if (status.code() == absl::StatusCode::kNotFound) status = absl::OkStatus();
+    } else if (!ServesLatest(record.name)) {
+      LogInfo(absl::StrCat("model ", record.name, " changed on another daemon; loading it"));
+      status = LoadLocal(record.name);
+    }
+    if (!status.ok()) {
+      LogWarning(absl::StrCat("model ", record.name, ": applying the catalog's generation ",
+                              record.generation, ": ", status.message(), "; retrying"));
+    }
+    return status.ok();
+  }
+
+  // --- Changes made through this daemon, recorded in the catalog. Each
+  // holds the model's change mutex across the change and its publication,
+  // so that the sync thread never applies an older record over it.
+  absl::Status Load(const std::string& name) {
+    auto change = LockChanges(name);
+    RETURN_IF_ERROR(LoadLocal(name));
+    Publish(name, /*loaded=*/true);
+    return absl::OkStatus();
+  }
+
+  absl::Status Unload(const std::string& name) {
+    auto change = LockChanges(name);
+    RETURN_IF_ERROR(UnloadLocal(name));
+    Publish(name, /*loaded=*/false);
+    return absl::OkStatus();
+  }
+
+  // Deleting one version leaves the model as loaded (or not) as it was: the
+  // other daemons reload the newest version left.
+  absl::Status DeleteVersion(const std::string& name, int64_t version) {
+    auto change = LockChanges(name);
+    RETURN_IF_ERROR(DeleteLocal(name, version));
+    Publish(name, /*loaded=*/version != 0 && Serving(name) != nullptr);
+    return absl::OkStatus();
   }
 
   bool ready() const {
@@ -108,6 +185,9 @@ class ModelServer::Impl {
   }
 
   void Shutdown() {
+    // Set first: a load the sync thread is running then ends early.
+    shutting_down_ = true;
+    if (sync_ != nullptr) sync_->Stop();
     std::vector<std::shared_ptr<Servable>> servables;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -263,7 +343,7 @@ class ModelServer::Impl {
     return Statuses(/*with_configs=*/true);
   }
 
-  absl::Status Load(const std::string& name) {
+  absl::Status LoadLocal(const std::string& name) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
     if (repository_->Versions(name).empty()) {
@@ -370,7 +450,7 @@ class ModelServer::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status Unload(const std::string& name) {
+  absl::Status UnloadLocal(const std::string& name) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
     std::shared_ptr<std::mutex> load_mu;
@@ -404,7 +484,7 @@ class ModelServer::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status DeleteVersion(const std::string& name, int64_t version) {
+  absl::Status DeleteLocal(const std::string& name, int64_t version) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
     RETURN_IF_ERROR(ModelRepository::ValidateName(name));
@@ -504,6 +584,57 @@ class ModelServer::Impl {
         *request.mutable_torchscript_path(),
         options_.torchscript_roots.Resolve("torchscript_path", request.torchscript_path()));
     return absl::OkStatus();
+  }
+
+  std::unique_lock<std::mutex> LockChanges(const std::string& name) {
+    std::shared_ptr<std::mutex> change_mu;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::shared_ptr<std::mutex>& slot = change_mus_[name];
+      if (slot == nullptr) slot = std::make_shared<std::mutex>();
+      change_mu = slot;
+    }
+    // The map keeps the mutex alive: entries are never erased.
+    return std::unique_lock<std::mutex>(*change_mu);
+  }
+
+  void Publish(const std::string& name, bool loaded) {
+    if (sync_ != nullptr) sync_->Publish(name, loaded);
+  }
+
+  std::shared_ptr<Servable> Serving(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = models_.find(name);
+    return it == models_.end() ? nullptr : it->second.servable;
+  }
+
+  // Whether the version served is the newest on disk, the same files (a
+  // deleted version's number can be used again by a later export).
+  bool ServesLatest(const std::string& name) const {
+    const std::shared_ptr<Servable> servable = Serving(name);
+    const std::vector<int64_t> versions = repository_->Versions(name);
+    if (servable == nullptr || versions.empty() || servable->version() != versions.back()) {
+      return false;
+    }
+    absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, versions.back());
+    if (!config.ok()) return false;
+    const auto& served = servable->config().create_time();
+    return config->create_time().seconds() == served.seconds() &&
+           config->create_time().nanos() == served.nanos();
+  }
+
+  // Drops what this daemon remembers of versions another one deleted.
+  void ForgetDeletedVersions(const std::string& name) {
+    const std::vector<int64_t> on_disk = repository_->Versions(name);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return;
+    Entry& entry = it->second;
+    for (auto v = entry.versions.begin(); v != entry.versions.end();) {
+      const bool served = entry.servable != nullptr && entry.servable->version() == v->first;
+      const bool kept = std::binary_search(on_disk.begin(), on_disk.end(), v->first);
+      v = (served || kept || v->second.state == kLoading) ? std::next(v) : entry.versions.erase(v);
+    }
   }
 
   static absl::Status ShuttingDown() {
@@ -633,7 +764,7 @@ class ModelServer::Impl {
 
   // Loads the version Export or Register just added and reports on it.
   absl::StatusOr<v1::ModelVersionStatus> LoadAdded(const v1::ModelConfig& config) {
-    const absl::Status loaded = Load(config.name());
+    const absl::Status loaded = Load(config.name());  // published when it loads
     for (const v1::ModelStatus& model : Statuses(/*with_configs=*/false)) {
       if (model.name() != config.name()) continue;
       for (const v1::ModelVersionStatus& v : model.versions()) {
@@ -737,6 +868,12 @@ class ModelServer::Impl {
 
   mutable std::mutex retired_mu_;
   mutable std::vector<std::shared_ptr<Servable>> retired_;  // guarded by retired_mu_
+
+  // Per model: serialises a change and its publication with the sync
+  // thread's applying of other daemons' changes. Taken before any other.
+  std::map<std::string, std::shared_ptr<std::mutex>> change_mus_;  // guarded by mu_
+  // Follows the catalog; null without one. Set once, before LoadRepository.
+  std::unique_ptr<ModelCatalogSync> sync_;
 };
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options) {
@@ -762,14 +899,28 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Create(Options options
   const DeviceCapabilities capabilities = *options.device.capabilities;
   const torch::Device device = capabilities.device;
   ModelRepository::Options repository_options;
-  repository_options.root = options.state_dir + "/models";
+  repository_options.root =
+      options.repository_root.empty() ? options.state_dir + "/models" : options.repository_root;
+  repository_options.shared = options.catalog != nullptr;
   repository_options.max_versions = options.max_versions_per_model;
   ASSIGN_OR_RETURN(std::unique_ptr<ModelRepository> repository,
                    ModelRepository::Create(std::move(repository_options)));
   std::unique_ptr<Metrics> own_metrics;
   if (options.metrics == nullptr) own_metrics = std::make_unique<Metrics>();
+  ModelCatalog* const catalog = options.catalog;
+  const absl::Duration recheck = options.catalog_recheck;
   auto impl = std::make_unique<Impl>(std::move(options), std::move(repository), device,
                                      std::move(capabilities), std::move(own_metrics));
+  if (catalog != nullptr) {
+    Impl* const target = impl.get();
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelCatalogSync> sync,
+                     ModelCatalogSync::Create({.catalog = catalog,
+                                               .recheck = recheck,
+                                               .apply = [target](const ModelCatalogRecord& r) {
+                                                 return target->ApplyRecord(r);
+                                               }}));
+    impl->SetSync(std::move(sync));
+  }
   return std::unique_ptr<ModelServer>(new ModelServer(std::move(impl)));
 }
 
@@ -779,6 +930,7 @@ ModelServer::~ModelServer() { impl_->Shutdown(); }
 void ModelServer::LoadRepository() { impl_->LoadRepository(); }
 bool ModelServer::ready() const { return impl_->ready(); }
 void ModelServer::Shutdown() { impl_->Shutdown(); }
+void ModelServer::CatalogChanged() { impl_->CatalogChanged(); }
 
 absl::StatusOr<bool> ModelServer::ModelReady(const std::string& name,
                                              const std::string& version) const {

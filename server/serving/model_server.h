@@ -8,21 +8,29 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "inference/grpc_service.pb.h"
 #include "mantissa/v1/serving.pb.h"
 #include "mantissa/v1/training.pb.h"
 #include "server/common/file_roots.h"
 #include "server/metrics/metrics.h"
 #include "server/runtime/probed_device.h"
+#include "server/serving/model_catalog.h"
 #include "server/serving/shape_limits.h"
 
 namespace mantissa {
 
-// The serving half of the daemon: the model repository under
-// <state_dir>/models (NAME/VERSION/{config.json, weights}), the loaded
+// The serving half of the daemon: the model repository (NAME/VERSION/
+// {config.json, weights}, by default under <state_dir>/models), the loaded
 // servables (the latest version of each model, cast to its serving
 // precision and validated against fp32), and one dynamic batcher per loaded
 // model running forwards on its own inference thread under InferenceMode.
+//
+// Several daemons may share one repository and one ModelCatalog: each
+// change made through one of them (export, register, load, unload, delete)
+// is recorded in the catalog after the files changed, and the others apply
+// it on a sync thread of their own when told (CatalogChanged) or at the
+// periodic recheck.
 //
 // Servables are shared: a request holds its servable until it completes, so
 // a model replaced or unloaded mid-traffic finishes what it already took.
@@ -31,9 +39,17 @@ namespace mantissa {
 class ModelServer {
  public:
   struct Options {
-    // Model repository: <state_dir>/models. Jobs' export artifacts are read
-    // from <state_dir>/jobs/<id>/export.pt.
+    // Jobs' export artifacts are read from <state_dir>/jobs/<id>/export.pt.
     std::string state_dir;
+    // As --model_repository; empty = <state_dir>/models.
+    std::string repository_root;
+    // The record of changes shared with the other daemons serving the same
+    // repository root (not owned; outlives the server). Null: this daemon
+    // is the repository's only user.
+    ModelCatalog* catalog = nullptr;
+    // How often the catalog is read without a CatalogChanged (a lost
+    // notification costs at most this long).
+    absl::Duration catalog_recheck = absl::Seconds(10);
     // The daemon's device (ProbeDevice, as --device), probed once; required.
     ProbedDevice device;
     Metrics* metrics = nullptr;  // not owned; outlives the server
@@ -55,16 +71,21 @@ class ModelServer {
   static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options);
   ~ModelServer();  // Shutdown()
 
-  // Loads the latest version of every model in the repository. A model that
-  // fails (a bad config.json, a shape over the limits, an allocation that
-  // fails, a module that throws) is left UNAVAILABLE with its reason (and
-  // logged); never fatal.
+  // Loads the latest version of every model in the repository, except those
+  // the catalog records as unloaded, then starts following the catalog. A
+  // model that fails (a bad config.json, a shape over the limits, an
+  // allocation that fails, a module that throws) is left UNAVAILABLE with
+  // its reason (and logged); never fatal.
   // ready() turns true when this returns.
   void LoadRepository();
   // LoadRepository has finished and Shutdown has not begun.
   bool ready() const;
-  // Refuses new requests, lets every batcher finish the requests it holds
-  // and joins the inference threads. Idempotent.
+  // The catalog changed (a store notification): wakes the sync thread, which
+  // applies what other daemons changed. Cheap; callable from any thread.
+  void CatalogChanged();
+  // Refuses new requests, stops following the catalog, lets every batcher
+  // finish the requests it holds and joins the inference threads.
+  // Idempotent.
   void Shutdown();
 
   // --- inference.GRPCInferenceService. NOT_FOUND for unknown models or
@@ -80,6 +101,10 @@ class ModelServer {
   void Infer(const inference::ModelInferRequest* request, inference::ModelInferResponse* response,
              std::function<void(absl::Status)> done);
   inference::RepositoryIndexResponse RepositoryIndex(bool ready_only) const;
+  // Load, Unload, DeleteVersion, Export and Register record their change in
+  // the catalog when they succeed; a change the catalog fails to record is
+  // logged and retried, and still answered OK (it is done here).
+  //
   // (Re)loads the latest version of `name` from disk; the version it
   // replaces keeps serving the requests it holds.
   absl::Status Load(const std::string& name);

@@ -122,6 +122,19 @@ absl::Status ResolveKeepCheckpoints(v1::JobSpec& spec, const SpecLimits& limits)
   return absl::OkStatus();
 }
 
+// Attempts: a job whose workers keep dying must end, and a typo must not
+// retry it forever.
+constexpr int32_t kMaxAttempts = 100;
+
+absl::Status ResolveMaxAttempts(v1::JobSpec& spec) {
+  if (!spec.has_max_attempts()) spec.set_max_attempts(3);
+  if (spec.max_attempts() < 1 || spec.max_attempts() > kMaxAttempts) {
+    return Invalid("max_attempts",
+                   absl::StrCat("must be in [1, ", kMaxAttempts, "], got ", spec.max_attempts()));
+  }
+  return absl::OkStatus();
+}
+
 // Progress, accumulation, checkpoints and the CUDA graph.
 absl::Status ResolveStepSettings(v1::JobSpec& spec) {
   if (!spec.has_progress_every_n_steps()) {
@@ -179,6 +192,7 @@ absl::Status ResolveRunSettings(const ResolveContext& context, ResolvedJob& job)
   if (spec.eval().batch_size() == 0) spec.mutable_eval()->set_batch_size(spec.batch_size());
   RETURN_IF_ERROR(CheckWork(spec, context.limits));
   RETURN_IF_ERROR(ResolveMaxDuration(spec, context.limits));
+  RETURN_IF_ERROR(ResolveMaxAttempts(spec));
   return ResolveKeepCheckpoints(spec, context.limits);
 }
 

@@ -192,6 +192,9 @@ absl::Status Trainer::Resume() {
         absl::StrCat("checkpoint ", options_.resume_path, " is at step ", start_.step,
                      " but the job has only ", total_steps_, " steps"));
   }
+  // A later attempt of the job resumes from its own newest checkpoint: the
+  // one to keep as the previous when the next is written.
+  if (options_.resume_path == options_.checkpoint_path) saved_step_ = start_.step;
   // The archive's copies of every tensor were freed again: not the job's.
   memory_.RestartPeak();
   return absl::OkStatus();
@@ -287,6 +290,11 @@ int64_t Trainer::SkippedSteps() const {
 
 absl::Status Trainer::SaveCheckpoint(int64_t step, int64_t next_batch, RunState& run,
                                      JobContext& context) {
+  // The job's files are shared by every attempt: once another worker may
+  // own the job, this one writes none.
+  if (context.stop_reason() == StopReason::kLeaseLost) {
+    return absl::CancelledError("the job is no longer this worker's; no checkpoint written");
+  }
   // The applied-step count is read from the device first: it must be exact.
   run.applied.Correct(SkippedSteps());
   const CheckpointPosition position{step, next_batch, run.applied.applied(), run.last_loss};
@@ -442,6 +450,9 @@ void Trainer::Announce(JobContext& context) const {
       [&](v1::Job& job) {
         job.set_parameter_count(model_->ParameterCount());
         job.set_start_step(start_step);
+        if (job.attempts_size() > 0) {
+          job.mutable_attempts(job.attempts_size() - 1)->set_start_step(start_step);
+        }
         job.mutable_progress()->set_step(start_step);
         job.mutable_progress()->set_total_steps(total_steps_);
         job.mutable_progress()->set_total_epochs(total_epochs);
@@ -570,9 +581,14 @@ void Trainer::MaybeEvaluate(int64_t step, const RunState& run, JobContext& conte
 }
 
 absl::Status Trainer::Cancel(int64_t done, RunState& run, JobContext& context) {
-  if (!options_.checkpoint_path.empty() && options_.job.spec.checkpoint_every_n_steps() > 0 &&
-      done > run.checkpoint_step) {
-    // The job asked for periodic checkpoints: keep the work done so far.
+  // The work done so far is kept when the job asked for periodic
+  // checkpoints, and always when the worker is shutting down (the next
+  // attempt resumes from it); never once the job is another worker's.
+  const StopReason reason = context.stop_reason();
+  const bool keep =
+      reason == StopReason::kPreempted ||
+      (reason != StopReason::kLeaseLost && options_.job.spec.checkpoint_every_n_steps() > 0);
+  if (!options_.checkpoint_path.empty() && keep && done > run.checkpoint_step) {
     RETURN_IF_ERROR(SaveCheckpoint(done, done * accumulate_, run, context));
   }
   return absl::CancelledError(absl::StrCat("cancelled at step ", done));
@@ -581,6 +597,9 @@ absl::Status Trainer::Cancel(int64_t done, RunState& run, JobContext& context) {
 absl::StatusOr<v1::JobResult> Trainer::Finish(RunState& run, JobContext& context) {
   // The final weights are kept before the final evaluation, which a
   // cancellation may cut short.
+  if (context.stop_reason() == StopReason::kLeaseLost) {
+    return absl::CancelledError("the job is no longer this worker's");
+  }
   if (!options_.checkpoint_path.empty() && total_steps_ > run.checkpoint_step) {
     RETURN_IF_ERROR(SaveCheckpoint(total_steps_, total_batches_, run, context));
   }

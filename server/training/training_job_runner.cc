@@ -144,7 +144,12 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
     options.limits = options_.limits;
     if (!options_.state_dir.empty()) {
       options.checkpoint_path = Checkpoint::PathFor(options_.state_dir, job.id());
-      if (!job.spec().resume_from().empty()) {
+      std::error_code ec;
+      if (job.attempt() > 1 && std::filesystem::is_regular_file(options.checkpoint_path, ec)) {
+        // A later attempt (the worker of an earlier one died or shut down)
+        // goes on from the job's own newest checkpoint.
+        options.resume_path = options.checkpoint_path;
+      } else if (!job.spec().resume_from().empty()) {
         options.resume_path = Checkpoint::PathFor(options_.state_dir, job.spec().resume_from());
       }
     }

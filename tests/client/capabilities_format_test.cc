@@ -10,6 +10,7 @@ namespace mantissa::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST(CapabilitiesFormatTest, RunsAsColumnWithDashWhenEmpty) {
   v1::GetCapabilitiesResponse capabilities;
@@ -32,6 +33,19 @@ TEST(CapabilitiesFormatTest, RunsAsColumnWithDashWhenEmpty) {
                         "32-true    yes        32-true     32\n"
                         "16-mixed   yes        bf16-mixed  16       runs as bf16-mixed on cpu\n"
                         "16-true    no         -           -        no fp16 kernels on cpu\n"));
+}
+
+TEST(CapabilitiesFormatTest, ShowsTheWorkerAndItsJobStoreWhenTheDaemonSaysThem) {
+  v1::GetCapabilitiesResponse capabilities;
+  capabilities.set_device("cpu");
+  capabilities.set_max_concurrent_jobs(1);
+  EXPECT_THAT(FormatCapabilities(capabilities), Not(HasSubstr("Worker:")));
+  EXPECT_THAT(FormatCapabilities(capabilities), Not(HasSubstr("Job store:")));
+  capabilities.set_worker_id("node-a-41-9f3c");
+  capabilities.set_job_store("postgresql");
+  EXPECT_THAT(FormatCapabilities(capabilities), HasSubstr("Max concurrent jobs:  1\n"
+                                                          "Worker:               node-a-41-9f3c\n"
+                                                          "Job store:            postgresql\n"));
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // Answers from canned data and records what the CLI sent.
@@ -73,10 +74,12 @@ class FakeTrainingService final : public v1::TrainingService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* response) override {
     list_request = *request;
     for (const v1::Job& job : jobs) *response->add_jobs() = job;
+    response->set_next_page_token(next_page_token);
+    for (const auto& [key, value] : list_trailers) context->AddTrailingMetadata(key, value);
     return grpc::Status::OK;
   }
 
@@ -116,6 +119,8 @@ class FakeTrainingService final : public v1::TrainingService::Service {
     response->set_mantissa_version("0.1.0");
     response->set_intra_op_threads(8);
     response->set_max_concurrent_jobs(2);
+    response->set_worker_id("w1");
+    response->set_job_store("postgresql");
     v1::PrecisionSupport* full = response->add_precisions();
     full->set_precision("32-true");
     full->set_supported(true);
@@ -146,6 +151,8 @@ class FakeTrainingService final : public v1::TrainingService::Service {
   std::vector<std::string> watched;
   v1::ListJobsRequest list_request;
   std::vector<v1::Job> jobs;
+  std::string next_page_token;  // what ListJobs answers with
+  std::map<std::string, std::string> list_trailers;
   std::vector<v1::JobEvent> events;
   // Precision -> the FAILED_PRECONDITION message SubmitJob answers with.
   std::map<std::string, std::string> refusals;
@@ -513,6 +520,46 @@ TEST(BuildListRequestTest, RejectsUnknownStatesAndHugeLimits) {
   EXPECT_THAT(std::string(bad_limit.status().message()), StartsWith("--limit: "));
 }
 
+TEST(BuildListRequestTest, SendsTheFiltersAndThePageToken) {
+  ListOptions options;
+  options.model = "mlp";
+  options.precision = "bf16-mixed";
+  options.name = "sweep 3";
+  options.limit = 2;
+  options.page_token = "p42";
+  auto request = BuildListRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->model(), "mlp");
+  EXPECT_EQ(request->precision(), "bf16-mixed");
+  EXPECT_EQ(request->name(), "sweep 3");
+  EXPECT_EQ(request->limit(), 2);
+  EXPECT_EQ(request->page_token(), "p42");
+
+  auto none = BuildListRequest(ListOptions());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->SerializeAsString(), "");
+}
+
+TEST(BuildListRequestTest, EmptyFiltersAndNegativeLimitsAreUsageErrors) {
+  ListOptions empty_model;
+  empty_model.model = "";
+  auto model = BuildListRequest(empty_model);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().message(), "--model: is empty; leave the flag out for any");
+
+  ListOptions empty_token;
+  empty_token.page_token = "";
+  auto token = BuildListRequest(empty_token);
+  ASSERT_FALSE(token.ok());
+  EXPECT_THAT(std::string(token.status().message()), StartsWith("--page-token: is empty"));
+
+  ListOptions negative;
+  negative.limit = -1;
+  auto limit = BuildListRequest(negative);
+  ASSERT_FALSE(limit.ok());
+  EXPECT_EQ(limit.status().message(), "--limit: must be >= 0 (0 = all), got -1");
+}
+
 TEST_F(CommandsTest, SubmitSendsTheSpecAndPrintsTheJob) {
   SubmitOptions options;
   options.model = "mlp";
@@ -697,6 +744,41 @@ TEST_F(CommandsTest, ListPassesTheFilterAndPrintsATable) {
   EXPECT_THAT(lines[1], StartsWith("j1  baseline  mlp    synthetic  bf16-mixed  SUCCEEDED"));
 }
 
+TEST_F(CommandsTest, ListEndsWithTheNextPageWhenThereIsOne) {
+  service_.jobs = {SucceededJob()};
+  service_.next_page_token = "p17";
+  v1::ListJobsRequest request;
+  request.set_limit(1);
+  request.set_name("baseline");
+  EXPECT_EQ(RunList(*client_, request, io_), kExitOk);
+  EXPECT_EQ(service_.list_request.name(), "baseline");
+  std::vector<std::string> lines = absl::StrSplit(out_.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2], "next page: --page-token p17");
+  EXPECT_EQ(err_.str(), "");
+}
+
+TEST_F(CommandsTest, ListJsonCarriesTheTokenAndNoNextPageLine) {
+  service_.jobs = {SucceededJob()};
+  service_.next_page_token = "p17";
+  io_.json = true;
+  EXPECT_EQ(RunList(*client_, v1::ListJobsRequest(), io_), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("\"nextPageToken\": \"p17\""));
+  EXPECT_THAT(out_.str(), Not(HasSubstr("next page:")));
+}
+
+TEST_F(CommandsTest, ListSaysWhatTheSizeCapLeftOutOrSkipped) {
+  service_.jobs = {SucceededJob()};
+  service_.next_page_token = "p9";
+  service_.list_trailers = {{"mantissa-jobs-left-out", "2"}, {"mantissa-jobs-skipped", "1"}};
+  EXPECT_EQ(RunList(*client_, v1::ListJobsRequest(), io_), kExitOk);
+  EXPECT_THAT(out_.str(), HasSubstr("next page: --page-token p9\n"));
+  EXPECT_THAT(err_.str(), HasSubstr("mantissa: 2 older job(s) not shown: the answer is capped at "
+                                    "4 MiB; the next page starts with them"));
+  EXPECT_THAT(err_.str(), HasSubstr("mantissa: 1 job(s) skipped: each record is larger than an "
+                                    "answer may be (4 MiB)\n"));
+}
+
 TEST_F(CommandsTest, EmptyList) {
   EXPECT_EQ(RunList(*client_, v1::ListJobsRequest(), io_), kExitOk);
   EXPECT_EQ(out_.str(), "no jobs\n");
@@ -719,6 +801,8 @@ TEST_F(CommandsTest, Capabilities) {
             "mantissad:            0.1.0\n"
             "Intra-op threads:     8\n"
             "Max concurrent jobs:  2\n"
+            "Worker:               w1\n"
+            "Job store:            postgresql\n"
             "\n"
             "PRECISION  SUPPORTED  RUNS AS  ALIASES   REASON\n"
             "32-true    yes        32-true  32, fp32\n"
@@ -952,9 +1036,35 @@ TEST_F(CliBinaryTest, UnknownCommandsAndFlagsListTheValidOnes) {
   EXPECT_EQ(flag.exit_code, kExitUsage);
   EXPECT_EQ(flag.err,
             "mantissa list: unknown flag --limt\n"
-            "Flags of list: --state, --limit, and the global flags\n"
+            "Flags of list: --state, --model, --precision, --name, --limit,\n"
+            "  --page-token, and the global flags\n"
             "Run 'mantissa help list' for usage.\n");
   EXPECT_TRUE(service_.submissions.empty());
+}
+
+TEST_F(CliBinaryTest, ListFlagsReachTheRequest) {
+  service_.jobs = {SucceededJob()};
+  service_.next_page_token = "p3";
+  const Result result = Run({"list", "--state=succeeded", "--model", "mlp", "--precision",
+                             "bf16-mixed", "--name=baseline", "--limit=1", "--page-token", "p8"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  const v1::ListJobsRequest& request = service_.list_request;
+  EXPECT_THAT(request.states(), ElementsAre(v1::SUCCEEDED));
+  EXPECT_EQ(request.model(), "mlp");
+  EXPECT_EQ(request.precision(), "bf16-mixed");
+  EXPECT_EQ(request.name(), "baseline");
+  EXPECT_EQ(request.limit(), 1);
+  EXPECT_EQ(request.page_token(), "p8");
+  EXPECT_THAT(result.out, HasSubstr("\nnext page: --page-token p3\n"));
+
+  const Result empty = Run({"list", "--name="});
+  EXPECT_EQ(empty.exit_code, kExitUsage);
+  EXPECT_THAT(empty.err, StartsWith("mantissa list: --name: is empty"));
+  const Result help = Run({"help", "list"});
+  for (const char* flag :
+       {"--model=MODEL ", "--precision=PRECISION ", "--name=TEXT ", "--page-token=TOKEN "}) {
+    EXPECT_THAT(help.out, HasSubstr(flag));
+  }
 }
 
 TEST_F(CliBinaryTest, HelpListsResumeAndTheNewFlags) {

@@ -34,7 +34,7 @@ DAEMON_DOWN_RULE = "MantissaDaemonDown"
 # "All" does. $__rate_interval becomes a window that spans the whole test run
 # (under 90 s), so every rate sees all of the run's traffic and the values
 # must be finite, not just present.
-VARIABLES = {"job": ".*", "model": ".*", "precision": ".*"}
+VARIABLES = {"job": ".*", "model": ".*", "precision": ".*", "worker": ".*"}
 RATE_INTERVAL = "2m"
 
 

@@ -2,29 +2,39 @@
 """Structural check of rendered Kubernetes manifests (kubectl kustomize output).
 
 Usage: k8s_manifests_check.py RENDERED.yaml [--dockerfile=PATH] [--rules=PATH]
-                                             [--flagfile-out=PATH]
-       k8s_manifests_check.py RENDERED.yaml --self-test [--rules=PATH]
+                                             [--flagfile-out=PATH] [--fleet] [--postgres]
+       k8s_manifests_check.py RENDERED.yaml --self-test [--rules=PATH] [--fleet] [--postgres]
 
 Asserts what a cluster would only reveal at run time: that the probes, ports,
 volumes, grace period and monitoring objects agree with the flags mantissad
-actually gets from its ConfigMap, and with the image the Dockerfile builds.
-Prints one line per failed assertion and exits 1 if there is any.
+actually gets from its ConfigMap, and with the image the Dockerfile builds;
+that the database URI comes from a Secret and one shared volume holds
+--state_dir. --fleet: more than one worker, on a ReadWriteMany volume.
+--postgres: the rendering holds the PostgreSQL server that the Secret's URI
+names. Prints one line per failed assertion and exits 1 if there is any.
 With --flagfile-out, writes the ConfigMap's flagfile there, for the caller to
 hand to the real mantissad. --self-test breaks RENDERED.yaml in the ways listed
-in MUTATIONS, one at a time, and passes only if each is caught.
+in MUTATIONS (with --fleet) and POSTGRES_MUTATIONS (with --postgres), one at a
+time, and passes only if each is caught.
 """
 
+import base64
 import copy
 import os
 import re
 import sys
+import urllib.parse
 
 import yaml
 
-# Seconds the daemon may need after the drain to cancel running jobs (within
-# one training step) and close the server (3 s for open calls, main.cc).
-JOB_STOP_BUDGET_S = 30
+# Seconds the daemon may need after the drain to stop running jobs (within
+# one training step), write their checkpoints to the shared volume and
+# release them, and to close the server (3 s for open calls, main.cc).
+CHECKPOINT_BUDGET_S = 60
 SERVER_SHUTDOWN_S = 3
+# `--database=$(VAR)`: Kubernetes expands VAR from the container's env.
+DATABASE_ARG = re.compile(r"--database=\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+POSTGRES_URI = re.compile(r"postgres(ql)?://")
 
 errors = []
 
@@ -98,6 +108,126 @@ def check_probe(kind, probe, probe_port, probe_flag):
     return period * threshold
 
 
+def check_database_env(c, var):
+    """--database=$(var): var and PGPASSWORD come from Secret keys. Returns
+    var's secretKeyRef, or None."""
+    env = {e["name"]: e for e in c.get("env", [])}
+    refs = {}
+    for name in (var, "PGPASSWORD"):
+        if name not in env:
+            check(name == "PGPASSWORD", f"--database=$({var}): the container has no env {var}")
+            continue
+        ref = (env[name].get("valueFrom") or {}).get("secretKeyRef") or {}
+        if check(ref.get("name") and ref.get("key") and "value" not in env[name],
+                 f"env {name} must come from a Secret (valueFrom.secretKeyRef): it carries "
+                 "the database's credentials"):
+            refs[name] = ref
+    for e in c.get("env", []):
+        check(not POSTGRES_URI.search(str(e.get("value", ""))),
+              f"env {e['name']} holds a database URI in the pod spec; use a Secret")
+    return refs.get(var)
+
+
+def check_state_claim(by_kind, volume, replicas, opts):
+    claim_name = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    if not check(claim_name, "--state_dir must be one shared PersistentVolumeClaim (a "
+                 "volumeClaimTemplate gives each worker its own, and a job could not "
+                 "resume on another)"):
+        return
+    claims = [d for d in by_kind.get("PersistentVolumeClaim", [])
+              if d["metadata"]["name"] == claim_name]
+    if not check(claims, f"--state_dir's claim {claim_name} is not rendered"):
+        return
+    spec = claims[0]["spec"]
+    modes = spec.get("accessModes", [])
+    check(spec.get("resources", {}).get("requests", {}).get("storage"),
+          "state PVC requests no storage")
+    if opts.get("fleet") is not None:
+        check(modes == ["ReadWriteMany"], f"state PVC is {modes}: workers on different "
+              "nodes share it, so it must be ReadWriteMany")
+    elif replicas > 1:
+        # ReadWriteOnce is per node: workers on the volume's node share it.
+        check("ReadWriteOncePod" not in modes,
+              f"state PVC is {modes}, but {replicas} workers mount it")
+
+
+def _secret_value(secret, key):
+    if key in secret.get("stringData", {}):
+        return secret["stringData"][key]
+    if key in secret.get("data", {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def _env_values(container):
+    """The container's env: values, and secretKeyRefs as (secret, name, key)."""
+    out = {}
+    for e in container.get("env", []):
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            out[e["name"]] = ("secret", ref.get("name"), ref.get("key"))
+        else:
+            out[e["name"]] = e.get("value")
+    return out
+
+
+def check_postgres(by_kind, ref, worker):
+    """The Secret's URI names a rendered PostgreSQL Service, whose pods run a
+    server initialised with the URI's role, database and password."""
+    secrets = {d["metadata"]["name"]: d for d in by_kind.get("Secret", [])}
+    secret = secrets.get(ref["name"])
+    if not check(secret, f"Secret {ref['name']} (the database URI) is not rendered"):
+        return
+    uri = _secret_value(secret, ref["key"]) or ""
+    parsed = urllib.parse.urlsplit(uri)
+    if not check(parsed.scheme in ("postgresql", "postgres") and parsed.hostname,
+                 f"Secret {ref['name']} key {ref['key']}: {uri!r} is no postgresql://HOST URI"):
+        return
+    check(parsed.password is None, f"Secret {ref['name']}: the URI carries the password; put it "
+          "in the key PGPASSWORD reads, so it is on no command line")
+    services = [s for s in by_kind.get("Service", [])
+                if s["metadata"]["name"] == parsed.hostname.split(".")[0]]
+    if not check(services, f"the database URI names host {parsed.hostname}, which is no "
+                 "rendered Service"):
+        return
+    port = parsed.port or 5432
+    svc_ports = [p for p in services[0]["spec"].get("ports", []) if p["port"] == port]
+    if not check(svc_ports, f"Service {parsed.hostname} has no port {port}"):
+        return
+    servers = [(w, c) for kind in ("Deployment", "StatefulSet") for w in by_kind.get(kind, [])
+               for c in w["spec"]["template"]["spec"]["containers"]
+               if c.get("image", "").split("/")[-1].startswith("postgres:")
+               and labels_match(services[0]["spec"].get("selector"),
+                                w["spec"]["template"]["metadata"].get("labels", {}))]
+    if not check(len(servers) == 1, f"Service {parsed.hostname} selects {len(servers)} "
+                 "PostgreSQL pods' templates, expected one"):
+        return
+    server, c = servers[0]
+    check(server["spec"].get("replicas", 1) == 1, "the PostgreSQL server must be one replica")
+    target = svc_ports[0].get("targetPort", port)
+    check(container_port(c, target) == 5432,
+          f"Service {parsed.hostname} port {port} does not reach the server's 5432")
+    env = _env_values(c)
+    user = urllib.parse.unquote(parsed.username or "")
+    database = parsed.path.lstrip("/") or user
+    check(env.get("POSTGRES_USER") == user,
+          f"the URI's role {user!r} is not the server's POSTGRES_USER {env.get('POSTGRES_USER')!r}")
+    check(env.get("POSTGRES_DB", env.get("POSTGRES_USER")) == database,
+          f"the URI's database {database!r} is not the server's POSTGRES_DB")
+    password = env.get("POSTGRES_PASSWORD")
+    worker_password = _env_values(worker).get("PGPASSWORD")
+    check(isinstance(password, tuple) and password == worker_password,
+          f"the server's POSTGRES_PASSWORD ({password}) and the workers' PGPASSWORD "
+          f"({worker_password}) must be the same Secret key")
+    mounts = [m for m in c.get("volumeMounts", []) if m["mountPath"].startswith(
+        "/var/lib/postgresql")]
+    vols = {v["name"]: v for v in server["spec"]["template"]["spec"].get("volumes", [])}
+    claim_templates = [t["metadata"]["name"] for t in server["spec"].get("volumeClaimTemplates", [])]
+    check(mounts and (mounts[0]["name"] in claim_templates
+                      or vols.get(mounts[0]["name"], {}).get("persistentVolumeClaim")),
+          "the PostgreSQL data directory must be on a PersistentVolumeClaim")
+
+
 def run_checks(docs, opts):
     """Appends to errors; returns early where later checks would only crash."""
     by_kind = {}
@@ -119,13 +249,16 @@ def run_checks(docs, opts):
         return
     c = containers[0]
 
-    # --- The flags: the ConfigMap file that --flagfile names, mounted there.
+    # --- The flags: the ConfigMap file that --flagfile names, mounted there,
+    # then the database URI from a Secret.
     check(c.get("command") == ["mantissad"], f"command is {c.get('command')}, not [mantissad]")
-    flagfile_args = [a for a in c.get("args", []) if a.startswith("--flagfile=")]
-    if not check(len(flagfile_args) == 1 and len(c.get("args", [])) == 1,
-                 f"args must be exactly one --flagfile=PATH, got {c.get('args')}"):
+    args = c.get("args", [])
+    if not check(len(args) == 2 and args[0].startswith("--flagfile=")
+                 and DATABASE_ARG.fullmatch(args[1]),
+                 f"args must be --flagfile=PATH and --database=$(ENV_VAR), got {args}"):
         return
-    flagfile = flagfile_args[0].split("=", 1)[1]
+    flagfile = args[0].split("=", 1)[1]
+    database_ref = check_database_env(c, DATABASE_ARG.fullmatch(args[1]).group(1))
     mounts = {m["mountPath"].rstrip("/"): m for m in c.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     flag_dir = os.path.dirname(flagfile)
@@ -144,6 +277,13 @@ def run_checks(docs, opts):
         with open(opts["flagfile-out"], "w") as f:
             f.write(flag_text)
     flags = parse_flags(flag_text)
+    check("database" not in flags and not POSTGRES_URI.search(flag_text),
+          "the ConfigMap names a database: --database and its credentials belong in a Secret")
+    check("worker_id" not in flags, "--worker_id in the ConfigMap gives every replica the same "
+          "id; leave it to its default, which is unique per process")
+    lease = flags.get("lease_seconds", "")
+    check(lease.isdigit() and int(lease) > 0, f"--lease_seconds must be set to a positive "
+          f"number of seconds, got {lease!r}")
 
     grpc_host, grpc_port = host_port(flags, "grpc_address")
     metrics_host, metrics_port = host_port(flags, "metrics_address")
@@ -206,9 +346,9 @@ def run_checks(docs, opts):
 
     # --- Graceful termination matches the daemon's SIGTERM handling.
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    check(grace > drain + JOB_STOP_BUDGET_S + SERVER_SHUTDOWN_S,
-          f"terminationGracePeriodSeconds {grace} <= drain {drain} + job stop "
-          f"{JOB_STOP_BUDGET_S} + server shutdown {SERVER_SHUTDOWN_S}")
+    check(grace > drain + CHECKPOINT_BUDGET_S + SERVER_SHUTDOWN_S,
+          f"terminationGracePeriodSeconds {grace} <= drain {drain} + checkpoint and release "
+          f"{CHECKPOINT_BUDGET_S} + server shutdown {SERVER_SHUTDOWN_S}")
 
     # --- Non-root, read-only root, no privileges.
     psc = spec.get("securityContext", {})
@@ -223,17 +363,17 @@ def run_checks(docs, opts):
     check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
     check(csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
 
-    # --- --state_dir is a PersistentVolumeClaim, mounted writable.
-    claims = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates", [])}
+    # --- --state_dir is one PersistentVolumeClaim that every worker mounts
+    # writable: a job resumes on another worker from the checkpoint there.
+    replicas = sts["spec"].get("replicas", 1)
     state_mount = mounts.get(state_dir)
     if check(state_mount, f"nothing is mounted at --state_dir={state_dir}"):
-        check(state_mount["name"] in claims,
-              f"--state_dir is mounted from {state_mount['name']}, not a volumeClaimTemplate")
         check(not state_mount.get("readOnly"), "the state volume is mounted readOnly")
-        claim = claims.get(state_mount["name"], {}).get("spec", {})
-        check("ReadWriteOnce" in claim.get("accessModes", []), "state PVC must be ReadWriteOnce")
-        check(claim.get("resources", {}).get("requests", {}).get("storage"),
-              "state PVC requests no storage")
+        check_state_claim(by_kind, volumes.get(state_mount["name"], {}), replicas, opts)
+    if opts.get("fleet") is not None:
+        check(replicas > 1, f"replicas is {replicas}: a fleet runs more than one worker")
+    if opts.get("postgres") is not None and database_ref:
+        check_postgres(by_kind, database_ref, c)
     tmp = mounts.get("/tmp")
     check(tmp and "emptyDir" in volumes.get(tmp["name"], {}),
           "/tmp must be a writable emptyDir (the root filesystem is read-only)")
@@ -263,7 +403,10 @@ def run_checks(docs, opts):
               f"--device={device} but the pod requests a GPU")
 
     # --- Services: selectors match the pods, targetPorts resolve to the flags' ports.
-    services = by_kind.get("Service", [])
+    # The workers' Services (the dev overlay adds PostgreSQL's).
+    services = [s for s in by_kind.get("Service", [])
+                if s["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+                == pod_labels.get("app.kubernetes.io/name")]
     headless = [s for s in services if s["metadata"]["name"] == sts["spec"].get("serviceName")]
     check(headless and headless[0]["spec"].get("clusterIP") == "None",
           f"serviceName {sts['spec'].get('serviceName')} must be a headless Service")
@@ -352,7 +495,6 @@ def run_checks(docs, opts):
     check(pdb["apiVersion"] == "policy/v1", "PodDisruptionBudget apiVersion must be policy/v1")
     check(labels_match(pdb["spec"]["selector"].get("matchLabels"), pod_labels),
           "PodDisruptionBudget selector does not match the pod labels")
-    replicas = sts["spec"].get("replicas", 1)
     if "minAvailable" in pdb["spec"]:
         check(int(pdb["spec"]["minAvailable"]) < replicas,
               f"minAvailable {pdb['spec']['minAvailable']} with {replicas} replicas blocks drains")
@@ -389,6 +531,20 @@ def _set_flag(docs, name, value):
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     key = next(iter(cm["data"]))
     cm["data"][key] = re.sub(rf"^--{name}=.*$", f"--{name}={value}", cm["data"][key], flags=re.M)
+
+
+def _claim(docs, name):
+    return next(d for d in docs if d["kind"] == "PersistentVolumeClaim"
+                and d["metadata"]["name"] == name)
+
+
+def _env(docs, name):
+    return next(e for e in _container(docs)["env"] if e["name"] == name)
+
+
+def _postgres(docs):
+    return next(d for d in docs if d["kind"] == "Deployment"
+                and d["metadata"]["name"] == "postgres")
 
 
 def _service(docs, headless):
@@ -462,15 +618,78 @@ MUTATIONS = [
      lambda d: d.remove(next(x for x in d if x["kind"] == "NetworkPolicy")),
      "expected one NetworkPolicy"),
     ("flags ConfigMap not mounted where --flagfile points",
-     lambda d: _container(d).update(args=["--flagfile=/etc/other/mantissad.flags"]),
+     lambda d: _container(d)["args"].__setitem__(0, "--flagfile=/etc/other/mantissad.flags"),
      "nothing is mounted at /etc/other"),
+    # The fleet: one database from a Secret, one shared volume, many workers.
+    ("database URI in the ConfigMap",
+     lambda d: _set_flag(d, "lease_seconds", "30\n--database=postgresql://u:pw@db/mantissa"),
+     "belong in a Secret"),
+    ("database URI as a literal env value",
+     lambda d: _env(d, "MANTISSA_DATABASE").update(
+         value="postgresql://u@db/mantissa", valueFrom=None),
+     "env MANTISSA_DATABASE must come from a Secret"),
+    ("no --database argument",
+     lambda d: _container(d)["args"].pop(), "--database=$(ENV_VAR)"),
+    ("--database naming an env var that does not exist",
+     lambda d: _container(d)["args"].__setitem__(1, "--database=$(DATABASE_URL)"),
+     "the container has no env DATABASE_URL"),
+    ("one --worker_id for every replica",
+     lambda d: _set_flag(d, "lease_seconds", "30\n--worker_id=mantissad"), "--worker_id"),
+    ("no lease",
+     lambda d: _set_flag(d, "lease_seconds", ""), "--lease_seconds"),
+    ("state volume ReadWriteOnce in the fleet",
+     lambda d: _claim(d, "mantissad-state")["spec"].update(accessModes=["ReadWriteOnce"]),
+     "must be ReadWriteMany"),
+    ("a state volume per worker",
+     lambda d: next(v for v in _sts(d)["spec"]["template"]["spec"]["volumes"]
+                    if v["name"] == "state").update(persistentVolumeClaim=None, emptyDir={}),
+     "one shared PersistentVolumeClaim"),
+    ("a single worker",
+     lambda d: _sts(d)["spec"].update(replicas=1), "a fleet runs more than one worker"),
+    ("grace period without room for a checkpoint",
+     lambda d: _sts(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=60),
+     "checkpoint and release"),
 ]
+
+# Breakages of the dev overlay's PostgreSQL (checked with --postgres).
+POSTGRES_MUTATIONS = [
+    ("URI naming a host that is no Service",
+     lambda d: _set_secret(d, "uri", "postgresql://mantissa@db:5432/mantissa"),
+     "which is no rendered Service"),
+    ("URI on another port",
+     lambda d: _set_secret(d, "uri", "postgresql://mantissa@postgres:5433/mantissa"),
+     "has no port 5433"),
+    ("URI with another role",
+     lambda d: _set_secret(d, "uri", "postgresql://admin@postgres:5432/mantissa"),
+     "is not the server's POSTGRES_USER"),
+    ("password in the URI",
+     lambda d: _set_secret(d, "uri", "postgresql://mantissa:pw@postgres:5432/mantissa"),
+     "the URI carries the password"),
+    ("server password from a literal",
+     lambda d: next(e for e in _postgres(d)["spec"]["template"]["spec"]["containers"][0]["env"]
+                    if e["name"] == "POSTGRES_PASSWORD").update(value="x", valueFrom=None),
+     "must be the same Secret key"),
+    ("server data on an emptyDir",
+     lambda d: _postgres(d)["spec"]["template"]["spec"]["volumes"][0].update(
+         persistentVolumeClaim=None, emptyDir={}),
+     "on a PersistentVolumeClaim"),
+]
+
+
+def _set_secret(docs, key, value):
+    ref = _env(docs, "MANTISSA_DATABASE")["valueFrom"]["secretKeyRef"]
+    secret = next(d for d in docs if d["kind"] == "Secret"
+                  and d["metadata"]["name"] == ref["name"])
+    secret["data"][key] = base64.b64encode(value.encode()).decode()
 
 
 def self_test(docs, opts):
     global errors
     failures = []
-    for what, mutate, phrase in MUTATIONS:
+    # The base's breakages with --fleet; the dev overlay's server's with --postgres.
+    mutations = ((MUTATIONS if opts.get("fleet") is not None else [])
+                 + (POSTGRES_MUTATIONS if opts.get("postgres") is not None else []))
+    for what, mutate, phrase in mutations:
         mutated = copy.deepcopy(docs)
         mutate(mutated)
         errors = []
@@ -479,7 +698,7 @@ def self_test(docs, opts):
             failures.append(f"self-test: {what!r} not caught (want {phrase!r}, got {errors})")
     errors = failures
     if not failures:
-        print(f"self-test: all {len(MUTATIONS)} broken variants caught")
+        print(f"self-test: all {len(mutations)} broken variants caught")
 
 
 def report():
@@ -496,7 +715,7 @@ def main(argv):
     with open(args[0]) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
     if "self-test" in opts:
-        opts = {k: v for k, v in opts.items() if k == "rules"}
+        opts = {k: v for k, v in opts.items() if k in ("rules", "fleet", "postgres")}
         run_checks(docs, opts)
         if errors:
             return report()  # the unbroken manifests must pass first

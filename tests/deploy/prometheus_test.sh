@@ -1,19 +1,23 @@
 #!/bin/bash
 # The dashboard and the alert rules, proven against a real Prometheus (Debian
-# `prometheus`) scraping a real mantissad:
-#   1. promtool accepts deploy/prometheus/{rules,prometheus}.yml and the
-#      daemon's /metrics with no warning;
-#   2. mantissad trains real jobs: a healthy one (exported and served), one
+# `prometheus`) scraping a real fleet of two mantissad workers that share a
+# PostgreSQL job store (deploy/local-postgres.sh) and a state dir:
+#   1. promtool accepts deploy/prometheus/{rules,prometheus}.yml and each
+#      worker's /metrics with no warning, and every series has a `worker`;
+#   2. the fleet trains real jobs: a healthy one (exported and served), one
 #      whose grad scaler skips every other step, one whose inputs are inf
 #      (NaN loss, every step skipped, the scale collapses to 0) and one that
-#      fails; it serves inference, OK and refused;
-#   3. Prometheus scrapes it every second with deploy/prometheus/prometheus.yml
-#      (target and intervals replaced, its `authorization` lines uncommented:
-#      the daemon runs with --auth_tokens_file) and evaluates
+#      fails; the first worker serves inference, OK and refused;
+#   3. Prometheus scrapes both every second with deploy/prometheus/prometheus.yml
+#      (targets and intervals replaced, its `authorization` lines uncommented:
+#      the daemons run with --auth_tokens_file) and evaluates
 #      deploy/prometheus/rules.yml;
-#   4. check_promql.py evaluates every PromQL expression of
+#   4. the dashboard's running-jobs count never exceeds what the fleet can
+#      run (two workers, one job each): every worker reports the fleet's
+#      total, so summing across workers would count it twice;
+#   5. check_promql.py evaluates every PromQL expression of
 #      deploy/grafana/mantissa.json (each must return a finite value) and of
-#      the rules (each alert must fire), then the daemon stops and the
+#      the rules (each alert must fire), then the workers stop and the
 #      daemon-down alert must fire.
 # A renamed metric or label breaks this test.
 #
@@ -40,17 +44,21 @@ for tool in prometheus promtool curl python3 openssl; do
 done
 
 tmp=$(mktemp -d)
-daemon_pid=""
+pg=""
+daemon_pids=()
 prometheus_pid=""
 cleanup() {
-  local rc=$?
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+  local rc=$? pid
+  for pid in "${daemon_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   [ -n "$prometheus_pid" ] && kill "$prometheus_pid" 2>/dev/null && wait "$prometheus_pid" 2>/dev/null
+  [ -z "$pg" ] || bash "$src/deploy/local-postgres.sh" stop "$pg" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
-    echo "--- mantissad log (tail)"; tail -n 20 "$tmp/mantissad.log" 2>/dev/null || true
+    for log in "$tmp"/mantissad-*.log; do
+      echo "--- $(basename "$log") (tail)"; tail -n 20 "$log" 2>/dev/null || true
+    done
     echo "--- prometheus log (tail)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
   fi
-  rm -rf "$tmp"
+  rm -rf "$tmp" ${pg:+"$pg"}
   exit "$rc"
 }
 trap cleanup EXIT
@@ -74,7 +82,10 @@ step "promtool check rules / config"
 promtool_clean promtool check rules "$rules"
 promtool_clean promtool check config "$config"
 
-step "start mantissad"
+step "start PostgreSQL and two mantissad workers"
+pg=$(mktemp -d)
+eval "$(bash "$src/deploy/local-postgres.sh" start "$pg")"
+[ -n "${MANTISSA_DATABASE:-}" ] || fail "PostgreSQL did not start"
 # Tokens as the README makes them: the CLI calls as admin, Prometheus scrapes
 # with a metrics token from a file.
 admin_token=$(openssl rand -hex 32)
@@ -84,34 +95,46 @@ printf %s "$metrics_token" >"$tmp/metrics-token"
   echo "$(printf %s "$admin_token" | sha256sum | cut -d' ' -f1) ops admin"
   echo "$(printf %s "$metrics_token" | sha256sum | cut -d' ' -f1) prometheus metrics"
 } >"$tmp/tokens"
-"$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
-  --state_dir="$tmp/state" --port_file="$tmp/ports" --intra_op_threads=1 \
-  --auth_tokens_file="$tmp/tokens" \
-  --max_concurrent_jobs=1 >"$tmp/mantissad.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 100); do
-  [ -s "$tmp/ports" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || fail "mantissad exited"
-  sleep 0.1
+grpc_ports=()
+metrics_ports=()
+for w in a b; do
+  "$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+    --database="$MANTISSA_DATABASE" --state_dir="$tmp/state" --port_file="$tmp/ports-$w" \
+    --intra_op_threads=1 --auth_tokens_file="$tmp/tokens" \
+    --max_concurrent_jobs=1 >"$tmp/mantissad-$w.log" 2>&1 &
+  daemon_pids+=($!)
 done
-[ -s "$tmp/ports" ] || fail "mantissad wrote no port file"
-read -r grpc_port metrics_port < <(python3 -c \
-  'import json,sys; p=json.load(open(sys.argv[1])); print(p["grpc"], p["metrics"])' "$tmp/ports")
-mantissa() { MANTISSA_TOKEN=$admin_token "$cli" --server="127.0.0.1:$grpc_port" "$@"; }
+for w in a b; do
+  for _ in $(seq 100); do
+    [ -s "$tmp/ports-$w" ] && break
+    for pid in "${daemon_pids[@]}"; do kill -0 "$pid" 2>/dev/null || fail "mantissad exited"; done
+    sleep 0.1
+  done
+  [ -s "$tmp/ports-$w" ] || fail "mantissad $w wrote no port file"
+  read -r grpc_port metrics_port < <(python3 -c \
+    'import json,sys; p=json.load(open(sys.argv[1])); print(p["grpc"], p["metrics"])' "$tmp/ports-$w")
+  grpc_ports+=("$grpc_port")
+  metrics_ports+=("$metrics_port")
+done
+# Calls go to the first worker; `list` goes to the second, which answers
+# for the whole fleet.
+mantissa() { MANTISSA_TOKEN=$admin_token "$cli" --server="127.0.0.1:${grpc_ports[0]}" "$@"; }
+mantissa_b() { MANTISSA_TOKEN=$admin_token "$cli" --server="127.0.0.1:${grpc_ports[1]}" "$@"; }
 
 step "start prometheus"
-# The shipped config with the test's target, 1 s intervals and the rules'
+# The shipped config with the test's targets, 1 s intervals and the rules'
 # absolute path; each replacement must apply exactly once.
-python3 - "$config" "$tmp/prometheus.yml" "127.0.0.1:$metrics_port" "$rules" \
+python3 - "$config" "$tmp/prometheus.yml" \
+  "'127.0.0.1:${metrics_ports[0]}', '127.0.0.1:${metrics_ports[1]}'" "$rules" \
   "$tmp/metrics-token" <<'EOF'
 import re, sys
-source, out, target, rules, token_file = sys.argv[1:]
+source, out, targets, rules, token_file = sys.argv[1:]
 text = open(source).read()
 for pattern, replacement in [
     (r"scrape_interval: \S+", "scrape_interval: 1s"),
     (r"evaluation_interval: \S+", "evaluation_interval: 1s"),
     (r"- rules\.yml", "- " + rules),
-    (r"targets: \['127\.0\.0\.1:9464'\]", "targets: ['%s']" % target),
+    (r"targets: \['127\.0\.0\.1:9464'\]", "targets: [%s]" % targets),
     (r"# authorization:\n(\s*)#   type: Bearer\n(\s*)#   credentials_file: \S+",
      r"authorization:\n\1  type: Bearer\n\2  credentials_file: " + token_file),
 ]:
@@ -142,10 +165,10 @@ done
 # Jobs must start after the first scrape, so that the per-job counters are
 # seen at 0 before they rise (rate() ignores a series' first sample).
 for _ in $(seq 100); do
-  [ "$(value 'up{job="mantissad"}')" = "1" ] && break
+  [ "$(value 'sum(up{job="mantissad"})')" = "2" ] && break
   sleep 0.2
 done
-[ "$(value 'up{job="mantissad"}')" = "1" ] || fail "prometheus does not scrape mantissad"
+[ "$(value 'sum(up{job="mantissad"})')" = "2" ] || fail "prometheus does not scrape both workers"
 
 step "train"
 common=(--model=mlp --model-option=hidden=32 --dataset=synthetic --progress-every-n-steps=10)
@@ -184,7 +207,7 @@ fi
 
 step "wait for the jobs"
 for job in "$storm" "$diverged" "$failing"; do mantissa watch "$job" >/dev/null || true; done
-states=$(mantissa --json list | python3 -c '
+states=$(mantissa_b --json list | python3 -c '
 import json, sys
 print(" ".join(j["id"] + "=" + j["state"] for j in json.load(sys.stdin)["jobs"]))')
 for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$failing=FAILED"; do
@@ -192,16 +215,25 @@ for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$
 done
 
 step "promtool check metrics"
-curl -sf --max-time 10 -H "Authorization: Bearer $metrics_token" \
-  "http://127.0.0.1:$metrics_port/metrics" >"$tmp/metrics.txt"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$metrics_port/metrics")
-[ "$code" = "401" ] || fail "/metrics without a token answered $code, not 401"
-out=$(promtool check metrics <"$tmp/metrics.txt" 2>&1) || fail "promtool check metrics:"$'\n'"$out"
-[ -z "$out" ] || fail "promtool check metrics warns:"$'\n'"$out"
-grep -q '^mantissa_train_loss{job="'"$diverged"'"} Nan$' "$tmp/metrics.txt" ||
+: >"$tmp/metrics.txt"
+for port in "${metrics_ports[@]}"; do
+  curl -sf --max-time 10 -H "Authorization: Bearer $metrics_token" \
+    "http://127.0.0.1:$port/metrics" >"$tmp/metrics-$port.txt"
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/metrics")
+  [ "$code" = "401" ] || fail "/metrics without a token answered $code, not 401"
+  out=$(promtool check metrics <"$tmp/metrics-$port.txt" 2>&1) ||
+    fail "promtool check metrics:"$'\n'"$out"
+  [ -z "$out" ] || fail "promtool check metrics warns:"$'\n'"$out"
+  cat "$tmp/metrics-$port.txt" >>"$tmp/metrics.txt"
+done
+# Each job's series are on the worker that trained it: look in both.
+grep -q '^mantissa_train_loss{\(.*,\)\?job="'"$diverged"'"[,}].* Nan$' "$tmp/metrics.txt" ||
   fail "the diverged job's loss is not exported as NaN"
-grep -q '^mantissa_device_memory_used_bytes{device="cpu"} ' "$tmp/metrics.txt" ||
+grep -q '^mantissa_device_memory_used_bytes{\(.*,\)\?device="cpu"[,}]' "$tmp/metrics.txt" ||
   fail "no device memory series"
+# Every series names its worker (the daemon's id), so a fleet's series differ.
+unlabelled=$(grep '^mantissa_' "$tmp/metrics.txt" | grep -v '[{,]worker="[^"]' | head -n 3 || true)
+[ -z "$unlabelled" ] || fail "series without a worker label:"$'\n'"$unlabelled"
 
 step "wait for prometheus to see everything"
 for _ in $(seq 100); do
@@ -212,15 +244,30 @@ done
 [ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] || fail "prometheus does not see 4 finished jobs"
 sleep 2
 
+step "fleet totals counted once"
+# mantissa_jobs_running is the fleet's total on every worker. At most two
+# jobs ran at once (two workers, one job each), and the storm and diverged
+# jobs ran together: summed across workers, the panel would have shown four.
+running_expr=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(next(t["expr"] for p in d["panels"] if p.get("title") == "Jobs by state"
+           for t in p["targets"] if t.get("legendFormat") == "RUNNING"))' "$dashboard")
+peak=$(value "max_over_time(($running_expr)[5m:1s])")
+if [ -z "$peak" ] || ! python3 -c 'import sys; sys.exit(not 1 <= float(sys.argv[1]) <= 2)' "$peak"; then
+  fail "the dashboard's running jobs ($running_expr) peaked at '$peak', not 1 or 2"
+fi
+echo "ok   $running_expr peaked at $peak"
+
 step "dashboard queries"
 $check "$prom" "$dashboard" "$rules" dashboard
 step "alerts while the daemon runs"
 $check "$prom" "$dashboard" "$rules" alerts-up
 
-step "stop mantissad"
-kill -TERM "$daemon_pid"
-wait "$daemon_pid" || fail "mantissad exited non-zero on SIGTERM"
-daemon_pid=""
+step "stop the workers"
+for pid in "${daemon_pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${daemon_pids[@]}"; do wait "$pid" || fail "mantissad exited non-zero on SIGTERM"; done
+daemon_pids=()
 step "alerts with the daemon down"
 $check "$prom" "$dashboard" "$rules" alerts-down
 step "PASS"

@@ -6,7 +6,9 @@
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/daemon_test.h"
@@ -89,6 +91,38 @@ TEST_F(CliTest, SubmitWaitSucceedsAndGetListShowTheJob) {
   CommandResult running = Cli({"list", "--state", "running"});
   EXPECT_EQ(running.exit_code, 0);
   EXPECT_THAT(running.out, Not(HasSubstr(id)));
+}
+
+TEST_F(CliTest, ListPagesThroughTheJobsItsFiltersMatch) {
+  // A name of their own keeps the other cases' jobs out of these pages.
+  std::vector<std::string> submitted;
+  for (int i = 0; i < 5; ++i) {
+    submitted.push_back(SubmitJson({"--model", "mlp", "--model-option", "hidden=8", "--dataset",
+                                    "synthetic", "--dataset-option", "train_size=64", "--steps",
+                                    "1", "--batch-size", "8", "--name", "paging"}));
+    ASSERT_FALSE(submitted.back().empty());
+  }
+  const std::regex row(R"re((?:^|\n)([0-9a-f]{12})  )re");
+  const std::regex next_page(R"re(\nnext page: --page-token (\S+)\n)re");
+  std::vector<std::string> listed;
+  std::vector<std::string> flags = {"list", "--name", "paging", "--limit", "2"};
+  for (int page = 1; page <= 3; ++page) {
+    CommandResult r = Cli(flags);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (std::sregex_iterator it(r.out.begin(), r.out.end(), row), end; it != end; ++it) {
+      listed.push_back((*it)[1].str());
+    }
+    std::smatch token;
+    const bool more = std::regex_search(r.out, token, next_page);
+    ASSERT_EQ(more, page < 3) << "page " << page << ":\n" << r.out;
+    if (more) flags = {"list", "--name", "paging", "--limit", "2", "--page-token", token[1].str()};
+  }
+  // Newest first, each job once, none left out.
+  EXPECT_EQ(listed, std::vector<std::string>(submitted.rbegin(), submitted.rend()));
+
+  CommandResult bad = Cli({"list", "--page-token", "not-a-token"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("INVALID_ARGUMENT: page_token: "));
 }
 
 TEST_F(CliTest, WatchStreamsPlainProgressLinesUntilCancelled) {

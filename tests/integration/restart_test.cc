@@ -1,5 +1,6 @@
 // Job state lives in SQLite under --state_dir: restarts, crashes and
-// graceful shutdowns must never lose a job.
+// graceful shutdowns must never lose a job, and a job a shutdown stopped
+// goes on where it stopped.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -26,8 +27,8 @@ class RestartTest : public ::testing::Test {
     return daemon.ok() ? std::move(*daemon) : nullptr;
   }
 
-  // Submits a job that trains until stopped and a 30-step one queued behind
-  // it, waits for the first to step, then stops the daemon with SIGTERM.
+  // Submits a job of kRunningSteps and a 30-step one queued behind it, waits
+  // for the first to step, then stops the daemon with SIGTERM.
   // Empty ids when a step failed (the failure is recorded).
   struct RunningAndQueued {
     std::string running_id;
@@ -37,15 +38,25 @@ class RestartTest : public ::testing::Test {
     auto daemon = Start();
     if (daemon == nullptr) return {};
     auto stub = daemon->NewStub();
-    auto running = Submit(*stub, SyntheticMlpSpec(10'000'000));
+    auto running = Submit(*stub, RunningSpec());
     auto queued = Submit(*stub, SyntheticMlpSpec(30));
     EXPECT_TRUE(running.status.ok() && queued.status.ok());
     if (!running.status.ok() || !queued.status.ok()) return {};
     EXPECT_OK(WaitForJob(*stub, running.job.id(),
-                         [](const v1::Job& j) { return j.progress().step() > 0; }));
+                         [](const v1::Job& j) { return j.progress().step() >= 20; }));
     EXPECT_EQ(daemon->Terminate(), 0) << daemon->Log();
     return {running.job.id(), queued.job.id()};
   }
+
+  // Long enough (seconds) for SIGTERM to land mid-run; no periodic
+  // checkpoints, so only the shutdown's checkpoint can keep its work.
+  static v1::JobSpec RunningSpec() {
+    v1::JobSpec spec = SyntheticMlpSpec(kRunningSteps);
+    spec.set_progress_every_n_steps(10);
+    spec.set_memory_baseline_steps(0);
+    return spec;
+  }
+  static constexpr int64_t kRunningSteps = 4000;
 
   static std::vector<v1::Job> List(v1::TrainingService::Stub& stub) {
     grpc::ClientContext context;
@@ -82,41 +93,33 @@ TEST_F(RestartTest, JobListSurvivesRestart) {
   EXPECT_TRUE(jobs[0].result().has_eval_accuracy());
 }
 
-TEST_F(RestartTest, JobRunningDuringCrashIsMarkedFailed) {
-  std::string id;
-  {
-    auto daemon = Start();
-    ASSERT_NE(daemon, nullptr);
-    auto stub = daemon->NewStub();
-    auto submitted = Submit(*stub, SyntheticMlpSpec(10'000'000));
-    ASSERT_TRUE(submitted.status.ok());
-    id = submitted.job.id();
-    ASSERT_OK(WaitForJob(*stub, id, [](const v1::Job& j) { return j.state() == v1::RUNNING; }));
-    daemon->Kill();  // SIGKILL: no chance to clean up
-  }
-  auto daemon = Start();
-  ASSERT_NE(daemon, nullptr);
-  auto stub = daemon->NewStub();
-  auto job = WaitForJob(*stub, id, testing::IsTerminal, absl::Seconds(5));
-  ASSERT_OK(job);
-  EXPECT_EQ(job->state(), v1::FAILED);
-  EXPECT_THAT(job->error(), HasSubstr("stopped while this job was running"));
-}
-
-TEST_F(RestartTest, SigtermCancelsRunningJobAndKeepsQueuedOne) {
+TEST_F(RestartTest, SigtermReleasesTheRunningJobWhichResumesWhereItStopped) {
   const auto [running_id, queued_id] = QueueBehindARunningJobThenStop();
   ASSERT_FALSE(running_id.empty());
   auto daemon = Start();
   ASSERT_NE(daemon, nullptr);
   auto stub = daemon->NewStub();
-  auto running = WaitForJob(*stub, running_id, testing::IsTerminal, absl::Seconds(5));
-  ASSERT_OK(running);
-  EXPECT_EQ(running->state(), v1::CANCELLED);
-  EXPECT_THAT(running->error(), HasSubstr("shut down"));
+  auto resumed = WaitForJob(*stub, running_id, testing::IsTerminal);
+  ASSERT_OK(resumed);
+  ASSERT_EQ(resumed->state(), v1::SUCCEEDED) << resumed->error();
+  EXPECT_EQ(resumed->attempt(), 2);
+  ASSERT_EQ(resumed->attempts_size(), 2);
+  EXPECT_EQ(resumed->attempts(0).end(), v1::Attempt::RELEASED);
+  EXPECT_THAT(resumed->attempts(0).reason(), HasSubstr("shut down"));
+  // The shutdown's checkpoint, not a periodic one: the job takes none.
+  EXPECT_GE(resumed->attempts(1).start_step(), 20);
+  EXPECT_EQ(resumed->start_step(), resumed->attempts(1).start_step());
+  EXPECT_EQ(resumed->result().steps_completed(), kRunningSteps);
   // The queued job was kept and runs after the restart.
   auto queued = WaitForJob(*stub, queued_id, testing::IsTerminal);
   ASSERT_OK(queued);
   EXPECT_EQ(queued->state(), v1::SUCCEEDED);
+
+  auto whole = Submit(*stub, RunningSpec());
+  ASSERT_TRUE(whole.status.ok());
+  auto uninterrupted = WaitForJob(*stub, whole.job.id(), testing::IsTerminal);
+  ASSERT_OK(uninterrupted);
+  EXPECT_DOUBLE_EQ(resumed->result().final_loss(), uninterrupted->result().final_loss());
 }
 
 // A queued job runs under the daemon that picks it up: its spec is checked

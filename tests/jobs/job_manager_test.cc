@@ -25,6 +25,7 @@
 #include "server/common/file_sync.h"
 #include "server/jobs/job_runner.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/job_transitions.h"
 #include "server/metrics/metrics.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -236,10 +237,33 @@ v1::Job StoredJob(const std::string& id, v1::JobState state) {
   return job;
 }
 
+// Puts `job` into the store in its state as a worker would have: queued,
+// then (unless QUEUED) claimed by a worker that is gone, then (if ended)
+// finished with the job's own end_time. Seed the queued jobs last: a claim
+// takes the oldest queued one.
+absl::Status Seed(JobStore& store, const v1::Job& job) {
+  v1::Job queued = job;
+  queued.set_state(v1::QUEUED);
+  queued.set_attempt(1);
+  if (absl::Status s = store.Insert(queued, {}); !s.ok()) return s;
+  if (job.state() == v1::QUEUED) return absl::OkStatus();
+  absl::StatusOr<std::optional<v1::Job>> claimed = store.Claim("gone-worker", absl::Hours(1));
+  if (!claimed.ok()) return claimed.status();
+  if (!claimed->has_value() || (*claimed)->id() != job.id()) {
+    return absl::InternalError("Seed: seed queued jobs last");
+  }
+  if (job.state() == v1::RUNNING) return absl::OkStatus();
+  v1::Job ended = **claimed;
+  MarkFinished(ended, job.state(), job.error(), absl::Now());
+  if (job.has_end_time()) *ended.mutable_end_time() = job.end_time();
+  return store.Update(ended, {"gone-worker", ended.attempt()}, nullptr).status();
+}
+
 class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<JobStore>> store = JobStore::Create({dir_.File("jobs.db")});
+    absl::StatusOr<std::unique_ptr<JobStore>> store =
+        OpenJobStore({.database = "sqlite:" + dir_.File("jobs.db")});
     ASSERT_OK(store);
     store_ = std::move(*store);
   }
@@ -349,12 +373,12 @@ TEST_F(JobManagerTest, PrepareErrorIsReturnedAndNothingIsStored) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("steps: must be positive")));
   EXPECT_EQ(runner_.prepare_calls(), 1);
 
-  absl::StatusOr<std::vector<v1::Job>> listed = manager_->List({}, 0);
+  absl::StatusOr<JobPage> listed = manager_->List({});
   ASSERT_OK(listed);
-  EXPECT_THAT(*listed, IsEmpty());
-  absl::StatusOr<std::vector<v1::Job>> stored = store_->List();
+  EXPECT_THAT(listed->jobs, IsEmpty());
+  absl::StatusOr<JobPage> stored = store_->List({});
   ASSERT_OK(stored);
-  EXPECT_THAT(*stored, IsEmpty());
+  EXPECT_THAT(stored->jobs, IsEmpty());
   EXPECT_THAT(MetricsText(), Not(HasSubstr("mantissa_jobs_submitted_total{")));
 }
 
@@ -462,13 +486,13 @@ TEST_F(JobManagerTest, QueuedJobsAreCappedInAllAndPerPrincipal) {
   ASSERT_OK(manager_->Cancel(first->id()));
   ASSERT_OK(manager_->Submit(Spec(), "carol"));
 
-  absl::StatusOr<std::vector<v1::Job>> bobs = manager_->List({}, 0, std::string("bob"));
+  absl::StatusOr<JobPage> bobs = manager_->List({.principal = "bob"});
   ASSERT_OK(bobs);
-  ASSERT_EQ(bobs->size(), 1u);
-  EXPECT_EQ((*bobs)[0].principal(), "bob");
-  absl::StatusOr<std::vector<v1::Job>> alices = manager_->List({}, 1, std::string("alice"));
+  ASSERT_EQ(bobs->jobs.size(), 1u);
+  EXPECT_EQ(bobs->jobs[0].principal(), "bob");
+  absl::StatusOr<JobPage> alices = manager_->List({.principal = "alice", .limit = 1});
   ASSERT_OK(alices);
-  EXPECT_EQ(alices->size(), 1u);
+  EXPECT_EQ(alices->jobs.size(), 1u);
   runner_.Release();
 }
 
@@ -629,6 +653,8 @@ TEST_F(JobManagerTest, WatchQueuedJobThatIsCancelled) {
   ASSERT_OK(manager_->Watch(job.id(), recorder));
   ASSERT_OK(manager_->Cancel(job.id()));
 
+  // A queued job's events come from the store's log, soon after.
+  EXPECT_TRUE(WaitFor([&] { return recorder->types().size() >= 2; }));
   EXPECT_THAT(recorder->types(), ElementsAre(v1::JobEvent::SNAPSHOT, v1::JobEvent::FINISHED));
   EXPECT_EQ(recorder->events().back().job().state(), v1::CANCELLED);
   runner_.Release();
@@ -646,34 +672,46 @@ TEST_F(JobManagerTest, UnwatchStopsEvents) {
   EXPECT_THAT(recorder->types(), ElementsAre(v1::JobEvent::SNAPSHOT));
 }
 
-TEST_F(JobManagerTest, RecoveryFailsRunningJobsAndRequeuesQueuedOnes) {
-  ASSERT_OK(store_->Put(StoredJob("aaaaaaaaaaa1", v1::QUEUED)));
-  ASSERT_OK(store_->Put(StoredJob("bbbbbbbbbbb2", v1::RUNNING)));
-  ASSERT_OK(store_->Put(StoredJob("ccccccccccc3", v1::QUEUED)));
-  ASSERT_OK(store_->Put(StoredJob("ddddddddddd4", v1::SUCCEEDED)));
+TEST_F(JobManagerTest, RecoveryRequeuesRunningJobsAsTheirNextAttempt) {
+  ASSERT_OK(Seed(*store_, StoredJob("bbbbbbbbbbb2", v1::RUNNING)));
+  ASSERT_OK(Seed(*store_, StoredJob("ddddddddddd4", v1::SUCCEEDED)));
+  ASSERT_OK(Seed(*store_, StoredJob("aaaaaaaaaaa1", v1::QUEUED)));
+  ASSERT_OK(Seed(*store_, StoredJob("ccccccccccc3", v1::QUEUED)));
   StartManager();
 
-  absl::StatusOr<v1::Job> crashed = manager_->Get("bbbbbbbbbbb2");
-  ASSERT_OK(crashed);
-  EXPECT_EQ(crashed->state(), v1::FAILED);
-  EXPECT_THAT(crashed->error(), AllOf(HasSubstr("mantissad stopped"), HasSubstr("running")));
-  EXPECT_TRUE(crashed->has_end_time());
-  absl::StatusOr<v1::Job> stored = store_->Get("bbbbbbbbbbb2");
-  ASSERT_OK(stored);
-  EXPECT_EQ(stored->state(), v1::FAILED);
+  // The daemon that ran it died: its attempt ended, the next one runs it.
+  const v1::Job crashed = WaitForState("bbbbbbbbbbb2", v1::SUCCEEDED);
+  EXPECT_EQ(crashed.state(), v1::SUCCEEDED);
+  EXPECT_EQ(crashed.attempt(), 2);
+  ASSERT_EQ(crashed.attempts_size(), 2);
+  EXPECT_EQ(crashed.attempts(0).end(), v1::Attempt::LEASE_EXPIRED);
+  EXPECT_EQ(crashed.attempts(0).worker(), "gone-worker");
+  EXPECT_EQ(crashed.attempts(1).end(), v1::Attempt::FINISHED);
 
-  EXPECT_EQ(WaitForState("aaaaaaaaaaa1", v1::SUCCEEDED).state(), v1::SUCCEEDED);
   const v1::Job second = WaitForState("ccccccccccc3", v1::SUCCEEDED);
   EXPECT_EQ(second.state(), v1::SUCCEEDED);
   EXPECT_EQ(second.result().steps_completed(), 2);
-  // Oldest first; the crashed and the finished job are not run again.
-  EXPECT_THAT(runner_.started(), ElementsAre("aaaaaaaaaaa1", "ccccccccccc3"));
+  // Oldest first; the finished job is not run again.
+  EXPECT_THAT(runner_.started(), ElementsAre("bbbbbbbbbbb2", "aaaaaaaaaaa1", "ccccccccccc3"));
   absl::StatusOr<v1::Job> finished = manager_->Get("ddddddddddd4");
   ASSERT_OK(finished);
   EXPECT_EQ(finished->state(), v1::SUCCEEDED);
 }
 
-TEST_F(JobManagerTest, ShutdownCancelsRunningJobAndKeepsQueuedOnes) {
+TEST_F(JobManagerTest, RecoveryFailsAJobWhoseAttemptsAreUsedUp) {
+  v1::Job job = StoredJob("eeeeeeeeeee5", v1::RUNNING);
+  job.mutable_spec()->set_max_attempts(1);
+  ASSERT_OK(Seed(*store_, job));
+  StartManager();
+  absl::StatusOr<v1::Job> failed = manager_->Get(job.id());
+  ASSERT_OK(failed);
+  EXPECT_EQ(failed->state(), v1::FAILED);
+  EXPECT_THAT(failed->error(), AllOf(HasSubstr("max_attempts"), HasSubstr("gone-worker")));
+  EXPECT_TRUE(failed->has_end_time());
+  EXPECT_THAT(runner_.started(), IsEmpty());
+}
+
+TEST_F(JobManagerTest, ShutdownReleasesRunningJobAndKeepsQueuedOnes) {
   StartManager(/*max_concurrent_jobs=*/1);
   const v1::Job running = Submit(BlockingSpec());
   ASSERT_TRUE(runner_.WaitForBlocked(1));
@@ -685,8 +723,11 @@ TEST_F(JobManagerTest, ShutdownCancelsRunningJobAndKeepsQueuedOnes) {
 
   absl::StatusOr<v1::Job> stopped = store_->Get(running.id());
   ASSERT_OK(stopped);
-  EXPECT_EQ(stopped->state(), v1::CANCELLED);
-  EXPECT_THAT(stopped->error(), HasSubstr("shut down"));
+  EXPECT_EQ(stopped->state(), v1::QUEUED);
+  EXPECT_EQ(stopped->attempt(), 2);
+  ASSERT_EQ(stopped->attempts_size(), 1);
+  EXPECT_EQ(stopped->attempts(0).end(), v1::Attempt::RELEASED);
+  EXPECT_THAT(stopped->attempts(0).reason(), HasSubstr("shut down"));
   for (const v1::Job& q : {queued1, queued2}) {
     absl::StatusOr<v1::Job> stored = store_->Get(q.id());
     ASSERT_OK(stored);
@@ -696,16 +737,18 @@ TEST_F(JobManagerTest, ShutdownCancelsRunningJobAndKeepsQueuedOnes) {
   EXPECT_THAT(manager_->Submit(Spec()),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shut")));
 
-  // The next start picks the queued jobs up again, oldest first.
+  // The next start picks the jobs up again, oldest first: the released one
+  // as its second attempt.
   manager_.reset();
   runner_.Release();
   StartManager();
   EXPECT_EQ(WaitForState(queued1.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
   EXPECT_EQ(WaitForState(queued2.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
-  EXPECT_THAT(runner_.started(), ElementsAre(running.id(), queued1.id(), queued2.id()));
-  absl::StatusOr<v1::Job> still_cancelled = manager_->Get(running.id());
-  ASSERT_OK(still_cancelled);
-  EXPECT_EQ(still_cancelled->state(), v1::CANCELLED);
+  EXPECT_THAT(runner_.started(),
+              ElementsAre(running.id(), running.id(), queued1.id(), queued2.id()));
+  const v1::Job resumed = WaitForState(running.id(), v1::SUCCEEDED);
+  EXPECT_EQ(resumed.state(), v1::SUCCEEDED);
+  EXPECT_EQ(resumed.attempt(), 2);
 }
 
 TEST_F(JobManagerTest, DestructorShutsDownWithoutWaitingForBlockedJob) {
@@ -715,7 +758,7 @@ TEST_F(JobManagerTest, DestructorShutsDownWithoutWaitingForBlockedJob) {
   manager_.reset();
   absl::StatusOr<v1::Job> stored = store_->Get(running.id());
   ASSERT_OK(stored);
-  EXPECT_EQ(stored->state(), v1::CANCELLED);
+  EXPECT_EQ(stored->state(), v1::QUEUED);
 }
 
 TEST_F(JobManagerTest, RunsUpToMaxConcurrentJobsAtOnce) {
@@ -769,30 +812,30 @@ TEST_F(JobManagerTest, ListIsNewestFirstAndShowsLiveProgress) {
   ASSERT_TRUE(runner_.WaitForBlocked(1));
   const v1::Job queued = Submit(Spec());
 
-  absl::StatusOr<std::vector<v1::Job>> all = manager_->List({}, 0);
+  absl::StatusOr<JobPage> all = manager_->List({});
   ASSERT_OK(all);
-  ASSERT_THAT(*all, SizeIs(3));
-  EXPECT_EQ((*all)[0].id(), queued.id());
-  EXPECT_EQ((*all)[1].id(), running.id());
-  EXPECT_EQ((*all)[2].id(), done.id());
-  EXPECT_EQ((*all)[1].state(), v1::RUNNING);
-  EXPECT_EQ((*all)[1].progress().step(), 2);
+  ASSERT_THAT(all->jobs, SizeIs(3));
+  EXPECT_EQ(all->jobs[0].id(), queued.id());
+  EXPECT_EQ(all->jobs[1].id(), running.id());
+  EXPECT_EQ(all->jobs[2].id(), done.id());
+  EXPECT_EQ(all->jobs[1].state(), v1::RUNNING);
+  EXPECT_EQ(all->jobs[1].progress().step(), 2);
 
   absl::StatusOr<v1::Job> stored = store_->Get(running.id());
   ASSERT_OK(stored);
   EXPECT_EQ(stored->state(), v1::RUNNING);
   EXPECT_EQ(stored->progress().step(), 0);
 
-  absl::StatusOr<std::vector<v1::Job>> live = manager_->List({v1::QUEUED, v1::RUNNING}, 0);
+  absl::StatusOr<JobPage> live = manager_->List({.states = {v1::QUEUED, v1::RUNNING}});
   ASSERT_OK(live);
-  ASSERT_THAT(*live, SizeIs(2));
-  EXPECT_EQ((*live)[0].id(), queued.id());
-  EXPECT_EQ((*live)[1].id(), running.id());
+  ASSERT_THAT(live->jobs, SizeIs(2));
+  EXPECT_EQ(live->jobs[0].id(), queued.id());
+  EXPECT_EQ(live->jobs[1].id(), running.id());
 
-  absl::StatusOr<std::vector<v1::Job>> newest = manager_->List({}, 1);
+  absl::StatusOr<JobPage> newest = manager_->List({.limit = 1});
   ASSERT_OK(newest);
-  ASSERT_THAT(*newest, SizeIs(1));
-  EXPECT_EQ((*newest)[0].id(), queued.id());
+  ASSERT_THAT(newest->jobs, SizeIs(1));
+  EXPECT_EQ(newest->jobs[0].id(), queued.id());
 
   runner_.Release();
   EXPECT_EQ(WaitForState(queued.id(), v1::SUCCEEDED).state(), v1::SUCCEEDED);
@@ -810,6 +853,9 @@ TEST_F(JobManagerTest, RecordsMetrics) {
   const v1::Job failed = Submit(Spec(1, {{"fail", "boom"}}));
   ASSERT_EQ(WaitForState(failed.id(), v1::FAILED).state(), v1::FAILED);
 
+  // The gauges follow the store's counts a moment after the job's end.
+  EXPECT_TRUE(
+      WaitFor([&] { return MetricsText().find("mantissa_jobs_running 0") != std::string::npos; }));
   const std::string text = MetricsText();
   EXPECT_THAT(text, HasSubstr("mantissa_jobs_submitted_total{precision=\"32-true\"} 2"));
   EXPECT_THAT(text, HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\",state="
@@ -861,6 +907,81 @@ TEST_F(JobManagerTest, CreateRejectsMissingDependencies) {
   EXPECT_THAT(JobManager::Create(no_metrics),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics")));
   EXPECT_THAT(JobManager::Create(full), IsOk());
+}
+
+// Two workers sharing one store, as a fleet does (in one process here; the
+// fleet of processes over PostgreSQL is tests/integration/fleet_test.cc).
+class TwoWorkersTest : public JobManagerTest {
+ protected:
+  std::unique_ptr<JobManager> StartWorker(const std::string& id) {
+    JobManager::Options options;
+    options.store = store_.get();
+    options.runner = &runner_;
+    options.metrics = &metrics_;
+    options.worker_id = id;
+    options.sole_worker = false;
+    options.lease = absl::Milliseconds(600);
+    options.claim_poll_interval = absl::Milliseconds(50);
+    options.watch_poll_interval = absl::Milliseconds(50);
+    absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+    EXPECT_OK(manager);
+    return manager.ok() ? std::move(*manager) : nullptr;
+  }
+};
+
+TEST_F(TwoWorkersTest, AJobRunningOnOneWorkerIsWatchedAndCancelledThroughTheOther) {
+  std::unique_ptr<JobManager> a = StartWorker("worker-a");
+  ASSERT_NE(a, nullptr);
+  absl::StatusOr<v1::Job> job = a->Submit(BlockingSpec());
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  std::unique_ptr<JobManager> b = StartWorker("worker-b");
+  ASSERT_NE(b, nullptr);
+
+  absl::StatusOr<v1::Job> through_b = b->Get(job->id());
+  ASSERT_OK(through_b);
+  EXPECT_EQ(through_b->state(), v1::RUNNING);
+  EXPECT_EQ(through_b->worker(), "worker-a");
+  EventRecorder* recorder = NewRecorder();
+  ASSERT_OK(b->Watch(job->id(), recorder));
+  ASSERT_OK(b->Cancel(job->id()));
+
+  // Worker a learns of it at its next renewal, a third of the lease.
+  EXPECT_TRUE(WaitFor([&] {
+    absl::StatusOr<v1::Job> j = b->Get(job->id());
+    return j.ok() && j->state() == v1::CANCELLED;
+  }));
+  EXPECT_TRUE(WaitFor([&] {
+    const auto types = recorder->types();
+    return !types.empty() && types.back() == v1::JobEvent::FINISHED;
+  }));
+  EXPECT_EQ(recorder->types().front(), v1::JobEvent::SNAPSHOT);
+  EXPECT_EQ(recorder->events().back().job().state(), v1::CANCELLED);
+  b->Unwatch(job->id(), recorder);
+}
+
+TEST_F(TwoWorkersTest, AReleasedJobIsTakenByTheOtherWorkerAsItsNextAttempt) {
+  std::unique_ptr<JobManager> a = StartWorker("worker-a");
+  ASSERT_NE(a, nullptr);
+  absl::StatusOr<v1::Job> job = a->Submit(BlockingSpec());
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+  std::unique_ptr<JobManager> b = StartWorker("worker-b");
+  ASSERT_NE(b, nullptr);
+  a->Shutdown();
+  runner_.Release();
+  EXPECT_TRUE(WaitFor([&] {
+    absl::StatusOr<v1::Job> j = b->Get(job->id());
+    return j.ok() && j->state() == v1::SUCCEEDED;
+  }));
+  absl::StatusOr<v1::Job> done = b->Get(job->id());
+  ASSERT_OK(done);
+  EXPECT_EQ(done->attempt(), 2);
+  ASSERT_EQ(done->attempts_size(), 2);
+  EXPECT_EQ(done->attempts(0).worker(), "worker-a");
+  EXPECT_EQ(done->attempts(0).end(), v1::Attempt::RELEASED);
+  EXPECT_EQ(done->attempts(1).worker(), "worker-b");
+  EXPECT_EQ(done->attempts(1).end(), v1::Attempt::FINISHED) << done->DebugString();
 }
 
 // Limits and retention: max_duration, the watcher cap, deletion, the sweep.
@@ -962,8 +1083,8 @@ TEST_F(JobLimitsTest, RetentionSweepDeletesOnlyJobsEndedBeforeTheCutoff) {
   old.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24 * 40)));
   v1::Job recent = StoredJob("0000000000b2", v1::FAILED);
   recent.mutable_end_time()->set_seconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(24)));
-  ASSERT_OK(store_->Put(old));
-  ASSERT_OK(store_->Put(recent));
+  ASSERT_OK(Seed(*store_, old));
+  ASSERT_OK(Seed(*store_, recent));
   const std::filesystem::path old_dir = MakeJobDir(old.id());
   const std::filesystem::path recent_dir = MakeJobDir(recent.id());
 
@@ -989,8 +1110,8 @@ TEST_F(JobLimitsTest, AJobThatCannotBeRemovedHoldsUpNeitherTheSweepNorStartUp) {
   old.mutable_end_time()->set_seconds(2);
   v1::Job stuck = StoredJob("proc/1", v1::FAILED);
   stuck.mutable_end_time()->set_seconds(1);
-  ASSERT_OK(store_->Put(old));
-  ASSERT_OK(store_->Put(stuck));
+  ASSERT_OK(Seed(*store_, old));
+  ASSERT_OK(Seed(*store_, stuck));
   const std::filesystem::path old_dir = MakeJobDir(old.id());
 
   Start([](JobManager::Options& o) { o.keep_finished_jobs = absl::Hours(1); });
@@ -1004,7 +1125,7 @@ TEST_F(JobLimitsTest, AJobThatCannotBeRemovedHoldsUpNeitherTheSweepNorStartUp) {
 TEST_F(JobLimitsTest, KeepForeverSweepsNothing) {
   v1::Job old = StoredJob("0000000000c3", v1::CANCELLED);
   old.mutable_end_time()->set_seconds(1);
-  ASSERT_OK(store_->Put(old));
+  ASSERT_OK(Seed(*store_, old));
   Start([](JobManager::Options&) {});
   EXPECT_OK(store_->Get(old.id()));
   auto swept = manager_->SweepFinishedJobs();

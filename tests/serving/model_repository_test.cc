@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -292,6 +293,54 @@ TEST(ModelRepositoryTest, ConcurrentAddsGetDistinctVersions) {
   EXPECT_EQ(versions.size(), static_cast<size_t>(kThreads * kEach));
   EXPECT_EQ(repository->Versions("m").size(), static_cast<size_t>(kThreads * kEach));
   EXPECT_EQ(repository->Versions("m").back(), kThreads * kEach);
+}
+
+TEST(ModelRepositoryTest, DaemonsSharingTheRootGetDistinctVersions) {
+  testing::TempDir dir;
+  // One instance per daemon: only the lock file orders them.
+  constexpr int kDaemons = 4, kEach = 3;
+  std::vector<std::unique_ptr<ModelRepository>> daemons;
+  for (int d = 0; d < kDaemons; ++d) {
+    auto repository = ModelRepository::Create({.root = dir.File("models"), .shared = true});
+    ASSERT_OK(repository);
+    daemons.push_back(*std::move(repository));
+  }
+  std::vector<std::vector<int64_t>> got(kDaemons);
+  std::vector<std::thread> threads;
+  for (int d = 0; d < kDaemons; ++d) {
+    threads.emplace_back([&, d] {
+      for (int i = 0; i < kEach; ++i) {
+        auto config = daemons[d]->AddVersion("m", v1::ModelConfig(), WriteWeights);
+        EXPECT_OK(config);
+        if (config.ok()) got[d].push_back(config->version());
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  std::set<int64_t> versions;
+  for (const auto& g : got) versions.insert(g.begin(), g.end());
+  EXPECT_EQ(versions.size(), static_cast<size_t>(kDaemons * kEach));
+  EXPECT_EQ(daemons[0]->Versions("m").size(), static_cast<size_t>(kDaemons * kEach));
+  EXPECT_THAT(daemons[1]->ModelNames(), ElementsAre("m"));  // .lock is no model
+}
+
+TEST(ModelRepositoryTest, ASharedRootKeepsStagingEntriesBeingWritten) {
+  testing::TempDir dir;
+  const std::string root = dir.File("models");
+  fs::create_directories(root + "/.staging/m-1-fresh");
+  std::ofstream(root + "/.staging/m-1-fresh/weights.pt") << "being written";
+  fs::create_directories(root + "/.staging/m-2-stale");
+  std::ofstream(root + "/.staging/m-2-stale/weights.pt") << "left by a dead daemon";
+  const auto long_ago = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  fs::last_write_time(root + "/.staging/m-2-stale/weights.pt", long_ago);
+  fs::last_write_time(root + "/.staging/m-2-stale", long_ago);
+
+  ASSERT_OK(ModelRepository::Create({.root = root, .shared = true}));
+  EXPECT_TRUE(fs::exists(root + "/.staging/m-1-fresh/weights.pt"));
+  EXPECT_FALSE(fs::exists(root + "/.staging/m-2-stale"));
+  // A daemon alone with its repository removes every leftover.
+  ASSERT_OK(ModelRepository::Create({.root = root}));
+  EXPECT_FALSE(fs::exists(root + "/.staging"));
 }
 
 TEST(ModelRepositoryTest, DeleteVersionRemovesOneOrEveryVersion) {

@@ -28,7 +28,11 @@ inline void PrintTo(const BadSpecCase& c, std::ostream* os) { *os << c.name; }
 // (tests/training/spec_validation_test.cc), a few through the real daemon
 // (tests/integration/training_service_test.cc).
 inline std::vector<BadSpecCase> BadSpecCases() {
-  return {BadSpecCase{"UnknownModel",
+  return {BadSpecCase{"ZeroMaxAttempts",
+                      [](v1::JobSpec& s) { s.set_max_attempts(0); },
+                      absl::StatusCode::kInvalidArgument,
+                      {"max_attempts", "[1, 100]", "0"}},
+          BadSpecCase{"UnknownModel",
                       [](v1::JobSpec& s) { s.set_model("resnet9000"); },
                       absl::StatusCode::kNotFound,
                       {"model", "resnet9000", "mlp"}},

@@ -29,8 +29,12 @@ CommandResult RunCommand(const std::vector<std::string>& args) {
     dup2(devnull, STDIN_FILENO);
     dup2(out_pipe[1], STDOUT_FILENO);
     dup2(err_pipe[1], STDERR_FILENO);
+    // Only 1 and 2 may hold the write ends: a daemon the command leaves
+    // behind (pg_ctl start) would otherwise keep the pipes open forever.
     close(out_pipe[0]);
     close(err_pipe[0]);
+    close(out_pipe[1]);
+    close(err_pipe[1]);
     execv(argv[0], argv.data());
     _exit(127);
   }
