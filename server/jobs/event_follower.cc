@@ -49,7 +49,14 @@ void EventFollower::CatchUp(const std::string& job_id) {
     if (it == followers_.end()) return;
     for (const Follower& f : it->second) after = std::min(after, f.after);
   }
-  Poll(job_id, after);
+  // Everything, however far behind the slowest watcher is.
+  while (Poll(job_id, after) == kBatch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = followers_.find(job_id);
+    if (it == followers_.end()) return;
+    after = std::numeric_limits<int64_t>::max();
+    for (const Follower& f : it->second) after = std::min(after, f.after);
+  }
 }
 
 std::vector<JobWatcher*> EventFollower::Take(const std::string& job_id) {
@@ -106,24 +113,34 @@ void EventFollower::Loop() {
   }
 }
 
-void EventFollower::Poll(const std::string& job_id, int64_t after) {
+int EventFollower::Poll(const std::string& job_id, int64_t after) {
   absl::StatusOr<std::vector<StoredEvent>> events =
       options_.store->EventsAfter(job_id, after, kBatch);
   if (absl::IsNotFound(events.status())) {
-    // Deleted: it ended, and its FINISHED went out before.
+    // Deleted (it had ended) before these watchers read its FINISHED: their
+    // streams end all the same.
+    v1::JobEvent gone;
+    gone.set_type(v1::JobEvent::FINISHED);
+    gone.mutable_job()->set_id(job_id);
+    gone.set_message("the job was deleted");
     std::lock_guard<std::mutex> lock(mu_);
-    followers_.erase(job_id);
-    return;
+    auto it = followers_.find(job_id);
+    if (it != followers_.end()) {
+      for (const Follower& f : it->second) f.watcher->OnJobEvent(gone);
+      followers_.erase(it);
+    }
+    return 0;
   }
   if (!events.ok()) {
     // Tried again at the next pass; the watchers wait meanwhile.
     LogWarning(absl::StrCat("watch of job ", job_id, ": ", events.status().message()));
-    return;
+    return 0;
   }
-  if (events->empty()) return;
+  const int read = static_cast<int>(events->size());
+  if (read == 0) return 0;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = followers_.find(job_id);
-  if (it == followers_.end()) return;
+  if (it == followers_.end()) return read;
   auto& list = it->second;
   for (Follower& f : list) {
     for (const StoredEvent& e : *events) {
@@ -140,7 +157,8 @@ void EventFollower::Poll(const std::string& job_id, int64_t after) {
              list.end());
   if (list.empty()) followers_.erase(it);
   // More may be waiting beyond this batch.
-  if (static_cast<int>(events->size()) == kBatch) woken_ = true;
+  if (read == kBatch) woken_ = true;
+  return read;
 }
 
 }  // namespace mantissa

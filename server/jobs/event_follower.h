@@ -53,8 +53,9 @@ class EventFollower {
   };
 
   void Loop();
-  // Reads and delivers what is new for `job_id`; false when the store failed.
-  void Poll(const std::string& job_id, int64_t after);
+  // Reads and delivers what is new for `job_id`; returns how many events
+  // it read (at most one batch).
+  int Poll(const std::string& job_id, int64_t after);
 
   const Options options_;
   mutable std::mutex mu_;  // also held while delivering

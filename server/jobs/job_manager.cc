@@ -474,6 +474,10 @@ void JobManager::Shutdown() {
   // The workers release their jobs under leases the heartbeat still renews.
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_joined_ = true;
+  }
   wake_.notify_all();
   if (heartbeat_.joinable()) heartbeat_.join();
   if (sweeper_.joinable()) sweeper_.join();
@@ -521,8 +525,6 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
     const absl::Duration limit = ToDuration(claimed.spec().max_duration());
     if (limit > absl::ZeroDuration()) active.deadline = absl::Now() + limit;
   }
-  active.metrics =
-      options_.metrics->StartJob(id, claimed.spec().model(), claimed.effective_precision());
   active.job = std::move(claimed);
   active.last_persisted = active.claimed_at;  // the claim wrote the job
   // What the store holds up to the claim reaches this worker's watchers of
@@ -537,6 +539,8 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
       LoseLocked(*it->second, "this worker claimed the job's next attempt");
       wake_.wait(lock, [&] { return active_.count(id) == 0; });
     }
+    active.metrics =
+        options_.metrics->StartJob(id, active.job.spec().model(), active.job.effective_precision());
     // A shutdown that began while this job was claimed releases it at once.
     if (shutting_down_) active.Stop(StopReason::kPreempted);
     if (active.job.cancel_requested()) active.Stop(StopReason::kCancelled);
@@ -559,8 +563,7 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
     result = absl::InternalError("unexpected non-standard exception");
   }
   FinishRun(active, result);  // and `active` is gone
-  options_.metrics->RetireJob(id);
-  wake_.notify_all();  // the heartbeat ends once a shutdown's last job is out
+  wake_.notify_all();         // the heartbeat ends once a shutdown's last job is out
   RefreshGauges();
 }
 
@@ -577,6 +580,7 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
     LoseLocked(active, "its lease expired");
     LogWarning(absl::StrCat("job ", job.id(), ": stopped without writing; the job is no longer ",
                             "this worker's"));
+    options_.metrics->RetireJob(job.id());
     active_.erase(job.id());
     return;
   }
@@ -629,6 +633,7 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
   std::lock_guard<std::mutex> lock(mu_);
   if (!written) {
     LoseLocked(active, "its final state was refused");
+    options_.metrics->RetireJob(job.id());
     active_.erase(job.id());
     return;
   }
@@ -643,6 +648,7 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
   active.watchers.clear();
   LogInfo(absl::StrCat("job ", job.id(), " ", message));
   // From here on Get, Watch and Delete read the store.
+  options_.metrics->RetireJob(job.id());
   active_.erase(job.id());
 }
 
@@ -653,6 +659,13 @@ bool JobManager::WriteFinal(ActiveJob& active, const v1::Job& job, v1::JobEvent&
     if (seq.ok()) {
       event.set_sequence(*seq);
       return true;
+    }
+    if (!absl::IsUnavailable(seq.status()) && !absl::IsDeadlineExceeded(seq.status()) &&
+        !absl::IsResourceExhausted(seq.status()) && !absl::IsAborted(seq.status())) {
+      // Not the database being away: retrying would not help.
+      LogError(
+          absl::StrCat("job ", job.id(), ": writing its final state: ", seq.status().ToString()));
+      return false;
     }
     // The write is fenced, so retrying is safe for as long as no other
     // worker could have taken the job over (and for a lease beyond, as the
@@ -674,8 +687,9 @@ bool JobManager::WriteFinal(ActiveJob& active, const v1::Job& job, v1::JobEvent&
 
 void JobManager::HeartbeatLoop() {
   const absl::Duration interval = options_.lease / 3;
-  // Runs on through shutdown until the workers have released their jobs.
-  const auto done = [this] { return shutting_down_ && active_.empty(); };
+  // Runs on through shutdown until the workers have released their jobs
+  // (a claim in flight included).
+  const auto done = [this] { return workers_joined_; };
   absl::Time last_sweep = absl::Now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!done()) {
@@ -723,10 +737,11 @@ void JobManager::Heartbeat(bool sweep) {
           it->second->Stop(StopReason::kCancelled);
         }
       }
-      for (auto& [id, active] : active_) {
-        // A job claimed after the renewal began is not in its answer.
-        if (active->claimed_at < start && !ours.count({id, active->lease.attempt})) {
-          LoseLocked(*active, "the store no longer lists this worker's lease");
+      for (const std::string& id : running) {
+        // Only jobs the renewal named: one claimed since was not in it.
+        auto it = active_.find(id);
+        if (it != active_.end() && !ours.count({id, it->second->lease.attempt})) {
+          LoseLocked(*it->second, "the store no longer lists this worker's lease");
         }
       }
     }

@@ -140,6 +140,7 @@ class JobManager {
   std::condition_variable wake_;  // workers, heartbeat, sweeper: a change or shutdown
   uint64_t changes_ = 0;          // StoreChanged calls, so workers see a wake-up
   bool renew_now_ = false;        // a job running here changed in the store
+  bool workers_joined_ = false;   // Shutdown joined the workers: the heartbeat ends
   std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // running here
   bool shutting_down_ = false;
   std::vector<std::thread> workers_;

@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <utility>
@@ -208,7 +209,12 @@ std::shared_ptr<JobMetrics> Metrics::StartJob(const std::string& job_id, const s
                                               const std::string& precision) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
-  if (it != jobs_.end()) return it->second;
+  if (it != jobs_.end()) {
+    // A later attempt of a job this worker ran before: running again, its
+    // series are no longer up for retirement.
+    finished_.erase(std::remove(finished_.begin(), finished_.end(), job_id), finished_.end());
+    return it->second;
+  }
   auto reporter = std::make_shared<JobMetrics>(job_families_, job_id, model, precision);
   jobs_.emplace(job_id, reporter);
   return reporter;

@@ -927,16 +927,28 @@ class TwoWorkersTest : public JobManagerTest {
     EXPECT_OK(manager);
     return manager.ok() ? std::move(*manager) : nullptr;
   }
+
+  // Worker a runs a blocked job, then worker b starts; false on a failure.
+  bool BlockAJobOnAThenStartB() {
+    a_ = StartWorker("worker-a");
+    if (a_ == nullptr) return false;
+    absl::StatusOr<v1::Job> job = a_->Submit(BlockingSpec());
+    EXPECT_OK(job);
+    if (!job.ok() || !runner_.WaitForBlocked(1)) return false;
+    job_ = *job;
+    b_ = StartWorker("worker-b");
+    return b_ != nullptr;
+  }
+
+  v1::Job job_;
+  std::unique_ptr<JobManager> a_;
+  std::unique_ptr<JobManager> b_;
 };
 
 TEST_F(TwoWorkersTest, AJobRunningOnOneWorkerIsWatchedAndCancelledThroughTheOther) {
-  std::unique_ptr<JobManager> a = StartWorker("worker-a");
-  ASSERT_NE(a, nullptr);
-  absl::StatusOr<v1::Job> job = a->Submit(BlockingSpec());
-  ASSERT_OK(job);
-  ASSERT_TRUE(runner_.WaitForBlocked(1));
-  std::unique_ptr<JobManager> b = StartWorker("worker-b");
-  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(BlockAJobOnAThenStartB());
+  JobManager* const b = b_.get();
+  const v1::Job* const job = &job_;
 
   absl::StatusOr<v1::Job> through_b = b->Get(job->id());
   ASSERT_OK(through_b);
@@ -961,14 +973,10 @@ TEST_F(TwoWorkersTest, AJobRunningOnOneWorkerIsWatchedAndCancelledThroughTheOthe
 }
 
 TEST_F(TwoWorkersTest, AReleasedJobIsTakenByTheOtherWorkerAsItsNextAttempt) {
-  std::unique_ptr<JobManager> a = StartWorker("worker-a");
-  ASSERT_NE(a, nullptr);
-  absl::StatusOr<v1::Job> job = a->Submit(BlockingSpec());
-  ASSERT_OK(job);
-  ASSERT_TRUE(runner_.WaitForBlocked(1));
-  std::unique_ptr<JobManager> b = StartWorker("worker-b");
-  ASSERT_NE(b, nullptr);
-  a->Shutdown();
+  ASSERT_TRUE(BlockAJobOnAThenStartB());
+  JobManager* const b = b_.get();
+  const v1::Job* const job = &job_;
+  a_->Shutdown();
   runner_.Release();
   EXPECT_TRUE(WaitFor([&] {
     absl::StatusOr<v1::Job> j = b->Get(job->id());
