@@ -567,15 +567,54 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
   RefreshGauges();
 }
 
+// How the run ended, applied to `job`: the event that says so.
+v1::JobEvent JobManager::EndOfRun(const ActiveJob& active,
+                                  const absl::StatusOr<v1::JobResult>& result, v1::Job& job) {
+  const StopReason stop = active.stop.load();
+  const absl::Time now = absl::Now();
+  // A user's cancellation wins over a shutdown's release.
+  if (stop == StopReason::kPreempted && absl::IsCancelled(result.status()) &&
+      !job.cancel_requested()) {
+    const std::string message =
+        job.has_checkpoint()
+            ? absl::StrCat("released: worker ", options_.worker_id,
+                           " shut down; the job resumes from its checkpoint at step ",
+                           job.checkpoint().step())
+            : absl::StrCat("released: worker ", options_.worker_id,
+                           " shut down before the job's first checkpoint");
+    MarkReleased(job, message, now);
+    return MakeJobEvent(v1::JobEvent::STATE_CHANGED, job, message);
+  }
+  v1::JobState state = v1::FAILED;
+  std::string error;
+  if (result.ok()) {
+    state = v1::SUCCEEDED;
+    *job.mutable_result() = *result;
+  } else if (active.timed_out.load() && stop == StopReason::kCancelled && !job.cancel_requested()) {
+    error = absl::StrCat("DEADLINE_EXCEEDED: the job exceeded its max_duration of ",
+                         absl::FormatDuration(ToDuration(job.spec().max_duration())),
+                         " and was stopped (", result.status().message(),
+                         "); resume it with resume_from if it wrote a checkpoint");
+  } else if ((stop == StopReason::kCancelled || job.cancel_requested()) &&
+             absl::IsCancelled(result.status())) {
+    state = v1::CANCELLED;
+  } else {
+    error = std::string(result.status().message());
+  }
+  MarkFinished(job, state, error, now);
+  options_.metrics->JobFinished(v1::JobState_Name(state), job.effective_precision());
+  return MakeJobEvent(v1::JobEvent::FINISHED, job,
+                      error.empty() ? v1::JobState_Name(state)
+                                    : absl::StrCat(v1::JobState_Name(state), ": ", error));
+}
+
 void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult>& result) {
   v1::Job job;
   {
     std::lock_guard<std::mutex> lock(mu_);
     job = active.job;
   }
-  const StopReason stop = active.stop.load();
-  const absl::Time now = absl::Now();
-  if (stop == StopReason::kLeaseLost) {
+  if (active.stop.load() == StopReason::kLeaseLost) {
     std::lock_guard<std::mutex> lock(mu_);
     LoseLocked(active, "its lease expired");
     LogWarning(absl::StrCat("job ", job.id(), ": stopped without writing; the job is no longer ",
@@ -584,43 +623,7 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
     active_.erase(job.id());
     return;
   }
-  v1::JobEvent::Type type = v1::JobEvent::FINISHED;
-  std::string message;
-  // A user's cancellation wins over a shutdown's release.
-  if (stop == StopReason::kPreempted && absl::IsCancelled(result.status()) &&
-      !job.cancel_requested()) {
-    message = job.has_checkpoint()
-                  ? absl::StrCat("released: worker ", options_.worker_id,
-                                 " shut down; the job resumes from its checkpoint at step ",
-                                 job.checkpoint().step())
-                  : absl::StrCat("released: worker ", options_.worker_id,
-                                 " shut down before the job's first checkpoint");
-    MarkReleased(job, message, now);
-    type = v1::JobEvent::STATE_CHANGED;
-  } else {
-    v1::JobState state = v1::FAILED;
-    std::string error;
-    if (result.ok()) {
-      state = v1::SUCCEEDED;
-      *job.mutable_result() = *result;
-    } else if (active.timed_out.load() && stop == StopReason::kCancelled &&
-               !job.cancel_requested()) {
-      error = absl::StrCat("DEADLINE_EXCEEDED: the job exceeded its max_duration of ",
-                           absl::FormatDuration(ToDuration(job.spec().max_duration())),
-                           " and was stopped (", result.status().message(),
-                           "); resume it with resume_from if it wrote a checkpoint");
-    } else if ((stop == StopReason::kCancelled || job.cancel_requested()) &&
-               absl::IsCancelled(result.status())) {
-      state = v1::CANCELLED;
-    } else {
-      error = std::string(result.status().message());
-    }
-    MarkFinished(job, state, error, now);
-    message = error.empty() ? v1::JobState_Name(state)
-                            : absl::StrCat(v1::JobState_Name(state), ": ", error);
-    options_.metrics->JobFinished(v1::JobState_Name(state), job.effective_precision());
-  }
-  v1::JobEvent event = MakeJobEvent(type, job, message);
+  v1::JobEvent event = EndOfRun(active, result, job);
   {
     // Never behind the store: a Get here must not answer older than one
     // that read the store a moment before.
@@ -633,20 +636,16 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
   std::lock_guard<std::mutex> lock(mu_);
   if (!written) {
     LoseLocked(active, "its final state was refused");
-    options_.metrics->RetireJob(job.id());
-    active_.erase(job.id());
-    return;
-  }
-  PublishLocked(active, event);
-  if (type != v1::JobEvent::FINISHED) {
-    // Released: the next attempt runs elsewhere; these watchers follow the
-    // store from this event on.
-    for (JobWatcher* w : active.watchers) {
-      follower_->Follow(job.id(), w, event.sequence());
+  } else {
+    PublishLocked(active, event);
+    if (event.type() != v1::JobEvent::FINISHED) {
+      // Released: the next attempt runs elsewhere; these watchers follow
+      // the store from this event on.
+      for (JobWatcher* w : active.watchers) follower_->Follow(job.id(), w, event.sequence());
     }
+    active.watchers.clear();
+    LogInfo(absl::StrCat("job ", job.id(), " ", event.message()));
   }
-  active.watchers.clear();
-  LogInfo(absl::StrCat("job ", job.id(), " ", message));
   // From here on Get, Watch and Delete read the store.
   options_.metrics->RetireJob(job.id());
   active_.erase(job.id());

@@ -121,6 +121,8 @@ class JobManager {
   // run-out leases and refreshes the fleet's gauges.
   void Heartbeat(bool sweep);
   void RunClaimed(v1::Job job, absl::Time claimed_at);
+  v1::JobEvent EndOfRun(const ActiveJob& active, const absl::StatusOr<v1::JobResult>& result,
+                        v1::Job& job);
   // Writes how the run ended, tells the watchers, and removes `active`.
   void FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult>& result);
   absl::StatusOr<v1::JobSpec> ResumeSpec(const v1::JobSpec& spec);
