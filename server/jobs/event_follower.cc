@@ -41,21 +41,23 @@ void EventFollower::Unfollow(const std::string& job_id, JobWatcher* watcher) {
   if (list.empty()) followers_.erase(it);
 }
 
-void EventFollower::CatchUp(const std::string& job_id) {
+int64_t EventFollower::LeastAfter(const std::vector<Follower>& followers) {
   int64_t after = std::numeric_limits<int64_t>::max();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = followers_.find(job_id);
-    if (it == followers_.end()) return;
-    for (const Follower& f : it->second) after = std::min(after, f.after);
-  }
+  for (const Follower& f : followers) after = std::min(after, f.after);
+  return after;
+}
+
+void EventFollower::CatchUp(const std::string& job_id) {
   // Everything, however far behind the slowest watcher is.
-  while (Poll(job_id, after) == kBatch) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = followers_.find(job_id);
-    if (it == followers_.end()) return;
-    after = std::numeric_limits<int64_t>::max();
-    for (const Follower& f : it->second) after = std::min(after, f.after);
+  while (true) {
+    int64_t after = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = followers_.find(job_id);
+      if (it == followers_.end()) return;
+      after = LeastAfter(it->second);
+    }
+    if (Poll(job_id, after) < kBatch) return;
   }
 }
 
@@ -102,11 +104,7 @@ void EventFollower::Loop() {
     woken_ = false;
     // Each job from the position of its least advanced watcher.
     std::vector<std::pair<std::string, int64_t>> jobs;
-    for (const auto& [id, list] : followers_) {
-      int64_t after = std::numeric_limits<int64_t>::max();
-      for (const Follower& f : list) after = std::min(after, f.after);
-      jobs.emplace_back(id, after);
-    }
+    for (const auto& [id, list] : followers_) jobs.emplace_back(id, LeastAfter(list));
     lock.unlock();
     for (const auto& [id, after] : jobs) Poll(id, after);
     lock.lock();

@@ -52,6 +52,7 @@ class EventFollower {
     int64_t after;
   };
 
+  static int64_t LeastAfter(const std::vector<Follower>& followers);
   void Loop();
   // Reads and delivers what is new for `job_id`; returns how many events
   // it read (at most one batch).
