@@ -537,7 +537,10 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
       // This worker lost the job's lease (it was frozen past it) and has
       // claimed the job's next attempt: the old run stops first.
       LoseLocked(*it->second, "this worker claimed the job's next attempt");
+      // The new attempt's lease is renewed while it waits.
+      reclaiming_.insert(id);
       wake_.wait(lock, [&] { return active_.count(id) == 0; });
+      reclaiming_.erase(id);
     }
     active.metrics =
         options_.metrics->StartJob(id, active.job.spec().model(), active.job.effective_precision());
@@ -716,6 +719,7 @@ void JobManager::Heartbeat(bool sweep) {
     for (const auto& [id, active] : active_) {
       if (active->stop.load() != StopReason::kLeaseLost) running.push_back(id);
     }
+    running.insert(running.end(), reclaiming_.begin(), reclaiming_.end());
   }
   absl::StatusOr<std::vector<HeldLease>> held =
       options_.store->Renew(options_.worker_id, options_.lease, running);

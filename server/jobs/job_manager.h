@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -143,6 +144,9 @@ class JobManager {
   uint64_t changes_ = 0;          // StoreChanged calls, so workers see a wake-up
   bool renew_now_ = false;        // a job running here changed in the store
   bool workers_joined_ = false;   // Shutdown joined the workers: the heartbeat ends
+  // Jobs whose next attempt this worker claimed while its old run of them
+  // was still stopping.
+  std::set<std::string> reclaiming_;
   std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // running here
   bool shutting_down_ = false;
   std::vector<std::thread> workers_;
