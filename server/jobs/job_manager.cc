@@ -291,9 +291,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
     auto it = active_.find(id);
     if (it != active_.end() && IsTerminal(it->second->job.state())) {
       // Ended here a moment ago; the store may not say so yet.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "job_id: job '", id, "' is already ", v1::JobState_Name(it->second->job.state()),
-          "; only a QUEUED or RUNNING job can be cancelled"));
+      return NotCancellable(id, it->second->job.state());
     }
     if (it != active_.end() && it->second->job.state() == v1::RUNNING) {
       // Running here: stopped at its next step, without waiting for the
@@ -325,17 +323,13 @@ absl::Status JobManager::Delete(const std::string& id) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
     if (it != active_.end() && !IsTerminal(it->second->job.state())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("job ", id, " is ", v1::JobState_Name(it->second->job.state()),
-                       "; only an ended job can be deleted (cancel it first)"));
+      return NotDeletable(id, it->second->job.state());
     }
   }
   // NOT_FOUND for an unknown id.
   ASSIGN_OR_RETURN(const v1::Job job, options_.store->Get(id));
   if (!IsTerminal(job.state())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job ", id, " is ", v1::JobState_Name(job.state()),
-                     "; only an ended job can be deleted (cancel it first)"));
+    return NotDeletable(id, job.state());
   }
   // Files first: a crash in between leaves a record without checkpoints
   // (which resume_from reports), never files no record points to.

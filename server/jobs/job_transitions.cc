@@ -108,6 +108,18 @@ absl::Status CheckQueueCaps(const QueueCaps& caps, int64_t queued, int64_t queue
   return absl::OkStatus();
 }
 
+absl::Status NotCancellable(const std::string& id, v1::JobState state) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("job_id: job '", id, "' is already ", v1::JobState_Name(state),
+                   "; only a QUEUED or RUNNING job can be cancelled"));
+}
+
+absl::Status NotDeletable(const std::string& id, v1::JobState state) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("job_id: job '", id, "' is ", v1::JobState_Name(state),
+                   "; only an ended job can be deleted (cancel it first)"));
+}
+
 v1::JobEvent MakeJobEvent(v1::JobEvent::Type type, const v1::Job& job, const std::string& message) {
   v1::JobEvent event;
   event.set_type(type);

@@ -42,6 +42,11 @@ void MarkFinished(v1::Job& job, v1::JobState state, const std::string& error, ab
 absl::Status CheckQueueCaps(const QueueCaps& caps, int64_t queued, int64_t queued_by_principal,
                             const std::string& principal);
 
+// FAILED_PRECONDITION for cancelling a job already in `state`, and for
+// deleting one not yet ended: one wording for the stores and the manager.
+absl::Status NotCancellable(const std::string& id, v1::JobState state);
+absl::Status NotDeletable(const std::string& id, v1::JobState state);
+
 v1::JobEvent MakeJobEvent(v1::JobEvent::Type type, const v1::Job& job, const std::string& message);
 
 }  // namespace mantissa

@@ -270,9 +270,7 @@ absl::Status PostgresJobStore::Delete(const std::string& id) {
   if (PQntuples(result.get()) == 0) return NoSuchJob(id);
   const auto state = static_cast<v1::JobState>(PgInt(result.get(), 0, 0));
   if (!IsTerminal(state)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job_id: job '", id, "' is ", v1::JobState_Name(state),
-                     "; only an ended job can be deleted (cancel it first)"));
+    return NotDeletable(id, state);
   }
   // Its events go with it (ON DELETE CASCADE).
   RETURN_IF_ERROR(conn->Run("DELETE FROM jobs WHERE id = $1", PgParams().Text(id)));
@@ -393,9 +391,7 @@ absl::StatusOr<v1::Job> PostgresJobStore::RequestCancel(const std::string& id) {
         JobParams(job)));
     event = MakeJobEvent(v1::JobEvent::STATE_CHANGED, job, "cancellation requested");
   } else {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job_id: job '", id, "' is already ", v1::JobState_Name(job.state()),
-                     "; only a QUEUED or RUNNING job can be cancelled"));
+    return NotCancellable(id, job.state());
   }
   RETURN_IF_ERROR(AppendEvent(*conn, id, event).status());
   RETURN_IF_ERROR(tx->Commit());

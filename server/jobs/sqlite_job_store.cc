@@ -465,9 +465,7 @@ absl::Status SqliteJobStore::Delete(const std::string& id) {
     if (!found) return NoSuchJob(id);
     const auto state = static_cast<v1::JobState>(stmt.Int(0));
     if (!IsTerminal(state)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("job_id: job '", id, "' is ", v1::JobState_Name(state),
-                       "; only an ended job can be deleted (cancel it first)"));
+      return NotDeletable(id, state);
     }
     Statement events(db_, "DELETE FROM job_events WHERE job_id = ?1");
     RETURN_IF_ERROR(events.Bind(1, id).Run());
@@ -592,9 +590,7 @@ absl::StatusOr<v1::Job> SqliteJobStore::RequestCancel(const std::string& id) {
         changes.push_back({StoreChannel::kJobs, id});
       }
     } else {
-      return absl::FailedPreconditionError(
-          absl::StrCat("job_id: job '", id, "' is already ", v1::JobState_Name(job.state()),
-                       "; only a QUEUED or RUNNING job can be cancelled"));
+      return NotCancellable(id, job.state());
     }
     result = std::move(job);
     return absl::OkStatus();
