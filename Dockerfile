@@ -30,6 +30,7 @@ RUN apt-get update -qq \
       libcurl4-openssl-dev libcurl4 \
       libssl-dev zlib1g-dev libsqlite3-dev libsqlite3-0 libpq-dev libpq5 \
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev \
+ && mkdir /debs-gloo && (cd /debs-gloo && apt-get download -qq libgloo-dev) \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       dataset-fashion-mnist >/dev/null \
  && rm -rf /var/lib/apt/lists/*
@@ -45,6 +46,7 @@ RUN apt-get update -qq \
  && python -c 'import sys, torch; sys.exit(0 if torch.compiled_with_cxx11_abi() else \
       "torch " + torch.__version__ + " has the pre-C++11 ABI: use PyTorch >= 2.7")'
 COPY --from=debs /debs /tmp/debs
+COPY --from=debs /debs-gloo /tmp/debs-gloo
 # Unpack the packages into /opt/deps, point their pkg-config files there, and
 # link OpenSSL and zlib against the image's shared ones rather than the static
 # archives the -dev packages carry (as ../shared/gpu/build.sh does).
@@ -57,6 +59,15 @@ RUN set -eu; deps=/opt/deps; lib=$deps/usr/lib/x86_64-linux-gnu; \
     done; \
     rm -f $lib/libz.a; ln -sf /usr/lib/x86_64-linux-gnu/libz.so.1 $lib/libz.so; \
     rm -rf /tmp/debs
+# c10d's ProcessGroupGloo header (data-parallel jobs) includes Gloo's headers;
+# the library itself is inside libtorch_cpu. Debian's libgloo-dev supplies
+# the headers only where the PyTorch package ships none of its own, which
+# match its Gloo exactly and are preferred.
+RUN set -eu; \
+    inc=$(python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))'); \
+    if [ ! -f "$inc/gloo/algorithm.h" ]; then dpkg -x /tmp/debs-gloo/libgloo-dev_*.deb /opt/deps; fi; \
+    rm -rf /tmp/debs-gloo; \
+    test -f "$inc/gloo/algorithm.h" || test -f /opt/deps/usr/include/gloo/algorithm.h
 ENV PATH=/opt/deps/usr/bin:$PATH \
     LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu \
     PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/opt/deps/usr/share/pkgconfig

@@ -14,6 +14,21 @@ std::string JoinOrDash(const google::protobuf::RepeatedPtrField<std::string>& na
 
 std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; }
 
+// "gloo; up to 2 devices per node: 2 GPUs visible; multi-node: no (needs the
+// PostgreSQL job store)". Semicolons, since the daemon's reason may carry
+// parentheses of its own.
+std::string FormatDataParallel(const v1::GetCapabilitiesResponse& capabilities) {
+  const v1::DataParallelSupport& support = capabilities.data_parallel();
+  std::string out = absl::StrCat(OrDash(support.backend()), "; up to ", support.max_devices(),
+                                 support.max_devices() == 1 ? " device" : " devices", " per node");
+  if (!support.reason().empty()) absl::StrAppend(&out, ": ", support.reason());
+  absl::StrAppend(&out, "; multi-node: ", support.multi_node() ? "yes" : "no");
+  if (!support.multi_node() && capabilities.job_store() == "sqlite") {
+    absl::StrAppend(&out, " (needs the PostgreSQL job store)");
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities) {
@@ -27,6 +42,9 @@ std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities) 
   // Daemons from before the shared job store leave these out.
   if (!capabilities.worker_id().empty()) details.Add("Worker", capabilities.worker_id());
   if (!capabilities.job_store().empty()) details.Add("Job store", capabilities.job_store());
+  if (capabilities.has_data_parallel()) {
+    details.Add("Data parallel", FormatDataParallel(capabilities));
+  }
   std::string out = details.Render();
 
   TablePrinter precisions({"PRECISION", "SUPPORTED", "RUNS AS", "ALIASES", "REASON"});

@@ -8,8 +8,8 @@
 namespace mantissa::cli {
 
 // The view of `mantissa capabilities`: the device and versions, the worker
-// that answered and its job store, a table of precisions and the lists of
-// models, datasets and optimizers.
+// that answered, its job store and the data parallelism it offers, a table
+// of precisions and the lists of models, datasets and optimizers.
 std::string FormatCapabilities(const v1::GetCapabilitiesResponse& capabilities);
 
 }  // namespace mantissa::cli

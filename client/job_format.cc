@@ -402,7 +402,27 @@ void AddOptimizerDetails(const v1::JobSpec& spec, DetailList& details) {
   }
 }
 
+// "1 node", "2 devices".
+std::string Counted(int64_t count, absl::string_view noun) {
+  return absl::StrCat(count, " ", noun, count == 1 ? "" : "s");
+}
+
 }  // namespace
+
+std::string FormatRanks(const v1::Job& job) {
+  const v1::JobSpec& spec = job.spec();
+  const int64_t devices = spec.has_devices() ? spec.devices() : 1;
+  const int64_t nodes = spec.has_num_nodes() ? spec.num_nodes() : 1;
+  // Before the job starts the daemon has not set world_size: the spec says it.
+  const int64_t world = job.world_size() > 0 ? job.world_size() : devices * nodes;
+  if (world <= 1) return "";
+  std::string out =
+      absl::StrCat(world, " (", Counted(devices, "device"), " x ", Counted(nodes, "node"), ")");
+  if (job.global_batch_size() > 0) {
+    absl::StrAppend(&out, ", global batch ", FormatCount(job.global_batch_size()));
+  }
+  return out;
+}
 
 std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   const v1::JobSpec& spec = job.spec();
@@ -428,6 +448,8 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
     details.Add("Accumulation",
                 absl::StrCat(spec.accumulate_grad_batches(), " batches per optimizer step"));
   }
+  if (std::string ranks = FormatRanks(job); !ranks.empty()) details.Add("Ranks", std::move(ranks));
+  if (!job.nodes().empty()) details.Add("Nodes", absl::StrJoin(job.nodes(), ", "));
   if (spec.cuda_graph()) details.Add("CUDA graph", "requested");
   AddOptimizerDetails(spec, details);
   details.Add("Seed", absl::StrCat(spec.seed()));

@@ -65,6 +65,10 @@ std::string FormatOptions(const google::protobuf::Map<std::string, std::string>&
 // The precision the job runs in, falling back to the requested one.
 std::string EffectivePrecision(const v1::Job& job);
 
+// Data parallelism: "2 (2 devices x 1 node), global batch 128", the batch
+// once the job has started. Empty for a job on one rank.
+std::string FormatRanks(const v1::Job& job);
+
 // The "Precision" section of `mantissa get`: dtypes, the grad scaler and the
 // measured memory. Empty when the daemon has reported none of it.
 std::string FormatPrecisionSection(const v1::Job& job);

@@ -1,5 +1,8 @@
 #include "client/job_spec_flags.h"
 
+#include <cstdint>
+#include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -93,6 +96,26 @@ absl::Status SetMaxDuration(const std::string& text, v1::JobSpec& spec) {
   return absl::OkStatus();
 }
 
+// The daemon checks the range; here the value only has to fit the int32 field.
+absl::Status SetInt32(absl::string_view flag, const std::optional<int64_t>& value,
+                      void (v1::JobSpec::*setter)(int32_t), v1::JobSpec& spec) {
+  if (!value) return absl::OkStatus();
+  if (*value < std::numeric_limits<int32_t>::min() ||
+      *value > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", *value, "' is out of range"));
+  }
+  (spec.*setter)(static_cast<int32_t>(*value));
+  return absl::OkStatus();
+}
+
+absl::Status SetDataParallel(const SubmitOptions& options, v1::JobSpec& spec) {
+  if (absl::Status status = SetInt32("devices", options.devices, &v1::JobSpec::set_devices, spec);
+      !status.ok()) {
+    return status;
+  }
+  return SetInt32("num-nodes", options.num_nodes, &v1::JobSpec::set_num_nodes, spec);
+}
+
 // The settings that are neither the workload, the optimization nor a
 // sub-message.
 absl::Status SetRun(const SubmitOptions& options, v1::JobSpec& spec) {
@@ -137,6 +160,7 @@ absl::StatusOr<v1::JobSpec> BuildJobSpec(const SubmitOptions& options) {
   SetGradScaler(options, spec);
   SetFp8(options, spec);
   if (absl::Status status = SetRun(options, spec); !status.ok()) return status;
+  if (absl::Status status = SetDataParallel(options, spec); !status.ok()) return status;
   if (absl::Status status =
           AddOptions("model-option", options.model_options, spec.mutable_model_options());
       !status.ok()) {
@@ -232,12 +256,21 @@ void DefineRunFlags(ArgParser& parser, SubmitOptions& o) {
                 "checkpoints kept on disk, newest first (default 1; the daemon caps it)");
 }
 
+// Data parallelism, as Fabric(devices=, num_nodes=).
+void DefineDataParallelFlags(ArgParser& parser, SubmitOptions& o) {
+  parser.AddInt("devices", &o.devices,
+                "data-parallel ranks per node, each on --batch-size items (default 1)");
+  parser.AddInt("num-nodes", &o.num_nodes,
+                "workers that train the job together (default 1; needs the PostgreSQL store)");
+}
+
 }  // namespace
 
 void DefineTrainingFlags(ArgParser& parser, SubmitOptions& o) {
   DefineOptimizationFlags(parser, o);
   DefineNumericsFlags(parser, o);
   DefineRunFlags(parser, o);
+  DefineDataParallelFlags(parser, o);
 }
 
 }  // namespace mantissa::cli

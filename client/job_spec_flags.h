@@ -62,6 +62,9 @@ struct SubmitOptions {
   std::optional<int64_t> fp8_margin;
   // Optional so that "--cuda-graph=false" is sent as an explicit false.
   std::optional<bool> cuda_graph;
+  // Data parallelism (JobSpec.devices, num_nodes): ranks per node and nodes.
+  std::optional<int64_t> devices;
+  std::optional<int64_t> num_nodes;
   std::vector<std::string> model_options;    // "KEY=VALUE"
   std::vector<std::string> dataset_options;  // "KEY=VALUE"
   bool wait = false;

@@ -465,7 +465,8 @@ constexpr ClientKind kTraining = ClientKind::kTraining;
 const CliCommand kTrainingCommands[] = {
     {"submit", "", 0, "submit a training job",
      "Submits a training job. Flags left out take the daemon's defaults, and the\n"
-     "daemon validates the spec.",
+     "daemon validates the spec. With --devices N (and --num-nodes M) the job\n"
+     "trains data-parallel on N x M ranks, each on --batch-size items per batch.",
      kTraining, Invoke<Submit>},
     {"resume", "JOB", 1, "continue an ended job from its last checkpoint",
      "Submits a new job that continues JOB, a job that ended before finishing\n"
@@ -488,7 +489,8 @@ const CliCommand kTrainingCommands[] = {
      "Follows a job until it ends. Exits 0 only if the job succeeds.", kTraining,
      Invoke<OnJob<RunWatch, Waiting::kOneJob>>},
     {"capabilities", "", 0, "show what the daemon's device can run",
-     "Shows the daemon's device, versions, its worker id and job store, and the\n"
+     "Shows the daemon's device, versions, its worker id and job store, the\n"
+     "data-parallel jobs it can run (--devices per node, --num-nodes), and the\n"
      "precisions, models, datasets and optimizers it supports, and what each\n"
      "precision runs as.",
      kTraining, Invoke<Capabilities>},

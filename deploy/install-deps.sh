@@ -16,6 +16,8 @@ packages=(
   # the PostgreSQL job store (--database=postgresql://...): libpq, and the
   # server that the tests and the local fleet demo start in a temp dir
   libpq-dev postgresql
+  # c10d's Gloo headers (data-parallel jobs on the CPU; the library is in libtorch)
+  libgloo-dev
   # TLS (cpp-httplib's HTTPS /metrics, token digests); openssl makes test certificates
   libssl-dev openssl
   # tests and data; prometheus (with promtool) and python3 for

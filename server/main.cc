@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include "absl/flags/usage.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -51,6 +53,8 @@
 #include "server/service/transport_security.h"
 #include "server/serving/model_catalog.h"
 #include "server/serving/model_server.h"
+#include "server/training/rank_launcher.h"
+#include "server/training/rank_process.h"
 #include "server/training/spec_limits.h"
 #include "server/training/training_job_runner.h"
 
@@ -148,6 +152,15 @@ ABSL_FLAG(int64_t, max_tensor_dim, int64_t{1} << 20,
           "Largest dimension a model may declare for an input or output tensor.");
 ABSL_FLAG(int64_t, max_tensor_elements, int64_t{1} << 24,
           "Most elements one item of a declared input or output tensor may hold.");
+ABSL_FLAG(int, collective_timeout_seconds, 300,
+          "Data-parallel jobs: a collective (gradient all-reduce, rendezvous) that waits longer "
+          "for a rank fails the job, naming the rank that fell behind.");
+ABSL_FLAG(std::string, advertise_address, "127.0.0.1",
+          "Data-parallel jobs: the address this worker's ranks bind their c10d transport to, and "
+          "where the other nodes of a job over several nodes reach its rank 0.");
+ABSL_FLAG(bool, rank_mode, false,
+          "Internal: run one rank of a data-parallel job (started by the daemon itself, with its "
+          "task on stdin and its reports on fd 3).");
 
 namespace mantissa {
 namespace {
@@ -415,18 +428,53 @@ void WaitForShutdown(sigset_t& signals, std::atomic<bool>& draining, const Liste
   }
 }
 
+// How data-parallel jobs start their ranks: this binary again, with this
+// process's flags and --rank_mode.
+absl::StatusOr<RankLauncher::Options> RankLauncherOptions(const std::vector<std::string>& args,
+                                                          int threads) {
+  if (absl::GetFlag(FLAGS_collective_timeout_seconds) < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--collective_timeout_seconds: must be >= 1, got ",
+                     absl::GetFlag(FLAGS_collective_timeout_seconds)));
+  }
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot find this binary (/proc/self/exe): ", ec.message()));
+  }
+  RankLauncher::Options options;
+  options.executable = self.string();
+  options.arguments = args;
+  options.collective_timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_seconds));
+  options.address = absl::GetFlag(FLAGS_advertise_address);
+  options.intra_op_threads = threads;
+  return options;
+}
+
+// The runner's options from the flags, as the daemon and its rank
+// processes both build them.
+TrainingJobRunner::Options RunnerOptions(const ProbedDevice& device, const SpecLimits& limits,
+                                         const std::string& state_dir, const FileRoots& data_roots,
+                                         const FileRoots& torchscript_roots) {
+  return TrainingJobRunner::Options{.device = device,
+                                    .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
+                                    .state_dir = state_dir,
+                                    .limits = limits,
+                                    .data_roots = data_roots,
+                                    .torchscript_roots = torchscript_roots};
+}
+
 // The job runner on the probed device; a CUDA device's memory joins the
 // metrics.
 absl::StatusOr<std::unique_ptr<TrainingJobRunner>> CreateRunner(
     const ProbedDevice& device, const SpecLimits& limits, const std::string& state_dir,
-    const FileRoots& data_roots, const FileRoots& torchscript_roots, Metrics& metrics) {
-  auto runner =
-      TrainingJobRunner::Create({.device = device,
-                                 .max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs),
-                                 .state_dir = state_dir,
-                                 .limits = limits,
-                                 .data_roots = data_roots,
-                                 .torchscript_roots = torchscript_roots});
+    const FileRoots& data_roots, const FileRoots& torchscript_roots, Metrics& metrics,
+    RankLauncher::Options ranks) {
+  TrainingJobRunner::Options options =
+      RunnerOptions(device, limits, state_dir, data_roots, torchscript_roots);
+  options.ranks = std::move(ranks);
+  auto runner = TrainingJobRunner::Create(std::move(options));
   if (!runner.ok()) return runner.status();
   if ((*runner)->device() != "cpu") {
     metrics.SetDeviceMemoryReader((*runner)->device(), CudaMemoryReader((*runner)->device()));
@@ -587,7 +635,30 @@ FileRoots TorchScriptRoots(const std::string& absolute_state_dir) {
   return roots;
 }
 
-int Run() {
+// --rank_mode: one rank of a data-parallel job, before anything opens a
+// store, a port or a metrics endpoint. Its intra-op threads come with its task.
+int RunRank() {
+  ConfigureHostAllocator();
+  absl::StatusOr<SpecLimits> limits = LimitsFromFlags();
+  if (!limits.ok()) return Fail(limits.status());
+  const std::string absolute_state_dir =
+      std::filesystem::absolute(absl::GetFlag(FLAGS_state_dir)).lexically_normal().string();
+  const FileRoots data_roots(FolderList(absl::GetFlag(FLAGS_data_root), absolute_state_dir),
+                             "mantissad --data_root");
+  const FileRoots torchscript_roots(
+      FolderList(absl::GetFlag(FLAGS_torchscript_root), absolute_state_dir),
+      "mantissad --torchscript_root");
+  // One GPU per rank: LOCAL_RANK's (RankEnvironment checks it again).
+  int local_rank = 0;
+  const char* local = std::getenv("LOCAL_RANK");
+  if (local != nullptr && !absl::SimpleAtoi(local, &local_rank)) local_rank = 0;
+  absl::StatusOr<ProbedDevice> device = ProbeRankDevice(absl::GetFlag(FLAGS_device), local_rank);
+  if (!device.ok()) return Fail(device.status());
+  return RunRankProcess(
+      RunnerOptions(*device, *limits, absolute_state_dir, data_roots, torchscript_roots));
+}
+
+int Run(const std::vector<std::string>& args) {
   // Before any thread starts, so every thread inherits the mask.
   sigset_t signals = BlockShutdownSignals();
 
@@ -596,6 +667,8 @@ int Run() {
 
   absl::StatusOr<SpecLimits> limits = LimitsFromFlags();
   if (!limits.ok()) return Fail(limits.status());
+  auto ranks = RankLauncherOptions(args, threads);
+  if (!ranks.ok()) return Fail(ranks.status());
   const std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
   if (absl::Status s = CreateStateDir(state_dir); !s.ok()) return Fail(s);
 
@@ -630,8 +703,8 @@ int Run() {
   // Training and serving share the device: resolved and probed once.
   absl::StatusOr<ProbedDevice> device = ProbeDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
-  auto runner =
-      CreateRunner(*device, *limits, absolute_state_dir, data_roots, torchscript_roots, metrics);
+  auto runner = CreateRunner(*device, *limits, absolute_state_dir, data_roots, torchscript_roots,
+                             metrics, *std::move(ranks));
 
   if (!runner.ok()) return Fail(runner.status());
   auto model_server = CreateModelServer(absolute_state_dir, *device, &metrics, torchscript_roots,
@@ -693,5 +766,7 @@ int main(int argc, char** argv) {
       "       [--tls_cert_file=PEM --tls_key_file=PEM [--tls_client_ca_file=PEM]] "
       "[--auth_tokens_file=PATH] [--health_address=HOST:PORT] [--allow_insecure]");
   absl::ParseCommandLine(argc, argv);
-  return mantissa::Run();
+  if (absl::GetFlag(FLAGS_rank_mode)) return mantissa::RunRank();
+  // The flags as given: rank processes get the same (and --rank_mode).
+  return mantissa::Run(std::vector<std::string>(argv + 1, argv + argc));
 }

@@ -32,8 +32,11 @@ version=$(cat "$inc"/torch/headeronly/version.h "$inc"/torch/csrc/api/include/to
 mkdir -p "$work/protobuf-first"
 ln -sfn "$(dirname "$(find /usr/include -maxdepth 3 -path '*/google/protobuf/message.h' | head -1)")/.." \
   "$work/protobuf-first/google"
-# MANTISSA_WITH_CUDA: the CUDA paths are checked too.
+# MANTISSA_WITH_CUDA: the CUDA paths are checked too. USE_C10D_GLOO and
+# USE_C10D_NCCL declare c10d's Gloo and NCCL process groups (data parallel);
+# their headers need Gloo's (libgloo-dev) and nccl.h (CUDA's include dir).
 flags=(-std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -DMANTISSA_VERSION=\"check\" -DMANTISSA_WITH_CUDA=1
+  -DUSE_C10D_GLOO -DUSE_C10D_NCCL
   -isystem "$work/protobuf-first" -isystem "$inc" -isystem "$inc/torch/csrc/api/include")
 [ -d /usr/local/cuda/include ] && flags+=(-isystem /usr/local/cuda/include)
 flags+=(-I"$src" -I"$build/proto" $(pkg-config --cflags cpp-httplib))

@@ -30,6 +30,13 @@
 #define MANTISSA_ALLOCATOR_HAS_COPY_DATA 0
 #endif
 
+// c10d's process groups, declared here so that this header needs none of
+// c10d's (whose Gloo and NCCL parts need their libraries' headers).
+namespace c10d {
+class ProcessGroup;
+class Backend;
+}  // namespace c10d
+
 namespace mantissa::compat {
 
 inline std::string LibTorchVersion() {
@@ -228,6 +235,16 @@ inline void FusedAdamStep(bool adamw, at::TensorList params, at::TensorList grad
   TORCH_CHECK(false, "fused Adam/AdamW needs LibTorch >= 2.2, this is ", LibTorchVersion());
 #endif
 }
+
+// c10d: LibTorch 1.13's ProcessGroupGloo and ProcessGroupNCCL derive
+// c10d::ProcessGroup; from 2.0 a ProcessGroup dispatches to c10d::Backends,
+// which they derive instead. Either has broadcast/allreduce returning a
+// c10d::Work, and is usable on its own.
+#if MANTISSA_TORCH_AT_LEAST(2, 0)
+using C10dBackend = c10d::Backend;
+#else
+using C10dBackend = c10d::ProcessGroup;
+#endif
 
 // torch::optim::Optimizer::state_ is keyed by the parameter's TensorImpl:
 // its address printed as a string in 1.13, the pointer itself in 2.x.

@@ -11,6 +11,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/common/file_sync.h"
@@ -29,6 +30,14 @@ std::string NewJobId() {
   absl::MutexLock lock(mu);
   // 48 random bits: short enough to type, long enough not to collide.
   return absl::StrFormat("%012x", absl::Uniform<uint64_t>(*gen) & 0xffffffffffffULL);
+}
+
+// How often a follower looks for node 0's rendezvous address.
+constexpr absl::Duration kRendezvousPoll = absl::Milliseconds(200);
+
+// Trained by more than one rank (process), on one node or several.
+bool IsDataParallel(const v1::JobSpec& spec) {
+  return std::max(1, spec.devices()) * std::max(1, spec.num_nodes()) > 1;
 }
 
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
@@ -55,6 +64,9 @@ struct JobManager::ActiveJob {
   int64_t last_seq = 0;               // guarded by mu_: of the newest stored event
   absl::Time last_persisted = absl::InfinitePast();
   std::shared_ptr<JobMetrics> metrics;
+  // Guarded by mu_: FinishRun is writing the job's end, after which the
+  // store no longer lists its lease (a renewal then is no sign of loss).
+  bool finishing = false;
 
   // Asks the job to stop for `reason` unless it was asked already.
   void Stop(StopReason reason) {
@@ -129,9 +141,77 @@ class JobManager::Context : public JobContext {
 
   JobMetrics& metrics() override { return *active_.metrics; }
 
+  absl::Status PublishRendezvous(const std::string& address) override {
+    return manager_.options_.store->PublishRendezvous(active_.job.id(), active_.lease.attempt,
+                                                      address);
+  }
+
  private:
   JobManager& manager_;
   ActiveJob& active_;
+};
+
+// A node (> 0) of a job whose node 0 runs on another worker.
+struct JobManager::FollowerRun {
+  v1::Job job;  // as taken; never written
+  int node_rank = 0;
+  std::atomic<StopReason> stop{StopReason::kNone};
+  // Rank 0's node reports the job's series; this node's stay unserved.
+  Metrics local_metrics;
+  std::shared_ptr<JobMetrics> metrics;
+
+  void Stop(StopReason reason) {
+    StopReason none = StopReason::kNone;
+    stop.compare_exchange_strong(none, reason);
+  }
+};
+
+// The JobContext of a follower: node 0 reports the job (its rank 0 sends the
+// updates), so Update and Warn change nothing here.
+class JobManager::FollowerContext : public JobContext {
+ public:
+  FollowerContext(JobManager& manager, FollowerRun& run) : manager_(manager), run_(run) {}
+
+  bool cancelled() const override { return stop_reason() != StopReason::kNone; }
+  StopReason stop_reason() const override { return run_.stop.load(); }
+  void Update(v1::JobEvent::Type, const std::function<void(v1::Job&)>&,
+              const std::string&) override {}
+  void Warn(const std::string&) override {}
+  JobMetrics& metrics() override { return *run_.metrics; }
+  int node_rank() const override { return run_.node_rank; }
+
+  absl::StatusOr<std::string> AwaitRendezvous(absl::Duration timeout) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    const std::string& id = run_.job.id();
+    while (true) {
+      if (cancelled()) {
+        return absl::CancelledError(absl::StrCat("job ", id,
+                                                 ": stopped before node 0 published "
+                                                 "its rendezvous address"));
+      }
+      absl::StatusOr<std::string> address =
+          manager_.options_.store->Rendezvous(id, run_.job.attempt());
+      if (absl::IsAborted(address.status()) || absl::IsNotFound(address.status())) {
+        run_.Stop(StopReason::kLeaseLost);
+        return absl::CancelledError(address.status().message());
+      }
+      if (address.ok() && !address->empty()) return *address;
+      if (!address.ok()) {
+        LogWarning(
+            absl::StrCat("job ", id, ": reading node 0's address: ", address.status().ToString()));
+      }
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "job ", id, " attempt ", run_.job.attempt(), ": node 0 (", run_.job.worker(),
+            ") published no rendezvous address within ", absl::FormatDuration(timeout)));
+      }
+      absl::SleepFor(std::min(kRendezvousPoll, deadline - absl::Now()));
+    }
+  }
+
+ private:
+  JobManager& manager_;
+  FollowerRun& run_;
 };
 
 JobManager::JobManager(Options options)
@@ -178,6 +258,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(Options options) 
     m.sweeper_ = std::thread([&m] { m.SweeperLoop(); });
   }
   m.RefreshGauges();
+  m.Announce();
   m.heartbeat_ = std::thread([&m] { m.HeartbeatLoop(); });
   for (int i = 0; i < m.options_.max_concurrent_jobs; ++i) {
     m.workers_.emplace_back([&m] { m.WorkerLoop(); });
@@ -234,6 +315,14 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::JobSpec& submitted,
     ASSIGN_OR_RETURN(spec, ResumeSpec(submitted));
   }
   ASSIGN_OR_RETURN(JobRunner::PreparedSpec prepared, options_.runner->Prepare(spec));
+  if (prepared.spec.num_nodes() > 1 && options_.store->kind() != "postgresql") {
+    // Its nodes are placed on other workers through the shared store.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "num_nodes: ", prepared.spec.num_nodes(),
+        " needs the shared PostgreSQL job store (--database=postgresql://...); this worker's "
+        "job store is ",
+        options_.store->kind()));
+  }
 
   v1::Job job;
   job.set_id(NewJobId());
@@ -393,6 +482,7 @@ v1::GetCapabilitiesResponse JobManager::Capabilities() const {
   caps.set_max_concurrent_jobs(options_.max_concurrent_jobs);
   caps.set_worker_id(options_.worker_id);
   caps.set_job_store(options_.store->kind());
+  caps.mutable_data_parallel()->set_multi_node(options_.store->kind() == "postgresql");
   return caps;
 }
 
@@ -452,6 +542,9 @@ void JobManager::StoreChanged(const std::string& job_id) {
     // A change to a job running here (a cancellation through another
     // worker) is read back at once rather than at the next renewal.
     if (!job_id.empty() && active_.count(job_id) > 0) renew_now_ = true;
+    for (const FollowerRun* run : followers_) {
+      if (run->job.id() == job_id) renew_now_ = true;
+    }
   }
   wake_.notify_all();
   follower_->Wake();
@@ -463,7 +556,9 @@ void JobManager::Shutdown() {
     if (shutting_down_) return;
     shutting_down_ = true;
     for (auto& [id, active] : active_) active->Stop(StopReason::kPreempted);
+    for (FollowerRun* run : followers_) run->Stop(StopReason::kPreempted);
   }
+  Announce();  // no more slots: place no nodes here
   wake_.notify_all();
   // The workers release their jobs under leases the heartbeat still renews.
   for (std::thread& worker : workers_) worker.join();
@@ -482,6 +577,7 @@ void JobManager::WorkerLoop() {
   uint64_t seen = 0;
   bool claim_now = true;  // at start, and after each job: more may be queued
   while (true) {
+    AnnounceMark mark;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (!claim_now) {
@@ -490,8 +586,17 @@ void JobManager::WorkerLoop() {
       }
       if (shutting_down_) return;
       seen = changes_;
+      mark = {announces_started_, announces_in_flight_ > 0};
     }
     claim_now = false;
+    // Nodes of other workers' jobs first: those jobs wait for this worker.
+    std::optional<NodeAssignment> node = NextAssignment();
+    if (node.has_value()) {
+      Occupy(mark);
+      RunFollower(*std::move(node));
+      claim_now = true;
+      continue;
+    }
     // The lease runs from before the claim, as the database counts it.
     const absl::Time claimed_at = absl::Now();
     absl::StatusOr<std::optional<v1::Job>> claimed =
@@ -501,11 +606,131 @@ void JobManager::WorkerLoop() {
       continue;
     }
     if (!claimed->has_value()) continue;
+    Occupy(mark);
     // More may be queued: another idle worker thread tries too.
     StoreChanged();
     RunClaimed(**std::move(claimed), claimed_at);
     claim_now = true;
   }
+}
+
+void JobManager::Occupy(const AnnounceMark& mark) {
+  bool stale = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++busy_;
+    stale = mark.in_flight || announces_started_ != mark.started;
+  }
+  // An announcement counted before this slot was taken may have reached
+  // the store after the claim or take that took it: say it again.
+  if (stale) Announce();
+}
+
+std::optional<NodeAssignment> JobManager::NextAssignment() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!assignments_.empty()) {
+      NodeAssignment next = std::move(assignments_.front());
+      assignments_.erase(assignments_.begin());
+      return next;
+    }
+  }
+  absl::StatusOr<std::vector<NodeAssignment>> taken =
+      options_.store->TakeAssignments(options_.worker_id);
+  if (!taken.ok()) {
+    LogError(absl::StrCat("taking nodes of jobs placed here: ", taken.status().ToString()));
+    return std::nullopt;
+  }
+  if (taken->empty()) return std::nullopt;
+  NodeAssignment first = std::move(taken->front());
+  if (taken->size() > 1) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      assignments_.insert(assignments_.end(), std::make_move_iterator(taken->begin() + 1),
+                          std::make_move_iterator(taken->end()));
+    }
+    StoreChanged();  // the other idle threads run them
+  }
+  return first;
+}
+
+void JobManager::RunFollower(NodeAssignment assignment) {
+  auto run = std::make_unique<FollowerRun>();
+  run->job = std::move(assignment.job);
+  run->node_rank = assignment.node_rank;
+  const v1::Job& job = run->job;
+  run->metrics =
+      run->local_metrics.StartJob(job.id(), job.spec().model(), job.effective_precision());
+  const std::string what =
+      absl::StrCat("job ", job.id(), ": node ", run->node_rank, " of ", job.nodes_size(),
+                   " (attempt ", job.attempt(), ", node 0 on ", job.worker(), ")");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_) run->Stop(StopReason::kPreempted);
+    followers_.push_back(run.get());
+  }
+  LogInfo(absl::StrCat(what, " running on ", options_.worker_id));
+  FollowerContext context(*this, *run);
+  absl::StatusOr<v1::JobResult> result;
+  try {
+    result = options_.runner->Run(job, context);
+  } catch (const std::exception& e) {
+    result = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
+  } catch (...) {
+    result = absl::InternalError("unexpected non-standard exception");
+  }
+  // Node 0 tells how the job ended; this node only logs its own part.
+  LogInfo(absl::StrCat(what, " ended: ", result.ok() ? "OK" : result.status().ToString()));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    followers_.erase(std::remove(followers_.begin(), followers_.end(), run.get()),
+                     followers_.end());
+    --busy_;
+  }
+  Announce();
+}
+
+void JobManager::CheckFollowers() {
+  std::vector<std::pair<std::string, int32_t>> runs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const FollowerRun* run : followers_) runs.push_back({run->job.id(), run->job.attempt()});
+  }
+  for (const auto& [id, attempt] : runs) {
+    absl::StatusOr<v1::Job> stored = options_.store->Get(id);
+    if (!stored.ok() && !absl::IsNotFound(stored.status())) continue;  // asked again next time
+    // Only an attempt that is over stops a follower: a cancellation reaches
+    // node 0, whose ranks stop every rank at one step (stopping here first
+    // would fail node 0's collectives and cost the job an attempt).
+    const bool over =
+        !stored.ok() || stored->state() != v1::RUNNING || stored->attempt() != attempt;
+    if (!over) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (FollowerRun* run : followers_) {
+      if (run->job.id() == id && run->job.attempt() == attempt) run->Stop(StopReason::kLeaseLost);
+    }
+  }
+}
+
+void JobManager::Announce() {
+  // One at a time: a count taken later is also written later, so a stale
+  // one (the heartbeat's, taken while a job was ending) never has the last
+  // word.
+  std::lock_guard<std::mutex> serial(announce_mu_);
+  int free_slots = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!shutting_down_) {
+      free_slots = options_.max_concurrent_jobs - busy_ - static_cast<int>(assignments_.size());
+    }
+    ++announces_started_;
+    ++announces_in_flight_;
+  }
+  absl::Status status =
+      options_.store->AnnounceWorker(options_.worker_id, std::max(0, free_slots), options_.lease);
+  if (!status.ok()) LogError(absl::StrCat("announcing free job slots: ", status.ToString()));
+  std::lock_guard<std::mutex> lock(mu_);
+  --announces_in_flight_;
 }
 
 void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
@@ -546,8 +771,9 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
     active_.emplace(id, std::move(owned));
   }
   RefreshGauges();
-  LogInfo(absl::StrCat("job ", id, " running (attempt ", job.attempt(), " on ", options_.worker_id,
-                       ")"));
+  LogInfo(absl::StrCat(
+      "job ", id, " running (attempt ", job.attempt(), " on ", options_.worker_id,
+      job.nodes_size() > 0 ? absl::StrCat(", nodes ", absl::StrJoin(job.nodes(), ", ")) : "", ")"));
   Context context(*this, active);
   absl::StatusOr<v1::JobResult> result;
   // Runners turn LibTorch errors into Status themselves; this is the last
@@ -560,7 +786,12 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
     result = absl::InternalError("unexpected non-standard exception");
   }
   FinishRun(active, result);  // and `active` is gone
-  wake_.notify_all();         // the heartbeat ends once a shutdown's last job is out
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --busy_;
+  }
+  wake_.notify_all();  // the heartbeat ends once a shutdown's last job is out
+  Announce();
   RefreshGauges();
 }
 
@@ -581,6 +812,28 @@ v1::JobEvent JobManager::EndOfRun(const ActiveJob& active,
                            " shut down before the job's first checkpoint");
     MarkReleased(job, message, now);
     return MakeJobEvent(v1::JobEvent::STATE_CHANGED, job, message);
+  }
+  if (stop == StopReason::kNone && IsDataParallel(job.spec()) && absl::IsAborted(result.status())) {
+    // Another node's worker shut down: every rank stopped at one step and
+    // rank 0 kept a checkpoint there. As for this worker's own shutdown.
+    const std::string message = absl::StrCat("released: ", result.status().message());
+    MarkReleased(job, message, now);
+    return MakeJobEvent(v1::JobEvent::STATE_CHANGED, job, message);
+  }
+  if (stop == StopReason::kNone && IsDataParallel(job.spec()) &&
+      (absl::IsUnavailable(result.status()) || absl::IsDeadlineExceeded(result.status())) &&
+      options_.store->kind() == "postgresql") {
+    // A rank died, a collective timed out, or a node never joined the
+    // rendezvous: the whole job resumes from its last checkpoint, on
+    // whichever workers are free then. (With SQLite there is only this
+    // worker, whose ranks just failed: it fails.)
+    const std::string error(result.status().message());
+    if (MarkRankFailed(job, error, now)) {
+      return MakeJobEvent(v1::JobEvent::STATE_CHANGED, job, absl::StrCat("re-queued: ", error));
+    }
+    options_.metrics->JobFinished(v1::JobState_Name(job.state()), job.effective_precision());
+    return MakeJobEvent(v1::JobEvent::FINISHED, job,
+                        absl::StrCat(v1::JobState_Name(job.state()), ": ", job.error()));
   }
   v1::JobState state = v1::FAILED;
   std::string error;
@@ -626,6 +879,7 @@ void JobManager::FinishRun(ActiveJob& active, const absl::StatusOr<v1::JobResult
     // that read the store a moment before.
     std::lock_guard<std::mutex> lock(mu_);
     active.job = job;
+    active.finishing = true;
   }
   const bool written = WriteFinal(active, job, event);
   // Before anyone can see the job leave: the gauges count it already.
@@ -737,12 +991,16 @@ void JobManager::Heartbeat(bool sweep) {
       for (const std::string& id : running) {
         // Only jobs the renewal named: one claimed since was not in it.
         auto it = active_.find(id);
-        if (it != active_.end() && !ours.count({id, it->second->lease.attempt})) {
+        if (it != active_.end() && !it->second->finishing &&
+            !ours.count({id, it->second->lease.attempt})) {
           LoseLocked(*it->second, "the store no longer lists this worker's lease");
         }
       }
     }
   }
+  // After the renewal, which must not wait on them.
+  Announce();
+  CheckFollowers();
   if (!sweep) return;
   absl::StatusOr<std::vector<v1::Job>> expired = options_.store->ExpireLeases();
   if (!expired.ok()) {

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,11 @@ namespace mantissa {
 // their leases (and sweeps expired ones of any worker), cancellation,
 // watchers and fenced write-through persistence. Every call works for any
 // job in the store, whichever worker runs it. Thread-safe.
+//
+// A job over several nodes (num_nodes > 1, PostgreSQL only) is claimed by
+// one worker (node 0, which holds the lease and writes the job) together
+// with free workers announced in the store; each of those runs its node of
+// the job on one of its threads, as a follower that writes nothing.
 class JobManager {
  public:
   struct Options {
@@ -112,7 +118,9 @@ class JobManager {
 
  private:
   class Context;
+  class FollowerContext;
   struct ActiveJob;
+  struct FollowerRun;
 
   explicit JobManager(Options options);
   void WorkerLoop();
@@ -122,6 +130,22 @@ class JobManager {
   // run-out leases and refreshes the fleet's gauges.
   void Heartbeat(bool sweep);
   void RunClaimed(v1::Job job, absl::Time claimed_at);
+  // A node of another worker's job that was placed on this one, if any:
+  // taken from the store, or left by another thread's take.
+  std::optional<NodeAssignment> NextAssignment();
+  // Runs node `assignment.node_rank` of a job node 0 runs elsewhere.
+  void RunFollower(NodeAssignment assignment);
+  // Stops the followers whose job no longer runs their attempt.
+  void CheckFollowers();
+  // Tells the store how many more jobs this worker can take now.
+  void Announce();
+  // Which announcements had begun when a worker thread went to claim.
+  struct AnnounceMark {
+    uint64_t started = 0;
+    bool in_flight = false;
+  };
+  // Counts a worker thread busy with what it claimed or took since `mark`.
+  void Occupy(const AnnounceMark& mark);
   v1::JobEvent EndOfRun(const ActiveJob& active, const absl::StatusOr<v1::JobResult>& result,
                         v1::Job& job);
   // Writes how the run ended, tells the watchers, and removes `active`.
@@ -148,6 +172,12 @@ class JobManager {
   // was still stopping.
   std::set<std::string> reclaiming_;
   std::unordered_map<std::string, std::unique_ptr<ActiveJob>> active_;  // running here
+  std::vector<FollowerRun*> followers_;      // nodes of jobs whose node 0 is elsewhere
+  std::vector<NodeAssignment> assignments_;  // taken from the store, not yet run
+  int busy_ = 0;                             // worker threads running a job or a node of one
+  uint64_t announces_started_ = 0;
+  int announces_in_flight_ = 0;
+  std::mutex announce_mu_;  // held by Announce from its count to its write; before mu_
   bool shutting_down_ = false;
   std::vector<std::thread> workers_;
   std::thread heartbeat_;

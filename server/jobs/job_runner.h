@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "mantissa/v1/training.pb.h"
 #include "server/metrics/metrics.h"
 
@@ -42,6 +43,20 @@ class JobContext {
 
   // The job's Prometheus series.
   virtual JobMetrics& metrics() = 0;
+
+  // A job over several nodes (num_nodes > 1) runs on one worker per node;
+  // this worker's node rank in the current attempt (0 hosts rank 0).
+  virtual int node_rank() const { return 0; }
+  // Node 0: tells the job's other nodes where rank 0's rendezvous store
+  // listens ("host:port").
+  virtual absl::Status PublishRendezvous(const std::string& address) {
+    return absl::UnimplementedError("this worker runs no job over several nodes");
+  }
+  // The other nodes: node 0's address once published; DEADLINE_EXCEEDED
+  // after `timeout`, CANCELLED when the job is stopped meanwhile.
+  virtual absl::StatusOr<std::string> AwaitRendezvous(absl::Duration timeout) {
+    return absl::UnimplementedError("this worker runs no job over several nodes");
+  }
 };
 
 // Whatever executes jobs: the LibTorch trainer in production, fakes in tests.

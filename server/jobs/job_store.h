@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "mantissa/v1/training.pb.h"
 
@@ -76,6 +77,14 @@ struct ModelRecord {
   std::string name;
   int64_t generation = 0;
   bool loaded = false;  // false: unloaded (or deleted) everywhere
+};
+
+// A worker's part in a job over several nodes (JobSpec.num_nodes > 1):
+// node `node_rank` (> 0) of the job's current attempt, placed on it by the
+// worker that claimed the job (node 0, which holds the lease).
+struct NodeAssignment {
+  v1::Job job;  // as stored: RUNNING, job.nodes(node_rank) is this worker
+  int node_rank = 0;
 };
 
 // What a change notification is about.
@@ -149,6 +158,39 @@ class JobStore {
   // FAILED once its max_attempts are used (MarkLeaseExpired). Returns the
   // jobs it changed, as stored.
   virtual absl::StatusOr<std::vector<v1::Job>> ExpireLeases(bool all_running = false) = 0;
+
+  // Jobs over several nodes (a store shared by workers: PostgreSQL). The
+  // defaults are a store of one worker's (SQLite), which never holds such
+  // jobs: they are refused at submission.
+  //
+  // Every worker announces its free job slots at each heartbeat (and when a
+  // job ends here); the announcement lasts `ttl`.
+  virtual absl::Status AnnounceWorker(const std::string& worker, int free_slots,
+                                      absl::Duration ttl) {
+    return absl::OkStatus();
+  }
+  // Claim places a QUEUED job with num_nodes = N > 1 only together with N - 1
+  // other workers whose announcement holds with a free slot, in the same
+  // transaction (their slots taken, Job.nodes set with the claimer first, one
+  // assignment per node), or leaves it QUEUED: never a partial gang. A
+  // claimer whose own announced slots all went to such nodes claims nothing
+  // (it takes those first). An announcement leaves out the slots of nodes
+  // placed on the worker that it has not taken yet. Here: the assignments of
+  // `worker` in RUNNING jobs not taken before, each returned once.
+  virtual absl::StatusOr<std::vector<NodeAssignment>> TakeAssignments(const std::string& worker) {
+    return std::vector<NodeAssignment>{};
+  }
+  // Node 0 of job `id`'s attempt `attempt` publishes where rank 0's store
+  // listens ("host:port"); the other nodes read it ("" until published).
+  // ABORTED once that attempt no longer runs, NOT_FOUND for an unknown job.
+  virtual absl::Status PublishRendezvous(const std::string& id, int32_t attempt,
+                                         const std::string& address) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, ": jobs over several nodes need the PostgreSQL job store"));
+  }
+  virtual absl::StatusOr<std::string> Rendezvous(const std::string& id, int32_t attempt) {
+    return PublishRendezvous(id, attempt, "");
+  }
 
   // Events of job `id` with sequence > `after`, oldest first, at most `limit`.
   virtual absl::StatusOr<std::vector<StoredEvent>> EventsAfter(const std::string& id, int64_t after,

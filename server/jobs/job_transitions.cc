@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace mantissa {
@@ -30,6 +32,35 @@ void Requeue(v1::Job& job) {
   job.set_state(v1::QUEUED);
   job.set_attempt(std::max(1, job.attempt()) + 1);
   job.clear_worker();
+  // The next attempt is placed anew, on whichever workers are free then.
+  job.clear_nodes();
+}
+
+// Ends the running attempt as lost (counted against max_attempts) for
+// `reason`: back to QUEUED, or FAILED once the attempts are used up; a
+// requested cancellation ends it CANCELLED. True when re-queued.
+bool EndLostAttempt(v1::Job& job, const std::string& reason, absl::Time now) {
+  EndAttempt(job, v1::Attempt::LEASE_EXPIRED, reason, now);
+  if (job.cancel_requested()) {
+    // The user's cancellation stands, whoever was to carry it out.
+    job.set_state(v1::CANCELLED);
+    job.set_error(absl::StrCat("cancelled; its attempt was lost before it stopped (", reason, ")"));
+    *job.mutable_end_time() = ToProto(now);
+    job.clear_worker();
+    return false;
+  }
+  int lost = 0;
+  for (const v1::Attempt& a : job.attempts()) lost += a.end() == v1::Attempt::LEASE_EXPIRED;
+  if (lost >= MaxAttempts(job.spec())) {
+    job.set_state(v1::FAILED);
+    job.set_error(absl::StrCat("the job lost ", lost, " attempt(s), its max_attempts; ",
+                               "the last: ", reason));
+    *job.mutable_end_time() = ToProto(now);
+    job.clear_worker();
+    return false;
+  }
+  Requeue(job);
+  return true;
 }
 
 }  // namespace
@@ -54,30 +85,14 @@ void MarkClaimed(v1::Job& job, const std::string& worker, absl::Time now) {
 }
 
 bool MarkLeaseExpired(v1::Job& job, absl::Time now) {
-  const std::string reason = absl::StrCat("lease expired: worker ", job.worker(),
-                                          " stopped renewing it (it died, hung or lost the "
-                                          "database)");
-  EndAttempt(job, v1::Attempt::LEASE_EXPIRED, reason, now);
-  if (job.cancel_requested()) {
-    // The user's cancellation stands, whoever was to carry it out.
-    job.set_state(v1::CANCELLED);
-    job.set_error(absl::StrCat("cancelled; its worker was lost before it stopped (", reason, ")"));
-    *job.mutable_end_time() = ToProto(now);
-    job.clear_worker();
-    return false;
-  }
-  int lost = 0;
-  for (const v1::Attempt& a : job.attempts()) lost += a.end() == v1::Attempt::LEASE_EXPIRED;
-  if (lost >= MaxAttempts(job.spec())) {
-    job.set_state(v1::FAILED);
-    job.set_error(absl::StrCat("the job lost its worker in ", lost,
-                               " attempt(s), its max_attempts; ", "the last: ", reason));
-    *job.mutable_end_time() = ToProto(now);
-    job.clear_worker();
-    return false;
-  }
-  Requeue(job);
-  return true;
+  return EndLostAttempt(job,
+                        absl::StrCat("lease expired: worker ", job.worker(),
+                                     " stopped renewing it (it died, hung or lost the database)"),
+                        now);
+}
+
+bool MarkRankFailed(v1::Job& job, const std::string& error, absl::Time now) {
+  return EndLostAttempt(job, error, now);
 }
 
 void MarkReleased(v1::Job& job, const std::string& reason, absl::Time now) {

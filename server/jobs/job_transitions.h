@@ -29,9 +29,16 @@ void MarkClaimed(v1::Job& job, const std::string& worker, absl::Time now);
 // requested ends CANCELLED. Returns true when re-queued.
 bool MarkLeaseExpired(v1::Job& job, absl::Time now);
 
+// A rank of a data-parallel job failed (a rank process died, or a collective
+// timed out): like a lost lease, the attempt ends LEASE_EXPIRED with `error`
+// as its reason (counted against max_attempts) and the whole job goes back to
+// QUEUED to resume from its last checkpoint, or ends FAILED once its attempts
+// are used up. Returns true when re-queued.
+bool MarkRankFailed(v1::Job& job, const std::string& error, absl::Time now);
+
 // The worker shut down and released the job (after a checkpoint): the
 // attempt ends RELEASED and the job goes back to QUEUED at attempt + 1. Not
-// counted against max_attempts.
+// counted against max_attempts. Re-queueing clears Job.nodes.
 void MarkReleased(v1::Job& job, const std::string& reason, absl::Time now);
 
 // The job reached `state` (terminal) in its current attempt.

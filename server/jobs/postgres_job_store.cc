@@ -1,5 +1,6 @@
 #include "server/jobs/postgres_job_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,7 +14,7 @@
 namespace mantissa {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // pg_advisory_xact_lock(kLockClass, ...) keys: "mant" and what is locked.
 constexpr char kMigrationLock[] = "SELECT pg_advisory_xact_lock(1835101812, 1)";
@@ -49,6 +50,39 @@ const char* const kSchemaV1[] = {
     "  generation BIGINT NOT NULL,"
     "  loaded BOOLEAN NOT NULL)",
 };
+
+// Version 2: jobs over several nodes. Each job's node count as a column (a
+// claim passes over gangs it cannot place), the workers' announced free
+// slots, and the nodes of each multi-node attempt with node 0's rendezvous
+// address.
+const char* const kSchemaV2[] = {
+    "ALTER TABLE jobs ADD COLUMN num_nodes INT NOT NULL DEFAULT 1",
+    "CREATE TABLE workers ("
+    "  worker TEXT PRIMARY KEY,"
+    "  free_slots INT NOT NULL,"
+    "  announced_until_ms BIGINT NOT NULL)",
+    "CREATE TABLE job_nodes ("
+    "  job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  attempt INT NOT NULL,"
+    "  node_rank INT NOT NULL,"
+    "  worker TEXT NOT NULL,"
+    "  taken BOOLEAN NOT NULL DEFAULT false,"
+    "  rendezvous TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (job_id, attempt, node_rank))",
+    "CREATE INDEX job_nodes_untaken ON job_nodes (worker) WHERE NOT taken",
+};
+
+// The schema versions in order: a database at version v runs the steps of
+// every later one.
+struct SchemaStep {
+  const char* const* statements;
+  size_t count;
+};
+constexpr SchemaStep kSchemaSteps[] = {
+    {kSchemaV1, sizeof(kSchemaV1) / sizeof(kSchemaV1[0])},
+    {kSchemaV2, sizeof(kSchemaV2) / sizeof(kSchemaV2[0])},
+};
+static_assert(sizeof(kSchemaSteps) / sizeof(kSchemaSteps[0]) == kSchemaVersion);
 
 // Every read of a job selects these, in this order (see ReadJob).
 constexpr char kJobColumns[] = "seq, id, state, attempt, worker, cancel_requested, job";
@@ -101,6 +135,8 @@ absl::Status NoSuchJob(const std::string& id) {
 
 int64_t Millis(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
+int NumNodes(const v1::Job& job) { return std::max(1, job.spec().num_nodes()); }
+
 // Appends `event` to job `id`'s log and notifies mantissa_jobs, in the
 // caller's transaction; returns the event's sequence.
 absl::StatusOr<int64_t> AppendEvent(PgConnection& conn, const std::string& id,
@@ -120,6 +156,111 @@ absl::Status NotifyJob(PgConnection& conn, const std::string& id) {
 // The reason the latest attempt ended, for the expiry event.
 std::string LastReason(const v1::Job& job) {
   return job.attempts().empty() ? "" : job.attempts(job.attempts_size() - 1).reason();
+}
+
+// Other workers than $1 whose announcement holds with a slot free.
+std::string OtherFreeWorkers() {
+  return absl::StrCat("worker <> $1 AND free_slots > 0 AND announced_until_ms > ", kNowMs);
+}
+
+// A PostgreSQL text[] literal of `values`, each quoted.
+std::string TextArray(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+// "w1", or "w1 (nodes w1, w2, w3)" for a job over several nodes.
+std::string NodesText(const v1::Job& job) {
+  if (job.nodes_size() == 0) return job.worker();
+  return absl::StrCat(job.worker(), " (nodes ", absl::StrJoin(job.nodes(), ", "), ")");
+}
+
+// The oldest QUEUED job after sequence `after` over at most `others_free` + 1
+// nodes (unset: as many other workers as are free now), locked (SKIP
+// LOCKED: workers claiming together each take a different job instead of
+// queueing behind one another's row lock).
+absl::StatusOr<std::optional<JobRow>> NextQueued(PgConnection& conn, const std::string& worker,
+                                                 std::optional<int64_t> others_free,
+                                                 int64_t after) {
+  PgParams params;
+  params.Text(worker).Int(after);
+  if (others_free.has_value()) {
+    params.Int(*others_free);
+  } else {
+    params.Null();
+  }
+  ASSIGN_OR_RETURN(
+      PgResult result,
+      conn.Exec(absl::StrCat("SELECT ", kJobColumns,
+                             " FROM jobs WHERE state = 1 AND seq > $2 AND num_nodes <= 1 + "
+                             "coalesce($3::bigint, (SELECT count(*) FROM workers WHERE ",
+                             OtherFreeWorkers(), ")) ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"),
+                params));
+  if (PQntuples(result.get()) == 0) return std::optional<JobRow>();
+  ASSIGN_OR_RETURN(JobRow row, ReadJob(result.get(), 0));
+  return std::optional<JobRow>(std::move(row));
+}
+
+// Up to `n` other workers with a free slot, locked until the transaction
+// ends; those locked by other claims are passed over.
+absl::StatusOr<std::vector<std::string>> LockFreeWorkers(PgConnection& conn,
+                                                         const std::string& worker, int n) {
+  ASSIGN_OR_RETURN(PgResult result,
+                   conn.Exec(absl::StrCat("SELECT worker FROM workers WHERE ", OtherFreeWorkers(),
+                                          " ORDER BY worker LIMIT $2 FOR UPDATE SKIP LOCKED"),
+                             PgParams().Text(worker).Int(n)));
+  std::vector<std::string> workers(PQntuples(result.get()));
+  for (int i = 0; i < static_cast<int>(workers.size()); ++i) {
+    workers[i] = PgBytes(result.get(), i, 0);
+  }
+  return workers;
+}
+
+// Takes a slot of each of `job`'s other nodes and records one assignment
+// per node of its attempt (node 0, the claimer's, taken already).
+absl::Status PlaceNodes(PgConnection& conn, const v1::Job& job) {
+  const std::vector<std::string> nodes(job.nodes().begin(), job.nodes().end());
+  const std::vector<std::string> others(nodes.begin() + 1, nodes.end());
+  RETURN_IF_ERROR(
+      conn.Run("UPDATE workers SET free_slots = free_slots - 1 "
+               "WHERE worker = ANY($1::text[])",
+               PgParams().Text(TextArray(others))));
+  return conn.Run(
+      "INSERT INTO job_nodes (job_id, attempt, node_rank, worker, taken) "
+      "SELECT $1, $2::int, (t.n - 1)::int, t.w, t.n = 1 "
+      "FROM unnest($3::text[]) WITH ORDINALITY AS t(w, n)",
+      PgParams().Text(job.id()).Int(job.attempt()).Text(TextArray(nodes)));
+}
+
+// A job over several nodes left RUNNING: its assignments and rendezvous go.
+absl::Status ForgetNodes(PgConnection& conn, const v1::Job& job) {
+  if (NumNodes(job) <= 1 || job.state() == v1::RUNNING) return absl::OkStatus();
+  return conn.Run("DELETE FROM job_nodes WHERE job_id = $1", PgParams().Text(job.id()));
+}
+
+// NOT_FOUND for an unknown job, ABORTED once `attempt` no longer runs,
+// FAILED_PRECONDITION for an attempt on one node.
+absl::Status AttemptGone(PgConnection& conn, const std::string& id, int32_t attempt) {
+  ASSIGN_OR_RETURN(PgResult found,
+                   conn.Exec("SELECT state, attempt FROM jobs WHERE id = $1", PgParams().Text(id)));
+  if (PQntuples(found.get()) == 0) return NoSuchJob(id);
+  if (PgInt(found.get(), 0, 0) == v1::RUNNING && PgInt(found.get(), 0, 1) == attempt) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, ": attempt ", attempt, " runs on one node; it has no rendezvous"));
+  }
+  return absl::AbortedError(
+      absl::StrCat("job ", id, ": attempt ", attempt, " no longer runs (the job is ",
+                   v1::JobState_Name(static_cast<v1::JobState>(PgInt(found.get(), 0, 0))),
+                   " at attempt ", PgInt(found.get(), 0, 1), ")"));
 }
 
 }  // namespace
@@ -161,7 +302,10 @@ absl::Status PostgresJobStore::Migrate() {
                                                       kSchemaVersion, "); upgrade mantissad"));
   }
   if (version == kSchemaVersion) return tx->Commit();
-  for (const char* statement : kSchemaV1) RETURN_IF_ERROR(conn->Run(statement));
+  for (int64_t v = version; v < kSchemaVersion; ++v) {
+    const SchemaStep& step = kSchemaSteps[v];
+    for (size_t i = 0; i < step.count; ++i) RETURN_IF_ERROR(conn->Run(step.statements[i]));
+  }
   RETURN_IF_ERROR(conn->Run("DELETE FROM mantissa_schema"));
   RETURN_IF_ERROR(conn->Run("INSERT INTO mantissa_schema (version) VALUES ($1::int)",
                             PgParams().Int(kSchemaVersion)));
@@ -190,9 +334,10 @@ absl::Status PostgresJobStore::Insert(const v1::Job& submitted, const QueueCaps&
   }
   ASSIGN_OR_RETURN(PgResult inserted,
                    conn->Exec("INSERT INTO jobs (id, state, model, precision, name, principal, "
-                              "worker, attempt, job) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                              "worker, attempt, job, num_nodes) "
+                              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::int) "
                               "ON CONFLICT (id) DO NOTHING RETURNING seq",
-                              JobParams(job)));
+                              JobParams(job).Int(NumNodes(job))));
   if (PQntuples(inserted.get()) == 0) {
     return absl::AlreadyExistsError(absl::StrCat("job_id: a job '", job.id(), "' already exists"));
   }
@@ -292,26 +437,47 @@ absl::StatusOr<JobCounts> PostgresJobStore::Count() {
 absl::StatusOr<std::optional<v1::Job>> PostgresJobStore::Claim(const std::string& worker,
                                                                absl::Duration lease) {
   ASSIGN_OR_RETURN(PgConnectionPool::Borrowed conn, pool_->Borrow());
+  // Uncommitted (rolled back) unless a job is claimed.
   ASSIGN_OR_RETURN(std::unique_ptr<PgTransaction> tx, PgTransaction::Begin(*conn));
-  // SKIP LOCKED: workers claiming together each take a different job
-  // instead of queueing behind one another's row lock.
-  ASSIGN_OR_RETURN(PgResult result,
-                   conn->Exec(absl::StrCat("SELECT ", kJobColumns,
-                                           " FROM jobs WHERE state = 1 ORDER BY seq LIMIT 1 "
-                                           "FOR UPDATE SKIP LOCKED")));
-  if (PQntuples(result.get()) == 0) {
-    RETURN_IF_ERROR(tx->Commit());
+  // A queued job over more nodes than there are other free workers is passed
+  // over, so that a gang never holds up the jobs queued behind it.
+  ASSIGN_OR_RETURN(std::optional<JobRow> row, NextQueued(*conn, worker, std::nullopt, 0));
+  if (!row.has_value()) return std::optional<v1::Job>();
+  // This worker's own announced slot goes first: locks are taken in the
+  // order own row, then others' rows with SKIP LOCKED, so that two workers
+  // placing gangs on each other never wait for one another in a cycle.
+  ASSIGN_OR_RETURN(PgResult own,
+                   conn->Exec(absl::StrCat("UPDATE workers SET free_slots = free_slots - 1 "
+                                           "WHERE worker = $1 AND announced_until_ms > ",
+                                           kNowMs, " RETURNING free_slots"),
+                              PgParams().Text(worker)));
+  if (PQntuples(own.get()) > 0 && PgInt(own.get(), 0, 0) < 0) {
+    // Its free slot went to another worker's gang, whose node it must run
+    // first (TakeAssignments).
     return std::optional<v1::Job>();
   }
-  ASSIGN_OR_RETURN(JobRow row, ReadJob(result.get(), 0));
-  v1::Job& job = row.job;
+  std::vector<std::string> others;
+  while (NumNodes(row->job) > 1) {
+    ASSIGN_OR_RETURN(others, LockFreeWorkers(*conn, worker, NumNodes(row->job) - 1));
+    if (static_cast<int>(others.size()) == NumNodes(row->job) - 1) break;
+    // Taken meanwhile by other claims: a smaller job may still fit.
+    ASSIGN_OR_RETURN(row, NextQueued(*conn, worker, static_cast<int64_t>(others.size()), row->seq));
+    if (!row.has_value()) return std::optional<v1::Job>();
+    others.clear();
+  }
+  v1::Job& job = row->job;
   MarkClaimed(job, worker, absl::Now());
+  if (!others.empty()) {
+    job.add_nodes(worker);
+    for (const std::string& other : others) job.add_nodes(other);
+    RETURN_IF_ERROR(PlaceNodes(*conn, job));
+  }
   RETURN_IF_ERROR(conn->Run(absl::StrCat("UPDATE jobs SET ", kSetJobColumns,
                                          ", lease_expires_ms = ", kNowMs, " + $10 WHERE id = $1"),
                             JobParams(job).Int(Millis(lease))));
   RETURN_IF_ERROR(AppendEvent(*conn, job.id(),
                               MakeJobEvent(v1::JobEvent::STATE_CHANGED, job,
-                                           absl::StrCat("running on ", worker)))
+                                           absl::StrCat("running on ", NodesText(job))))
                       .status());
   RETURN_IF_ERROR(tx->Commit());
   return std::optional<v1::Job>(std::move(job));
@@ -335,6 +501,7 @@ absl::StatusOr<int64_t> PostgresJobStore::Update(const v1::Job& job, const Lease
     return absl::AbortedError(absl::StrCat("job ", job.id(), ": lease of attempt ", lease.attempt,
                                            " on ", lease.worker, " no longer held"));
   }
+  RETURN_IF_ERROR(ForgetNodes(*conn, job));
   int64_t sequence = 0;
   if (event != nullptr) {
     ASSIGN_OR_RETURN(sequence, AppendEvent(*conn, job.id(), *event));
@@ -420,6 +587,7 @@ absl::StatusOr<std::vector<v1::Job>> PostgresJobStore::ExpireLeases(bool all_run
                                            ", lease_expires_ms = 0, cancel_requested = $10 "
                                            "WHERE id = $1"),
                               JobParams(job).Bool(job.cancel_requested())));
+    RETURN_IF_ERROR(ForgetNodes(*conn, job));
     const v1::JobEvent event =
         requeued ? MakeJobEvent(v1::JobEvent::STATE_CHANGED, job,
                                 absl::StrCat("re-queued: ", LastReason(job)))
@@ -430,6 +598,79 @@ absl::StatusOr<std::vector<v1::Job>> PostgresJobStore::ExpireLeases(bool all_run
   }
   RETURN_IF_ERROR(tx->Commit());
   return changed;
+}
+
+absl::Status PostgresJobStore::AnnounceWorker(const std::string& worker, int free_slots,
+                                              absl::Duration ttl) {
+  ASSIGN_OR_RETURN(PgConnectionPool::Borrowed conn, pool_->Borrow());
+  ASSIGN_OR_RETURN(std::unique_ptr<PgTransaction> tx, PgTransaction::Begin(*conn));
+  // The worker's row is locked first: a claim placing a node here holds it
+  // until it commits, and the count below, a statement of its own, then
+  // sees that node (one statement would count from before the claim and
+  // hand its slot out again).
+  RETURN_IF_ERROR(
+      conn->Run("INSERT INTO workers (worker, free_slots, announced_until_ms) VALUES ($1, 0, 0) "
+                "ON CONFLICT (worker) DO NOTHING",
+                PgParams().Text(worker)));
+  RETURN_IF_ERROR(
+      conn->Run("SELECT 1 FROM workers WHERE worker = $1 FOR UPDATE", PgParams().Text(worker)));
+  // Nodes placed on the worker that it has not taken yet hold slots its own
+  // count does not know of.
+  RETURN_IF_ERROR(conn->Run(
+      absl::StrCat("INSERT INTO workers (worker, free_slots, announced_until_ms) "
+                   "SELECT $1, $2::int - count(*), ",
+                   kNowMs,
+                   " + $3 FROM job_nodes n JOIN jobs j ON j.id = n.job_id "
+                   "WHERE n.worker = $1 AND NOT n.taken AND j.state = 2 AND j.attempt = n.attempt "
+                   "ON CONFLICT (worker) DO UPDATE SET free_slots = excluded.free_slots, "
+                   "announced_until_ms = excluded.announced_until_ms"),
+      PgParams().Text(worker).Int(free_slots).Int(Millis(ttl))));
+  return tx->Commit();
+}
+
+absl::StatusOr<std::vector<NodeAssignment>> PostgresJobStore::TakeAssignments(
+    const std::string& worker) {
+  ASSIGN_OR_RETURN(PgConnectionPool::Borrowed conn, pool_->Borrow());
+  // One statement: each assignment is marked taken as it is returned, once.
+  ASSIGN_OR_RETURN(
+      PgResult result,
+      conn->Exec("UPDATE job_nodes n SET taken = true FROM jobs j "
+                 "WHERE n.worker = $1 AND NOT n.taken AND n.node_rank > 0 AND j.id = n.job_id "
+                 "AND j.state = 2 AND j.attempt = n.attempt "
+                 "RETURNING j.seq, j.id, j.state, j.attempt, j.worker, j.cancel_requested, j.job, "
+                 "n.node_rank",
+                 PgParams().Text(worker)));
+  std::vector<NodeAssignment> assignments;
+  for (int i = 0; i < PQntuples(result.get()); ++i) {
+    ASSIGN_OR_RETURN(JobRow row, ReadJob(result.get(), i));
+    assignments.push_back(
+        {std::move(row.job), static_cast<int>(PgInt(result.get(), i, kJobColumnCount))});
+  }
+  return assignments;
+}
+
+absl::Status PostgresJobStore::PublishRendezvous(const std::string& id, int32_t attempt,
+                                                 const std::string& address) {
+  ASSIGN_OR_RETURN(PgConnectionPool::Borrowed conn, pool_->Borrow());
+  ASSIGN_OR_RETURN(PgResult result,
+                   conn->Exec("UPDATE job_nodes n SET rendezvous = $3 FROM jobs j "
+                              "WHERE n.job_id = $1 AND n.attempt = $2::int AND n.node_rank = 0 "
+                              "AND j.id = n.job_id AND j.state = 2 AND j.attempt = $2::int "
+                              "RETURNING 1",
+                              PgParams().Text(id).Int(attempt).Text(address)));
+  if (PQntuples(result.get()) > 0) return absl::OkStatus();
+  return AttemptGone(*conn, id, attempt);
+}
+
+absl::StatusOr<std::string> PostgresJobStore::Rendezvous(const std::string& id, int32_t attempt) {
+  ASSIGN_OR_RETURN(PgConnectionPool::Borrowed conn, pool_->Borrow());
+  ASSIGN_OR_RETURN(PgResult result,
+                   conn->Exec("SELECT coalesce(n.rendezvous, '') FROM jobs j LEFT JOIN job_nodes n "
+                              "ON n.job_id = j.id AND n.attempt = j.attempt AND n.node_rank = 0 "
+                              "WHERE j.id = $1 AND j.state = 2 AND j.attempt = $2::int",
+                              PgParams().Text(id).Int(attempt)));
+  if (PQntuples(result.get()) > 0) return PgBytes(result.get(), 0, 0);
+  return AttemptGone(*conn, id, attempt);
 }
 
 absl::StatusOr<std::vector<StoredEvent>> PostgresJobStore::EventsAfter(const std::string& id,

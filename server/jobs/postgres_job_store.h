@@ -17,7 +17,9 @@ class PgConnectionPool;
 class PgListener;
 
 // The job store of a fleet: every worker opens the same PostgreSQL database.
-// Claims take the oldest QUEUED row with FOR UPDATE SKIP LOCKED, leases are
+// Claims take the oldest QUEUED row with FOR UPDATE SKIP LOCKED (a job over
+// several nodes together with the rows of the free workers it is placed
+// on, in the workers table that AnnounceWorker keeps), leases are
 // timed by the database's clock, and every write that changes a job's state
 // or appends an event sends NOTIFY mantissa_jobs '<id>' (mantissa_models
 // '<name>' for model changes), which a LISTEN connection of this store hands
@@ -51,6 +53,12 @@ class PostgresJobStore : public JobStore {
                                                const std::vector<std::string>& job_ids) override;
   absl::StatusOr<v1::Job> RequestCancel(const std::string& id) override;
   absl::StatusOr<std::vector<v1::Job>> ExpireLeases(bool all_running) override;
+  absl::Status AnnounceWorker(const std::string& worker, int free_slots,
+                              absl::Duration ttl) override;
+  absl::StatusOr<std::vector<NodeAssignment>> TakeAssignments(const std::string& worker) override;
+  absl::Status PublishRendezvous(const std::string& id, int32_t attempt,
+                                 const std::string& address) override;
+  absl::StatusOr<std::string> Rendezvous(const std::string& id, int32_t attempt) override;
   absl::StatusOr<std::vector<StoredEvent>> EventsAfter(const std::string& id, int64_t after,
                                                        int limit) override;
   absl::StatusOr<int64_t> PublishModelChange(const std::string& name, bool loaded) override;

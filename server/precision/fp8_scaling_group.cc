@@ -32,8 +32,13 @@ void Fp8ScalingGroup::Record(int64_t row, const torch::Tensor& amax) {
 }
 
 void Fp8ScalingGroup::Update() {
-  if (!recorded_ || size() == 0) return;
+  if (size() == 0 || (!recorded_ && !reducer_)) return;
   recorded_ = false;
+  if (reducer_) {
+    const torch::Tensor recorded = amax_history_.select(1, 0).contiguous();
+    reducer_(recorded);
+    amax_history_.select(1, 0).copy_(recorded);
+  }
   const torch::Tensor current = recipe_.amax_compute_algo == DelayedScaling::AmaxComputeAlgo::kMax
                                     ? amax_history_.amax(1)
                                     : amax_history_.select(1, 0).clone();

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -55,6 +56,15 @@ class Fp8ScalingGroup {
   // scale until it leaves the history.) Device ops only: no host sync.
   void Update();
 
+  // Data-parallel training: Update() first replaces the recorded amaxes
+  // (column 0 of the history) with their max over the ranks through
+  // `reducer`, and then runs on every call, recorded or not: a rank whose
+  // share of a batch was empty recorded nothing but must join the
+  // collective and take the others' amaxes.
+  void set_amax_reducer(std::function<void(const torch::Tensor&)> reducer) {
+    reducer_ = std::move(reducer);
+  }
+
   // Moves the state; nothing to do where it already is.
   void To(torch::Device device);
 
@@ -69,6 +79,7 @@ class Fp8ScalingGroup {
   torch::Tensor amax_history_;
   torch::Tensor scale_;
   bool recorded_ = false;  // host-side, so checking it costs no sync
+  std::function<void(const torch::Tensor&)> reducer_;
 };
 
 // One tensor's row of an Fp8ScalingGroup: what an FP8 layer holds for its

@@ -146,6 +146,7 @@ void GradScaler::CheckAndUnscale(torch::optim::Optimizer& optimizer, bool check_
     }
     if (!home) found_inf_.copy_(torch::maximum(found_inf_, found_inf.to(found_inf_.device())));
   }
+  if (found_inf_reducer_) found_inf_reducer_(found_inf_);
   unscaled_ = !check_only;
   inf_checked_ = true;
 }

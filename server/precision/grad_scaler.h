@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -83,6 +84,15 @@ class GradScaler {
   // Adjusts the scale from this step's found-inf and starts a new step.
   void Update();
 
+  // Data-parallel training: each step's found-inf (float32 [1] on the
+  // scale's device) goes through `reducer`, which replaces it in place with
+  // its max over the ranks, before Step decides; so a gradient overflow on
+  // any rank skips the step, and backs the scale off, on every rank. Unset:
+  // the local found-inf decides.
+  void set_found_inf_reducer(std::function<void(const torch::Tensor&)> reducer) {
+    found_inf_reducer_ = std::move(reducer);
+  }
+
   // Forgets a step abandoned half-way (a failed CUDA graph capture ran its
   // host code without its kernels): the next Unscale starts afresh.
   void DiscardStep();
@@ -116,6 +126,7 @@ class GradScaler {
   bool unscaled_ = false;         // the gradients were divided by the scale in this step
   bool inf_checked_ = false;      // found_inf_ holds this step's check
   int64_t skipped_steps_ = 0;     // skips decided on the host (and restored ones)
+  std::function<void(const torch::Tensor&)> found_inf_reducer_;
 };
 
 }  // namespace mantissa

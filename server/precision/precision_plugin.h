@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -26,6 +27,8 @@ class PrecisionGuard {
 // order every step:
 //   ConvertInput -> ForwardGuard{ model.Forward } -> ConvertOutput -> loss
 //   -> Backward -> [UnscaleGradients -> clip] -> OptimizerStep
+// (data parallel: the gradients are summed over the ranks after the last
+// Backward of the step, before UnscaleGradients).
 // Loss scaling lives here rather than in the mixed plugin alone (where Fabric
 // keeps it) so that a job may enable the grad scaler in any mode.
 // A plugin instance belongs to one job and is used from one thread.
@@ -90,6 +93,15 @@ class PrecisionPlugin {
     scaler_->Update();
     return result;
   }
+
+  // Data-parallel training: `reducer` replaces a float32 tensor, in place,
+  // with its elementwise max over the ranks. Plugins with FP8 scaling state
+  // reduce each step's amaxes with it before updating their scales, so every
+  // rank quantizes with the same scales (TransformerEngine's amax reduction).
+  // Collectives must run the same number of times on every rank: a plugin
+  // that takes a reducer calls it once per OptimizerStep. Default: nothing
+  // to reduce.
+  virtual void SetAmaxReducer(std::function<void(const torch::Tensor&)> reducer) {}
 
   // Fabric: state_dict / load_state_dict. The plugin's own state (the grad
   // scaler's), saved with checkpoints.

@@ -145,7 +145,17 @@ torch::Tensor TransformerEnginePrecision::ConvertOutput(const torch::Tensor& out
 
 void TransformerEnginePrecision::Backward(const torch::Tensor& loss) {
   PrecisionPlugin::Backward(loss);
-  scaling_->Update();
+  if (!reduce_amaxes_) scaling_->Update();
+}
+
+OptimizerStepResult TransformerEnginePrecision::OptimizerStep(torch::optim::Optimizer& optimizer) {
+  if (reduce_amaxes_) scaling_->Update();
+  return PrecisionPlugin::OptimizerStep(optimizer);
+}
+
+void TransformerEnginePrecision::SetAmaxReducer(std::function<void(const torch::Tensor&)> reducer) {
+  reduce_amaxes_ = static_cast<bool>(reducer);
+  scaling_->set_amax_reducer(std::move(reducer));
 }
 
 void TransformerEnginePrecision::SaveState(torch::serialize::OutputArchive& archive) const {

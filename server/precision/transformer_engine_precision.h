@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -57,7 +58,12 @@ class TransformerEnginePrecision final : public PrecisionPlugin {
   // Then updates every FP8 scale from the amaxes the forward and backward
   // recorded (TransformerEngine updates at the end of fp8_autocast and of
   // the backward; one update after both does the same work in one pass).
+  // Under data parallel (a reducer set), the update runs once per step
+  // instead, in OptimizerStep, on amaxes reduced over the ranks: a rank may
+  // have no batch to run backward on.
   void Backward(const torch::Tensor& loss) override;
+  OptimizerStepResult OptimizerStep(torch::optim::Optimizer& optimizer) override;
+  void SetAmaxReducer(std::function<void(const torch::Tensor&)> reducer) override;
 
   // The grad scaler's state, and every FP8 layer's amax histories and scales
   // by layer name. Loading throws c10::Error when the saved layers are not
@@ -81,6 +87,7 @@ class TransformerEnginePrecision final : public PrecisionPlugin {
   // The scaling state of every FP8 layer's tensors.
   const std::shared_ptr<Fp8ScalingGroup> scaling_;
   std::vector<std::pair<std::string, Fp8Linear>> layers_;
+  bool reduce_amaxes_ = false;
 };
 
 }  // namespace mantissa

@@ -26,6 +26,11 @@ struct ProbedDevice {
 // ResolveDevice; INTERNAL when LibTorch fails on the device.
 absl::StatusOr<ProbedDevice> ProbeDevice(const std::string& device);
 
+// A rank process of a data-parallel job: as ProbeDevice, but a CUDA device
+// becomes cuda:<local_rank> (one GPU per rank), made the process's current
+// device before anything touches another.
+absl::StatusOr<ProbedDevice> ProbeRankDevice(const std::string& device, int local_rank);
+
 }  // namespace mantissa
 
 #endif  // MANTISSA_SERVER_RUNTIME_PROBED_DEVICE_H_

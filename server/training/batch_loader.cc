@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+
 #ifdef MANTISSA_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -60,6 +62,11 @@ absl::StatusOr<std::unique_ptr<BatchLoader>> BatchLoader::Create(Options options
   if (options.batch_size <= 0 || options.queue_capacity <= 0) {
     return absl::InvalidArgumentError("batch loader: batch size and queue capacity must be > 0");
   }
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("batch loader: rank ", options.rank,
+                                                   " of world size ", options.world_size,
+                                                   "; the rank must be in [0, world size)"));
+  }
   if (options.first_batch < 0 || options.end_batch < options.first_batch) {
     return absl::InvalidArgumentError(absl::StrCat("batch loader: bad range [", options.first_batch,
                                                    ", ", options.end_batch, ")"));
@@ -72,8 +79,8 @@ BatchLoader::BatchLoader(Options options)
     // is left behind to terminate the process.
     : copier_(options.device.is_cuda() ? std::make_unique<DeviceCopier>(options.device) : nullptr),
       options_(std::move(options)),
-      batches_per_epoch_((options_.dataset->size() + options_.batch_size - 1) /
-                         options_.batch_size),
+      batches_per_epoch_(
+          BatchesPerEpoch(options_.dataset->size(), options_.batch_size, options_.world_size)),
       next_to_return_(options_.first_batch),
       thread_([this] { Produce(); }) {}
 
@@ -84,6 +91,18 @@ BatchLoader::~BatchLoader() {
   }
   changed_.notify_all();
   thread_.join();
+}
+
+int64_t BatchLoader::BatchesPerEpoch(int64_t n, int64_t batch_size, int64_t world_size) {
+  const int64_t global = batch_size * world_size;
+  return (n + global - 1) / global;
+}
+
+int64_t BatchLoader::GlobalBatchItems(int64_t n, int64_t batch_size, int64_t world_size,
+                                      int64_t b) {
+  const int64_t global = batch_size * world_size;
+  const int64_t start = (b % BatchesPerEpoch(n, batch_size, world_size)) * global;
+  return std::min(global, n - start);
 }
 
 torch::Tensor BatchLoader::EpochOrder(int64_t n, uint64_t seed, int64_t epoch) {
@@ -114,9 +133,14 @@ void BatchLoader::Produce() {
         order = EpochOrder(n, options_.seed, epoch);
         order_epoch = epoch;
       }
-      const int64_t start = (b % batches_per_epoch_) * options_.batch_size;
-      batch =
-          options_.dataset->Get(order.slice(0, start, std::min(n, start + options_.batch_size)));
+      const int64_t world = options_.world_size;
+      const int64_t start = (b % batches_per_epoch_) * options_.batch_size * world;
+      const int64_t end = std::min(n, start + options_.batch_size * world);
+      // This rank's positions: start + rank, start + rank + world, ... (< end).
+      batch = options_.dataset->Get(
+          world == 1
+              ? order.slice(0, start, end)
+              : order.slice(0, std::min(start + options_.rank, end), end, world).contiguous());
       if (pin && batch.inputs.is_cpu()) {
         batch.inputs = batch.inputs.pin_memory();
         batch.targets = batch.targets.pin_memory();

@@ -24,6 +24,9 @@ inline constexpr double kDefaultAdamEps = 1e-8;  // torch.optim.Adam's
 struct ResolveContext {
   DeviceCapabilities caps;
   int max_concurrent_jobs = 1;
+  // JobSpec.devices accepted: the visible GPUs on CUDA; on the CPU the
+  // hardware threads, at least 2.
+  int max_devices = 1;
   SpecLimits limits;
   // Where dataset options may name files (--data_root); none = no file
   // datasets.

@@ -155,6 +155,29 @@ absl::Status ResolveStepSettings(v1::JobSpec& spec) {
   return RequireNonNegative("checkpoint_every_n_steps", spec.checkpoint_every_n_steps());
 }
 
+constexpr int32_t kMaxNodes = 64;
+
+// Data parallelism: ranks per node within what this worker can run, and
+// nodes. Whether this worker's job store can gang-schedule nodes is the job
+// manager's to say.
+absl::Status ResolveWorld(v1::JobSpec& spec, const ResolveContext& context) {
+  if (!spec.has_devices()) spec.set_devices(1);
+  if (!spec.has_num_nodes()) spec.set_num_nodes(1);
+  const int max = std::max(1, context.max_devices);
+  if (spec.devices() < 1 || spec.devices() > max) {
+    const std::string why = context.caps.is_cuda()
+                                ? absl::StrCat(max, " GPU", max == 1 ? "" : "s", " visible")
+                                : absl::StrCat("one rank per hardware thread, at least 2");
+    return Invalid("devices", absl::StrCat("must be in [1, ", max, "] on this worker (", why,
+                                           "), got ", spec.devices()));
+  }
+  if (spec.num_nodes() < 1 || spec.num_nodes() > kMaxNodes) {
+    return Invalid("num_nodes",
+                   absl::StrCat("must be in [1, ", kMaxNodes, "], got ", spec.num_nodes()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ResolveWork(const ResolveContext& context, ResolvedJob& job) {
@@ -193,6 +216,7 @@ absl::Status ResolveRunSettings(const ResolveContext& context, ResolvedJob& job)
   RETURN_IF_ERROR(CheckWork(spec, context.limits));
   RETURN_IF_ERROR(ResolveMaxDuration(spec, context.limits));
   RETURN_IF_ERROR(ResolveMaxAttempts(spec));
+  RETURN_IF_ERROR(ResolveWorld(spec, context));
   return ResolveKeepCheckpoints(spec, context.limits);
 }
 

@@ -16,6 +16,7 @@
 #include "server/training/applied_step_counter.h"
 #include "server/training/batch_loader.h"
 #include "server/training/cuda_graph_step.h"
+#include "server/training/data_parallel.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_estimate.h"
 #include "server/training/optimizer_registry.h"
@@ -116,7 +117,30 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(Options options) {
   t->memory_.Start();
   RETURN_IF_ERROR(t->BuildJob());
   RETURN_IF_ERROR(t->Resume());
+  RETURN_IF_ERROR(t->SyncRanks());
   return t;
+}
+
+absl::Status Trainer::SyncRanks() {
+  DataParallel* dp = options_.data_parallel;
+  if (dp == nullptr) return absl::OkStatus();
+  // Every rank built the same model from the same seed and resumed from the
+  // same file; rank 0's copy makes sure they start from the same weights.
+  // A rank that read another checkpoint (a node whose --state_dir is not
+  // the shared one) would run other steps, and other collectives.
+  const int64_t latest = dp->AgreeMax(start_.step);
+  const int64_t earliest = -dp->AgreeMax(-start_.step);
+  if (latest != earliest) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data parallel: the ranks resume from different steps (", earliest, " to ",
+                     latest, "; this rank: ", start_.step,
+                     "); every rank must read the job's checkpoint from one "
+                     "shared --state_dir"));
+  }
+  std::vector<torch::Tensor> state;
+  for (auto& [name, tensor] : model_->State()) state.push_back(tensor);
+  dp->Broadcast(state);  // throws c10::Error when a rank left
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::LoadData() {
@@ -131,7 +155,8 @@ absl::Status Trainer::LoadData() {
 absl::Status Trainer::CountWork() {
   const v1::JobSpec& spec = options_.job.spec;
   accumulate_ = std::max<int64_t>(1, spec.accumulate_grad_batches());
-  batches_per_epoch_ = (data_.train->size() + spec.batch_size() - 1) / spec.batch_size();
+  batches_per_epoch_ =
+      BatchLoader::BatchesPerEpoch(data_.train->size(), spec.batch_size(), world_size());
   const std::optional<int64_t> total_batches = spec.has_steps()
                                                    ? CheckedMul(spec.steps(), accumulate_)
                                                    : CheckedMul(spec.epochs(), batches_per_epoch_);
@@ -173,6 +198,13 @@ absl::Status Trainer::BuildJob() {
   ASSIGN_OR_RETURN(precision_,
                    PrecisionRegistry::Create(job.effective_precision, options_.device, job.fp8));
   ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler, GradScaler::Create(job.grad_scaler));
+  if (DataParallel* dp = options_.data_parallel) {
+    // Every rank skips a step, and backs its scale off, when any rank's
+    // gradients overflowed; FP8 scales come from every rank's amaxes.
+    auto max = [dp](const torch::Tensor& t) { dp->AllReduceMax(t); };
+    scaler->set_found_inf_reducer(max);
+    precision_->SetAmaxReducer(max);
+  }
   precision_->set_grad_scaler(std::move(scaler));
   ASSIGN_OR_RETURN(model_, BuildModel(precision_.get()));
   precision_->ConvertModule(*model_);
@@ -290,6 +322,12 @@ int64_t Trainer::SkippedSteps() const {
 
 absl::Status Trainer::SaveCheckpoint(int64_t step, int64_t next_batch, RunState& run,
                                      JobContext& context) {
+  if (rank() != 0) {
+    // Rank 0 writes the job's checkpoint; the others hold the same state.
+    saved_step_ = step;
+    run.checkpoint_step = step;
+    return absl::OkStatus();
+  }
   // The job's files are shared by every attempt: once another worker may
   // own the job, this one writes none.
   if (context.stop_reason() == StopReason::kLeaseLost) {
@@ -389,7 +427,11 @@ Trainer::Evaluation Trainer::Evaluate(const JobContext* context) {
 absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
   ASSIGN_OR_RETURN(std::unique_ptr<RunState> run, SetUp(context));
   for (int64_t step = start_.step + 1; step <= total_steps_; ++step) {
-    if (context.cancelled()) return Cancel(step - 1, *run, context);
+    if (options_.data_parallel == nullptr) {
+      if (context.cancelled()) return Cancel(step - 1, context.stop_reason(), *run, context);
+    } else if (const StopReason stop = AgreedStop(context); stop != StopReason::kNone) {
+      return Cancel(step - 1, stop, *run, context);
+    }
     const Clock::time_point step_start = Clock::now();
     RETURN_IF_ERROR(TrainStep(step, *run));
     if (options_.synchronize_steps) compat::Synchronize(options_.device);
@@ -414,7 +456,11 @@ absl::StatusOr<std::unique_ptr<Trainer::RunState>> Trainer::SetUp(JobContext& co
   auto run = std::make_unique<RunState>(std::move(schedule), start_.applied_steps, SkippedSteps());
   run->parameters = model_->Parameters();
   run->has_test = data_.test && data_.test->size() > 0 && !spec.eval().disabled();
-  run->check_every_batch = options_.device.is_cpu() && !scaling();
+  // Data parallel: a rank alone must not stop on its loss while the others
+  // wait in a collective; the loss summed over the ranks decides, at
+  // progress time.
+  run->check_every_batch =
+      options_.device.is_cpu() && !scaling() && options_.data_parallel == nullptr;
   run->checkpoint_step = start_.step;
   run->lr = run->schedule.LrAt(run->applied.applied());
   run->last_loss = start_.last_loss;
@@ -427,7 +473,9 @@ absl::StatusOr<std::unique_ptr<Trainer::RunState>> Trainer::SetUp(JobContext& co
                                         // Batches gathered on the device count in its
                                         // peak; one ahead is enough to overlap there.
                                         .queue_capacity = options_.data_on_device ? 1 : 4,
-                                        .device = options_.device}));
+                                        .device = options_.device,
+                                        .rank = rank(),
+                                        .world_size = world_size()}));
   // What the plugin could not do as the mode asks (e.g. Linears FP8 cannot run).
   for (const std::string& warning : precision_->warnings()) context.Warn(warning);
   Announce(context);
@@ -443,12 +491,21 @@ absl::StatusOr<std::unique_ptr<Trainer::RunState>> Trainer::SetUp(JobContext& co
 void Trainer::Announce(JobContext& context) const {
   const int64_t start_step = start_.step;
   const int64_t total_epochs = (total_batches_ + batches_per_epoch_ - 1) / batches_per_epoch_;
-  const std::string where =
+  const int64_t batch_size = options_.job.spec.batch_size();
+  const int64_t global_batch = batch_size * world_size() * accumulate_;
+  std::string where =
       absl::StrCat(" on ", options_.device.str(), " in ", options_.job.effective_precision);
+  if (options_.data_parallel != nullptr) {
+    absl::StrAppend(&where, ", ", world_size(), " ranks x batch ", batch_size,
+                    accumulate_ > 1 ? absl::StrCat(" x ", accumulate_, " accumulated") : "",
+                    " = global batch ", global_batch);
+  }
   context.Update(
       v1::JobEvent::STATE_CHANGED,
       [&](v1::Job& job) {
         job.set_parameter_count(model_->ParameterCount());
+        job.set_world_size(world_size());
+        job.set_global_batch_size(global_batch);
         job.set_start_step(start_step);
         if (job.attempts_size() > 0) {
           job.mutable_attempts(job.attempts_size() - 1)->set_start_step(start_step);
@@ -469,6 +526,11 @@ std::unique_ptr<CudaGraphStep> Trainer::SetUpGraph(RunState& run, JobContext& co
   // job allows it; otherwise a warning says why the job trains eagerly. A
   // capture that fails fails the job.
   if (!options_.job.spec.cuda_graph()) return nullptr;
+  if (options_.data_parallel != nullptr) {
+    context.Warn(
+        "cuda_graph: not with data-parallel training (devices x num_nodes > 1); training eagerly");
+    return nullptr;
+  }
   std::vector<torch::Tensor>* parameters = &run.parameters;
   absl::StatusOr<std::unique_ptr<CudaGraphStep>> created = CudaGraphStep::Create(
       {.device = options_.device,
@@ -506,16 +568,29 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
     optimizer_->zero_grad();
     for (int64_t b = first_batch; b < end_batch; ++b) {
       ASSIGN_OR_RETURN(Batch batch, run.loader->Next());
-      const torch::Tensor loss = ForwardBackward(batch.inputs, batch.targets, loss_divisor);
+      const int64_t items = batch.targets.size(0);
+      ++run.interval_batches;
+      run.interval_items += items;
+      if (items == 0) continue;  // this rank's share of a short last batch
+      // Data parallel: this rank's loss weighted by its share of the global
+      // batch, so that the gradients summed over the ranks are those of the
+      // global batch's mean loss.
+      const double share = options_.data_parallel == nullptr
+                               ? 1.0
+                               : static_cast<double>(items) / GlobalBatchItems(b);
+      const torch::Tensor loss = ForwardBackward(batch.inputs, batch.targets, loss_divisor / share);
       if (run.check_every_batch) {
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
           return NonFiniteLoss(step, value, options_.job);
         }
       }
-      run.interval_loss += loss.to(torch::kFloat64);
-      ++run.interval_batches;
-      run.interval_items += batch.targets.size(0);
+      run.interval_loss +=
+          share == 1.0 ? loss.to(torch::kFloat64) : loss.to(torch::kFloat64) * share;
+    }
+    if (options_.data_parallel != nullptr) {
+      // Summed before the scaler unscales them and before clipping.
+      options_.data_parallel->AllReduceGradients(run.parameters);
     }
     run.applied.Add(ClipAndStep(run.parameters));
   }
@@ -529,6 +604,17 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
 
 absl::Status Trainer::ReportProgress(int64_t step, RunState& run, JobContext& context) {
   const double elapsed = Seconds(Clock::now() - run.interval_start);
+  if (options_.data_parallel != nullptr) {
+    // The global batches' loss and items: every rank sees the same loss and
+    // makes the same decision on it.
+    torch::Tensor sums =
+        torch::stack({run.interval_loss, torch::full({}, static_cast<double>(run.interval_items),
+                                                     run.interval_loss.options())});
+    options_.data_parallel->AllReduceSum(sums);
+    sums = sums.cpu();
+    run.interval_loss.fill_(sums[0].item<double>());
+    run.interval_items = std::llround(sums[1].item<double>());
+  }
   run.last_loss = run.interval_loss.item<double>() / static_cast<double>(run.interval_batches);
   if (!scaling() && !std::isfinite(run.last_loss)) {
     return NonFiniteLoss(step, run.last_loss, options_.job);
@@ -574,24 +660,53 @@ absl::Status Trainer::MaybeCheckpoint(int64_t step, RunState& run, JobContext& c
 void Trainer::MaybeEvaluate(int64_t step, const RunState& run, JobContext& context) {
   const int64_t every = options_.job.spec.eval().every_n_steps();
   if (!run.has_test || every <= 0 || step % every != 0 || step == total_steps_) return;
+  if (rank() != 0) return;  // rank 0 evaluates for the job
   const Evaluation eval = Evaluate(&context);
   context.Update(
       v1::JobEvent::EVALUATION, [&](v1::Job& job) { SetEvaluation(eval, *job.mutable_result()); },
       absl::StrCat("step ", step, ": ", DescribeEvaluation(eval)));
 }
 
-absl::Status Trainer::Cancel(int64_t done, RunState& run, JobContext& context) {
+absl::Status Trainer::Cancel(int64_t done, StopReason reason, RunState& run, JobContext& context) {
   // The work done so far is kept when the job asked for periodic
   // checkpoints, and always when the worker is shutting down (the next
   // attempt resumes from it); never once the job is another worker's.
-  const StopReason reason = context.stop_reason();
   const bool keep =
       reason == StopReason::kPreempted ||
       (reason != StopReason::kLeaseLost && options_.job.spec.checkpoint_every_n_steps() > 0);
   if (!options_.checkpoint_path.empty() && keep && done > run.checkpoint_step) {
     RETURN_IF_ERROR(SaveCheckpoint(done, done * accumulate_, run, context));
   }
+  if (reason == StopReason::kPreempted && context.stop_reason() != StopReason::kPreempted) {
+    // The shutdown was another node's: this worker's job is released to
+    // the queue, not cancelled (ABORTED tells the two apart).
+    return absl::AbortedError(
+        absl::StrCat("stopped at step ", done,
+                     " with a checkpoint: a worker running another node of the job "
+                     "shuts down"));
+  }
   return absl::CancelledError(absl::StrCat("cancelled at step ", done));
+}
+
+StopReason Trainer::AgreedStop(const JobContext& context) {
+  // kNone < kCancelled < kPreempted < kLeaseLost: the strongest reason any
+  // rank was given wins, and every rank stops at this step.
+  const int64_t agreed =
+      options_.data_parallel->AgreeMax(static_cast<int64_t>(context.stop_reason()));
+  return static_cast<StopReason>(agreed);
+}
+
+int64_t Trainer::GlobalBatchItems(int64_t b) const {
+  return BatchLoader::GlobalBatchItems(data_.train->size(), options_.job.spec.batch_size(),
+                                       world_size(), b);
+}
+
+int Trainer::rank() const {
+  return options_.data_parallel != nullptr ? options_.data_parallel->rank() : 0;
+}
+
+int Trainer::world_size() const {
+  return options_.data_parallel != nullptr ? options_.data_parallel->world_size() : 1;
 }
 
 absl::StatusOr<v1::JobResult> Trainer::Finish(RunState& run, JobContext& context) {
@@ -607,7 +722,7 @@ absl::StatusOr<v1::JobResult> Trainer::Finish(RunState& run, JobContext& context
   result.set_final_loss(run.last_loss);
   result.set_steps_completed(total_steps_);
   result.set_train_seconds(Seconds(Clock::now() - run.train_start));
-  if (run.has_test) {
+  if (run.has_test && rank() == 0) {
     const Evaluation eval = Evaluate(&context);
     if (context.cancelled()) return absl::CancelledError("cancelled during final evaluation");
     SetEvaluation(eval, result);

@@ -22,6 +22,7 @@
 namespace mantissa {
 
 class CudaGraphStep;
+class DataParallel;
 
 // Trains one job: the loop that ties a model, a dataset, an optimizer and a
 // precision plugin together, and measures what the precision did (scaler
@@ -51,6 +52,11 @@ class Trainer {
     // Admission limits checked once the dataset's size is known: the steps
     // of an epochs spec, parameters and estimated memory.
     SpecLimits limits;
+    // One rank of a data-parallel job (not owned; outlives the trainer); null
+    // = the only process. Each rank trains on its rank-strided share of every
+    // global batch; rank 0 alone checkpoints, evaluates and reports (the
+    // others' Update calls carry nothing new).
+    DataParallel* data_parallel = nullptr;
   };
 
   struct Evaluation {
@@ -98,6 +104,8 @@ class Trainer {
   // The job's precision plugin, grad scaler, model and optimizer.
   absl::Status BuildJob();
   absl::Status Resume();
+  // Data parallel: rank 0's parameters and buffers to every rank.
+  absl::Status SyncRanks();
   absl::StatusOr<std::unique_ptr<Model>> BuildModel(PrecisionPlugin* plugin) const;
 
   // Run, in order.
@@ -110,7 +118,9 @@ class Trainer {
   absl::Status MaybeCheckpoint(int64_t step, RunState& run, JobContext& context);
   void MaybeEvaluate(int64_t step, const RunState& run, JobContext& context);
   // CANCELLED, after keeping the work done when the job takes checkpoints.
-  absl::Status Cancel(int64_t done, RunState& run, JobContext& context);
+  absl::Status Cancel(int64_t done, StopReason reason, RunState& run, JobContext& context);
+  // Data parallel: the stop reason of the step, agreed by every rank.
+  StopReason AgreedStop(const JobContext& context);
   absl::StatusOr<v1::JobResult> Finish(RunState& run, JobContext& context);
 
   // The model's logits for inputs on the device, under the precision plugin:
@@ -127,6 +137,11 @@ class Trainer {
   // The grad scaler's skipped_steps() (a device read), 0 without a scaler.
   int64_t SkippedSteps() const;
   bool scaling() const;
+  // Data parallel: this rank, the ranks, and the items of global batch `b`
+  // over all ranks; 0, 1 and the batch's items in one process.
+  int rank() const;
+  int world_size() const;
+  int64_t GlobalBatchItems(int64_t b) const;
   bool language_model() const { return data_.spec.task == Task::kLanguageModel; }
   void SetEvaluation(const Evaluation& eval, v1::JobResult& result) const;
   std::string DescribeEvaluation(const Evaluation& eval) const;

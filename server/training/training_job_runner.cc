@@ -2,9 +2,13 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
+#include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/artifacts/checkpoint.h"
 #include "server/artifacts/export_artifact.h"
@@ -17,6 +21,7 @@
 #include "server/precision/precision_registry.h"
 #include "server/runtime/device_capabilities.h"
 #include "server/runtime/torch_runtime.h"
+#include "server/training/data_parallel.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/memory_estimate.h"
 #include "server/training/memory_tracker.h"
@@ -77,6 +82,14 @@ absl::Status WriteExportArtifact(const v1::Job& job, Trainer& trainer, const std
   return ExportArtifact::Write(path, artifact);
 }
 
+// JobSpec.devices this daemon accepts: its visible GPUs on CUDA; on the CPU
+// its hardware threads, and at least 2 so that a data-parallel job can be
+// tried (and tested) on any machine.
+int MaxDevices(const DeviceCapabilities& caps) {
+  if (caps.is_cuda()) return static_cast<int>(torch::cuda::device_count());
+  return std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 }  // namespace
 
 struct TrainingJobRunner::Probed {
@@ -102,8 +115,16 @@ absl::StatusOr<std::unique_ptr<TrainingJobRunner>> TrainingJobRunner::Create(Opt
   probed->context.limits = options.limits;
   probed->context.data_roots = options.data_roots;
   probed->context.torchscript_roots = options.torchscript_roots;
-  return std::unique_ptr<TrainingJobRunner>(
+  probed->context.max_devices = MaxDevices(probed->context.caps);
+  std::unique_ptr<RankLauncher> launcher;
+  if (!options.ranks.executable.empty()) {
+    options.ranks.cuda = probed->context.caps.is_cuda();
+    ASSIGN_OR_RETURN(launcher, RankLauncher::Create(options.ranks));
+  }
+  auto runner = std::unique_ptr<TrainingJobRunner>(
       new TrainingJobRunner(std::move(options), std::move(device), std::move(probed)));
+  runner->launcher_ = std::move(launcher);
+  return runner;
 }
 
 absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::JobSpec& spec) const {
@@ -121,55 +142,101 @@ absl::StatusOr<JobRunner::PreparedSpec> TrainingJobRunner::Prepare(const v1::Job
   return resolved.Prepared();
 }
 
-absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
-  absl::StatusOr<v1::JobResult> result;
-  absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
-    // The stored spec was resolved at submission; it is resolved again here,
-    // against the daemon as it runs now (a queued job may outlive a restart
-    // with other flags, or move to another worker): its files must lie under
-    // today's --data_root, TorchScript must still be on, and the precision
-    // runs as this device runs it. Unchanged flags give the spec back as it
-    // was, with everything the trainer builds from parsed once.
-    Trainer::Options options;
-    absl::StatusOr<ResolvedJob> resolved = ResolveJobSpec(job.spec(), probed_->context);
-    if (!resolved.ok()) {
-      return absl::Status(resolved.status().code(),
-                          absl::StrCat("the job's spec no longer passes this daemon's checks "
-                                       "(were its flags changed since the job was submitted?): ",
-                                       resolved.status().message()));
+namespace {
+
+// The trainer's options for `job` on this daemon: the stored spec was
+// resolved at submission; it is resolved again here, against the daemon as
+// it runs now (a queued job may outlive a restart with other flags, or move
+// to another worker): its files must lie under today's --data_root,
+// TorchScript must still be on, and the precision runs as this device runs
+// it. Unchanged flags give the spec back as it was, with everything the
+// trainer builds from parsed once.
+absl::StatusOr<ResolvedJob> ResolveAgain(const v1::Job& job, const ResolveContext& context) {
+  absl::StatusOr<ResolvedJob> resolved = ResolveJobSpec(job.spec(), context);
+  if (!resolved.ok()) {
+    return absl::Status(resolved.status().code(),
+                        absl::StrCat("the job's spec no longer passes this daemon's checks "
+                                     "(were its flags changed since the job was submitted?): ",
+                                     resolved.status().message()));
+  }
+  return resolved;
+}
+
+absl::StatusOr<Trainer::Options> TrainerOptionsFor(const v1::Job& job,
+                                                   const ResolveContext& context,
+                                                   const TrainingJobRunner::Options& runner) {
+  Trainer::Options options;
+  ASSIGN_OR_RETURN(options.job, ResolveAgain(job, context));
+  options.memory_exact = runner.max_concurrent_jobs == 1;
+  options.limits = runner.limits;
+  if (!runner.state_dir.empty()) {
+    options.checkpoint_path = Checkpoint::PathFor(runner.state_dir, job.id());
+    std::error_code ec;
+    if (job.attempt() > 1 && std::filesystem::is_regular_file(options.checkpoint_path, ec)) {
+      // A later attempt (the worker of an earlier one died or shut down)
+      // goes on from the job's own newest checkpoint.
+      options.resume_path = options.checkpoint_path;
+    } else if (!job.spec().resume_from().empty()) {
+      options.resume_path = Checkpoint::PathFor(runner.state_dir, job.spec().resume_from());
     }
-    options.job = *std::move(resolved);
-    options.device = torch::Device(device_);
-    options.memory_exact = options_.max_concurrent_jobs == 1;
-    options.limits = options_.limits;
-    if (!options_.state_dir.empty()) {
-      options.checkpoint_path = Checkpoint::PathFor(options_.state_dir, job.id());
-      std::error_code ec;
-      if (job.attempt() > 1 && std::filesystem::is_regular_file(options.checkpoint_path, ec)) {
-        // A later attempt (the worker of an earlier one died or shut down)
-        // goes on from the job's own newest checkpoint.
-        options.resume_path = options.checkpoint_path;
-      } else if (!job.spec().resume_from().empty()) {
-        options.resume_path = Checkpoint::PathFor(options_.state_dir, job.spec().resume_from());
-      }
-    }
-    ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
-    result = trainer->Run(context);
-    if (result.ok() && !options_.state_dir.empty()) {
-      // The job trained and wrote its final checkpoint: an artifact that
-      // cannot be written (a full disk) costs only its export, which then
-      // says what is missing, so the job still succeeds, with a warning.
-      const absl::Status written = GuardTorch("writing the export artifact", [&] {
-        return WriteExportArtifact(job, *trainer,
-                                   ExportArtifact::PathFor(options_.state_dir, job.id()));
-      });
-      if (!written.ok()) {
-        context.Warn(
-            absl::StrCat("no export artifact, so the job cannot be exported: ", written.message()));
-      }
-    }
-    return absl::OkStatus();
+  }
+  return options;
+}
+
+// The job trained and wrote its final checkpoint: an artifact that cannot
+// be written (a full disk) costs only its export, which then says what is
+// missing, so the job still succeeds, with a warning.
+void ExportOrWarn(const v1::Job& job, Trainer& trainer, const std::string& state_dir,
+                  JobContext& context) {
+  const absl::Status written = GuardTorch("writing the export artifact", [&] {
+    return WriteExportArtifact(job, trainer, ExportArtifact::PathFor(state_dir, job.id()));
   });
+  if (!written.ok()) {
+    context.Warn(
+        absl::StrCat("no export artifact, so the job cannot be exported: ", written.message()));
+  }
+}
+
+// "host:port" as published by a job's node 0.
+absl::StatusOr<std::pair<std::string, int>> SplitRendezvous(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535) {
+    return absl::InternalError(absl::StrCat("rendezvous: expected HOST:PORT, got '", address, "'"));
+  }
+  return std::make_pair(address.substr(0, colon), port);
+}
+
+int WorldSize(const v1::JobSpec& spec) {
+  return std::max(1, spec.devices()) * std::max(1, spec.num_nodes());
+}
+
+// GetCapabilitiesResponse.data_parallel, less multi_node.
+v1::DataParallelSupport DataParallelSupportOf(bool cuda, int max_devices, bool launches_ranks) {
+  v1::DataParallelSupport dp;
+  dp.set_backend(cuda ? "nccl" : "gloo");
+  if (!launches_ranks) {
+    dp.set_max_devices(1);
+    dp.set_reason("this daemon starts no rank processes");
+    return dp;
+  }
+  dp.set_max_devices(max_devices);
+  const int threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (cuda) {
+    dp.set_reason(absl::StrCat(max_devices, " GPU", max_devices == 1 ? "" : "s", " visible"));
+  } else if (threads < max_devices) {
+    dp.set_reason(absl::StrCat(threads, " CPU hardware thread(s); 2 ranks allowed anyway"));
+  } else {
+    dp.set_reason(absl::StrCat(threads, " CPU hardware threads"));
+  }
+  return dp;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobResult> TrainingJobRunner::Finish(
+    const v1::Job& job, absl::Status status, absl::StatusOr<v1::JobResult> result) const {
   // The trainer returns some failures as a Status (a batch gathered on the
   // device, a checkpoint): an out-of-memory among them is handled alike.
   if (status.ok() && !result.ok()) status = result.status();
@@ -181,6 +248,84 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobCont
   }
   if (!status.ok()) return status;
   return result;
+}
+
+absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
+  if (WorldSize(job.spec()) > 1) return RunRanks(job, context);
+  absl::StatusOr<v1::JobResult> result;
+  absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Trainer::Options options, TrainerOptionsFor(job, probed_->context, options_));
+    options.device = torch::Device(device_);
+    ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
+    result = trainer->Run(context);
+    if (result.ok() && !options_.state_dir.empty()) {
+      ExportOrWarn(job, *trainer, options_.state_dir, context);
+    }
+    return absl::OkStatus();
+  });
+  return Finish(job, std::move(status), std::move(result));
+}
+
+absl::StatusOr<v1::JobResult> TrainingJobRunner::RunRanks(const v1::Job& job, JobContext& context) {
+  if (launcher_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "devices: this daemon starts no rank processes; a job of several ranks cannot run here");
+  }
+  // Refused early, before any process starts (e.g. devices beyond the GPUs
+  // of a restarted daemon).
+  RETURN_IF_ERROR(ResolveAgain(job, probed_->context).status());
+  RankLauncher::Node node;
+  node.node_rank = context.node_rank();
+  node.num_nodes = std::max(1, job.spec().num_nodes());
+  if (node.node_rank > 0) {
+    ASSIGN_OR_RETURN(const std::string address,
+                     context.AwaitRendezvous(options_.ranks.collective_timeout));
+    ASSIGN_OR_RETURN(auto master, SplitRendezvous(address));
+    node.master_addr = master.first;
+    node.master_port = master.second;
+  } else if (node.num_nodes > 1) {
+    node.publish_rendezvous = [&context](const std::string& addr, int port) {
+      return context.PublishRendezvous(absl::StrCat(addr, ":", port));
+    };
+  }
+  return launcher_->Run(job, context, node);
+}
+
+absl::StatusOr<v1::JobResult> TrainingJobRunner::RunRank(const v1::Job& job, JobContext& context,
+                                                         const RankOptions& rank) {
+  absl::StatusOr<v1::JobResult> result;
+  std::unique_ptr<DataParallel> dp;
+  absl::Status status =
+      GuardTorch(absl::StrCat("job ", job.id(), " rank ", rank.env.rank), [&]() -> absl::Status {
+        ASSIGN_OR_RETURN(Trainer::Options options,
+                         TrainerOptionsFor(job, probed_->context, options_));
+        options.device = device_ == "cpu" ? torch::Device(torch::kCPU)
+                                          : torch::Device(torch::kCUDA, rank.env.local_rank);
+        ASSIGN_OR_RETURN(dp, DataParallel::Create({.rank = rank.env.rank,
+                                                   .world_size = rank.env.world_size,
+                                                   .master_addr = rank.env.master_addr,
+                                                   .master_port = rank.env.master_port,
+                                                   .address = rank.address,
+                                                   .store_prefix = rank.store_prefix,
+                                                   .timeout = rank.collective_timeout,
+                                                   .device = options.device,
+                                                   .on_store_ready = rank.on_store_ready}));
+        options.data_parallel = dp.get();
+        options.on_step = rank.on_step;
+        ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
+        result = trainer->Run(context);
+        // Rank 0 holds the weights every rank agreed on; it alone exports.
+        if (result.ok() && rank.env.rank == 0 && !options_.state_dir.empty()) {
+          ExportOrWarn(job, *trainer, options_.state_dir, context);
+        }
+        return absl::OkStatus();
+      });
+  // A peer that died or hung (on this node or another) fails the group, not
+  // this rank: UNAVAILABLE, which a fleet retries as a whole.
+  if (!status.ok() && dp != nullptr && dp->collective_failed()) {
+    status = absl::UnavailableError(status.message());
+  }
+  return Finish(job, std::move(status), std::move(result));
 }
 
 v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
@@ -204,6 +349,9 @@ v1::GetCapabilitiesResponse TrainingJobRunner::Capabilities() const {
   for (const std::string& m : ModelRegistry::Names()) caps.add_models(m);
   for (const std::string& d : DatasetRegistry::Names()) caps.add_datasets(d);
   for (const std::string& o : OptimizerRegistry::Names()) caps.add_optimizers(o);
+  // multi_node depends on the job store: JobManager fills it in.
+  *caps.mutable_data_parallel() =
+      DataParallelSupportOf(probed.is_cuda(), probed_->context.max_devices, launcher_ != nullptr);
   return caps;
 }
 

@@ -48,5 +48,29 @@ TEST(CapabilitiesFormatTest, ShowsTheWorkerAndItsJobStoreWhenTheDaemonSaysThem) 
                                                           "Job store:            postgresql\n"));
 }
 
+TEST(CapabilitiesFormatTest, ShowsDataParallelSupportWhenTheDaemonSaysIt) {
+  v1::GetCapabilitiesResponse capabilities;
+  capabilities.set_device("cpu");
+  capabilities.set_job_store("sqlite");
+  EXPECT_THAT(FormatCapabilities(capabilities), Not(HasSubstr("Data parallel:")));
+  v1::DataParallelSupport& support = *capabilities.mutable_data_parallel();
+  support.set_backend("gloo");
+  support.set_max_devices(8);
+  support.set_reason("8 hardware threads (at least 2 ranks on the CPU)");
+  EXPECT_THAT(FormatCapabilities(capabilities),
+              HasSubstr("Job store:            sqlite\n"
+                        "Data parallel:        gloo; up to 8 devices per node: 8 hardware threads "
+                        "(at least 2 ranks on the CPU); multi-node: no (needs the PostgreSQL job "
+                        "store)\n"));
+
+  capabilities.set_job_store("postgresql");
+  support.set_backend("nccl");
+  support.set_max_devices(1);
+  support.set_multi_node(true);
+  support.clear_reason();
+  EXPECT_THAT(FormatCapabilities(capabilities),
+              HasSubstr("Data parallel:        nccl; up to 1 device per node; multi-node: yes\n"));
+}
+
 }  // namespace
 }  // namespace mantissa::cli

@@ -158,6 +158,42 @@ TEST(JobFormatTest, JobViewValuesShareOneColumn) {
   }
 }
 
+TEST(JobFormatTest, JobViewShowsRanksAndGlobalBatchOfADataParallelJob) {
+  v1::Job job = RunningJob();
+  EXPECT_EQ(FormatRanks(job), "");
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), Not(HasSubstr("Ranks:")));
+  // One rank: the daemon sets world_size 1, which says nothing new.
+  job.set_world_size(1);
+  job.set_global_batch_size(64);
+  EXPECT_EQ(FormatRanks(job), "");
+
+  job.mutable_spec()->set_devices(2);
+  job.set_world_size(2);
+  job.set_global_batch_size(128);
+  std::string view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Batch size:     64\n"
+                              "Ranks:          2 (2 devices x 1 node), global batch 128\n"));
+  EXPECT_THAT(view, Not(HasSubstr("Nodes:")));
+
+  job.mutable_spec()->set_num_nodes(2);
+  job.set_world_size(4);
+  job.set_global_batch_size(1024);
+  job.add_nodes("w1");
+  job.add_nodes("w2");
+  view = FormatJob(job, absl::UTCTimeZone());
+  EXPECT_THAT(view, HasSubstr("Ranks:          4 (2 devices x 2 nodes), global batch 1,024\n"
+                              "Nodes:          w1, w2\n"));
+}
+
+TEST(JobFormatTest, QueuedDataParallelJobShowsTheRanksItAskedFor) {
+  v1::Job job = RunningJob();
+  job.set_state(v1::QUEUED);
+  job.set_world_size(0);
+  job.set_global_batch_size(0);
+  job.mutable_spec()->set_num_nodes(3);
+  EXPECT_EQ(FormatRanks(job), "3 (1 device x 3 nodes)");
+}
+
 TEST(JobFormatTest, PerplexityAndCheckpoints) {
   EXPECT_EQ(FormatPerplexity(10.0), "10.00");
   EXPECT_EQ(FormatPerplexity(1234.567), "1234.57");

@@ -295,6 +295,36 @@ TEST(BuildJobSpecTest, MaxDurationAndKeepCheckpointsAreSent) {
   }
 }
 
+TEST(BuildJobSpecTest, DevicesAndNumNodesAreSentOnlyWhenGiven) {
+  SubmitOptions options;
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->has_devices());
+  EXPECT_FALSE(spec->has_num_nodes());
+  options.devices = 2;
+  options.num_nodes = 0;  // given, so sent: the daemon refuses it with its range
+  spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_devices());
+  EXPECT_EQ(spec->devices(), 2);
+  ASSERT_TRUE(spec->has_num_nodes());
+  EXPECT_EQ(spec->num_nodes(), 0);
+}
+
+TEST(BuildJobSpecTest, DevicesAndNumNodesMustFitTheirFields) {
+  SubmitOptions options;
+  options.devices = int64_t{1} << 32;
+  auto refused = BuildJobSpec(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.status().message(), "--devices: '4294967296' is out of range");
+  options.devices.reset();
+  options.num_nodes = -(int64_t{1} << 40);
+  refused = BuildJobSpec(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(), "--num-nodes: '-1099511627776' is out of range");
+}
+
 TEST(BuildResumeSpecTest, SetsOnlyTheJobAndTheName) {
   auto spec = BuildResumeSpec("j7", ResumeOptions());
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -944,6 +974,21 @@ TEST_F(CliBinaryTest, SubmitFlagsReachTheSpec) {
   EXPECT_EQ(spec.accumulate_grad_batches(), 4);
   EXPECT_EQ(spec.checkpoint_every_n_steps(), 200);
   EXPECT_EQ(spec.resume_from(), "");
+}
+
+TEST_F(CliBinaryTest, DevicesAndNumNodesReachTheSpec) {
+  const Result result = Run({"submit", "--model=mlp", "--devices", "2", "--num-nodes=3"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  EXPECT_EQ(service_.submitted.devices(), 2);
+  EXPECT_EQ(service_.submitted.num_nodes(), 3);
+
+  const Result word = Run({"submit", "--devices=two"});
+  EXPECT_EQ(word.exit_code, kExitUsage);
+  EXPECT_THAT(word.err, StartsWith("mantissa submit: --devices: 'two' is not an integer"));
+  const Result huge = Run({"submit", "--num-nodes=3000000000"});
+  EXPECT_EQ(huge.exit_code, kExitUsage);
+  EXPECT_THAT(huge.err, StartsWith("mantissa submit: --num-nodes: '3000000000' is out of range"));
+  EXPECT_EQ(service_.submissions.size(), 1u);
 }
 
 TEST_F(CliBinaryTest, FlagsLeftOutStayUnset) {

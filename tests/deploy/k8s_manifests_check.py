@@ -34,6 +34,12 @@ CHECKPOINT_BUDGET_S = 60
 SERVER_SHUTDOWN_S = 3
 # `--database=$(VAR)`: Kubernetes expands VAR from the container's env.
 DATABASE_ARG = re.compile(r"--database=\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# `--advertise_address=$(VAR)`, VAR the pod IP: where the other workers of a
+# job over several nodes reach this worker's ranks.
+ADVERTISE_ARG = re.compile(r"--advertise_address=\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# Ports a non-root rank may listen on: the kernel picks them from the pod's
+# net.ipv4.ip_local_port_range, which the manifests leave to the node.
+RANK_PORTS = (1024, 65535)
 POSTGRES_URI = re.compile(r"postgres(ql)?://")
 
 errors = []
@@ -126,6 +132,57 @@ def check_database_env(c, var):
         check(not POSTGRES_URI.search(str(e.get("value", ""))),
               f"env {e['name']} holds a database URI in the pod spec; use a Secret")
     return refs.get(var)
+
+
+def check_advertise(c, args):
+    """--advertise_address=$(VAR) once, after --flagfile, with VAR the pod IP
+    from the downward API."""
+    given = [a for a in args if a.startswith("--advertise_address=")]
+    if not check(given, "args need --advertise_address=$(POD_IP), POD_IP from the downward API "
+                 "(fieldRef status.podIP): with the default 127.0.0.1 the other nodes of a job "
+                 "with num_nodes > 1 cannot reach its ranks"):
+        return
+    m = ADVERTISE_ARG.fullmatch(given[-1])
+    if not check(len(given) == 1 and m, f"{given}: --advertise_address must be given once, as "
+                 "$(ENV_VAR) of the pod IP; a literal is the same for every replica"):
+        return
+    env = {e["name"]: e for e in c.get("env", [])}
+    var = m.group(1)
+    if not check(var in env, f"--advertise_address=$({var}): the container has no env {var}"):
+        return
+    field = ((env[var].get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    check(field == "status.podIP" and "value" not in env[var],
+          f"env {var} (--advertise_address) must come from the downward API, fieldRef "
+          f"status.podIP, got {env[var]}")
+
+
+def _is_worker_peer(peer, selector, pod_labels):
+    """A NetworkPolicy peer that selects the worker pods of this namespace
+    only: a podSelector alone, holding the policy's own matchLabels."""
+    if set(peer) != {"podSelector"}:
+        return False  # a namespaceSelector or ipBlock reaches beyond them
+    sel = peer["podSelector"] or {}
+    labels = sel.get("matchLabels") or {}
+    return (set(sel) == {"matchLabels"} and labels_match(labels, pod_labels)
+            and all(labels.get(k) == v for k, v in selector.items()))
+
+
+def check_worker_rule(rule, selector, pod_labels):
+    """An ingress rule admitting the workers from each other on the ranks'
+    ephemeral ports. Returns the (first, last) port ranges it admits."""
+    peers = rule.get("from") or []
+    wide = [p for p in peers if not _is_worker_peer(p, selector, pod_labels)]
+    check(not wide, f"NetworkPolicy: the rule on the ranks' ports admits {wide}; only the worker "
+          f"pods themselves (podSelector {selector}, no namespaceSelector or ipBlock)")
+    ranges = []
+    for p in rule.get("ports") or []:
+        first, last = p.get("port"), p.get("endPort", p.get("port"))
+        check(p.get("protocol", "TCP") == "TCP",
+              f"NetworkPolicy: the ranks' ports are TCP, not {p.get('protocol')}")
+        if check(isinstance(first, int) and isinstance(last, int) and first <= last,
+                 f"NetworkPolicy: worker ports {p} must be numbers with endPort >= port"):
+            ranges.append((first, last))
+    return ranges
 
 
 def check_state_claim(by_kind, volume, replicas, opts):
@@ -252,13 +309,18 @@ def run_checks(docs, opts):
     # --- The flags: the ConfigMap file that --flagfile names, mounted there,
     # then the database URI from a Secret.
     check(c.get("command") == ["mantissad"], f"command is {c.get('command')}, not [mantissad]")
+    # Later arguments win over the flagfile's, so --flagfile comes first.
     args = c.get("args", [])
-    if not check(len(args) == 2 and args[0].startswith("--flagfile=")
-                 and DATABASE_ARG.fullmatch(args[1]),
-                 f"args must be --flagfile=PATH and --database=$(ENV_VAR), got {args}"):
+    database = [a for a in args[1:] if DATABASE_ARG.fullmatch(a)]
+    if not check(args and args[0].startswith("--flagfile=") and len(database) == 1
+                 and all(a in database or a.startswith("--advertise_address=")
+                         for a in args[1:]),
+                 "args must be --flagfile=PATH, --database=$(ENV_VAR) and "
+                 f"--advertise_address=$(ENV_VAR), got {args}"):
         return
     flagfile = args[0].split("=", 1)[1]
-    database_ref = check_database_env(c, DATABASE_ARG.fullmatch(args[1]).group(1))
+    database_ref = check_database_env(c, DATABASE_ARG.fullmatch(database[0]).group(1))
+    check_advertise(c, args[1:])
     mounts = {m["mountPath"].rstrip("/"): m for m in c.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     flag_dir = os.path.dirname(flagfile)
@@ -281,6 +343,8 @@ def run_checks(docs, opts):
           "the ConfigMap names a database: --database and its credentials belong in a Secret")
     check("worker_id" not in flags, "--worker_id in the ConfigMap gives every replica the same "
           "id; leave it to its default, which is unique per process")
+    check("advertise_address" not in flags, "--advertise_address in the ConfigMap gives every "
+          "replica the same address; it is the pod IP, in the container's args")
     lease = flags.get("lease_seconds", "")
     check(lease.isdigit() and int(lease) > 0, f"--lease_seconds must be set to a positive "
           f"number of seconds, got {lease!r}")
@@ -476,12 +540,18 @@ def run_checks(docs, opts):
         check(labels_match(np.get("podSelector", {}).get("matchLabels"), pod_labels),
               "NetworkPolicy podSelector does not match the pod labels")
         check("Ingress" in np.get("policyTypes", []), "NetworkPolicy must restrict Ingress")
+        selector = np.get("podSelector", {}).get("matchLabels") or {}
         allowed = set()
+        rank_ranges = []
         for rule in np.get("ingress", []):
             check(rule.get("from"), "NetworkPolicy: an ingress rule without `from` admits "
                   "every peer")
             ports = rule.get("ports") or []
             check(ports, "NetworkPolicy: an ingress rule without `ports` opens every port")
+            # A rule beyond the daemon's ports: the workers' rule for the ranks.
+            if any("endPort" in p or container_port(c, p.get("port")) is None for p in ports):
+                rank_ranges += check_worker_rule(rule, selector, pod_labels)
+                continue
             for p in ports:
                 port = container_port(c, p.get("port"))
                 check(port in (grpc_port, metrics_port, health_port),
@@ -489,6 +559,10 @@ def run_checks(docs, opts):
                 allowed.add(port)
         check(grpc_port in allowed, "NetworkPolicy admits no client on the grpc port")
         check(metrics_port in allowed, "NetworkPolicy admits no scraper on the metrics port")
+        check(any(f <= RANK_PORTS[0] and l >= RANK_PORTS[1] for f, l in rank_ranges),
+              f"NetworkPolicy admits no worker from the others on TCP {RANK_PORTS[0]}-"
+              f"{RANK_PORTS[1]} (port and endPort), where a job's ranks rendezvous and run "
+              f"collectives over several nodes; it admits {rank_ranges}")
 
     # --- The PodDisruptionBudget covers the pods and never blocks a drain.
     pdb = by_kind["PodDisruptionBudget"][0]
@@ -540,6 +614,25 @@ def _claim(docs, name):
 
 def _env(docs, name):
     return next(e for e in _container(docs)["env"] if e["name"] == name)
+
+
+def _set_arg(docs, prefix, value):
+    """Replaces the container arg starting with prefix by value (None: drops it)."""
+    args = _container(docs)["args"]
+    i = next(i for i, a in enumerate(args) if a.startswith(prefix))
+    if value is None:
+        args.pop(i)
+    else:
+        args[i] = value
+
+
+def _policy(docs):
+    return next(d for d in docs if d["kind"] == "NetworkPolicy")
+
+
+def _worker_rule(docs):
+    return next(r for r in _policy(docs)["spec"]["ingress"]
+                if any("endPort" in p for p in r.get("ports", [])))
 
 
 def _postgres(docs):
@@ -629,10 +722,51 @@ MUTATIONS = [
          value="postgresql://u@db/mantissa", valueFrom=None),
      "env MANTISSA_DATABASE must come from a Secret"),
     ("no --database argument",
-     lambda d: _container(d)["args"].pop(), "--database=$(ENV_VAR)"),
+     lambda d: _set_arg(d, "--database=", None), "--database=$(ENV_VAR)"),
     ("--database naming an env var that does not exist",
-     lambda d: _container(d)["args"].__setitem__(1, "--database=$(DATABASE_URL)"),
+     lambda d: _set_arg(d, "--database=", "--database=$(DATABASE_URL)"),
      "the container has no env DATABASE_URL"),
+    # Jobs over several workers: each advertises its pod IP, and the workers
+    # (only they) reach each other's ranks.
+    ("advertise address left at loopback",
+     lambda d: _set_arg(d, "--advertise_address=", "--advertise_address=127.0.0.1"),
+     "a literal is the same for every replica"),
+    ("no --advertise_address",
+     lambda d: _set_arg(d, "--advertise_address=", None), "args need --advertise_address"),
+    ("--advertise_address before --flagfile, which would override it",
+     lambda d: _container(d)["args"].insert(0, _container(d)["args"].pop()),
+     "args must be --flagfile=PATH"),
+    ("advertised IP from a literal env value",
+     lambda d: _env(d, "POD_IP").update(value="10.0.0.7", valueFrom=None), "status.podIP"),
+    ("advertised IP of the node, not the pod",
+     lambda d: _env(d, "POD_IP")["valueFrom"]["fieldRef"].update(fieldPath="status.hostIP"),
+     "status.podIP"),
+    ("one --advertise_address in the ConfigMap for every replica",
+     lambda d: _set_flag(d, "lease_seconds", "30\n--advertise_address=10.0.0.7"),
+     "--advertise_address in the ConfigMap"),
+    ("worker rule dropped",
+     lambda d: _policy(d)["spec"]["ingress"].remove(_worker_rule(d)),
+     "admits no worker from the others"),
+    ("worker rule opened to every pod",
+     lambda d: _worker_rule(d).update({"from": [{"podSelector": {}}]}),
+     "only the worker pods themselves"),
+    ("worker rule opened to the worker labels of every namespace",
+     lambda d: _worker_rule(d)["from"][0].update(namespaceSelector={}),
+     "only the worker pods themselves"),
+    ("worker rule opened to every address",
+     lambda d: _worker_rule(d)["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}}),
+     "only the worker pods themselves"),
+    ("worker rule without `from`",
+     lambda d: _worker_rule(d).pop("from"), "without `from`"),
+    ("worker rule on UDP",
+     lambda d: _worker_rule(d)["ports"][0].update(protocol="UDP"), "are TCP, not UDP"),
+    ("worker rule on the kernel's default range only",
+     lambda d: _worker_rule(d)["ports"][0].update(port=32768, endPort=60999),
+     "admits no worker from the others"),
+    ("clients admitted to the ranks' ports",
+     lambda d: _policy(d)["spec"]["ingress"][0]["ports"].append(
+         {"port": 1024, "endPort": 65535, "protocol": "TCP"}),
+     "only the worker pods themselves"),
     ("one --worker_id for every replica",
      lambda d: _set_flag(d, "lease_seconds", "30\n--worker_id=mantissad"), "--worker_id"),
     ("no lease",

@@ -6,13 +6,16 @@
 #     volumes, grace period, security context, GPU request, Services,
 #     ServiceMonitor and PodDisruptionBudget agree with the flags in the
 #     ConfigMap, with the Dockerfile and with the scrape job name that
-#     deploy/prometheus/rules.yml alerts on, and (--self-test) that it
-#     catches each of a list of broken variants of the base;
+#     deploy/prometheus/rules.yml alerts on, that each worker advertises its
+#     pod IP and the NetworkPolicy admits the workers (only) from each other
+#     on the ranks' ports, and (--self-test) that it catches each of a list of
+#     broken variants of the base;
 #  4. the real mantissad starts on the base's ConfigMap flagfile (so every flag
 #     in it exists and parses), with only the addresses, state dir, device and
 #     the Secrets' files (a certificate made here by openssl, a tokens file)
-#     overridden for this machine, and --database and PGPASSWORD as the
-#     mantissad-database Secret gives them, pointing at a real PostgreSQL
+#     overridden for this machine, --advertise_address as the StatefulSet's
+#     args give it (127.0.0.1 for the pod IP), and --database and PGPASSWORD
+#     as the mantissad-database Secret gives them, pointing at a real PostgreSQL
 #     (deploy/local-postgres.sh); the CLI reaches it over TLS with a token
 #     (the image's HEALTHCHECK command) and sees the PostgreSQL job store,
 #     the log does not hold the password, /metrics answers over HTTPS with a
@@ -102,11 +105,14 @@ metrics_token=$(openssl rand -hex 32)
   echo "$(printf %s "$metrics_token" | sha256sum | cut -d' ' -f1) prometheus metrics"
 } > "$tmp/tokens"
 # Later flags win over the flagfile's: only what this machine needs changes.
+# The StatefulSet's args follow: --advertise_address (this machine's address
+# for the pod IP) and --database.
 "$mantissad" --flagfile="$tmp/base.flags" --grpc_address=127.0.0.1:0 \
   --metrics_address=127.0.0.1:0 --health_address=127.0.0.1:0 --state_dir="$tmp/state" \
   --device=cpu --intra_op_threads=1 --tls_cert_file="$tmp/tls.crt" \
   --tls_key_file="$tmp/tls.key" --auth_tokens_file="$tmp/tokens" \
-  --port_file="$tmp/ports" --database="$MANTISSA_DATABASE" > "$tmp/log" 2>&1 &
+  --port_file="$tmp/ports" --advertise_address=127.0.0.1 --database="$MANTISSA_DATABASE" \
+  > "$tmp/log" 2>&1 &
 daemon=$!
 for _ in $(seq 300); do
   [ -f "$tmp/ports" ] && break

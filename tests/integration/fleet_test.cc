@@ -2,7 +2,8 @@
 // --state_dir: any worker answers for any job, each job runs once per
 // attempt, a job whose worker dies, stalls or shuts down resumes on another
 // from its checkpoint, a database restart loses no job, and a model exported
-// through one worker is served by every worker.
+// through one worker is served by every worker. A job over two nodes trains
+// on two workers at once.
 
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
@@ -198,23 +199,35 @@ class FleetTest : public ::testing::Test {
     std::vector<absl::StatusOr<std::unique_ptr<DaemonProcess>>> started(n);
     std::vector<std::thread> threads;
     for (int i = 0; i < n; ++i) {
-      const std::string id = absl::StrCat("w", i);
-      std::filesystem::create_directories(dir_.File(id));
-      std::vector<std::string> extra = {"--state_dir=" + shared_state_dir(),
-                                        "--database=" + postgres_->uri(database_),
-                                        "--worker_id=" + id};
-      extra.insert(extra.end(), flags.begin(), flags.end());
-      threads.emplace_back([this, i, id, extra, &started] {
-        started[i] = DaemonProcess::Start({.state_dir = dir_.File(id), .extra_flags = extra});
-      });
+      threads.emplace_back(
+          [this, i, &flags, &started] { started[i] = StartDaemon(absl::StrCat("w", i), flags); });
     }
     for (std::thread& t : threads) t.join();
     for (int i = 0; i < n; ++i) {
-      ASSERT_OK(started[i]);
-      Worker& worker = workers_[absl::StrCat("w", i)];
-      worker.process = std::move(*started[i]);
-      worker.stub = worker.process->NewStub();
+      ASSERT_NO_FATAL_FAILURE(Keep(absl::StrCat("w", i), std::move(started[i])));
     }
+  }
+
+  // Starts one more worker, `id`, into the fleet (after others stopped).
+  void StartWorker(const std::string& id, const std::vector<std::string>& flags = {}) {
+    ASSERT_NO_FATAL_FAILURE(Keep(id, StartDaemon(id, flags)));
+  }
+
+  absl::StatusOr<std::unique_ptr<DaemonProcess>> StartDaemon(
+      const std::string& id, const std::vector<std::string>& flags) {
+    std::filesystem::create_directories(dir_.File(id));
+    std::vector<std::string> extra = {"--state_dir=" + shared_state_dir(),
+                                      "--database=" + postgres_->uri(database_),
+                                      "--worker_id=" + id};
+    extra.insert(extra.end(), flags.begin(), flags.end());
+    return DaemonProcess::Start({.state_dir = dir_.File(id), .extra_flags = extra});
+  }
+
+  void Keep(const std::string& id, absl::StatusOr<std::unique_ptr<DaemonProcess>> started) {
+    ASSERT_OK(started);
+    Worker& worker = workers_[id];
+    worker.process = std::move(*started);
+    worker.stub = worker.process->NewStub();
   }
 
   Stub& stub(const std::string& id) { return *workers_.at(id).stub; }
@@ -326,6 +339,136 @@ TEST_F(FleetTest, AnyWorkerAnswersForAnyJob) {
   EXPECT_EQ(cancelled->worker(), runner);
   EXPECT_EQ(cancelled->attempts_size(), 1);
   ExpectAttemptsInSequence(*cancelled);
+}
+
+TEST_F(FleetTest, AJobOverTwoNodesTrainsOnTwoWorkersAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(StartWorkers(2));
+  v1::JobSpec spec = SyntheticMlpSpec(20);
+  spec.set_precision("32-true");
+  spec.set_devices(1);
+  spec.set_num_nodes(2);
+  spec.set_memory_baseline_steps(0);
+  auto submitted = Submit(stub("w0"), spec);
+  ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
+  const std::string id = submitted.job.id();
+  auto done = WaitForJob(stub("w1"), id, IsTerminal, absl::Seconds(60));
+  ASSERT_OK(done);
+  ASSERT_EQ(done->state(), v1::SUCCEEDED) << done->error();
+  EXPECT_EQ(done->attempt(), 1);
+  EXPECT_EQ(done->result().steps_completed(), 20);
+  EXPECT_EQ(done->world_size(), 2);
+  EXPECT_EQ(done->global_batch_size(), 64);
+  ASSERT_EQ(done->nodes_size(), 2) << done->ShortDebugString();
+  EXPECT_EQ(done->nodes(0), done->worker());
+  EXPECT_NE(done->nodes(1), done->nodes(0));
+  EXPECT_TRUE(workers_.count(done->nodes(1))) << done->nodes(1);
+  // The other worker ran node 1 (rank 1) to its end, which it may log a
+  // moment after node 0 wrote the job's.
+  const std::string follower_end = absl::StrCat("job ", id, ": node 1 of 2 (attempt 1, node 0 on ",
+                                                done->worker(), ") ended: OK");
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (process(done->nodes(1)).Log().find(follower_end) == std::string::npos &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_THAT(process(done->nodes(1)).Log(), HasSubstr(follower_end));
+}
+
+TEST_F(FleetTest, AKilledRankOfATwoNodeJobRequeuesTheWholeJob) {
+  ASSERT_NO_FATAL_FAILURE(StartWorkers(2));
+  // Node 0's ranks fail on the lost peer; that is logged as an error.
+  expect_no_errors_ = false;
+  constexpr int64_t kSteps = 1500;
+  v1::JobSpec spec = LongSpec(kSteps, 500);
+  spec.set_precision("32-true");
+  spec.set_num_nodes(2);
+  // Overlapping classes keep the loss (and the gradients) away from zero,
+  // where denormals slow the steps down many times.
+  (*spec.mutable_dataset_options())["noise"] = "30";
+  const absl::Time start = absl::Now();
+  const v1::Job running = SubmitAndWaitForStep("w0", spec, 500, true);
+  ASSERT_FALSE(running.id().empty());
+  ASSERT_EQ(running.nodes_size(), 2);
+  const std::string follower = running.nodes(1);
+  // The follower's launcher logs "job <id>: rank 1 of 2 started (pid N)".
+  const std::string started = absl::StrCat("job ", running.id(), ": rank 1 of 2 started (pid ");
+  const std::string log = process(follower).Log();
+  const size_t at = log.find(started);
+  ASSERT_NE(at, std::string::npos) << log;
+  const pid_t rank1 = std::atoi(log.c_str() + at + started.size());
+  ASSERT_GT(rank1, 0);
+  std::printf("checkpoint at %lld after %s; killing rank 1 (pid %d) on %s\n",
+              static_cast<long long>(running.checkpoint().step()),
+              absl::FormatDuration(absl::Now() - start).c_str(), rank1, follower.c_str());
+  ASSERT_EQ(kill(rank1, SIGKILL), 0);
+
+  auto done = WaitForJob(stub("w0"), running.id(), IsTerminal, absl::Seconds(60));
+  ASSERT_OK(done);
+  std::printf("ended after %s\n", absl::FormatDuration(absl::Now() - start).c_str());
+  ASSERT_EQ(done->state(), v1::SUCCEEDED) << done->error();
+  ASSERT_EQ(done->attempts_size(), 2) << done->ShortDebugString();
+  ExpectAttemptsInSequence(*done);
+  EXPECT_EQ(done->attempts(0).end(), v1::Attempt::LEASE_EXPIRED);
+  EXPECT_THAT(done->attempts(0).reason(), HasSubstr("rank")) << done->attempts(0).reason();
+  EXPECT_GE(done->attempts(1).start_step(), 500);
+  EXPECT_EQ(done->nodes_size(), 2);
+  EXPECT_EQ(done->result().steps_completed(), kSteps);
+}
+
+TEST_F(FleetTest, AFollowerShuttingDownReleasesATwoNodeJobWithACheckpoint) {
+  ASSERT_NO_FATAL_FAILURE(StartWorkers(2));
+  constexpr int64_t kSteps = 2000;
+  v1::JobSpec spec = LongSpec(kSteps, 1000);
+  spec.set_precision("32-true");
+  spec.set_num_nodes(2);
+  (*spec.mutable_dataset_options())["noise"] = "30";
+  // A release is no failure: one attempt allowed is enough to finish.
+  spec.set_max_attempts(1);
+  const absl::Time start = absl::Now();
+  const v1::Job running = SubmitAndWaitForStep("w0", spec, 300);
+  ASSERT_FALSE(running.id().empty());
+  ASSERT_EQ(running.nodes_size(), 2);
+  const std::string leader = running.worker();
+  const std::string follower = running.nodes(1);
+  ASSERT_NE(follower, leader);
+  std::printf("step %lld after %s; stopping %s (node 1)\n",
+              static_cast<long long>(running.progress().step()),
+              absl::FormatDuration(absl::Now() - start).c_str(), follower.c_str());
+  EXPECT_EQ(process(follower).Terminate(), 0) << process(follower).Log();
+
+  // Node 0 stops with the follower, checkpoints and gives the job back.
+  auto released = WaitForJob(
+      stub(leader), running.id(),
+      [](const v1::Job& j) { return j.state() == v1::QUEUED || IsTerminal(j); }, absl::Seconds(30));
+  ASSERT_OK(released);
+  ASSERT_EQ(released->state(), v1::QUEUED) << released->ShortDebugString();
+  ASSERT_EQ(released->attempts_size(), 1) << released->ShortDebugString();
+  const v1::Attempt& first = released->attempts(0);
+  EXPECT_EQ(first.worker(), leader);
+  EXPECT_EQ(first.end(), v1::Attempt::RELEASED);
+  EXPECT_EQ(first.reason().rfind("released: ", 0), 0u) << first.reason();
+  EXPECT_THAT(first.reason(), HasSubstr("another node of the job shuts down"));
+  // Every rank stopped at the step of the checkpoint, not a periodic one.
+  const int64_t stopped = released->checkpoint().step();
+  EXPECT_GE(stopped, running.progress().step());
+  EXPECT_LT(stopped, kSteps);
+  EXPECT_THAT(first.reason(), HasSubstr(absl::StrCat("stopped at step ", stopped, " ")));
+
+  // A fresh worker makes two again: the job resumes where it stopped.
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w2"));
+  auto done = WaitForJob(stub(leader), running.id(), IsTerminal, absl::Seconds(60));
+  ASSERT_OK(done);
+  std::printf("ended after %s\n", absl::FormatDuration(absl::Now() - start).c_str());
+  ASSERT_EQ(done->state(), v1::SUCCEEDED) << done->error();
+  ASSERT_EQ(done->attempts_size(), 2) << done->ShortDebugString();
+  ExpectAttemptsInSequence(*done);
+  EXPECT_EQ(done->attempts(0).end(), v1::Attempt::RELEASED);
+  EXPECT_EQ(done->attempts(1).start_step(), stopped);
+  EXPECT_GT(done->attempts(1).start_step(), 0);
+  ASSERT_EQ(done->nodes_size(), 2);
+  EXPECT_NE(std::find(done->nodes().begin(), done->nodes().end(), "w2"), done->nodes().end())
+      << done->ShortDebugString();
+  EXPECT_EQ(done->result().steps_completed(), kSteps);
 }
 
 TEST_F(FleetTest, ThirtyJobsOverThreeWorkersRunOncePerAttempt) {

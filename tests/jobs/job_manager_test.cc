@@ -26,7 +26,9 @@
 #include "server/jobs/job_runner.h"
 #include "server/jobs/job_store.h"
 #include "server/jobs/job_transitions.h"
+#include "server/jobs/postgres_job_store.h"
 #include "server/metrics/metrics.h"
+#include "tests/testing/postgres_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 
@@ -34,6 +36,7 @@ namespace mantissa {
 namespace {
 
 using ::mantissa::testing::IsOk;
+using ::mantissa::testing::PostgresServer;
 using ::mantissa::testing::StatusIs;
 using ::mantissa::testing::TempDir;
 using ::testing::AllOf;
@@ -63,10 +66,26 @@ bool WaitFor(const std::function<bool()>& condition) {
 //   fail=M   return INTERNAL with message M after the steps
 //   throw=M  throw std::runtime_error(M) before the first step
 //   warn=M   call context.Warn(M) before the first step
+//   unavailable=M  return UNAVAILABLE with message M after the steps of
+//            attempt 1 (as a data-parallel run whose rank died)
+//   deadline=M  likewise DEADLINE_EXCEEDED (a node never joined)
 // Every job takes spec.steps() steps (Prepare fills in 3), each reporting
-// PROGRESS and a metrics step, and checks context.cancelled() first.
+// PROGRESS and a metrics step, and checks context.cancelled() first. A job
+// over several nodes first meets at a rendezvous: node 0 publishes
+// kRendezvous, the others await it.
 class FakeRunner : public JobRunner {
  public:
+  static constexpr char kRendezvous[] = "127.0.0.1:29500";
+
+  // One node's run of a job over several nodes, as it ended.
+  struct NodeRun {
+    std::string job_id;
+    int node_rank = 0;
+    std::string rendezvous;  // as awaited (node > 0)
+    StopReason stop = StopReason::kNone;
+    absl::Status status;
+  };
+
   // Prepare behaviour; set before submitting.
   absl::Status prepare_status = absl::OkStatus();
   std::string prepare_warning;
@@ -99,6 +118,20 @@ class FakeRunner : public JobRunner {
       }
     } leave{this};
 
+    if (job.spec().num_nodes() > 1) {
+      NodeRun node{job.id(), context.node_rank()};
+      node.status = RunNode(job, context, node);
+      node.stop = context.stop_reason();
+      std::lock_guard<std::mutex> lock(mu_);
+      nodes_.push_back(node);
+      if (!node.status.ok()) return node.status;
+      if (node.node_rank > 0) return v1::JobResult();
+      return Result(job.spec().steps());
+    }
+    return RunSteps(job, context);
+  }
+
+  absl::StatusOr<v1::JobResult> RunSteps(const v1::Job& job, JobContext& context) {
     const auto& options = job.spec().model_options();
     if (options.count("throw")) throw std::runtime_error(options.at("throw"));
     if (options.count("warn")) context.Warn(options.at("warn"));
@@ -117,6 +150,39 @@ class FakeRunner : public JobRunner {
       context.metrics().SetLoss(loss);
     }
     if (options.count("fail")) return absl::InternalError(options.at("fail"));
+    if (options.count("unavailable") && job.attempt() == 1) {
+      return absl::UnavailableError(options.at("unavailable"));
+    }
+    if (options.count("deadline") && job.attempt() == 1) {
+      return absl::DeadlineExceededError(options.at("deadline"));
+    }
+    return Result(steps);
+  }
+
+  // Node 0 publishes the rendezvous, the others await it; then the steps.
+  absl::Status RunNode(const v1::Job& job, JobContext& context, NodeRun& node) {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    if (node.node_rank == 0) {
+      if (absl::Status s = context.PublishRendezvous(kRendezvous); !s.ok()) return s;
+      // As rank 0's store does: the job starts once every node joined.
+      lock.lock();
+      while (joined_[job.id()] < job.spec().num_nodes() - 1 && !context.cancelled()) {
+        cv_.wait_for(lock, std::chrono::milliseconds(2));
+      }
+      lock.unlock();
+    } else {
+      absl::StatusOr<std::string> address = context.AwaitRendezvous(absl::Seconds(10));
+      if (!address.ok()) return address.status();
+      node.rendezvous = *address;
+      lock.lock();
+      ++joined_[job.id()];
+      cv_.notify_all();
+      lock.unlock();
+    }
+    return RunSteps(job, context).status();
+  }
+
+  static v1::JobResult Result(int64_t steps) {
     v1::JobResult result;
     result.set_final_loss(0.5);
     result.set_steps_completed(steps);
@@ -157,6 +223,10 @@ class FakeRunner : public JobRunner {
     return started_;
   }
   int prepare_calls() const { return prepare_calls_; }
+  std::vector<NodeRun> nodes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return nodes_;
+  }
 
  private:
   void WaitForRelease(JobContext& context) {
@@ -176,6 +246,8 @@ class FakeRunner : public JobRunner {
   int in_run_ = 0;
   int max_in_run_ = 0;
   std::vector<std::string> started_;
+  std::vector<NodeRun> nodes_;
+  std::map<std::string, int> joined_;  // nodes > 0 past the rendezvous, by job
   mutable std::atomic<int> prepare_calls_{0};
 };
 
@@ -878,6 +950,31 @@ TEST_F(JobManagerTest, CapabilitiesReportConfiguredConcurrency) {
   EXPECT_EQ(caps.max_concurrent_jobs(), 3);
 }
 
+TEST_F(JobManagerTest, ASingleWorkerStoreRefusesJobsOverSeveralNodes) {
+  StartManager();
+  v1::JobSpec spec = Spec();
+  spec.set_num_nodes(2);
+  EXPECT_THAT(manager_->Submit(spec),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("num_nodes: 2"), HasSubstr("PostgreSQL"),
+                             HasSubstr("job store is sqlite"))));
+  absl::StatusOr<JobPage> page = manager_->List({});
+  ASSERT_OK(page);
+  EXPECT_THAT(page->jobs, IsEmpty());
+  EXPECT_FALSE(manager_->Capabilities().data_parallel().multi_node());
+}
+
+TEST_F(JobManagerTest, ARankFailureFailsTheJobOfASingleWorkerStore) {
+  StartManager();
+  v1::JobSpec spec = Spec(3, {{"unavailable", "rank 1 of 2 (host h, pid 7) was killed"}});
+  spec.set_devices(2);
+  const v1::Job job = Submit(spec);
+  const v1::Job failed = WaitForState(job.id(), v1::FAILED);
+  EXPECT_EQ(failed.state(), v1::FAILED);
+  EXPECT_EQ(failed.error(), "rank 1 of 2 (host h, pid 7) was killed");
+  EXPECT_EQ(failed.attempt(), 1);
+}
+
 TEST_F(JobManagerTest, CreateRejectsZeroConcurrentJobs) {
   JobManager::Options options;
   options.store = store_.get();
@@ -990,6 +1087,220 @@ TEST_F(TwoWorkersTest, AReleasedJobIsTakenByTheOtherWorkerAsItsNextAttempt) {
   EXPECT_EQ(done->attempts(0).end(), v1::Attempt::RELEASED);
   EXPECT_EQ(done->attempts(1).worker(), "worker-b");
   EXPECT_EQ(done->attempts(1).end(), v1::Attempt::FINISHED) << done->DebugString();
+}
+
+// Workers sharing a PostgreSQL store (one real server per suite), where a
+// job may run over several nodes: node 0 on the worker that claims it, the
+// others on free workers, as followers.
+class MultiNodeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<PostgresServer>> server = PostgresServer::Start();
+    if (server.ok()) {
+      server_ = std::move(*server);
+    } else {
+      start_error_ = server.status();
+    }
+  }
+  static void TearDownTestSuite() { server_.reset(); }
+
+  void SetUp() override {
+    if (absl::IsNotFound(start_error_)) GTEST_SKIP() << start_error_;
+    ASSERT_NE(server_, nullptr) << start_error_;
+    database_ = absl::StrCat("multi_node_", ++databases_);
+    ASSERT_OK(server_->CreateDatabase(database_));
+  }
+
+  void TearDown() override {
+    // Managers before the stores they use.
+    workers_.clear();
+    stores_.clear();
+  }
+
+  JobManager* StartWorker(const std::string& id) {
+    absl::StatusOr<std::unique_ptr<PostgresJobStore>> store =
+        PostgresJobStore::Create({.uri = server_->uri(database_)});
+    EXPECT_OK(store);
+    if (!store.ok()) return nullptr;
+    stores_.push_back(std::move(*store));
+    JobManager::Options options;
+    options.store = stores_.back().get();
+    options.runner = &runner_;
+    options.metrics = &metrics_;
+    options.worker_id = id;
+    options.sole_worker = false;
+    options.lease = absl::Milliseconds(600);
+    options.claim_poll_interval = absl::Milliseconds(50);
+    options.watch_poll_interval = absl::Milliseconds(50);
+    absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+    EXPECT_OK(manager);
+    if (!manager.ok()) return nullptr;
+    workers_.push_back(std::move(*manager));
+    return workers_.back().get();
+  }
+
+  v1::Job WaitForState(JobManager& manager, const std::string& id, v1::JobState state) {
+    v1::Job last;
+    WaitFor([&] {
+      absl::StatusOr<v1::Job> job = manager.Get(id);
+      if (!job.ok()) return false;
+      last = *job;
+      return last.state() == state;
+    });
+    return last;
+  }
+
+  static std::unique_ptr<PostgresServer> server_;
+  static absl::Status start_error_;
+  static int databases_;
+
+  std::string database_;
+  FakeRunner runner_;
+  Metrics metrics_;
+  std::vector<std::unique_ptr<PostgresJobStore>> stores_;
+  std::vector<std::unique_ptr<JobManager>> workers_;
+};
+
+std::unique_ptr<PostgresServer> MultiNodeTest::server_;
+absl::Status MultiNodeTest::start_error_;
+int MultiNodeTest::databases_ = 0;
+
+v1::JobSpec TwoNodeSpec(int64_t steps = 3, std::map<std::string, std::string> options = {}) {
+  v1::JobSpec spec = Spec(steps, std::move(options));
+  spec.set_num_nodes(2);
+  return spec;
+}
+
+TEST_F(MultiNodeTest, AJobOverTwoNodesRunsANodeOnEachWorker) {
+  JobManager* a = StartWorker("worker-a");
+  JobManager* b = StartWorker("worker-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(a->Capabilities().data_parallel().multi_node());
+  absl::StatusOr<v1::Job> job = a->Submit(TwoNodeSpec());
+  ASSERT_OK(job);
+  const v1::Job done = WaitForState(*a, job->id(), v1::SUCCEEDED);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.ShortDebugString();
+  ASSERT_EQ(done.nodes_size(), 2);
+  EXPECT_EQ(done.nodes(0), done.worker());
+  EXPECT_THAT(done.nodes(), ::testing::UnorderedElementsAre("worker-a", "worker-b"));
+  EXPECT_EQ(done.attempt(), 1);
+
+  ASSERT_TRUE(WaitFor([&] { return runner_.nodes().size() == 2; }));
+  std::vector<FakeRunner::NodeRun> nodes = runner_.nodes();
+  std::sort(nodes.begin(), nodes.end(),
+            [](const auto& x, const auto& y) { return x.node_rank < y.node_rank; });
+  EXPECT_EQ(nodes[0].node_rank, 0);
+  EXPECT_OK(nodes[0].status);
+  EXPECT_EQ(nodes[1].node_rank, 1);
+  EXPECT_OK(nodes[1].status);
+  EXPECT_EQ(nodes[1].rendezvous, FakeRunner::kRendezvous);
+  // The follower's progress went nowhere: node 0 alone reports the job.
+  EXPECT_EQ(done.progress().step(), 3);
+}
+
+TEST_F(MultiNodeTest, AFollowerStopsOnceItsJobIsCancelled) {
+  JobManager* a = StartWorker("worker-a");
+  JobManager* b = StartWorker("worker-b");
+  ASSERT_NE(b, nullptr);
+  absl::StatusOr<v1::Job> job = a->Submit(TwoNodeSpec(3, {{"block", "0"}}));
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(2));  // both nodes run
+  ASSERT_OK(b->Cancel(job->id()));
+  const v1::Job cancelled = WaitForState(*a, job->id(), v1::CANCELLED);
+  EXPECT_EQ(cancelled.state(), v1::CANCELLED);
+  ASSERT_TRUE(WaitFor([&] { return runner_.nodes().size() == 2; }));
+  for (const FakeRunner::NodeRun& node : runner_.nodes()) {
+    EXPECT_THAT(node.status, StatusIs(absl::StatusCode::kCancelled, ::testing::_))
+        << "node " << node.node_rank;
+    EXPECT_NE(node.stop, StopReason::kNone) << "node " << node.node_rank;
+  }
+  EXPECT_EQ(runner_.in_run(), 0);
+}
+
+TEST_F(MultiNodeTest, AFollowerStopsOnceItsAttemptIsOver) {
+  JobManager* a = StartWorker("worker-a");
+  JobManager* b = StartWorker("worker-b");
+  ASSERT_NE(b, nullptr);
+  absl::StatusOr<v1::Job> job = a->Submit(TwoNodeSpec(3, {{"block", "0"}}));
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(2));
+  absl::StatusOr<v1::Job> running = a->Get(job->id());
+  ASSERT_OK(running);
+  JobManager* node0 = running->worker() == "worker-a" ? a : b;
+  // Node 0's worker shuts down: the job is released to the queue, and the
+  // follower, whose attempt is over, stops without a word to the job.
+  node0->Shutdown();
+  ASSERT_TRUE(WaitFor([&] { return runner_.nodes().size() == 2; }));
+  for (const FakeRunner::NodeRun& node : runner_.nodes()) {
+    if (node.node_rank == 0) {
+      EXPECT_EQ(node.stop, StopReason::kPreempted);
+    } else {
+      EXPECT_EQ(node.stop, StopReason::kLeaseLost);
+    }
+  }
+  absl::StatusOr<v1::Job> released = stores_[0]->Get(job->id());
+  ASSERT_OK(released);
+  EXPECT_EQ(released->attempts(0).end(), v1::Attempt::RELEASED);
+  EXPECT_EQ(released->attempts_size(), 1) << "one worker cannot run two nodes";
+  EXPECT_EQ(released->state(), v1::QUEUED);
+  EXPECT_EQ(released->nodes_size(), 0);
+}
+
+TEST_F(MultiNodeTest, AFollowerStopsWhenItsWorkerShutsDown) {
+  JobManager* a = StartWorker("worker-a");
+  JobManager* b = StartWorker("worker-b");
+  ASSERT_NE(b, nullptr);
+  absl::StatusOr<v1::Job> job = a->Submit(TwoNodeSpec(3, {{"block", "0"}}));
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(2));
+  absl::StatusOr<v1::Job> running = a->Get(job->id());
+  ASSERT_OK(running);
+  JobManager* follower = running->worker() == "worker-a" ? b : a;
+  follower->Shutdown();
+  std::vector<FakeRunner::NodeRun> nodes = runner_.nodes();
+  ASSERT_THAT(nodes, SizeIs(1));
+  EXPECT_EQ(nodes[0].node_rank, 1);
+  EXPECT_EQ(nodes[0].stop, StopReason::kPreempted);
+  // The follower wrote nothing: node 0 still runs the job.
+  absl::StatusOr<v1::Job> still = stores_[0]->Get(job->id());
+  ASSERT_OK(still);
+  EXPECT_EQ(still->state(), v1::RUNNING);
+  EXPECT_EQ(still->attempt(), 1);
+}
+
+TEST_F(MultiNodeTest, ARankFailureRequeuesTheWholeJobAsItsNextAttempt) {
+  JobManager* a = StartWorker("worker-a");
+  ASSERT_NE(a, nullptr);
+  v1::JobSpec spec = Spec(3, {{"unavailable", "rank 1 of 2 (host h, pid 7) was killed"}});
+  spec.set_devices(2);
+  absl::StatusOr<v1::Job> job = a->Submit(spec);
+  ASSERT_OK(job);
+  const v1::Job done = WaitForState(*a, job->id(), v1::SUCCEEDED);
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.ShortDebugString();
+  EXPECT_EQ(done.attempt(), 2);
+  ASSERT_EQ(done.attempts_size(), 2);
+  EXPECT_EQ(done.attempts(0).end(), v1::Attempt::LEASE_EXPIRED);
+  EXPECT_EQ(done.attempts(0).reason(), "rank 1 of 2 (host h, pid 7) was killed");
+
+  // A node that never joined the rendezvous is retried alike.
+  v1::JobSpec unjoined = Spec(3, {{"deadline", "the rendezvous timed out waiting for 2 ranks"}});
+  unjoined.set_devices(2);
+  job = a->Submit(unjoined);
+  ASSERT_OK(job);
+  const v1::Job retried = WaitForState(*a, job->id(), v1::SUCCEEDED);
+  ASSERT_EQ(retried.state(), v1::SUCCEEDED) << retried.ShortDebugString();
+  EXPECT_EQ(retried.attempt(), 2);
+
+  // Counted against max_attempts: with 1, the failure ends the job.
+  spec.set_max_attempts(1);
+  job = a->Submit(spec);
+  ASSERT_OK(job);
+  const v1::Job failed = WaitForState(*a, job->id(), v1::FAILED);
+  ASSERT_EQ(failed.state(), v1::FAILED);
+  EXPECT_THAT(failed.error(), AllOf(HasSubstr("max_attempts"),
+                                    HasSubstr("rank 1 of 2 (host h, pid 7) was killed")));
+  EXPECT_EQ(failed.attempts_size(), 1);
 }
 
 // Limits and retention: max_duration, the watcher cap, deletion, the sweep.

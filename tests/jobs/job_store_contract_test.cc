@@ -62,6 +62,17 @@ v1::Job MakeJob(const std::string& id, const std::string& model = "mlp",
   return job;
 }
 
+// A job over `num_nodes` nodes (JobSpec.num_nodes).
+v1::Job GangJob(const std::string& id, int32_t num_nodes) {
+  v1::Job job = MakeJob(id);
+  job.mutable_spec()->set_num_nodes(num_nodes);
+  return job;
+}
+
+std::vector<std::string> Nodes(const v1::Job& job) {
+  return std::vector<std::string>(job.nodes().begin(), job.nodes().end());
+}
+
 v1::Job WithMaxAttempts(v1::Job job, int32_t max_attempts) {
   job.mutable_spec()->set_max_attempts(max_attempts);
   return job;
@@ -792,6 +803,225 @@ TEST_P(JobStoreContractTest, ReleaseRequeuesWithoutCountingAgainstMaxAttempts) {
   absl::StatusOr<v1::Job> stored = store_->Get("a");
   ASSERT_OK(stored);
   EXPECT_EQ(stored->state(), v1::SUCCEEDED);
+}
+
+// ---- Jobs over several nodes ----
+
+// A store of one worker's has no other workers to place nodes on: jobs over
+// several nodes are refused at submission (JobManager::Submit).
+TEST_P(JobStoreContractTest, ASingleWorkerStoreHasNoNodesToPlace) {
+  if (SharedByInstances()) GTEST_SKIP() << "a shared store places nodes";
+  EXPECT_OK(store_->AnnounceWorker("w1", 2, kLongLease));
+  ASSERT_OK(store_->Insert(MakeJob("a"), {}));
+  ASSERT_OK(ClaimOne("w0"));
+  absl::StatusOr<std::vector<NodeAssignment>> taken = store_->TakeAssignments("w1");
+  ASSERT_OK(taken);
+  EXPECT_THAT(*taken, IsEmpty());
+  EXPECT_THAT(store_->PublishRendezvous("a", 1, "127.0.0.1:29500"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("PostgreSQL")));
+  EXPECT_THAT(store_->Rendezvous("a", 1),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("PostgreSQL")));
+}
+
+TEST_P(JobStoreContractTest, AGangIsPlacedWholeOrStaysQueuedBehindNothing) {
+  if (!SharedByInstances()) GTEST_SKIP() << "jobs over several nodes need a shared store";
+  ASSERT_OK(store_->AnnounceWorker("w1", 1, kLongLease));
+  ASSERT_OK(store_->Insert(GangJob("gang", 3), {}));
+  ASSERT_OK(store_->Insert(MakeJob("single"), {}));
+
+  // One other free worker is not enough for 3 nodes: the single-node job
+  // queued behind the gang is claimed instead, and nothing of the gang is.
+  absl::StatusOr<v1::Job> first = ClaimOne("w0");
+  ASSERT_OK(first);
+  EXPECT_EQ(first->id(), "single");
+  EXPECT_THAT(Nodes(*first), IsEmpty());
+  EXPECT_THAT(ClaimOne("w0"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  absl::StatusOr<std::vector<NodeAssignment>> none = store_->TakeAssignments("w1");
+  ASSERT_OK(none);
+  EXPECT_THAT(*none, IsEmpty());
+  absl::StatusOr<v1::Job> queued = store_->Get("gang");
+  ASSERT_OK(queued);
+  EXPECT_EQ(queued->state(), v1::QUEUED);
+
+  ASSERT_OK(store_->AnnounceWorker("w2", 1, kLongLease));
+  absl::StatusOr<v1::Job> gang = ClaimOne("w0");
+  ASSERT_OK(gang);
+  EXPECT_EQ(gang->id(), "gang");
+  EXPECT_EQ(gang->state(), v1::RUNNING);
+  EXPECT_EQ(gang->worker(), "w0");
+  EXPECT_THAT(Nodes(*gang), ElementsAre("w0", "w1", "w2"));
+  absl::StatusOr<v1::Job> stored = store_->Get("gang");
+  ASSERT_OK(stored);
+  EXPECT_THAT(Nodes(*stored), ElementsAre("w0", "w1", "w2"));
+
+  // Each node's assignment is taken once, by its worker; node 0 has none.
+  for (int rank = 1; rank <= 2; ++rank) {
+    const std::string worker = absl::StrCat("w", rank);
+    absl::StatusOr<std::vector<NodeAssignment>> taken = store_->TakeAssignments(worker);
+    ASSERT_OK(taken);
+    ASSERT_THAT(*taken, SizeIs(1)) << worker;
+    EXPECT_EQ((*taken)[0].node_rank, rank);
+    EXPECT_EQ((*taken)[0].job.id(), "gang");
+    EXPECT_EQ((*taken)[0].job.state(), v1::RUNNING);
+    EXPECT_EQ((*taken)[0].job.attempt(), 1);
+    EXPECT_THAT(Nodes((*taken)[0].job), ElementsAre("w0", "w1", "w2"));
+    absl::StatusOr<std::vector<NodeAssignment>> again = store_->TakeAssignments(worker);
+    ASSERT_OK(again);
+    EXPECT_THAT(*again, IsEmpty()) << worker;
+  }
+  absl::StatusOr<std::vector<NodeAssignment>> claimer = store_->TakeAssignments("w0");
+  ASSERT_OK(claimer);
+  EXPECT_THAT(*claimer, IsEmpty());
+}
+
+TEST_P(JobStoreContractTest, ExpiredAnnouncementsAndBusyWorkersAreNotPlacedOn) {
+  if (!SharedByInstances()) GTEST_SKIP() << "jobs over several nodes need a shared store";
+  ASSERT_OK(store_->AnnounceWorker("gone", 4, absl::Milliseconds(1)));
+  ASSERT_OK(store_->AnnounceWorker("busy", 0, kLongLease));
+  ASSERT_OK(store_->Insert(GangJob("gang", 2), {}));
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_THAT(ClaimOne("w0"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+
+  // A slot is taken by the placement, and an announcement does not give
+  // back the slot of a node its worker has not taken yet.
+  ASSERT_OK(store_->AnnounceWorker("free", 1, kLongLease));
+  ASSERT_OK(store_->Insert(GangJob("second", 2), {}));
+  absl::StatusOr<v1::Job> gang = ClaimOne("w0");
+  ASSERT_OK(gang);
+  EXPECT_EQ(gang->id(), "gang");
+  EXPECT_THAT(Nodes(*gang), ElementsAre("w0", "free"));
+  ASSERT_OK(store_->AnnounceWorker("free", 1, kLongLease));
+  EXPECT_THAT(ClaimOne("w9"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+
+  // Once taken, the worker's own count is the truth again.
+  absl::StatusOr<std::vector<NodeAssignment>> taken = store_->TakeAssignments("free");
+  ASSERT_OK(taken);
+  ASSERT_THAT(*taken, SizeIs(1));
+  ASSERT_OK(store_->AnnounceWorker("free", 1, kLongLease));
+  absl::StatusOr<v1::Job> second = ClaimOne("w9");
+  ASSERT_OK(second);
+  EXPECT_EQ(second->id(), "second");
+  EXPECT_THAT(Nodes(*second), ElementsAre("w9", "free"));
+}
+
+TEST_P(JobStoreContractTest, AWorkerWhoseSlotWasPlacedOnClaimsNothingElse) {
+  if (!SharedByInstances()) GTEST_SKIP() << "jobs over several nodes need a shared store";
+  ASSERT_OK(store_->AnnounceWorker("w1", 1, kLongLease));
+  ASSERT_OK(store_->Insert(GangJob("gang", 2), {}));
+  ASSERT_OK(store_->Insert(MakeJob("single"), {}));
+  absl::StatusOr<v1::Job> gang = ClaimOne("w0");
+  ASSERT_OK(gang);
+  EXPECT_EQ(gang->id(), "gang");
+  // w1's one slot now belongs to the gang's node 1: it runs that first.
+  EXPECT_THAT(ClaimOne("w1"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  absl::StatusOr<v1::Job> queued = store_->Get("single");
+  ASSERT_OK(queued);
+  EXPECT_EQ(queued->state(), v1::QUEUED);
+}
+
+TEST_P(JobStoreContractTest, ConcurrentGangClaimsNeverOverAssignAWorker) {
+  if (!SharedByInstances()) GTEST_SKIP() << "jobs over several nodes need a shared store";
+  constexpr int kWorkers = 8;
+  constexpr int kClaimers = 4;
+  for (int w = 0; w < kWorkers; ++w) {
+    ASSERT_OK(store_->AnnounceWorker(absl::StrCat("w", w), 1, kLongLease));
+  }
+  for (int i = 0; i < 6; ++i) ASSERT_OK(store_->Insert(GangJob(absl::StrCat("g", i), 2), {}));
+  std::vector<std::unique_ptr<JobStore>> stores;
+  for (int c = 0; c < kClaimers; ++c) {
+    absl::StatusOr<std::unique_ptr<JobStore>> store = Open();
+    ASSERT_OK(store);
+    stores.push_back(std::move(*store));
+  }
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClaimers; ++c) {
+    // Claimers w0..w3 are also free workers the others may place nodes on.
+    threads.emplace_back([&, c] {
+      for (int tries = 0; tries < 5; ++tries) {
+        absl::StatusOr<std::optional<v1::Job>> job =
+            stores[c]->Claim(absl::StrCat("w", c), kLongLease);
+        if (!job.ok()) ++errors;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+
+  absl::StatusOr<JobPage> running = store_->List({.states = {v1::RUNNING}});
+  ASSERT_OK(running);
+  EXPECT_THAT(running->jobs, ::testing::Not(IsEmpty()));
+  std::map<std::string, int> places;
+  for (const v1::Job& job : running->jobs) {
+    ASSERT_THAT(Nodes(job), SizeIs(2)) << job.id();
+    for (const std::string& node : job.nodes()) ++places[node];
+  }
+  // Every worker announced one slot: it is in at most one gang.
+  for (const auto& [worker, n] : places) EXPECT_EQ(n, 1) << worker << " is in " << n << " gangs";
+}
+
+TEST_P(JobStoreContractTest, RendezvousIsFencedToTheAttemptAndRequeueClearsTheNodes) {
+  if (!SharedByInstances()) GTEST_SKIP() << "jobs over several nodes need a shared store";
+  ASSERT_OK(store_->AnnounceWorker("w1", 1, kLongLease));
+  ASSERT_OK(store_->Insert(GangJob("gang", 2), {}));
+  absl::StatusOr<v1::Job> first = ClaimOne("w0");
+  ASSERT_OK(first);
+  absl::StatusOr<std::string> unpublished = store_->Rendezvous("gang", 1);
+  ASSERT_OK(unpublished);
+  EXPECT_EQ(*unpublished, "");
+  ASSERT_OK(store_->PublishRendezvous("gang", 1, "10.0.0.1:29500"));
+  absl::StatusOr<std::string> published = store_->Rendezvous("gang", 1);
+  ASSERT_OK(published);
+  EXPECT_EQ(*published, "10.0.0.1:29500");
+  EXPECT_THAT(store_->PublishRendezvous("gang", 2, "10.0.0.9:1"),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("attempt 2")));
+  EXPECT_THAT(store_->Rendezvous("gang", 2), StatusIs(absl::StatusCode::kAborted, ::testing::_));
+  EXPECT_THAT(store_->Rendezvous("nope", 1),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  ASSERT_OK(store_->Insert(MakeJob("single"), {}));
+  absl::StatusOr<v1::Job> single = ClaimOne("w9");
+  ASSERT_OK(single);
+  EXPECT_THAT(store_->PublishRendezvous("single", 1, "10.0.0.1:29500"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("one node")));
+  ASSERT_OK(Finish(*single, v1::SUCCEEDED));
+
+  // The lease runs out: attempt 2 is placed anew, and attempt 1's node and
+  // address are gone with it.
+  absl::StatusOr<std::vector<v1::Job>> expired = store_->ExpireLeases(true);
+  ASSERT_OK(expired);
+  ASSERT_THAT(*expired, SizeIs(1));
+  EXPECT_EQ((*expired)[0].state(), v1::QUEUED);
+  EXPECT_THAT(Nodes((*expired)[0]), IsEmpty());
+  EXPECT_THAT(store_->Rendezvous("gang", 1), StatusIs(absl::StatusCode::kAborted, ::testing::_));
+  absl::StatusOr<std::vector<NodeAssignment>> stale = store_->TakeAssignments("w1");
+  ASSERT_OK(stale);
+  EXPECT_THAT(*stale, IsEmpty());
+
+  ASSERT_OK(store_->AnnounceWorker("w1", 1, kLongLease));
+  absl::StatusOr<v1::Job> second = ClaimOne("w1");  // no other free worker yet
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+  ASSERT_OK(store_->AnnounceWorker("w2", 1, kLongLease));
+  second = ClaimOne("w1");
+  ASSERT_OK(second);
+  EXPECT_EQ(second->attempt(), 2);
+  EXPECT_THAT(Nodes(*second), ElementsAre("w1", "w2"));
+  absl::StatusOr<std::string> fresh = store_->Rendezvous("gang", 2);
+  ASSERT_OK(fresh);
+  EXPECT_EQ(fresh.value(), "");
+
+  // A release re-queues without nodes too.
+  v1::Job released = *second;
+  MarkReleased(released, "worker w1 shut down", absl::Now());
+  EXPECT_THAT(Nodes(released), IsEmpty());
+  ASSERT_OK(store_->Update(released, LeaseOf(*second), nullptr));
+  absl::StatusOr<v1::Job> stored = store_->Get("gang");
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->state(), v1::QUEUED);
+  EXPECT_EQ(stored->attempt(), 3);
+  EXPECT_THAT(Nodes(*stored), IsEmpty());
+  absl::StatusOr<std::vector<NodeAssignment>> none = store_->TakeAssignments("w2");
+  ASSERT_OK(none);
+  EXPECT_THAT(*none, IsEmpty());
 }
 
 // ---- Events ----

@@ -152,6 +152,47 @@ TEST_F(PostgresJobStoreTest, ADatabaseItCannotSetUpIsAFailedPrecondition) {
                                                  HasSubstr("upgrade mantissad")));
 }
 
+// A database of the first schema (before jobs over several nodes) is
+// migrated in place: its jobs stay and run, and the new tables work.
+TEST_F(PostgresJobStoreTest, AVersion1DatabaseIsMigratedKeepingItsJobs) {
+  std::string blob_hex;
+  for (unsigned char c : QueuedJob("old").SerializeAsString()) {
+    absl::StrAppend(&blob_hex, absl::Hex(c, absl::kZeroPad2));
+  }
+  ASSERT_OK(server_->Execute(
+      db_, absl::StrCat(
+               "CREATE TABLE mantissa_schema (version INT NOT NULL);"
+               "INSERT INTO mantissa_schema VALUES (1);"
+               "CREATE TABLE jobs (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+               "state INT NOT NULL, model TEXT NOT NULL DEFAULT '', precision TEXT NOT NULL "
+               "DEFAULT '', name TEXT NOT NULL DEFAULT '', principal TEXT NOT NULL DEFAULT '', "
+               "worker TEXT NOT NULL DEFAULT '', attempt INT NOT NULL DEFAULT 1, "
+               "lease_expires_ms BIGINT NOT NULL DEFAULT 0, cancel_requested BOOLEAN NOT NULL "
+               "DEFAULT false, job BYTEA NOT NULL);"
+               "CREATE INDEX jobs_state_seq ON jobs (state, seq);"
+               "CREATE TABLE job_events (seq BIGSERIAL PRIMARY KEY, job_id TEXT NOT NULL "
+               "REFERENCES jobs (id) ON DELETE CASCADE, event BYTEA NOT NULL);"
+               "CREATE INDEX job_events_job_seq ON job_events (job_id, seq);"
+               "CREATE TABLE models (name TEXT PRIMARY KEY, generation BIGINT NOT NULL, "
+               "loaded BOOLEAN NOT NULL);"
+               "INSERT INTO jobs (id, state, model, attempt, job) VALUES ('old', 1, 'mlp', 1, '\\x",
+               blob_hex, "');")));
+  auto store = Open();
+  ASSERT_OK(store.status());
+  auto old = (*store)->Get("old");
+  ASSERT_OK(old.status());
+  EXPECT_EQ(old->state(), v1::QUEUED);
+  ASSERT_OK((*store)->AnnounceWorker("w1", 1, absl::Seconds(60)));
+  auto claimed = (*store)->Claim("w0", absl::Seconds(60));
+  ASSERT_OK(claimed.status());
+  ASSERT_TRUE(claimed->has_value());
+  EXPECT_EQ((*claimed)->id(), "old");
+  EXPECT_EQ((*claimed)->nodes_size(), 0);  // one node: no gang
+  // Reopening finds the current version: nothing runs twice.
+  auto again = Open();
+  ASSERT_OK(again.status());
+}
+
 TEST_F(PostgresJobStoreTest, WorkersClaimingTogetherEachGetADifferentJob) {
   constexpr int kJobs = 40;
   constexpr int kWorkers = 4;

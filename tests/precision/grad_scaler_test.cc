@@ -464,6 +464,42 @@ TEST(GradScalerTest, FoundInfDoesNotLeakIntoNextStep) {
   EXPECT_EQ(scaler->skipped_steps(), 1);
 }
 
+TEST(GradScalerTest, TheFoundInfReducerDecidesTheSkipOncePerStep) {
+  // Data parallel: another rank's overflow, reported by the reducer, skips
+  // this rank's step and backs its scale off although its gradients are
+  // finite; unscaling before the step (clipping) does not reduce twice.
+  GradScaler::Options options;
+  options.init_scale = 8.0;
+  auto scaler = MakeScaler(options);
+  ASSERT_NE(scaler, nullptr);
+  int calls = 0;
+  bool other_rank_overflowed = true;
+  scaler->set_found_inf_reducer([&](const torch::Tensor& found_inf) {
+    ++calls;
+    EXPECT_EQ(found_inf.item<float>(), 0.0f);  // this rank's own gradients are finite
+    if (other_rank_overflowed) found_inf.fill_(1.0f);
+  });
+  Params params;
+  scaler->Scale(torch::ones({}));
+  params.SetScaledGrads(8.0f);
+  const std::vector<float> w_before = Values(params.w);
+  scaler->Unscale(*params.sgd);
+  EXPECT_TRUE(scaler->Step(*params.sgd).skipped);
+  scaler->Update();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(Values(params.w), w_before);
+  EXPECT_EQ(scaler->scale(), 4.0);
+  EXPECT_EQ(scaler->skipped_steps(), 1);
+
+  other_rank_overflowed = false;
+  scaler->Scale(torch::ones({}));
+  params.SetScaledGrads(4.0f);
+  EXPECT_FALSE(scaler->Step(*params.sgd).skipped);
+  scaler->Update();
+  EXPECT_EQ(calls, 2);
+  EXPECT_NE(Values(params.w), w_before);
+}
+
 TEST(GradScalerTest, SkipsParametersWithoutGradients) {
   GradScaler::Options options;
   options.init_scale = 2.0;

@@ -1,8 +1,10 @@
 #ifndef MANTISSA_TESTS_TESTING_DAEMON_RESOLVE_CONTEXT_H_
 #define MANTISSA_TESTS_TESTING_DAEMON_RESOLVE_CONTEXT_H_
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "server/training/job_spec_resolver.h"
 
@@ -19,6 +21,8 @@ inline const ResolveContext& DaemonResolveContext() {
     auto* c = new ResolveContext;
     c->caps = DeviceCapabilities::Probe(torch::kCPU);
     c->max_concurrent_jobs = 1;
+    // As a daemon on the CPU: data-parallel jobs of up to one rank per core.
+    c->max_devices = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
     c->data_roots = FileRoots({"/usr/share/datasets", temp_root, MANTISSA_TEST_DATA_DIR},
                               "mantissad --data_root");
     c->torchscript_roots = FileRoots({temp_root}, "mantissad --torchscript_root");

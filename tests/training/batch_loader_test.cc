@@ -97,5 +97,30 @@ TEST(BatchLoaderTest, RejectsEmptyDatasetsAndBadRanges) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("range")));
 }
 
+TEST(BatchLoaderTest, RejectsARankOutsideTheWorld) {
+  const TensorDataset data = Numbers(4);
+  EXPECT_THAT(BatchLoader::Create({.dataset = &data, .batch_size = 2, .rank = 2, .world_size = 2}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rank 2 of world size 2")));
+  EXPECT_THAT(BatchLoader::Create({.dataset = &data, .batch_size = 2, .world_size = 0}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("world size 0")));
+}
+
+TEST(BatchLoaderTest, ARanksShareOfAShortLastBatchMayBeEmpty) {
+  // 5 items, 2 per rank on 2 ranks: global batches of 4 and 1; rank 1 has
+  // no item of the second.
+  const TensorDataset data = Numbers(5);
+  auto loader = BatchLoader::Create(
+      {.dataset = &data, .batch_size = 2, .end_batch = 2, .rank = 1, .world_size = 2});
+  ASSERT_OK(loader);
+  EXPECT_EQ((*loader)->batches_per_epoch(), 2);
+  auto first = (*loader)->Next();
+  ASSERT_OK(first);
+  EXPECT_EQ(first->targets.size(0), 2);
+  auto second = (*loader)->Next();
+  ASSERT_OK(second);
+  EXPECT_EQ(second->targets.size(0), 0);
+  EXPECT_EQ(second->inputs.size(0), 0);
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "server/training/job_spec_resolver.h"
 #include "tests/testing/bad_spec_cases.h"
 #include "tests/testing/daemon_process.h"
@@ -40,6 +41,76 @@ INSTANTIATE_TEST_SUITE_P(AllBadInputs, SpecValidationTest,
                          [](const ::testing::TestParamInfo<testing::BadSpecCase>& info) {
                            return info.param.name;
                          });
+
+// Data parallelism against a CPU worker of 4 hardware threads, and a CUDA
+// worker with 2 GPUs visible.
+class WorldSizeValidationTest : public ::testing::Test {
+ protected:
+  static ResolveContext Context(int max_devices) {
+    ResolveContext context = testing::DaemonResolveContext();
+    context.max_devices = max_devices;
+    return context;
+  }
+};
+
+TEST_F(WorldSizeValidationTest, DefaultsToOneRankOnOneNode) {
+  const auto resolved = ResolveJobSpec(SyntheticMlpSpec(10), Context(4));
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->spec.devices(), 1);
+  EXPECT_EQ(resolved->spec.num_nodes(), 1);
+  // Resolved again: unchanged.
+  const auto again = ResolveJobSpec(resolved->spec, Context(4));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->spec.SerializeAsString(), resolved->spec.SerializeAsString());
+}
+
+TEST_F(WorldSizeValidationTest, AcceptsDevicesUpToTheWorkersAndNodesUpTo64) {
+  v1::JobSpec spec = SyntheticMlpSpec(10);
+  spec.set_devices(4);
+  spec.set_num_nodes(64);
+  const auto resolved = ResolveJobSpec(spec, Context(4));
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->spec.devices(), 4);
+  EXPECT_EQ(resolved->spec.num_nodes(), 64);
+}
+
+TEST_F(WorldSizeValidationTest, RefusesDevicesOutsideOneToMaxDevicesNamingTheRange) {
+  for (int devices : {0, -1, 5}) {
+    v1::JobSpec spec = SyntheticMlpSpec(10);
+    spec.set_devices(devices);
+    const auto resolved = ResolveJobSpec(spec, Context(4));
+    ASSERT_FALSE(resolved.ok()) << devices;
+    EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(resolved.status().message()),
+                HasSubstr(absl::StrCat("devices: must be in [1, 4] on this worker (one rank per "
+                                       "hardware thread, at least 2), got ",
+                                       devices)));
+  }
+}
+
+TEST_F(WorldSizeValidationTest, RefusesNumNodesOutsideOneTo64) {
+  for (int nodes : {0, 65}) {
+    v1::JobSpec spec = SyntheticMlpSpec(10);
+    spec.set_num_nodes(nodes);
+    const auto resolved = ResolveJobSpec(spec, Context(4));
+    ASSERT_FALSE(resolved.ok()) << nodes;
+    EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(resolved.status().message()),
+                HasSubstr(absl::StrCat("num_nodes: must be in [1, 64], got ", nodes)));
+  }
+}
+
+TEST_F(WorldSizeValidationTest, OnCudaTheLimitIsTheVisibleGpus) {
+  ResolveContext context = Context(2);
+  context.caps.device = torch::Device(torch::kCUDA, 0);
+  v1::JobSpec spec = SyntheticMlpSpec(10);
+  spec.set_devices(3);
+  spec.set_precision("32-true");
+  const auto resolved = ResolveJobSpec(spec, context);
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_THAT(std::string(resolved.status().message()),
+              HasSubstr("devices: must be in [1, 2] on this worker (2 GPUs visible), got 3"));
+}
 
 }  // namespace
 }  // namespace mantissa
