@@ -46,11 +46,20 @@ absl::Duration ToDuration(const google::protobuf::Duration& d) {
 
 }  // namespace
 
+// Why a run was asked to stop: the first reason given stays.
+struct StopRequest {
+  std::atomic<StopReason> stop{StopReason::kNone};
+
+  void Stop(StopReason reason) {
+    StopReason none = StopReason::kNone;
+    stop.compare_exchange_strong(none, reason);
+  }
+};
+
 // A job claimed by this worker, from its claim until its last write.
-struct JobManager::ActiveJob {
+struct JobManager::ActiveJob : StopRequest {
   v1::Job job;  // guarded by the manager's mu_
   Lease lease;
-  std::atomic<StopReason> stop{StopReason::kNone};
   // Set at the claim: start + spec.max_duration. Past it the job is stopped
   // as by a cancellation, and `timed_out` says why.
   absl::Time deadline = absl::InfiniteFuture();
@@ -67,12 +76,6 @@ struct JobManager::ActiveJob {
   // Guarded by mu_: FinishRun is writing the job's end, after which the
   // store no longer lists its lease (a renewal then is no sign of loss).
   bool finishing = false;
-
-  // Asks the job to stop for `reason` unless it was asked already.
-  void Stop(StopReason reason) {
-    StopReason none = StopReason::kNone;
-    stop.compare_exchange_strong(none, reason);
-  }
 };
 
 // The JobContext handed to the runner: routes updates through the manager's
@@ -152,18 +155,12 @@ class JobManager::Context : public JobContext {
 };
 
 // A node (> 0) of a job whose node 0 runs on another worker.
-struct JobManager::FollowerRun {
+struct JobManager::FollowerRun : StopRequest {
   v1::Job job;  // as taken; never written
   int node_rank = 0;
-  std::atomic<StopReason> stop{StopReason::kNone};
   // Rank 0's node reports the job's series; this node's stay unserved.
   Metrics local_metrics;
   std::shared_ptr<JobMetrics> metrics;
-
-  void Stop(StopReason reason) {
-    StopReason none = StopReason::kNone;
-    stop.compare_exchange_strong(none, reason);
-  }
 };
 
 // The JobContext of a follower: node 0 reports the job (its rank 0 sends the

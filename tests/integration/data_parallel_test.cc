@@ -93,6 +93,21 @@ class DataParallelTest : public DaemonTest {
     }
     return -1;
   }
+  // A devices=2 job that trains until stopped, once past step 10: its id
+  // and rank 1's pid.
+  void StartLongJob(std::string& id, int& rank1) {
+    v1::JobSpec spec = Spec(2, 1'000'000, "32-true");
+    spec.set_progress_every_n_steps(5);
+    auto submitted = Submit(*stub_, spec);
+    ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
+    id = submitted.job.id();
+    auto running = WaitForJob(
+        *stub_, id, [](const v1::Job& j) { return j.progress().step() >= 10 || IsTerminal(j); });
+    ASSERT_OK(running);
+    ASSERT_EQ(running->state(), v1::RUNNING) << running->error();
+    rank1 = RankPid(1);
+    ASSERT_GT(rank1, 0) << "no process with --rank_mode and RANK=1";
+  }
   int RankPid(int rank) {
     for (int pid : AllPids()) {
       const std::vector<std::string> argv = ProcStrings(pid, "cmdline");
@@ -220,17 +235,9 @@ TEST_F(DataParallelTest, TwoRanksInBf16MixedStayWithinBf16Rounding) {
 }
 
 TEST_F(DataParallelTest, AKilledRankFailsTheJobNamingItAndTheDaemonRunsTheNext) {
-  v1::JobSpec spec = Spec(2, 1'000'000, "32-true");
-  spec.set_progress_every_n_steps(5);
-  auto submitted = Submit(*stub_, spec);
-  ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
-  const std::string id = submitted.job.id();
-  auto running = WaitForJob(
-      *stub_, id, [](const v1::Job& j) { return j.progress().step() >= 10 || IsTerminal(j); });
-  ASSERT_OK(running);
-  ASSERT_EQ(running->state(), v1::RUNNING) << running->error();
-  const int rank1 = RankPid(1);
-  ASSERT_GT(rank1, 0) << "no process with --rank_mode and RANK=1";
+  std::string id;
+  int rank1 = -1;
+  ASSERT_NO_FATAL_FAILURE(StartLongJob(id, rank1));
   ASSERT_EQ(kill(rank1, SIGKILL), 0);
 
   auto failed = WaitForJob(*stub_, id, IsTerminal, absl::Seconds(30));
@@ -249,17 +256,9 @@ TEST_F(DataParallelTest, ARankThatStopsRespondingFailsTheJobAtTheCollectiveTimeo
   // Long enough for the ranks' rendezvous on a loaded machine (it waits as
   // long as a collective does).
   StartDaemon({"--collective_timeout_seconds=4"});
-  v1::JobSpec spec = Spec(2, 1'000'000, "32-true");
-  spec.set_progress_every_n_steps(5);
-  auto submitted = Submit(*stub_, spec);
-  ASSERT_TRUE(submitted.status.ok()) << submitted.status.error_message();
-  const std::string id = submitted.job.id();
-  auto running = WaitForJob(
-      *stub_, id, [](const v1::Job& j) { return j.progress().step() >= 10 || IsTerminal(j); });
-  ASSERT_OK(running);
-  ASSERT_EQ(running->state(), v1::RUNNING) << running->error();
-  const int rank1 = RankPid(1);
-  ASSERT_GT(rank1, 0) << "no process with --rank_mode and RANK=1";
+  std::string id;
+  int rank1 = -1;
+  ASSERT_NO_FATAL_FAILURE(StartLongJob(id, rank1));
   // Alive but silent, as a hung rank: rank 0's next collective waits for it.
   ASSERT_EQ(kill(rank1, SIGSTOP), 0);
 
