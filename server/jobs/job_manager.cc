@@ -180,6 +180,7 @@ class JobManager::FollowerContext : public JobContext {
   absl::StatusOr<std::string> AwaitRendezvous(absl::Duration timeout) override {
     const absl::Time deadline = absl::Now() + timeout;
     const std::string& id = run_.job.id();
+    absl::Time last_warning = absl::InfinitePast();
     while (true) {
       if (cancelled()) {
         return absl::CancelledError(absl::StrCat("job ", id,
@@ -193,7 +194,9 @@ class JobManager::FollowerContext : public JobContext {
         return absl::CancelledError(address.status().message());
       }
       if (address.ok() && !address->empty()) return *address;
-      if (!address.ok()) {
+      // An unreachable database is said once every few seconds, not per poll.
+      if (!address.ok() && absl::Now() - last_warning >= absl::Seconds(5)) {
+        last_warning = absl::Now();
         LogWarning(
             absl::StrCat("job ", id, ": reading node 0's address: ", address.status().ToString()));
       }
