@@ -654,6 +654,18 @@ std::optional<NodeAssignment> JobManager::NextAssignment() {
   return first;
 }
 
+absl::StatusOr<v1::JobResult> JobManager::RunGuarded(const v1::Job& job, JobContext& context) {
+  // Runners turn LibTorch errors into Status themselves; this is the last
+  // line that keeps a stray exception from taking the daemon down.
+  try {
+    return options_.runner->Run(job, context);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("unexpected non-standard exception");
+  }
+}
+
 void JobManager::RunFollower(NodeAssignment assignment) {
   auto run = std::make_unique<FollowerRun>();
   run->job = std::move(assignment.job);
@@ -671,14 +683,7 @@ void JobManager::RunFollower(NodeAssignment assignment) {
   }
   LogInfo(absl::StrCat(what, " running on ", options_.worker_id));
   FollowerContext context(*this, *run);
-  absl::StatusOr<v1::JobResult> result;
-  try {
-    result = options_.runner->Run(job, context);
-  } catch (const std::exception& e) {
-    result = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
-  } catch (...) {
-    result = absl::InternalError("unexpected non-standard exception");
-  }
+  const absl::StatusOr<v1::JobResult> result = RunGuarded(job, context);
   // Node 0 tells how the job ended; this node only logs its own part.
   LogInfo(absl::StrCat(what, " ended: ", result.ok() ? "OK" : result.status().ToString()));
   {
@@ -775,16 +780,7 @@ void JobManager::RunClaimed(v1::Job claimed, absl::Time claimed_at) {
       "job ", id, " running (attempt ", job.attempt(), " on ", options_.worker_id,
       job.nodes_size() > 0 ? absl::StrCat(", nodes ", absl::StrJoin(job.nodes(), ", ")) : "", ")"));
   Context context(*this, active);
-  absl::StatusOr<v1::JobResult> result;
-  // Runners turn LibTorch errors into Status themselves; this is the last
-  // line that keeps a stray exception from taking the daemon down.
-  try {
-    result = options_.runner->Run(job, context);
-  } catch (const std::exception& e) {
-    result = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
-  } catch (...) {
-    result = absl::InternalError("unexpected non-standard exception");
-  }
+  const absl::StatusOr<v1::JobResult> result = RunGuarded(job, context);
   FinishRun(active, result);  // and `active` is gone
   {
     std::lock_guard<std::mutex> lock(mu_);

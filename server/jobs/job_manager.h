@@ -130,6 +130,8 @@ class JobManager {
   // run-out leases and refreshes the fleet's gauges.
   void Heartbeat(bool sweep);
   void RunClaimed(v1::Job job, absl::Time claimed_at);
+  // The runner's Run, with any exception it lets through as INTERNAL.
+  absl::StatusOr<v1::JobResult> RunGuarded(const v1::Job& job, JobContext& context);
   // A node of another worker's job that was placed on this one, if any:
   // taken from the store, or left by another thread's take.
   std::optional<NodeAssignment> NextAssignment();
