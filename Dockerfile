@@ -30,6 +30,7 @@ RUN apt-get update -qq \
       libcurl4-openssl-dev libcurl4 \
       libssl-dev zlib1g-dev libsqlite3-dev libsqlite3-0 libpq-dev libpq5 \
       nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libbrotli-dev \
+      rapidjson-dev \
  && mkdir /debs-gloo && (cd /debs-gloo && apt-get download -qq libgloo-dev) \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       dataset-fashion-mnist >/dev/null \
@@ -47,7 +48,8 @@ RUN apt-get update -qq \
       "torch " + torch.__version__ + " has the pre-C++11 ABI: use PyTorch >= 2.7")'
 COPY --from=debs /debs /tmp/debs
 COPY --from=debs /debs-gloo /tmp/debs-gloo
-# Unpack the packages into /opt/deps, point their pkg-config files there, and
+# Unpack the packages into /opt/deps, point their pkg-config files (and
+# RapidJSON's CMake config) there, and
 # link OpenSSL and zlib against the image's shared ones rather than the static
 # archives the -dev packages carry (as ../shared/gpu/build.sh does).
 RUN set -eu; deps=/opt/deps; lib=$deps/usr/lib/x86_64-linux-gnu; \
@@ -58,6 +60,8 @@ RUN set -eu; deps=/opt/deps; lib=$deps/usr/lib/x86_64-linux-gnu; \
       rm -f $lib/lib$n.a; ln -sf /usr/lib/x86_64-linux-gnu/lib$n.so.3 $lib/lib$n.so; \
     done; \
     rm -f $lib/libz.a; ln -sf /usr/lib/x86_64-linux-gnu/libz.so.1 $lib/libz.so; \
+    sed -i "s|\"/usr/include\"|\"$deps/usr/include\"|" \
+      $deps/usr/share/cmake/RapidJSON/RapidJSONConfig.cmake; \
     rm -rf /tmp/debs
 # c10d's ProcessGroupGloo header (data-parallel jobs) includes Gloo's headers;
 # the library itself is inside libtorch_cpu. Debian's libgloo-dev supplies
@@ -114,7 +118,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/man
 ENV LD_LIBRARY_PATH=/opt/mantissa/lib:/opt/mantissa/python/torch/lib:/usr/local/nvidia/lib64
 USER 10001:10001
 WORKDIR /var/lib/mantissa
-EXPOSE 50051 9464 8080
+EXPOSE 50051 8000 9464 8080
 # Liveness only: capabilities is answered as soon as gRPC is up, also while
 # the model repository loads. Readiness is grpc.health.v1, which Kubernetes
 # probes natively on the plaintext health port. Over TLS: mount the
@@ -127,7 +131,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
 # /etc/mantissa-tls. The job store is SQLite in /var/lib/mantissa; a fleet adds
 # --database=postgresql://... and a shared /var/lib/mantissa. Kubernetes
 # replaces these with its ConfigMap's --flagfile and the Secret's --database.
-ENTRYPOINT ["mantissad", "--grpc_address=0.0.0.0:50051", "--metrics_address=0.0.0.0:9464", \
+ENTRYPOINT ["mantissad", "--grpc_address=0.0.0.0:50051", "--http_address=0.0.0.0:8000", \
+            "--metrics_address=0.0.0.0:9464", \
             "--tls_cert_file=/etc/mantissa-tls/tls.crt", \
             "--tls_key_file=/etc/mantissa-tls/tls.key", "--health_address=0.0.0.0:8080", \
             "--state_dir=/var/lib/mantissa", "--drain_seconds=10"]

@@ -52,11 +52,13 @@ class Invocation {
 struct CliCommand {
   absl::string_view name;
   absl::string_view arguments;  // positional arguments, as shown in usage
-  int argument_count;           // exactly this many positional arguments
-  absl::string_view summary;    // one line, in 'mantissa help'
+  int argument_count;  // exactly this many positional arguments (at least, with more_arguments)
+  absl::string_view summary;  // one line, in 'mantissa help'
   absl::string_view description;
   ClientKind client;
   std::unique_ptr<Invocation> (*invoke)();
+  // Takes further positional arguments after the first argument_count.
+  bool more_arguments = false;
 };
 
 // For CliCommand::invoke.

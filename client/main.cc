@@ -58,7 +58,7 @@ int RunHelp(const std::vector<std::string>& args) {
 
 absl::Status CheckArgumentCount(const CliCommand& command, const std::vector<std::string>& args) {
   const size_t expected = static_cast<size_t>(command.argument_count);
-  if (args.size() > expected) {
+  if (args.size() > expected && !command.more_arguments) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[expected], "'"));
   }
   if (args.size() < expected) {

@@ -84,4 +84,23 @@ absl::StatusOr<inference::RepositoryModelUnloadResponse> ModelClient::Repository
       kLoadDeadline);
 }
 
+absl::StatusOr<v1::SetVersionPolicyResponse> ModelClient::SetVersionPolicy(
+    const v1::SetVersionPolicyRequest& request) {
+  return Unary<v1::SetVersionPolicyResponse>(
+      models_.get(), &v1::ModelService::Stub::SetVersionPolicy, request, kLoadDeadline);
+}
+
+absl::StatusOr<v1::RollbackModelResponse> ModelClient::RollbackModel(
+    const v1::RollbackModelRequest& request) {
+  return Unary<v1::RollbackModelResponse>(models_.get(), &v1::ModelService::Stub::RollbackModel,
+                                          request, kLoadDeadline);
+}
+
+absl::StatusOr<inference::ModelStatisticsResponse> ModelClient::ModelStatistics(
+    const inference::ModelStatisticsRequest& request) {
+  return Unary<inference::ModelStatisticsResponse>(
+      inference_.get(), &inference::GRPCInferenceService::Stub::ModelStatistics, request,
+      kDefaultDeadline);
+}
+
 }  // namespace mantissa::cli

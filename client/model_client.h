@@ -40,6 +40,12 @@ class ModelClient {
       const inference::RepositoryModelLoadRequest& request);
   absl::StatusOr<inference::RepositoryModelUnloadResponse> RepositoryModelUnload(
       const inference::RepositoryModelUnloadRequest& request);
+  // Load and unload versions on the daemon: the load deadline.
+  absl::StatusOr<v1::SetVersionPolicyResponse> SetVersionPolicy(
+      const v1::SetVersionPolicyRequest& request);
+  absl::StatusOr<v1::RollbackModelResponse> RollbackModel(const v1::RollbackModelRequest& request);
+  absl::StatusOr<inference::ModelStatisticsResponse> ModelStatistics(
+      const inference::ModelStatisticsRequest& request);
 
  private:
   template <typename Response, typename Stub, typename Request, typename Method>

@@ -1,6 +1,7 @@
 #include "client/model_commands.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -44,6 +45,30 @@ absl::Status FillServing(const ServingFlags& flags, std::string* precision,
     batching->set_max_batch_size(static_cast<int32_t>(*flags.max_batch_size));
   }
   if (flags.max_queue_delay_us) batching->set_max_queue_delay_us(*flags.max_queue_delay_us);
+  return absl::OkStatus();
+}
+
+// Sets `promotion` only when a flag is given; the daemon checks the ranges
+// too, this saves a round trip.
+absl::Status FillPromotion(const PromotionFlags& flags, v1::PromotionPolicy* promotion,
+                           bool* given) {
+  *given = flags.min_top1_agreement || flags.max_mean_rel_diff;
+  if (flags.min_top1_agreement) {
+    const double x = *flags.min_top1_agreement;
+    if (!(x >= 0 && x <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--min-top1-agreement: must be in [0, 1], got ", x));
+    }
+    promotion->set_min_top1_agreement(x);
+  }
+  if (flags.max_mean_rel_diff) {
+    const double x = *flags.max_mean_rel_diff;
+    if (!(x >= 0) || std::isinf(x)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--max-mean-rel-diff: must be finite and >= 0, got ", x));
+    }
+    promotion->set_max_mean_rel_diff(x);
+  }
   return absl::OkStatus();
 }
 
@@ -107,6 +132,13 @@ absl::StatusOr<v1::ExportModelRequest> BuildExportRequest(const std::string& job
     return status;
   }
   if (request.batching().ByteSizeLong() == 0) request.clear_batching();
+  bool promotion = false;
+  if (absl::Status status =
+          FillPromotion(options.promotion, request.mutable_promotion(), &promotion);
+      !status.ok()) {
+    return status;
+  }
+  if (!promotion) request.clear_promotion();
   return request;
 }
 
@@ -145,10 +177,11 @@ absl::StatusOr<LoadRequest> BuildLoadRequest(const std::string& name, const Load
   LoadRequest request;
   request.load.set_model_name(name);
   if (!options.torchscript) {
-    if (!options.inputs.empty() || !options.outputs.empty() || HasServingFlags(options.serving)) {
+    if (!options.inputs.empty() || !options.outputs.empty() || HasServingFlags(options.serving) ||
+        options.promotion.min_top1_agreement || options.promotion.max_mean_rel_diff) {
       return absl::InvalidArgumentError(
-          "--input, --output, --precision and the batching flags need --torchscript; without "
-          "it, load reloads NAME as the repository has it");
+          "--input, --output, --precision, the batching and the promotion flags need "
+          "--torchscript; without it, load reloads NAME as the repository has it");
     }
     return request;
   }
@@ -186,6 +219,13 @@ absl::StatusOr<LoadRequest> BuildLoadRequest(const std::string& name, const Load
     return status;
   }
   if (registration.batching().ByteSizeLong() == 0) registration.clear_batching();
+  bool promotion = false;
+  if (absl::Status status =
+          FillPromotion(options.promotion, registration.mutable_promotion(), &promotion);
+      !status.ok()) {
+    return status;
+  }
+  if (!promotion) registration.clear_promotion();
   return request;
 }
 
@@ -320,6 +360,119 @@ int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io)
 namespace {
 
 constexpr char kEmptyName[] = "NAME is empty; give the name of a model";
+constexpr char kPolicyUsage[] = "give latest [N], all, or specific V [V...]";
+
+absl::StatusOr<int64_t> ParseVersionArgument(absl::string_view what, const std::string& text) {
+  int64_t version = 0;
+  if (!absl::SimpleAtoi(text, &version) || version < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": '", text, "' is not a version (an integer >= 1)"));
+  }
+  return version;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::SetVersionPolicyRequest> BuildVersionPolicyRequest(
+    const std::string& name, const std::vector<std::string>& args) {
+  if (absl::StripAsciiWhitespace(name).empty()) return absl::InvalidArgumentError(kEmptyName);
+  if (args.empty())
+    return absl::InvalidArgumentError(absl::StrCat("missing policy; ", kPolicyUsage));
+  v1::SetVersionPolicyRequest request;
+  request.set_name(name);
+  v1::VersionPolicy& policy = *request.mutable_version_policy();
+  const std::string& kind = args.front();
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (kind == "latest") {
+    if (rest.size() > 1) {
+      return absl::InvalidArgumentError("latest takes at most one number, N (default 1)");
+    }
+    int64_t n = 1;
+    if (!rest.empty() && (!absl::SimpleAtoi(rest[0], &n) || n < 1 || n > 1000000)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("latest: '", rest[0], "' is not a number of versions (>= 1)"));
+    }
+    policy.mutable_latest()->set_num_versions(static_cast<uint32_t>(n));
+  } else if (kind == "all") {
+    if (!rest.empty()) return absl::InvalidArgumentError("all takes no versions");
+    policy.mutable_all();
+  } else if (kind == "specific") {
+    if (rest.empty()) {
+      return absl::InvalidArgumentError("specific needs at least one version, e.g. specific 1 3");
+    }
+    for (const std::string& text : rest) {
+      absl::StatusOr<int64_t> version = ParseVersionArgument("specific", text);
+      if (!version.ok()) return version.status();
+      policy.mutable_specific()->add_versions(*version);
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown policy '", kind, "'; ", kPolicyUsage));
+  }
+  return request;
+}
+
+absl::StatusOr<v1::RollbackModelRequest> BuildRollbackRequest(const std::string& name,
+                                                              const std::string& version) {
+  if (absl::StripAsciiWhitespace(name).empty()) return absl::InvalidArgumentError(kEmptyName);
+  absl::StatusOr<int64_t> parsed = ParseVersionArgument("VERSION", version);
+  if (!parsed.ok()) return parsed.status();
+  v1::RollbackModelRequest request;
+  request.set_name(name);
+  request.set_version(*parsed);
+  return request;
+}
+
+absl::StatusOr<inference::ModelStatisticsRequest> BuildStatisticsRequest(
+    const std::vector<std::string>& args, const std::optional<int64_t>& version) {
+  if (args.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", args[1], "'"));
+  }
+  inference::ModelStatisticsRequest request;
+  if (!args.empty()) {
+    if (absl::StripAsciiWhitespace(args[0]).empty()) return absl::InvalidArgumentError(kEmptyName);
+    request.set_name(args[0]);
+  }
+  if (version) {
+    if (request.name().empty()) {
+      return absl::InvalidArgumentError("--version needs a MODEL: the model it is a version of");
+    }
+    if (*version < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--version: must be >= 1, got ", *version));
+    }
+    request.set_version(absl::StrCat(*version));
+  }
+  return request;
+}
+
+int RunVersionPolicy(ModelClient& client, const v1::SetVersionPolicyRequest& request,
+                     const CommandIo& io) {
+  absl::StatusOr<v1::SetVersionPolicyResponse> response = client.SetVersionPolicy(request);
+  if (!response.ok()) return ReportError(response.status(), io);
+  if (io.json) {
+    PrintJson(*response, /*pretty=*/true, io);
+  } else {
+    *io.out << FormatModelStatus(response->model()) << std::flush;
+  }
+  return kExitOk;
+}
+
+int RunRollback(ModelClient& client, const v1::RollbackModelRequest& request, const CommandIo& io) {
+  absl::StatusOr<v1::RollbackModelResponse> response = client.RollbackModel(request);
+  if (!response.ok()) return ReportError(response.status(), io);
+  if (io.json) {
+    PrintJson(*response, /*pretty=*/true, io);
+  } else {
+    *io.out << FormatModelStatus(response->model()) << std::flush;
+  }
+  return kExitOk;
+}
+
+int RunStats(ModelClient& client, const inference::ModelStatisticsRequest& request,
+             const CommandIo& io) {
+  return PrintResponse(client.ModelStatistics(request), FormatStatistics, io);
+}
+
+namespace {
 
 // How a served model runs; shared by export and load --torchscript.
 void DefineServingFlags(ArgParser& parser, ServingFlags& o) {
@@ -334,11 +487,24 @@ void DefineServingFlags(ArgParser& parser, ServingFlags& o) {
                 "(default 500)");
 }
 
+// When the new version may serve; checked at this and every later load.
+void DefinePromotionFlags(ArgParser& parser, PromotionFlags& o) {
+  parser.AddDouble("min-top1-agreement", &o.min_top1_agreement,
+                   "refuse the version unless its cast agrees with fp32 on at least this "
+                   "fraction of top-1 predictions, in [0, 1]",
+                   "X");
+  parser.AddDouble("max-mean-rel-diff", &o.max_mean_rel_diff,
+                   "refuse the version if its cast's mean relative difference from fp32 "
+                   "exceeds this, >= 0",
+                   "Y");
+}
+
 class Export : public Invocation {
  public:
   void DefineFlags(ArgParser& parser) override {
     parser.AddString("name", &options_.name, "serve the model under this name; required", "NAME");
     DefineServingFlags(parser, options_.serving);
+    DefinePromotionFlags(parser, options_.promotion);
   }
   absl::Status Prepare(const std::vector<std::string>& args) override {
     return Store(BuildExportRequest(args.front(), options_), request_);
@@ -364,6 +530,7 @@ class Load : public Invocation {
     parser.AddRepeated("output", &options_.outputs, "an output, in order; repeatable",
                        "NAME:DATATYPE:D1,D2,...");
     DefineServingFlags(parser, options_.serving);
+    DefinePromotionFlags(parser, options_.promotion);
   }
   absl::Status Prepare(const std::vector<std::string>& args) override {
     return Store(BuildLoadRequest(args.front(), options_), request_);
@@ -446,19 +613,68 @@ class Unload : public Invocation {
   std::string name_;
 };
 
+class VersionPolicy : public Invocation {
+ public:
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildVersionPolicyRequest(args.front(),
+                                           std::vector<std::string>(args.begin() + 1, args.end())),
+                 request_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunVersionPolicy(*clients.models, request_, io);
+  }
+
+ private:
+  v1::SetVersionPolicyRequest request_;
+};
+
+class Rollback : public Invocation {
+ public:
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildRollbackRequest(args[0], args[1]), request_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunRollback(*clients.models, request_, io);
+  }
+
+ private:
+  v1::RollbackModelRequest request_;
+};
+
+class Stats : public Invocation {
+ public:
+  void DefineFlags(ArgParser& parser) override {
+    parser.AddInt("version", &version_, "only this version of MODEL");
+  }
+  absl::Status Prepare(const std::vector<std::string>& args) override {
+    return Store(BuildStatisticsRequest(args, version_), request_);
+  }
+  int Run(const CommandClients& clients, const CommandIo& io) override {
+    return RunStats(*clients.models, request_, io);
+  }
+
+ private:
+  std::optional<int64_t> version_;
+  inference::ModelStatisticsRequest request_;
+};
+
 constexpr ClientKind kModel = ClientKind::kModel;
 
 const CliCommand kModelCommands[] = {
     {"export", "JOB", 1, "serve a succeeded job's model",
      "Copies JOB's final weights into the daemon's model repository as the next\n"
      "version of --name, casts them to the serving precision, validates the cast\n"
-     "against fp32 on a calibration batch of the job's dataset and serves it,\n"
-     "replacing the version served before. Prints the validation figures. Exits 0\n"
-     "only if the new version is READY.",
+     "against fp32 on a calibration batch of the job's dataset and serves it as\n"
+     "the model's version policy says (by default in place of the version served\n"
+     "before). --min-top1-agreement and --max-mean-rel-diff refuse a cast that\n"
+     "misses them: the version is kept but not served, and the one serving keeps\n"
+     "serving. Prints the validation figures. Exits 0 only if the new version is\n"
+     "READY.",
      kModel, Invoke<Export>},
     {"load", "NAME", 1, "reload a model, or register a TorchScript model",
-     "Without --torchscript: (re)loads the latest version of NAME from the model\n"
-     "repository; the version it replaces finishes the requests it holds.\n"
+     "Without --torchscript: (re)loads what the version policy of NAME selects from\n"
+     "the model repository (by default its latest version); a version it replaces\n"
+     "finishes the requests it holds.\n"
      "\n"
      "With --torchscript FILE: copies FILE into the repository as the next version of\n"
      "NAME and serves it. forward() takes the --input tensors in order and returns\n"
@@ -470,10 +686,13 @@ const CliCommand kModelCommands[] = {
      "Exits 0 only if the loaded version is READY.",
      kModel, Invoke<Load>},
     {"models", "", 0, "list the served models",
-     "Lists the models in the daemon's repository: the latest version of each, its\n"
-     "state and serving precision, where it came from, and how its cast to that\n"
-     "precision compared with fp32 (max |diff|, mean relative difference, top-1\n"
-     "agreement). Models that are not READY follow with the reason.",
+     "Lists the models in the daemon's repository: the newest served version of\n"
+     "each (else its latest), its state and serving precision, where it came from,\n"
+     "how its cast to that precision compared with fp32 (max |diff|, mean relative\n"
+     "difference, top-1 agreement), the versions served and the version policy.\n"
+     "Versions that are not READY follow with the reason, and versions whose\n"
+     "validation measured layers or labelled accuracy with the first divergent\n"
+     "layer and fp32 vs cast accuracy.",
      kModel, Invoke<Models>},
     {"infer", "NAME", 1, "run a served model on some inputs",
      "Sends one inference request to NAME over the Open Inference Protocol and prints\n"
@@ -487,13 +706,35 @@ const CliCommand kModelCommands[] = {
      kModel, Invoke<Infer>},
     {"delete-model", "NAME", 1, "delete a model version from the repository",
      "Deletes --version N of model NAME from the daemon's repository, or with no\n"
-     "--version every version and the model. The version being served cannot be\n"
-     "deleted: run 'mantissa unload NAME' first, or delete an older version.",
+     "--version every version and the model. A version being served cannot be\n"
+     "deleted: run 'mantissa unload NAME' first, or delete a version not served.",
      kModel, Invoke<DeleteModel>},
     {"unload", "NAME", 1, "stop serving a model",
      "Stops serving NAME; requests already taken complete. Its files stay in the\n"
      "repository, so 'mantissa load NAME' serves it again.",
      kModel, Invoke<Unload>},
+    {"rollback", "NAME VERSION", 2, "serve an earlier version of a model again",
+     "Serves VERSION of NAME alone (the version policy 'specific VERSION'), loading\n"
+     "it first; the versions served before finish the requests they hold. The\n"
+     "policy is kept in the repository, so it survives a restart; 'mantissa\n"
+     "version-policy NAME latest' returns to serving the newest version.",
+     kModel, Invoke<Rollback>},
+    {"version-policy", "NAME POLICY", 2, "choose which versions of a model serve",
+     "Sets which versions of NAME serve, as Triton's version_policy:\n"
+     "  latest [N]          the N newest versions that load and pass their\n"
+     "                      promotion policy (default 1)\n"
+     "  all                 every version that loads\n"
+     "  specific V [V...]   exactly these versions\n"
+     "Requests without a version go to the newest version served; a request may\n"
+     "name any served version. Nothing changes unless a selected version serves.",
+     kModel, Invoke<VersionPolicy>, /*more_arguments=*/true},
+    {"stats", "[MODEL]", 0, "show per-model request and batch statistics",
+     "Prints, per model version, the requests answered and failed, their mean time\n"
+     "queued and computing (decode + forward + encode), items inferred and forwards\n"
+     "run, and per batch size the forwards and their mean time (the Open Inference\n"
+     "Protocol's ModelStatistics). Give a MODEL to see only it, and --version V for\n"
+     "one version.",
+     kModel, Invoke<Stats>, /*more_arguments=*/true},
 };
 
 }  // namespace

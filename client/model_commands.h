@@ -16,9 +16,9 @@
 #include "mantissa/v1/serving.pb.h"
 
 // The serving commands of the `mantissa` CLI: export, load, models, infer,
-// delete-model and unload. As in training_commands.h, the Build* functions turn flags into requests
-// (INVALID_ARGUMENT = a usage error, nothing sent) and the Run* functions
-// make the calls and return the exit code.
+// delete-model, unload, rollback, version-policy and stats. As in training_commands.h, the Build*
+// functions turn flags into requests (INVALID_ARGUMENT = a usage error, nothing sent) and the Run*
+// functions make the calls and return the exit code.
 namespace mantissa::cli {
 
 // The rows of the command table for these commands, in help order.
@@ -31,10 +31,18 @@ struct ServingFlags {
   std::optional<int64_t> max_queue_delay_us;
 };
 
+// When a new version may serve (export and load --torchscript): the
+// request's promotion field is set only when a flag is given.
+struct PromotionFlags {
+  std::optional<double> min_top1_agreement;
+  std::optional<double> max_mean_rel_diff;
+};
+
 // `mantissa export JOB --name NAME [...]`.
 struct ExportOptions {
   std::optional<std::string> name;
   ServingFlags serving;
+  PromotionFlags promotion;
 };
 absl::StatusOr<v1::ExportModelRequest> BuildExportRequest(const std::string& job_id,
                                                           const ExportOptions& options);
@@ -47,6 +55,7 @@ struct LoadOptions {
   std::vector<std::string> inputs;   // "name:DATATYPE:d1,d2,..."
   std::vector<std::string> outputs;  // the same
   ServingFlags serving;
+  PromotionFlags promotion;  // needs --torchscript
 };
 struct LoadRequest {
   inference::RepositoryModelLoadRequest load;
@@ -80,6 +89,17 @@ struct InferPlan {
 // file and the field.
 absl::StatusOr<InferPlan> BuildInferPlan(const std::string& model, const InferOptions& options);
 
+// `mantissa version-policy NAME latest [N] | all | specific V [V...]`:
+// `args` are everything after NAME.
+absl::StatusOr<v1::SetVersionPolicyRequest> BuildVersionPolicyRequest(
+    const std::string& name, const std::vector<std::string>& args);
+// `mantissa rollback NAME VERSION`.
+absl::StatusOr<v1::RollbackModelRequest> BuildRollbackRequest(const std::string& name,
+                                                              const std::string& version);
+// `mantissa stats [MODEL] [--version V]`.
+absl::StatusOr<inference::ModelStatisticsRequest> BuildStatisticsRequest(
+    const std::vector<std::string>& args, const std::optional<int64_t>& version);
+
 // kExitOk only if the new version is READY.
 int RunExport(ModelClient& client, const v1::ExportModelRequest& request, const CommandIo& io);
 // kExitOk only if the (re)loaded version is READY.
@@ -87,6 +107,11 @@ int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io
 int RunModels(ModelClient& client, const CommandIo& io);
 int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io);
 int RunUnload(ModelClient& client, const std::string& name, const CommandIo& io);
+int RunVersionPolicy(ModelClient& client, const v1::SetVersionPolicyRequest& request,
+                     const CommandIo& io);
+int RunRollback(ModelClient& client, const v1::RollbackModelRequest& request, const CommandIo& io);
+int RunStats(ModelClient& client, const inference::ModelStatisticsRequest& request,
+             const CommandIo& io);
 // Deletes `version` of a model (0: every version and the model).
 int RunDeleteModel(ModelClient& client, const std::string& name, int64_t version,
                    const CommandIo& io);

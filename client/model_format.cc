@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -67,36 +68,168 @@ std::string FormatFloat(double value) {
   return absl::StrFormat("%.9g", value);
 }
 
+std::string FormatVersionPolicy(const v1::VersionPolicy& policy) {
+  switch (policy.policy_choice_case()) {
+    case v1::VersionPolicy::kAll:
+      return "all";
+    case v1::VersionPolicy::kSpecific:
+      return absl::StrCat("specific ", absl::StrJoin(policy.specific().versions(), ", "));
+    case v1::VersionPolicy::kLatest:
+      return absl::StrCat("latest ", policy.latest().num_versions());
+    default:
+      return "latest 1";
+  }
+}
+
+std::vector<std::string> ValidationDetails(const v1::HalfCastValidation& v) {
+  std::vector<std::string> lines;
+  if (!v.first_divergent_layer().empty()) {
+    std::string line = absl::StrCat("first divergent layer: ", v.first_divergent_layer());
+    for (const v1::LayerDivergence& layer : v.layers()) {
+      if (layer.layer() != v.first_divergent_layer()) continue;
+      absl::StrAppend(&line, absl::StrFormat(" (mean rel diff %.3g > tolerance %.3g)",
+                                             layer.mean_rel_diff(), v.layer_tolerance()));
+    }
+    lines.push_back(std::move(line));
+  } else if (!v.layers().empty()) {
+    lines.push_back(absl::StrFormat("layers: all %d within tolerance %.3g", v.layers_size(),
+                                    v.layer_tolerance()));
+  }
+  if (v.has_fp32_accuracy() && v.has_cast_accuracy()) {
+    lines.push_back(absl::StrCat("accuracy: fp32 ", FormatAccuracy(v.fp32_accuracy()), ", cast ",
+                                 FormatAccuracy(v.cast_accuracy()), " on ", v.labelled_items(),
+                                 " labelled items"));
+  }
+  return lines;
+}
+
+namespace {
+
+// The version a model's row shows: the newest served, else the latest.
+const v1::ModelVersionStatus& ShownVersion(const v1::ModelStatus& model) {
+  for (auto it = model.versions().rbegin(); it != model.versions().rend(); ++it) {
+    if (it->state() == "READY") return *it;
+  }
+  return *model.versions().rbegin();
+}
+
+// Superseded, left out by the policy or unexplained: nothing an operator must
+// act on.
+bool RoutineReason(const std::string& reason) {
+  if (reason.empty()) return true;
+  for (absl::string_view prefix :
+       {"superseded by version", "not selected by the version policy", "not loaded", "unloaded"}) {
+    if (absl::StartsWith(reason, prefix)) return true;
+  }
+  return false;
+}
+
+std::string ServedCell(const v1::ModelStatus& model) {
+  return model.served_versions().empty() ? "-" : absl::StrJoin(model.served_versions(), ",");
+}
+
+// The notes under the table for one model.
+void AddNotes(const v1::ModelStatus& model, const v1::ModelVersionStatus& shown,
+              std::vector<std::string>& notes) {
+  for (const v1::ModelVersionStatus& version : model.versions()) {
+    const std::string prefix =
+        absl::StrCat(model.name(), " version ", version.config().version(), ": ");
+    if (version.state() != "READY" && (&version == &shown || !RoutineReason(version.reason()))) {
+      std::string note =
+          absl::StrCat(prefix, version.state().empty() ? "UNKNOWN" : version.state());
+      if (!version.reason().empty()) absl::StrAppend(&note, ": ", version.reason());
+      notes.push_back(std::move(note));
+    }
+    if (!version.has_validation()) continue;
+    for (const std::string& line : ValidationDetails(version.validation())) {
+      notes.push_back(prefix + line);
+    }
+  }
+}
+
+}  // namespace
+
 std::string FormatModelTable(const v1::ListModelsResponse& response) {
   if (response.models().empty()) return "no models\n";
-  TablePrinter table(
-      {"NAME", "VERSION", "STATE", "PRECISION", "SOURCE", "MAX |DIFF|", "REL DIFF", "TOP-1"});
+  TablePrinter table({"NAME", "VERSION", "STATE", "PRECISION", "SOURCE", "MAX |DIFF|", "REL DIFF",
+                      "TOP-1", "SERVED", "POLICY"});
   for (size_t column : {1, 5, 6, 7}) table.AlignRight(column);
   std::vector<std::string> notes;
   for (const v1::ModelStatus& model : response.models()) {
+    const std::string policy = FormatVersionPolicy(model.version_policy());
     if (model.versions().empty()) {
-      table.AddRow({model.name(), "-", "-", "-", "-", "-", "-", "-"});
+      table.AddRow({model.name(), "-", "-", "-", "-", "-", "-", "-", "-", policy});
       continue;
     }
-    const v1::ModelVersionStatus& latest = *model.versions().rbegin();
-    const v1::ModelConfig& config = latest.config();
-    const bool validated = latest.has_validation();
-    const v1::HalfCastValidation& validation = latest.validation();
+    const v1::ModelVersionStatus& shown = ShownVersion(model);
+    const v1::ModelConfig& config = shown.config();
+    const bool validated = shown.has_validation();
+    const v1::HalfCastValidation& validation = shown.validation();
     table.AddRow(
-        {model.name(), absl::StrCat(config.version()), latest.state(),
+        {model.name(), absl::StrCat(config.version()), shown.state(),
          config.precision().empty() ? "-" : config.precision(), Source(config),
          validated ? MaxDiffCell(validation) : "-", validated ? RelDiffCell(validation) : "-",
          validated && validation.has_top1_agreement() ? FormatAccuracy(validation.top1_agreement())
-                                                      : "-"});
-    if (latest.state() != "READY") {
-      std::string note = absl::StrCat(model.name(), " version ", config.version(), ": ",
-                                      latest.state().empty() ? "UNKNOWN" : latest.state());
-      if (!latest.reason().empty()) absl::StrAppend(&note, ": ", latest.reason());
-      notes.push_back(std::move(note));
-    }
+                                                      : "-",
+         ServedCell(model), policy});
+    AddNotes(model, shown, notes);
   }
   std::string out = table.ToString();
   if (!notes.empty()) absl::StrAppend(&out, "\n", absl::StrJoin(notes, "\n"), "\n");
+  return out;
+}
+
+std::string FormatModelStatus(const v1::ModelStatus& model) {
+  std::string out = absl::StrCat("model ", model.name(), ": policy ",
+                                 FormatVersionPolicy(model.version_policy()), "; ");
+  if (model.served_versions().empty()) {
+    absl::StrAppend(&out, "serving nothing\n");
+  } else {
+    absl::StrAppend(&out,
+                    model.served_versions_size() == 1 ? "serving version " : "serving versions ",
+                    absl::StrJoin(model.served_versions(), ", "), "\n");
+  }
+  for (const v1::ModelVersionStatus& version : model.versions()) {
+    if (version.state() == "READY" || RoutineReason(version.reason())) continue;
+    absl::StrAppend(&out, "version ", version.config().version(), ": ", version.state(),
+                    version.reason().empty() ? "" : absl::StrCat(": ", version.reason()), "\n");
+  }
+  return out;
+}
+
+namespace {
+
+std::string MeanMs(const inference::StatisticDuration& d, uint64_t count) {
+  if (count == 0) return "-";
+  return absl::StrFormat("%.3f", static_cast<double>(d.ns()) / 1e6 / static_cast<double>(count));
+}
+
+}  // namespace
+
+std::string FormatStatistics(const inference::ModelStatisticsResponse& response) {
+  if (response.model_stats().empty()) return "no statistics\n";
+  TablePrinter table(
+      {"MODEL", "VERSION", "OK", "FAILED", "QUEUE MS", "COMPUTE MS", "INFERENCES", "EXECUTIONS"});
+  for (size_t column : {1, 2, 3, 4, 5, 6, 7}) table.AlignRight(column);
+  std::vector<std::string> batches;
+  for (const inference::ModelStatistics& model : response.model_stats()) {
+    const inference::InferStatistics& s = model.inference_stats();
+    const uint64_t ok = s.success().count();
+    inference::StatisticDuration compute;
+    compute.set_ns(s.compute_input().ns() + s.compute_infer().ns() + s.compute_output().ns());
+    table.AddRow({model.name(), model.version(), absl::StrCat(ok), absl::StrCat(s.fail().count()),
+                  MeanMs(s.queue(), ok), MeanMs(compute, ok), absl::StrCat(model.inference_count()),
+                  absl::StrCat(model.execution_count())});
+    for (const inference::InferBatchStatistics& batch : model.batch_stats()) {
+      const uint64_t runs = batch.compute_infer().count();
+      batches.push_back(absl::StrCat(model.name(), " version ", model.version(), " batch ",
+                                     batch.batch_size(), ": ", runs, " execution",
+                                     runs == 1 ? "" : "s", ", mean forward ",
+                                     MeanMs(batch.compute_infer(), runs), " ms"));
+    }
+  }
+  std::string out = table.ToString();
+  if (!batches.empty()) absl::StrAppend(&out, "\n", absl::StrJoin(batches, "\n"), "\n");
   return out;
 }
 
@@ -126,6 +259,7 @@ std::string FormatModelVersion(const v1::ModelVersionStatus& model) {
     const std::string took =
         seconds < 1 ? absl::StrFormat("%.0f ms", seconds * 1000) : FormatDuration(seconds);
     absl::StrAppend(&out, "\n  on ", source, " in ", took, "\n");
+    for (const std::string& line : ValidationDetails(v)) absl::StrAppend(&out, line, "\n");
   }
   if (model.state() != "READY" && !model.reason().empty()) {
     absl::StrAppend(&out, "reason: ", model.reason(), "\n");

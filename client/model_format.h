@@ -12,15 +12,39 @@
 // `export`, `load` and `infer`. Pure string building, tested without a daemon.
 namespace mantissa::cli {
 
-// The table of `mantissa models`: one row per model, for its latest version
-// (the one served):
-//   NAME  VERSION  STATE  PRECISION  SOURCE  MAX |DIFF|  REL DIFF  TOP-1
+// The table of `mantissa models`: one row per model, for its newest served
+// version (else its latest), with the versions served and the version policy:
+//   NAME  VERSION  STATE  PRECISION  SOURCE  MAX |DIFF|  REL DIFF  TOP-1  SERVED  POLICY
 // SOURCE is the job the weights came from or "torchscript"; the last three
 // are the cast validation's max |half - fp32|, mean relative difference and
 // top-1 agreement ("-" where unknown; "non-finite" for a cast whose outputs
-// were not finite). Then one line per model that is not READY:
-// "NAME version V: STATE: reason". "no models" when empty.
+// were not finite). Then one line per version that is not READY (the row's,
+// and others whose reason is more than being superseded or left out by the
+// policy): "NAME version V: STATE: reason", and for versions whose
+// validation measured layers or accuracy, "NAME version V: " and those
+// figures (ValidationDetails). "no models" when empty.
 std::string FormatModelTable(const v1::ListModelsResponse& response);
+
+// The per-layer and accuracy figures of a validation, one line each, empty
+// when it has none:
+//   first divergent layer: 3 (mean rel diff 0.0213 > tolerance 0.01)
+//   accuracy: fp32 91.41%, cast 91.02% on 128 labelled items
+std::vector<std::string> ValidationDetails(const v1::HalfCastValidation& validation);
+
+// "latest 1", "all", "specific 1, 3".
+std::string FormatVersionPolicy(const v1::VersionPolicy& policy);
+
+// What `mantissa rollback` and `version-policy` print:
+//   model NAME: policy specific 1; serving version 1
+// then a line per version that is not READY for a reason of its own.
+std::string FormatModelStatus(const v1::ModelStatus& model);
+
+// `mantissa stats`: one row per model version,
+//   MODEL  VERSION  OK  FAILED  QUEUE MS  COMPUTE MS  INFERENCES  EXECUTIONS
+// (means per answered request; compute = decode + forward + encode), then
+// per version and batch size "NAME version V batch B: N executions, mean
+// forward X ms". "no statistics" when empty.
+std::string FormatStatistics(const inference::ModelStatisticsResponse& response);
 
 // What `mantissa export` and `load --torchscript` print for the new version:
 //   model NAME version V: READY, bf16-true

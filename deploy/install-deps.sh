@@ -13,6 +13,8 @@ packages=(
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libcpp-httplib-dev libsqlite3-dev zlib1g-dev
+  # KServe v2 REST bodies (header-only); curl drives the REST and /metrics tests
+  rapidjson-dev curl
   # the PostgreSQL job store (--database=postgresql://...): libpq, and the
   # server that the tests and the local fleet demo start in a temp dir
   libpq-dev postgresql

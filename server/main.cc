@@ -48,6 +48,7 @@
 #include "server/service/authorizer.h"
 #include "server/service/blocking_executor.h"
 #include "server/service/inference_service.h"
+#include "server/service/kserve_http_server.h"
 #include "server/service/model_service.h"
 #include "server/service/training_service.h"
 #include "server/service/transport_security.h"
@@ -62,6 +63,9 @@ ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
           "Address of the gRPC services (HOST:PORT; port 0 picks a free port).");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "Address of the Prometheus /metrics endpoint (HOST:PORT; port 0 picks one).");
+ABSL_FLAG(std::string, http_address, "127.0.0.1:8000",
+          "Address of the KServe v2 REST endpoints (/v2/...; HOST:PORT; port 0 picks one; "
+          "empty turns REST off). HTTPS with --tls_cert_file.");
 ABSL_FLAG(std::string, state_dir, "./mantissa-state",
           "Directory of the job database, checkpoints and model repository.");
 ABSL_FLAG(std::string, database, "",
@@ -85,7 +89,8 @@ ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 = one per core
 ABSL_FLAG(int, metrics_max_finished_jobs, 50,
           "Finished jobs whose per-job series stay in /metrics.");
 ABSL_FLAG(std::string, port_file, "",
-          "After binding, write {\"grpc\": PORT, \"metrics\": PORT} to this file. It appears "
+          "After binding, write {\"grpc\": PORT, \"metrics\": PORT, \"http\": PORT} to this file. "
+          "It appears "
           "before the model repository has loaded: watch health or ServerReady for that.");
 ABSL_FLAG(int, drain_seconds, 0,
           "On SIGTERM/SIGINT, first report NOT_SERVING (health, ServerReady) while still serving "
@@ -95,7 +100,7 @@ ABSL_FLAG(int, calibration_items, 256,
           "precision; an exported job's batch is at most the 256 items (language models: 4096 "
           "tokens) its export artifact kept.");
 ABSL_FLAG(std::string, tls_cert_file, "",
-          "PEM certificate chain: serve gRPC and /metrics over TLS (with --tls_key_file). "
+          "PEM certificate chain: serve gRPC, REST and /metrics over TLS (with --tls_key_file). "
           "Replaced files are picked up without a restart.");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
@@ -176,13 +181,14 @@ std::vector<std::string> FolderList(const std::string& flag, const std::string& 
   return folders;
 }
 
-absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port,
+absl::Status WritePortFile(const std::string& path, int grpc_port, int metrics_port, int http_port,
                            int health_port) {
   // Write then rename, so a reader never sees half a file.
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "{\"grpc\": " << grpc_port << ", \"metrics\": " << metrics_port;
+    if (http_port > 0) out << ", \"http\": " << http_port;
     if (health_port > 0) out << ", \"health\": " << health_port;
     out << "}\n";
     if (!out.good()) return absl::InternalError(absl::StrCat("--port_file: cannot write ", tmp));
@@ -486,12 +492,15 @@ absl::StatusOr<std::unique_ptr<TrainingJobRunner>> CreateRunner(
 // server, giving open calls a moment. Shutdown returns once every call has
 // finished; the inference threads keep running until then, so the requests
 // they hold complete. Then stops the inference threads and the executor.
-void ShutDown(Listeners& listeners, JobManager& manager, ModelServer& model_server,
-              BlockingExecutor& executor) {
+void ShutDown(Listeners& listeners, KServeHttpServer* http, JobManager& manager,
+              ModelServer& model_server, BlockingExecutor& executor) {
   listeners.health->Shutdown();
   if (listeners.probe_health != nullptr) listeners.probe_health->Shutdown();
   manager.Shutdown();
   listeners.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  // REST requests finish on the inference threads too: stopped (and their
+  // answers sent) before those go.
+  if (http != nullptr) http->Stop();
   model_server.Shutdown();
   executor.Shutdown();
   listeners.server->Wait();
@@ -510,9 +519,10 @@ absl::StatusOr<std::unique_ptr<TransportSecurity>> CreateTransportSecurity() {
                                  .refresh_seconds = absl::GetFlag(FLAGS_tls_refresh_seconds),
                                  .allow_insecure = absl::GetFlag(FLAGS_allow_insecure)});
   if (!security.ok()) return security.status();
-  for (auto [flag, address] :
-       {std::pair{"--grpc_address", absl::GetFlag(FLAGS_grpc_address)},
-        std::pair{"--metrics_address", absl::GetFlag(FLAGS_metrics_address)}}) {
+  for (auto [flag, address] : {std::pair{"--grpc_address", absl::GetFlag(FLAGS_grpc_address)},
+                               std::pair{"--metrics_address", absl::GetFlag(FLAGS_metrics_address)},
+                               std::pair{"--http_address", absl::GetFlag(FLAGS_http_address)}}) {
+    if (address.empty()) continue;  // only --http_address may be empty (REST off)
     if (absl::Status s = (*security)->CheckBind(flag, address); !s.ok()) return s;
   }
   return security;
@@ -529,19 +539,40 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> StartMetricsServer(
                                     .authorize = MetricsAuthorization(authorizer)});
 }
 
+// The KServe v2 REST endpoints over the same ModelServer, readiness and
+// authorization as gRPC; nullptr when --http_address is empty.
+absl::StatusOr<std::unique_ptr<KServeHttpServer>> StartHttpServer(ModelServer* model_server,
+                                                                  std::function<bool()> ready,
+                                                                  const Authorizer* authorizer) {
+  if (absl::GetFlag(FLAGS_http_address).empty()) return nullptr;
+  return KServeHttpServer::Create(
+      {.address = absl::GetFlag(FLAGS_http_address),
+       .server = model_server,
+       .ready = std::move(ready),
+       .authorizer = authorizer,
+       .tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+       .tls_key_file = absl::GetFlag(FLAGS_tls_key_file),
+       // Enough for 16 and more keep-alive clients, each holding a worker.
+       .threads = 32,
+       // As gRPC's receive limit, which the daemon leaves at its default.
+       .max_body_bytes = GRPC_DEFAULT_MAX_RECV_MESSAGE_LENGTH});
+}
+
 // Writes --port_file and logs where the daemon listens.
-absl::Status Announce(const Listeners& listeners, int metrics_port, const std::string& device,
-                      int threads, const std::string& state_dir, const std::string& worker_id) {
+absl::Status Announce(const Listeners& listeners, int metrics_port, int http_port,
+                      const std::string& device, int threads, const std::string& state_dir,
+                      const std::string& worker_id) {
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
-    if (absl::Status s =
-            WritePortFile(port_file, listeners.grpc_port, metrics_port, listeners.health_port);
+    if (absl::Status s = WritePortFile(port_file, listeners.grpc_port, metrics_port, http_port,
+                                       listeners.health_port);
         !s.ok()) {
       return s;
     }
   }
   LogInfo(absl::StrCat("mantissad ", MANTISSA_VERSION, " listening for gRPC on port ",
-                       listeners.grpc_port, ", metrics on port ", metrics_port, "; device ", device,
-                       ", LibTorch ", LibTorchVersion(), ", ", threads,
+                       listeners.grpc_port, ", metrics on port ", metrics_port,
+                       http_port > 0 ? absl::StrCat(", KServe v2 REST on port ", http_port) : "",
+                       "; device ", device, ", LibTorch ", LibTorchVersion(), ", ", threads,
                        " intra-op threads (BLAS: ", BlasThreading(), "), state in ", state_dir));
   const std::string database = absl::GetFlag(FLAGS_database);
   LogInfo(
@@ -728,12 +759,17 @@ int Run(const std::vector<std::string>& args) {
   absl::StatusOr<Listeners> listeners =
       StartListeners({&training_service, &inference_service, &model_service}, **security);
   if (!listeners.ok()) return Fail(listeners.status());
+  auto http_server = StartHttpServer(
+      model_server->get(), [&] { return (*model_server)->ready() && !draining.load(); },
+      authorizer->get());
+  if (!http_server.ok()) return Fail(http_server.status());
 
   auto metrics_server = StartMetricsServer(metrics, authorizer->get());
   if (!metrics_server.ok()) return Fail(metrics_server.status());
 
-  if (absl::Status s = Announce(*listeners, (*metrics_server)->port(), (*runner)->device(), threads,
-                                state_dir.string(), worker_id);
+  if (absl::Status s = Announce(*listeners, (*metrics_server)->port(),
+                                *http_server != nullptr ? (*http_server)->port() : 0,
+                                (*runner)->device(), threads, state_dir.string(), worker_id);
       !s.ok()) {
     return Fail(s);
   }
@@ -745,7 +781,7 @@ int Run(const std::vector<std::string>& args) {
 
   WaitForShutdown(signals, draining, *listeners);
 
-  ShutDown(*listeners, **manager, **model_server, executor);
+  ShutDown(*listeners, http_server->get(), **manager, **model_server, executor);
   // Nothing uses the store now: closing it stops its notifications first.
   store->reset();
   metrics_server->reset();
@@ -759,8 +795,9 @@ int Run(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "mantissad: trains models over gRPC under Lightning Fabric's precision modes, and serves\n"
-      "them in true half precision over the Open Inference Protocol (KServe v2 gRPC).\n"
-      "Usage: mantissad [--grpc_address=HOST:PORT] [--metrics_address=HOST:PORT] "
+      "them in true half precision over the Open Inference Protocol (KServe v2 gRPC and REST).\n"
+      "Usage: mantissad [--grpc_address=HOST:PORT] [--http_address=HOST:PORT] "
+      "[--metrics_address=HOST:PORT] "
       "[--state_dir=DIR] [--device=auto|cpu|cuda|cuda:N] [--max_concurrent_jobs=N] "
       "[--port_file=PATH] [--drain_seconds=N] [--calibration_items=N]\n"
       "       [--tls_cert_file=PEM --tls_key_file=PEM [--tls_client_ca_file=PEM]] "

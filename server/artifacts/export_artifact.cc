@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/artifacts/named_tensor_archive.h"
 #include "server/common/file_sync.h"
 #include "server/common/status_macros.h"
@@ -178,6 +179,10 @@ void WriteCalibration(torch::serialize::OutputArchive& archive, const Calibratio
   WriteNamedTensors(inputs, sample.inputs);
   archive.write("calibration_inputs", inputs);
   archive.write("calibration_origin", c10::IValue(sample.origin));
+  // An optional key: older readers ignore it, and older files lack it.
+  if (sample.labels.defined()) {
+    archive.write("calibration_labels", sample.labels.detach().to(torch::kCPU).contiguous());
+  }
 }
 
 absl::StatusOr<CalibrationSample> ReadCalibration(torch::serialize::InputArchive& archive,
@@ -193,6 +198,15 @@ absl::StatusOr<CalibrationSample> ReadCalibration(torch::serialize::InputArchive
                                                      " does not hold ", sample.items(),
                                                      " items like the first"));
     }
+  }
+  torch::Tensor labels;
+  if (archive.try_read("calibration_labels", labels)) {
+    if (labels.dim() != 1 || labels.size(0) != sample.items() || labels.is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          context, ": calibration labels are ", c10::toString(labels.scalar_type()), " [",
+          absl::StrJoin(labels.sizes(), ", "), "], expected int64 [", sample.items(), "]"));
+    }
+    sample.labels = labels.to(torch::kInt64);
   }
   return sample;
 }

@@ -27,6 +27,10 @@ struct TensorSignature {
 struct CalibrationSample {
   NamedTensors inputs;
   std::string origin;  // where the items come from, e.g. "mnist test split"
+  // Classifiers: the targets of the same items, int64 [items], so that a
+  // cast's accuracy can be put beside fp32's. Undefined for language models
+  // and in samples written before samples kept them.
+  torch::Tensor labels;
 
   int64_t items() const { return inputs.empty() ? 0 : inputs[0].second.size(0); }
 };

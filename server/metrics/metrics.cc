@@ -25,6 +25,13 @@ prometheus::Histogram::BucketBoundaries RequestBuckets() {
           0.05,    0.1,    0.25,    0.5,    1.0,   2.5,    5.0,   10.0};
 }
 
+// From 10 us to 10 s, for the two parts of a request: an empty queue or a
+// tiny forward on the CPU, up to a backlog behind a large model.
+prometheus::Histogram::BucketBoundaries StageBuckets() {
+  return {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+          0.025,   0.05,     0.1,     0.25,   0.5,     1.0,    2.5,   5.0,    10.0};
+}
+
 // Items per merged forward, up to the largest max_batch_size.
 prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
   return {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
@@ -165,6 +172,23 @@ Metrics::Metrics(Options options)
                                 .Help("Items per forward of a model's dynamic batcher.")
                                 .Labels(WorkerLabel(options))
                                 .Register(*registry_)),
+      inference_queue_depth_(BuildGauge()
+                                 .Name("mantissa_inference_queue_depth")
+                                 .Help("Requests waiting in the dynamic batcher queues of a model.")
+                                 .Labels(WorkerLabel(options))
+                                 .Register(*registry_)),
+      inference_queue_duration_(BuildHistogram()
+                                    .Name("mantissa_inference_queue_duration_seconds")
+                                    .Help("Time an answered request waited in the dynamic "
+                                          "batcher's queue before its forward started.")
+                                    .Labels(WorkerLabel(options))
+                                    .Register(*registry_)),
+      inference_compute_duration_(BuildHistogram()
+                                      .Name("mantissa_inference_compute_duration_seconds")
+                                      .Help("Time of the forward that answered a request, "
+                                            "including splitting its outputs.")
+                                      .Labels(WorkerLabel(options))
+                                      .Register(*registry_)),
       cast_max_abs_diff_(BuildGauge()
                              .Name("mantissa_model_cast_max_abs_diff")
                              .Help("Max |cast - fp32| over the calibration outputs at load.")
@@ -240,9 +264,16 @@ std::shared_ptr<InferenceMetrics> Metrics::ModelInference(const std::string& mod
   // The OK series exists from the start, so a rate over it is defined
   // before the first request.
   inference_requests_.Add({{"model", model}, {"status", "OK"}});
+  const prometheus::Labels labels{{"model", model}};
+  // The depth exists from the start at 0, so a backlog alert sees an idle
+  // model as idle rather than as missing.
   auto reporter = std::make_shared<InferenceMetrics>(
-      model, inference_requests_, inference_duration_.Add({{"model", model}}, RequestBuckets()),
-      inference_batch_size_.Add({{"model", model}}, BatchSizeBuckets()));
+      model, InferenceMetrics::Series{inference_requests_,
+                                      inference_duration_.Add(labels, RequestBuckets()),
+                                      inference_batch_size_.Add(labels, BatchSizeBuckets()),
+                                      inference_queue_depth_.Add(labels),
+                                      inference_queue_duration_.Add(labels, StageBuckets()),
+                                      inference_compute_duration_.Add(labels, StageBuckets())});
   models_.emplace(model, reporter);
   return reporter;
 }

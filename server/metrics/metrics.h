@@ -111,28 +111,41 @@ class JobMetrics {
 // and request threads. Valid as long as the Metrics object.
 class InferenceMetrics {
  public:
-  InferenceMetrics(std::string model, prometheus::Family<prometheus::Counter>& requests,
-                   prometheus::Histogram& duration, prometheus::Histogram& batch_size)
-      : model_(std::move(model)),
-        requests_(requests),
-        duration_(duration),
-        batch_size_(batch_size) {}
+  // The model's children of the inference families (owned by Metrics).
+  struct Series {
+    prometheus::Family<prometheus::Counter>& requests;
+    prometheus::Histogram& duration;
+    prometheus::Histogram& batch_size;
+    prometheus::Gauge& queue_depth;
+    prometheus::Histogram& queue_duration;
+    prometheus::Histogram& compute_duration;
+  };
+
+  InferenceMetrics(std::string model, const Series& series)
+      : model_(std::move(model)), series_(series) {}
 
   // One finished request: `status` is absl::StatusCodeToString of its
   // outcome ("OK", "INVALID_ARGUMENT", ...). The latency histogram counts
   // answered requests only (status "OK"), so refusals do not pull it down.
   void ObserveRequest(const std::string& status, double seconds) {
-    requests_.Add({{"model", model_}, {"status", status}}).Increment();
-    if (status == "OK") duration_.Observe(seconds);
+    series_.requests.Add({{"model", model_}, {"status", status}}).Increment();
+    if (status == "OK") series_.duration.Observe(seconds);
   }
   // One forward of the model's batcher, with its merged item count.
-  void ObserveBatch(int64_t items) { batch_size_.Observe(static_cast<double>(items)); }
+  void ObserveBatch(int64_t items) { series_.batch_size.Observe(static_cast<double>(items)); }
+  // Requests entering (+n) or leaving (-n) a batcher queue of the model;
+  // the gauge sums every version's batcher.
+  void Queued(int64_t delta) { series_.queue_depth.Increment(static_cast<double>(delta)); }
+  // Where one answered request spent its time: waiting in the batcher
+  // queue, and in the forward of the batch that held it.
+  void ObserveTiming(double queue_seconds, double compute_seconds) {
+    series_.queue_duration.Observe(queue_seconds);
+    series_.compute_duration.Observe(compute_seconds);
+  }
 
  private:
   const std::string model_;
-  prometheus::Family<prometheus::Counter>& requests_;
-  prometheus::Histogram& duration_;
-  prometheus::Histogram& batch_size_;
+  const Series series_;
 };
 
 // Every metric family of the daemon, declared once (as Triton core does);
@@ -222,6 +235,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& inference_requests_;
   prometheus::Family<prometheus::Histogram>& inference_duration_;
   prometheus::Family<prometheus::Histogram>& inference_batch_size_;
+  prometheus::Family<prometheus::Gauge>& inference_queue_depth_;
+  prometheus::Family<prometheus::Histogram>& inference_queue_duration_;
+  prometheus::Family<prometheus::Histogram>& inference_compute_duration_;
   prometheus::Family<prometheus::Gauge>& cast_max_abs_diff_;
   prometheus::Family<prometheus::Gauge>& cast_mean_rel_diff_;
   prometheus::Family<prometheus::Gauge>& cast_top1_agreement_;

@@ -95,17 +95,13 @@ class GptNetImpl : public torch::nn::Module, public SwappableLayers {
     InitGpt2();
   }
 
-  torch::Tensor forward(const torch::Tensor& tokens) {
-    TORCH_CHECK(tokens.dim() == 2 && !tokens.is_floating_point(),
-                "model gpt: expected integer token ids [N, T], got ", tokens.scalar_type(), " ",
-                tokens.sizes());
-    const int64_t t = tokens.size(1);
-    TORCH_CHECK(t <= seq_len_, "model gpt: ", t, " tokens exceed seq_len ", seq_len_);
-    torch::Tensor positions =
-        torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(tokens.device()));
-    torch::Tensor x = Dropout(tok_emb_(tokens) + pos_emb_(positions), dropout_, is_training());
-    for (const auto& block : *blocks_) x = block->as<BlockImpl>()->forward(x);
-    return head_.forward(ln_f_(x));
+  torch::Tensor forward(const torch::Tensor& tokens) { return Run(tokens, nullptr); }
+
+  // forward, keeping "embedding", "blocks.0", ..., "ln_f" and "head".
+  std::vector<std::pair<std::string, torch::Tensor>> forward_layers(const torch::Tensor& tokens) {
+    std::vector<std::pair<std::string, torch::Tensor>> layers;
+    Run(tokens, &layers);
+    return layers;
   }
 
   bool SwapLayer(const std::string& name, torch::nn::AnyModule layer) override {
@@ -113,6 +109,31 @@ class GptNetImpl : public torch::nn::Module, public SwappableLayers {
   }
 
  private:
+  torch::Tensor Run(const torch::Tensor& tokens,
+                    std::vector<std::pair<std::string, torch::Tensor>>* layers) {
+    TORCH_CHECK(tokens.dim() == 2 && !tokens.is_floating_point(),
+                "model gpt: expected integer token ids [N, T], got ", tokens.scalar_type(), " ",
+                tokens.sizes());
+    const int64_t t = tokens.size(1);
+    TORCH_CHECK(t <= seq_len_, "model gpt: ", t, " tokens exceed seq_len ", seq_len_);
+    auto keep = [layers](std::string name, const torch::Tensor& x) {
+      if (layers != nullptr) layers->emplace_back(std::move(name), x);
+    };
+    torch::Tensor positions =
+        torch::arange(t, torch::TensorOptions().dtype(torch::kInt64).device(tokens.device()));
+    torch::Tensor x = Dropout(tok_emb_(tokens) + pos_emb_(positions), dropout_, is_training());
+    keep("embedding", x);
+    for (size_t i = 0; i < blocks_->size(); ++i) {
+      x = blocks_->ptr(i)->as<BlockImpl>()->forward(x);
+      keep(absl::StrCat("blocks.", i), x);
+    }
+    x = ln_f_(x);
+    keep("ln_f", x);
+    x = head_.forward(x);
+    keep("head", x);
+    return x;
+  }
+
   // GPT-2: N(0, 0.02) weights for every Linear and Embedding, zero biases;
   // LayerNorms keep their (1, 0) default.
   void InitGpt2() {
@@ -135,6 +156,16 @@ class GptNetImpl : public torch::nn::Module, public SwappableLayers {
   torch::nn::AnyModule head_;
 };
 TORCH_MODULE(GptNet);
+
+class GptModel final : public ModuleModel<GptNet> {
+ public:
+  using ModuleModel::ModuleModel;
+
+  std::vector<std::pair<std::string, torch::Tensor>> ForwardLayers(
+      const torch::Tensor& input) override {
+    return module()->forward_layers(input);
+  }
+};
 
 // "model_options[vocab]=100 is smaller than the dataset's vocabulary 256".
 absl::Status CheckAtLeast(int64_t* value, const char* key, int64_t dataset_value,
@@ -214,7 +245,7 @@ absl::StatusOr<std::unique_ptr<Model>> Gpt::Build(Options options, const DataSpe
   }
   RETURN_IF_ERROR(CheckAtLeast(&options.vocab, "vocab", data.vocab_size, "vocabulary"));
   RETURN_IF_ERROR(CheckAtLeast(&options.seq_len, "seq_len", data.seq_len, "sequence length"));
-  return std::make_unique<ModuleModel<GptNet>>(GptNet(options));
+  return std::make_unique<GptModel>(GptNet(options));
 }
 
 int64_t Gpt::ParameterCount(const Options& o) {

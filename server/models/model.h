@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,6 +42,14 @@ class Model {
   virtual ~Model() = default;
 
   virtual torch::Tensor Forward(const torch::Tensor& input) = 0;
+  // Forward, keeping each layer's output by module path in forward order
+  // ("0", "1", ... for a Sequential): the last entry is Forward's output.
+  // Serving compares them between fp32 and a half cast to say where a cast
+  // starts to diverge. Models without layers give {"output", Forward}.
+  virtual std::vector<std::pair<std::string, torch::Tensor>> ForwardLayers(
+      const torch::Tensor& input) {
+    return {{"output", Forward(input)}};
+  }
   virtual std::vector<torch::Tensor> Parameters() = 0;
   // Every parameter and buffer by its dotted name: what a checkpoint holds.
   // The tensors alias the model's, so copying into them loads weights.
@@ -70,6 +79,23 @@ class ModuleModel : public Model {
   explicit ModuleModel(ModuleHolder module) : module_(std::move(module)) {}
 
   torch::Tensor Forward(const torch::Tensor& input) override { return module_->forward(input); }
+  std::vector<std::pair<std::string, torch::Tensor>> ForwardLayers(
+      const torch::Tensor& input) override {
+    if constexpr (std::is_same_v<ModuleHolder, torch::nn::Sequential>) {
+      // The children in the order Sequential::forward runs them.
+      std::vector<std::pair<std::string, torch::Tensor>> layers;
+      const auto children = module_->named_children();
+      torch::Tensor x = input;
+      size_t i = 0;
+      for (auto& layer : *module_) {
+        x = layer.forward(x);
+        layers.emplace_back(children[i++].key(), x);
+      }
+      return layers;
+    } else {
+      return Model::ForwardLayers(input);
+    }
+  }
   std::vector<torch::Tensor> Parameters() override { return module_->parameters(); }
   NamedTensors State() override {
     NamedTensors state;

@@ -25,8 +25,10 @@ enum class Permission {
   kCapabilities,  // GetCapabilities
   kExportJobs,    // ExportModel (train: its own jobs)
   kInfer,         // ModelInfer
-  kReadModels,    // ListModels, ServerMetadata, ModelReady, ModelMetadata, RepositoryIndex
-  kAdminister,    // RegisterModel, DeleteModelVersion, RepositoryModelLoad/Unload
+  kReadModels,    // ListModels, ServerMetadata, ModelReady, ModelMetadata, RepositoryIndex,
+                  // ModelStatistics (and their REST routes)
+  kAdminister,    // RegisterModel, DeleteModelVersion, RepositoryModelLoad/Unload,
+                  // SetVersionPolicy, RollbackModel
   kMetrics,       // GET /metrics
 };
 

@@ -57,6 +57,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
   response->set_name("mantissad");
   response->set_version(MANTISSA_VERSION);
   response->add_extensions("model_repository");
+  response->add_extensions("statistics");
   return FinishNow(context, absl::OkStatus());
 }
 
@@ -108,6 +109,20 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
   // One repository per daemon, so repository_name is not checked.
   *response = server_->RepositoryIndex(request->ready());
   return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
+    grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
+    inference::ModelStatisticsResponse* response) {
+  if (absl::StatusOr<Caller> caller = authorizer_->Authorize(
+          *context, Permission::kReadModels, "inference.GRPCInferenceService/ModelStatistics");
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
+  absl::StatusOr<inference::ModelStatisticsResponse> statistics =
+      server_->Statistics(request->name(), request->version());
+  if (statistics.ok()) *response = *std::move(statistics);
+  return FinishNow(context, statistics.status());
 }
 
 grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(

@@ -11,7 +11,7 @@
 namespace mantissa {
 
 // inference.GRPCInferenceService (the Open Inference Protocol with the
-// repository extension) on gRPC's callback API, over the ModelServer.
+// repository and statistics extensions) on gRPC's callback API, over the ModelServer.
 // Readiness, metadata and the index are map reads answered on the reactor;
 // ModelInfer finishes from the inference thread that ran the forward; loads
 // and unloads run on `executor`, since a load casts and validates a model for
@@ -55,6 +55,11 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   grpc::ServerUnaryReactor* RepositoryModelUnload(
       grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
       inference::RepositoryModelUnloadResponse* response) override;
+  // Triton's statistics extension: per model version, counted since it was
+  // first served by this daemon. A map read, answered on the reactor.
+  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
+                                            const inference::ModelStatisticsRequest* request,
+                                            inference::ModelStatisticsResponse* response) override;
 
  private:
   ModelServer* const server_;

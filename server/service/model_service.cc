@@ -109,4 +109,47 @@ grpc::ServerUnaryReactor* ModelService::DeleteModelVersion(
   });
 }
 
+grpc::ServerUnaryReactor* ModelService::SetVersionPolicy(grpc::CallbackServerContext* context,
+                                                         const v1::SetVersionPolicyRequest* request,
+                                                         v1::SetVersionPolicyResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(
+      *context, Permission::kAdminister, "mantissa.v1.ModelService/SetVersionPolicy");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  if (absl::Status status = RequireField("name", request->name()); !status.ok()) {
+    return FinishNow(context, status);
+  }
+  if (!request->has_version_policy()) {
+    return FinishNow(context, absl::InvalidArgumentError(
+                                  "version_policy: is required (one of latest, all, specific)"));
+  }
+  return FinishOnExecutor(context, executor_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<v1::ModelStatus> model =
+        server_->SetVersionPolicy(request->name(), request->version_policy());
+    if (!model.ok()) return model.status();
+    *response->mutable_model() = *std::move(model);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ModelService::RollbackModel(grpc::CallbackServerContext* context,
+                                                      const v1::RollbackModelRequest* request,
+                                                      v1::RollbackModelResponse* response) {
+  absl::StatusOr<Caller> caller = authorizer_->Authorize(*context, Permission::kAdminister,
+                                                         "mantissa.v1.ModelService/RollbackModel");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  if (absl::Status status = RequireField("name", request->name()); !status.ok()) {
+    return FinishNow(context, status);
+  }
+  if (request->version() < 1) {
+    return FinishNow(context, absl::InvalidArgumentError(
+                                  absl::StrCat("version: must be >= 1, got ", request->version())));
+  }
+  return FinishOnExecutor(context, executor_, [this, request, response]() -> absl::Status {
+    absl::StatusOr<v1::ModelStatus> model = server_->Rollback(request->name(), request->version());
+    if (!model.ok()) return model.status();
+    *response->mutable_model() = *std::move(model);
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace mantissa

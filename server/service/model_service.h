@@ -37,6 +37,14 @@ class ModelService final : public v1::ModelService::CallbackService {
   grpc::ServerUnaryReactor* DeleteModelVersion(grpc::CallbackServerContext* context,
                                                const v1::DeleteModelVersionRequest* request,
                                                v1::DeleteModelVersionResponse* response) override;
+  // Load and unload versions (casts and validations, seconds): run on
+  // `executor`.
+  grpc::ServerUnaryReactor* SetVersionPolicy(grpc::CallbackServerContext* context,
+                                             const v1::SetVersionPolicyRequest* request,
+                                             v1::SetVersionPolicyResponse* response) override;
+  grpc::ServerUnaryReactor* RollbackModel(grpc::CallbackServerContext* context,
+                                          const v1::RollbackModelRequest* request,
+                                          v1::RollbackModelResponse* response) override;
 
  private:
   // OK unless `caller` is limited to its own jobs and `name` has a version

@@ -130,6 +130,9 @@ absl::Status DynamicBatcher::Enqueue(Task task) {
     queued.enqueued = Clock::now();
     state_->queued_items += queued.items;
     state_->queue.push_back(std::move(queued));
+    // Under the lock, so that the gauge never sees a batch leave before its
+    // requests entered.
+    if (options.on_queued) options.on_queued(+1);
   }
   state_->cv.notify_one();
   return absl::OkStatus();
@@ -153,13 +156,13 @@ void DynamicBatcher::Stop() {
 
 namespace {
 
-// Runs one merged batch and answers every task of it. Never throws.
-void RunBatch(const DynamicBatcher::Options& options, std::vector<DynamicBatcher::Task>& tasks,
-              const std::vector<int64_t>& items, int64_t total) {
-  const std::string context =
-      absl::StrCat("model \"", options.model, "\": batch of ", total, " items");
+// Concatenates the tasks' inputs and runs the forward; checks that every
+// output has the batch's leading dimension.
+absl::Status MergeAndRun(const DynamicBatcher::Options& options, const std::string& context,
+                         const std::vector<DynamicBatcher::Task>& tasks, int64_t total,
+                         std::vector<torch::Tensor>& outputs, bool& ran) {
   std::vector<torch::Tensor> merged;
-  absl::Status status = GuardTorch(context, [&]() -> absl::Status {
+  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
     if (tasks.size() == 1) {
       merged = tasks[0].inputs;
       return absl::OkStatus();
@@ -171,51 +174,69 @@ void RunBatch(const DynamicBatcher::Options& options, std::vector<DynamicBatcher
       merged.push_back(torch::cat(parts, 0));
     }
     return absl::OkStatus();
-  });
-
-  std::vector<torch::Tensor> outputs;
-  if (status.ok()) {
-    status = GuardTorch(context, [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(outputs, options.run(merged));
-      for (size_t i = 0; i < outputs.size(); ++i) {
-        if (!outputs[i].defined() || outputs[i].dim() < 1 || outputs[i].size(0) != total) {
-          return absl::InternalError(
-              absl::StrCat(context, ": output ", i, " has shape ",
-                           outputs[i].defined() ? c10::str(outputs[i].sizes()) : "undefined",
-                           ", expected a leading dimension of ", total));
-        }
+  }));
+  ran = true;
+  return GuardTorch(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(outputs, options.run(merged));
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].defined() || outputs[i].dim() < 1 || outputs[i].size(0) != total) {
+        return absl::InternalError(
+            absl::StrCat(context, ": output ", i, " has shape ",
+                         outputs[i].defined() ? c10::str(outputs[i].sizes()) : "undefined",
+                         ", expected a leading dimension of ", total));
       }
-      return absl::OkStatus();
-    });
-    merged.clear();
-    if (options.on_batch) {
-      const absl::Status s = GuardTorch(context, [&]() -> absl::Status {
-        options.on_batch(total);
-        return absl::OkStatus();
-      });
-      if (!s.ok()) LogError(absl::StrCat("on_batch failed: ", s.message()));
     }
-  }
+    return absl::OkStatus();
+  });
+}
 
+// Each task's slice of every output.
+absl::Status Split(const std::string& context, std::vector<torch::Tensor>& outputs,
+                   const std::vector<int64_t>& items,
+                   std::vector<std::vector<torch::Tensor>>& slices) {
+  return GuardTorch(context, [&]() -> absl::Status {
+    if (slices.size() == 1) {
+      slices[0] = std::move(outputs);
+      return absl::OkStatus();
+    }
+    int64_t offset = 0;
+    for (size_t t = 0; t < slices.size(); ++t) {
+      for (const torch::Tensor& output : outputs) {
+        slices[t].push_back(output.narrow(0, offset, items[t]));
+      }
+      offset += items[t];
+    }
+    return absl::OkStatus();
+  });
+}
+
+// Runs one merged batch and answers every task of it. `enqueued[t]` is when
+// task t entered the queue. Never throws.
+void RunBatch(const DynamicBatcher::Options& options, std::vector<DynamicBatcher::Task>& tasks,
+              const std::vector<int64_t>& items, const std::vector<Clock::time_point>& enqueued,
+              int64_t total) {
+  const std::string context =
+      absl::StrCat("model \"", options.model, "\": batch of ", total, " items");
+  const Clock::time_point start = Clock::now();
+  std::vector<torch::Tensor> outputs;
+  bool ran = false;
+  absl::Status status = MergeAndRun(options, context, tasks, total, outputs, ran);
   std::vector<std::vector<torch::Tensor>> slices(tasks.size());
-  if (status.ok()) {
-    status = GuardTorch(context, [&]() -> absl::Status {
-      if (tasks.size() == 1) {
-        slices[0] = std::move(outputs);
-        return absl::OkStatus();
-      }
-      int64_t offset = 0;
-      for (size_t t = 0; t < tasks.size(); ++t) {
-        for (const torch::Tensor& output : outputs) {
-          slices[t].push_back(output.narrow(0, offset, items[t]));
-        }
-        offset += items[t];
-      }
+  if (status.ok()) status = Split(context, outputs, items, slices);
+  const absl::Duration compute = absl::FromChrono(Clock::now() - start);
+
+  if (ran && options.on_batch) {
+    const absl::Status s = GuardTorch(context, [&]() -> absl::Status {
+      options.on_batch(total, compute);
       return absl::OkStatus();
     });
+    if (!s.ok()) LogError(absl::StrCat("on_batch failed: ", s.message()));
   }
 
   for (size_t t = 0; t < tasks.size(); ++t) {
+    if (tasks[t].timing != nullptr) {
+      *tasks[t].timing = {absl::FromChrono(start - enqueued[t]), compute, total};
+    }
     // A throwing callback must not take the thread (and every later request) down.
     const absl::Status s = GuardTorch(context, [&]() -> absl::Status {
       if (status.ok()) {
@@ -234,6 +255,10 @@ void RunBatch(const DynamicBatcher::Options& options, std::vector<DynamicBatcher
 void DynamicBatcher::Loop(std::shared_ptr<State> state) {
   State& s = *state;
   NameThisThread(s.options.model);
+  // at::set_num_threads on the main thread set only that thread's OpenMP
+  // team size; without this each forward here would fork a team of every
+  // core, whose spinning workers take the cores the RPC threads need.
+  at::init_num_threads();
   c10::InferenceMode inference_mode;
   const int64_t max = s.options.max_batch_size;
   // Clamped so that time arithmetic cannot overflow; nobody waits a day.
@@ -263,12 +288,14 @@ void DynamicBatcher::Loop(std::shared_ptr<State> state) {
     // FIFO: the head, then every later compatible task that still fits.
     std::vector<Task> tasks;
     std::vector<int64_t> items;
+    std::vector<Clock::time_point> enqueued;
     int64_t total = 0;
     std::deque<State::Queued> rest;
     for (State::Queued& queued : s.queue) {
       if (total + queued.items <= max && queued.key == head) {
         total += queued.items;
         items.push_back(queued.items);
+        enqueued.push_back(queued.enqueued);
         tasks.push_back(std::move(queued.task));
       } else {
         rest.push_back(std::move(queued));
@@ -276,9 +303,10 @@ void DynamicBatcher::Loop(std::shared_ptr<State> state) {
     }
     s.queue.swap(rest);
     s.queued_items -= total;
+    if (s.options.on_queued) s.options.on_queued(-static_cast<int64_t>(tasks.size()));
     lock.unlock();
 
-    RunBatch(s.options, tasks, items, total);
+    RunBatch(s.options, tasks, items, enqueued, total);
     // Tasks die here, unlocked: their callbacks may hold the last reference
     // to whatever owns this batcher.
     tasks.clear();

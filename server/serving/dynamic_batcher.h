@@ -35,8 +35,23 @@ class DynamicBatcher {
     int64_t max_batch_size = 64;
     absl::Duration max_queue_delay = absl::Microseconds(500);
     RunFn run;
-    // After each forward, with the merged batch's item count.
-    std::function<void(int64_t)> on_batch;
+    // After each forward (also a failed one), on the batcher thread, with
+    // the merged batch's item count and how long it took: concatenating the
+    // inputs, the forward and splitting the outputs.
+    std::function<void(int64_t items, absl::Duration compute)> on_batch;
+    // Whenever requests enter (+1 per accepted Enqueue) or leave (-k when a
+    // batch takes k, also while Stop drains the queue), so that a gauge can
+    // follow the queue depth of every batcher of one model; the deltas sum
+    // to 0 once the batcher is idle. Called under the batcher's lock: it
+    // must be cheap, must not throw and must not call into the batcher.
+    std::function<void(int64_t delta)> on_queued;
+  };
+
+  // Where a task's time went; the batcher fills it in before `done` runs.
+  struct Timing {
+    absl::Duration queue;     // from Enqueue to its batch's forward starting
+    absl::Duration compute;   // that forward, including splitting the outputs
+    int64_t batch_items = 0;  // items of the merged batch
   };
 
   struct Task {
@@ -44,6 +59,9 @@ class DynamicBatcher {
     // This task's slice of every output, or the forward's error. Called on
     // the batcher thread; must not block.
     std::function<void(absl::StatusOr<std::vector<torch::Tensor>>)> done;
+    // Optional; written on the batcher thread just before `done` is called,
+    // so `done` may read it (the owner keeps it alive, e.g. in done's capture).
+    Timing* timing = nullptr;
   };
 
   // Starts the batcher thread. INVALID_ARGUMENT without `run`, or for a

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <optional>
@@ -31,9 +32,49 @@ int64_t LanguageModelWindows(const v1::ModelConfig& config, int64_t items) {
   return std::max<int64_t>(1, std::min(items, budget));
 }
 
+// printf-style formatting of one figure, e.g. Figure("%.4f", 0.995).
+std::string Figure(const char* format, double value) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), format, value);
+  return buffer;
+}
+
 std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
+
+// One layer's figures, summed over the chunks as Compare sums the outputs'.
+struct LayerSums {
+  std::string layer;
+  double max_abs_diff = 0.0;
+  double sum_abs_diff = 0.0;
+  double sum_abs_reference = 0.0;
+  int64_t non_finite = 0;  // cast elements non-finite where fp32's are finite
+
+  // `r` fp32's output, `c` the cast's, both float32 on the CPU.
+  void Add(const torch::Tensor& r, const torch::Tensor& c) {
+    const torch::Tensor r_finite = torch::isfinite(r);
+    const torch::Tensor both = r_finite & torch::isfinite(c);
+    non_finite += (r_finite & both.logical_not()).sum().item<int64_t>();
+    const torch::Tensor diff = (c - r).abs().masked_select(both);
+    if (diff.numel() == 0) return;
+    max_abs_diff = std::max(max_abs_diff, diff.max().item<double>());
+    sum_abs_diff += diff.sum(torch::kFloat64).item<double>();
+    sum_abs_reference += r.abs().masked_select(both).sum(torch::kFloat64).item<double>();
+  }
+
+  void To(v1::LayerDivergence* out) const {
+    out->set_layer(layer);
+    out->set_max_abs_diff(max_abs_diff);
+    double rel = 0.0;
+    if (sum_abs_reference > 0) {
+      rel = sum_abs_diff / sum_abs_reference;
+    } else if (sum_abs_diff > 0) {
+      rel = std::numeric_limits<double>::infinity();
+    }
+    out->set_mean_rel_diff(rel);
+  }
+};
 
 // The first items of the version's calibration sample, as ForVersion
 // describes.
@@ -74,6 +115,7 @@ absl::StatusOr<CalibrationBatch> FromSample(const v1::ModelConfig& config, const
     batch.inputs.push_back(x.contiguous());
   }
   batch.items = n;
+  if (!lm && sample.labels.defined()) batch.labels = sample.labels.narrow(0, 0, n).contiguous();
   batch.source = absl::StrCat(
       sample.origin, ", first ", n,
       lm ? absl::StrCat(" token windows of ", batch.inputs[0].size(1)) : std::string(" items"));
@@ -169,6 +211,9 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
   double sum_abs_reference = 0.0;
   int64_t agree = 0;
   int64_t predictions = 0;
+  int64_t fp32_correct = 0;
+  int64_t cast_correct = 0;
+  int64_t labelled = 0;
   bool finite = true;
   const std::string context = absl::StrCat(options.model, ": validating the ", options.precision,
                                            " cast on ", batch.source);
@@ -209,6 +254,12 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
           const torch::Tensor same = r.argmax(-1) == c.argmax(-1);
           agree += same.sum().item<int64_t>();
           predictions += same.numel();
+          if (batch.labels.defined() && r.dim() == 2) {
+            const torch::Tensor labels = batch.labels.narrow(0, begin, n).to(torch::kInt64);
+            fp32_correct += (r.argmax(-1) == labels).sum().item<int64_t>();
+            cast_correct += (c.argmax(-1) == labels).sum().item<int64_t>();
+            labelled += n;
+          }
         }
       }
     }
@@ -224,9 +275,121 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
   if (options.top1_agreement && predictions > 0) {
     v.set_top1_agreement(static_cast<double>(agree) / static_cast<double>(predictions));
   }
+  if (labelled > 0) {
+    v.set_fp32_accuracy(static_cast<double>(fp32_correct) / static_cast<double>(labelled));
+    v.set_cast_accuracy(static_cast<double>(cast_correct) / static_cast<double>(labelled));
+    v.set_labelled_items(labelled);
+  }
   v.set_finite(finite);
   v.set_duration_seconds(absl::ToDoubleSeconds(absl::Now() - start));
   return result;
+}
+
+absl::Status HalfCastValidator::CompareLayers(const Options& options, const CalibrationBatch& batch,
+                                              const TraceFn& reference, const TraceFn& cast,
+                                              Result* result) {
+  std::vector<LayerSums> sums;
+  const absl::Time start = absl::Now();
+  const int64_t chunk = std::max<int64_t>(options.chunk_items, 1);
+  const std::string context = absl::StrCat(options.model, ": tracing the layers of the ",
+                                           options.precision, " cast on ", batch.source);
+  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
+    c10::InferenceMode inference_mode;
+    for (int64_t begin = 0; begin < batch.items; begin += chunk) {
+      const int64_t n = std::min(chunk, batch.items - begin);
+      std::vector<torch::Tensor> inputs;
+      for (const torch::Tensor& t : batch.inputs) inputs.push_back(t.narrow(0, begin, n));
+      ASSIGN_OR_RETURN(Layers want, reference(inputs));
+      ASSIGN_OR_RETURN(Layers got, cast(inputs));
+      if (sums.empty()) {
+        for (const auto& [layer, t] : want) sums.push_back({layer});
+      }
+      if (want.size() != sums.size() || got.size() != sums.size()) {
+        return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
+                                                " layers, the cast one ", got.size()));
+      }
+      for (size_t i = 0; i < want.size(); ++i) {
+        const torch::Tensor r = want[i].second.to(torch::kCPU).to(torch::kFloat32);
+        const torch::Tensor c = got[i].second.to(torch::kCPU).to(torch::kFloat32);
+        if (want[i].first != sums[i].layer || got[i].first != sums[i].layer ||
+            r.sizes() != c.sizes()) {
+          return absl::InternalError(absl::StrCat(
+              context, ": layer ", i, " is ", want[i].first, " ", ShapeString(r.sizes()),
+              " in fp32 but ", got[i].first, " ", ShapeString(c.sizes()), " cast"));
+        }
+        sums[i].Add(r, c);
+      }
+    }
+    return absl::OkStatus();
+  }));
+  v1::HalfCastValidation& v = result->validation;
+  v.clear_layers();
+  v.clear_first_divergent_layer();
+  v.set_layer_tolerance(options.layer_tolerance);
+  for (const LayerSums& layer : sums) {
+    v1::LayerDivergence* out = v.add_layers();
+    layer.To(out);
+    // An overflow leaves few elements finite in both: it diverges whatever
+    // the remaining ones say.
+    if (v.first_divergent_layer().empty() &&
+        (out->mean_rel_diff() > options.layer_tolerance || layer.non_finite > 0)) {
+      v.set_first_divergent_layer(layer.layer);
+    }
+  }
+  v.set_duration_seconds(v.duration_seconds() + absl::ToDoubleSeconds(absl::Now() - start));
+  return absl::OkStatus();
+}
+
+void HalfCastValidator::OutputAsLayer(const Options& options, Result* result) {
+  v1::HalfCastValidation& v = result->validation;
+  v.clear_layers();
+  v.set_layer_tolerance(options.layer_tolerance);
+  v1::LayerDivergence* out = v.add_layers();
+  out->set_layer("output");
+  out->set_max_abs_diff(v.max_abs_diff());
+  out->set_mean_rel_diff(v.mean_rel_diff());
+  if (v.mean_rel_diff() > options.layer_tolerance || result->non_finite > 0) {
+    v.set_first_divergent_layer("output");
+  } else {
+    v.clear_first_divergent_layer();
+  }
+}
+
+double HalfCastValidator::LayerTolerance(const v1::PromotionPolicy& policy) {
+  return policy.has_max_mean_rel_diff() ? policy.max_mean_rel_diff() : kDefaultLayerTolerance;
+}
+
+absl::Status HalfCastValidator::Promote(const Options& options, const Result& result,
+                                        const v1::PromotionPolicy& policy) {
+  const v1::HalfCastValidation& v = result.validation;
+  if (policy.has_min_top1_agreement() && !v.has_top1_agreement()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.model, ": its promotion policy sets min_top1_agreement ",
+        Figure("%.4f", policy.min_top1_agreement()),
+        ", but the model gives no top-1 agreement (only classifiers and language models do); "
+        "export or register it again without promotion.min_top1_agreement"));
+  }
+  std::vector<std::string> missed;
+  // Negated comparisons: a NaN figure or threshold misses.
+  if (policy.has_min_top1_agreement() && !(v.top1_agreement() >= policy.min_top1_agreement())) {
+    missed.push_back(absl::StrCat("top1_agreement ", Figure("%.4f", v.top1_agreement()),
+                                  " < min_top1_agreement ",
+                                  Figure("%.4f", policy.min_top1_agreement())));
+  }
+  if (policy.has_max_mean_rel_diff() && !(v.mean_rel_diff() <= policy.max_mean_rel_diff())) {
+    missed.push_back(absl::StrCat("mean_rel_diff ", Figure("%.4g", v.mean_rel_diff()),
+                                  " > max_mean_rel_diff ",
+                                  Figure("%g", policy.max_mean_rel_diff())));
+  }
+  if (missed.empty()) return absl::OkStatus();
+  std::string message =
+      absl::StrCat(options.model, ": the ", options.precision,
+                   " cast misses its promotion policy: ", absl::StrJoin(missed, ", "), " (on ",
+                   v.calibration_source(), ")");
+  if (!v.first_divergent_layer().empty()) {
+    absl::StrAppend(&message, "; first divergent layer: ", v.first_divergent_layer());
+  }
+  return absl::UnavailableError(message);
 }
 
 absl::Status HalfCastValidator::Verdict(const Options& options, const Result& result) {

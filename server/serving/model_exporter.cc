@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -250,6 +251,30 @@ absl::Status ValidateBatching(const v1::BatchingSettings& batching) {
   return absl::OkStatus();
 }
 
+absl::Status ValidatePromotion(const v1::PromotionPolicy& promotion, const std::string& task) {
+  if (promotion.has_min_top1_agreement()) {
+    const double value = promotion.min_top1_agreement();
+    if (!(value >= 0.0 && value <= 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("promotion.min_top1_agreement: ", value, ", expected a fraction in [0, 1]"));
+    }
+    if (task != "classification" && task != "language_model") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "promotion.min_top1_agreement: a model of task '", task,
+          "' gives no top-1 agreement (classification and language_model models do); use "
+          "promotion.max_mean_rel_diff"));
+    }
+  }
+  if (promotion.has_max_mean_rel_diff()) {
+    const double value = promotion.max_mean_rel_diff();
+    if (!(value >= 0.0 && std::isfinite(value))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("promotion.max_mean_rel_diff: ", value, ", expected a finite number >= 0"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SaveWeights(const std::string& path, const NamedTensors& tensors) {
   return GuardTorch(absl::StrCat("writing weights ", path), [&] {
     // Weights files hold contiguous tensors: a view would carry its whole
@@ -293,6 +318,8 @@ absl::StatusOr<v1::ModelConfig> ModelExporter::ExportJob(ModelRepository& reposi
   RETURN_IF_ERROR(ModelRepository::ValidateName(request.name(), "name"));
   ASSIGN_OR_RETURN(const std::string float_datatype, ServingDatatype(serving_precision));
   if (request.has_batching()) RETURN_IF_ERROR(ValidateBatching(request.batching()));
+  // The ranges now; the task, which decides top-1, once the artifact is read.
+  RETURN_IF_ERROR(ValidatePromotion(request.promotion(), "classification"));
   if (job.state() != v1::SUCCEEDED) {
     return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ",
                                                       v1::JobState_Name(job.state()),
@@ -302,6 +329,8 @@ absl::StatusOr<v1::ModelConfig> ModelExporter::ExportJob(ModelRepository& reposi
   v1::ModelConfig config = DescribeVersion(artifact, float_datatype);
   config.set_precision(serving_precision);
   if (request.has_batching()) *config.mutable_batching() = request.batching();
+  RETURN_IF_ERROR(ValidatePromotion(request.promotion(), config.task()));
+  if (request.has_promotion()) *config.mutable_promotion() = request.promotion();
   config.set_weights_file(kWeightsFile);
   config.set_source_job_id(job.id());
   config.set_trained_precision(job.effective_precision());
@@ -352,6 +381,8 @@ absl::StatusOr<v1::ModelConfig> ModelExporter::RegisterTorchScript(
     RETURN_IF_ERROR(ValidateBatching(request.batching()));
     *config.mutable_batching() = request.batching();
   }
+  RETURN_IF_ERROR(ValidatePromotion(request.promotion(), "custom"));
+  if (request.has_promotion()) *config.mutable_promotion() = request.promotion();
   const std::string& source = request.torchscript_path();
   if (source.empty()) return absl::InvalidArgumentError("torchscript_path: empty");
   RETURN_IF_ERROR(CheckReadableFile(source, "torchscript_path"));

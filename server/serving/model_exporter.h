@@ -74,6 +74,12 @@ inline constexpr int64_t kMaxQueueDelayUsLimit = 1000000;
 // batching.max_queue_delay_us (0..1000000); unset fields are fine.
 absl::Status ValidateBatching(const v1::BatchingSettings& batching);
 
+// INVALID_ARGUMENT naming promotion.min_top1_agreement (in [0, 1]) or
+// promotion.max_mean_rel_diff (>= 0, finite), or min_top1_agreement for a
+// `task` whose validation gives no top-1 agreement (only "classification"
+// and "language_model" do); unset fields are fine.
+absl::Status ValidatePromotion(const v1::PromotionPolicy& promotion, const std::string& task);
+
 }  // namespace mantissa
 
 #endif  // MANTISSA_SERVER_SERVING_MODEL_EXPORTER_H_

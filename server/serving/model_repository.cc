@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 
 constexpr char kStagingDir[] = ".staging";
 constexpr char kConfigFile[] = "config.json";
+constexpr char kSettingsFile[] = "model.json";
 constexpr char kNamePattern[] = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
 constexpr char kLockFile[] = ".lock";
 // A staging entry of a shared repository this long untouched was left by a
@@ -298,6 +299,59 @@ absl::Status ModelRepository::DeleteVersion(const std::string& name, int64_t ver
   }
   for (const fs::path& trash : trashed) fs::remove_all(trash, ec);
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ModelSettings> ModelRepository::ReadSettings(const std::string& name) const {
+  RETURN_IF_ERROR(ValidateName(name));
+  const std::string path = (fs::path(options_.root) / name / kSettingsFile).string();
+  v1::ModelSettings settings;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return settings;
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream contents;
+  contents << in.rdbuf();
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot be read"));
+  google::protobuf::util::JsonParseOptions parse;
+  parse.ignore_unknown_fields = true;  // settings written by newer daemons still read
+  const auto status = google::protobuf::util::JsonStringToMessage(contents.str(), &settings, parse);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not model settings: ", std::string(status.message())));
+  }
+  return settings;
+}
+
+absl::Status ModelRepository::WriteSettings(const std::string& name,
+                                            const v1::ModelSettings& settings) {
+  RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard<std::mutex> lock(add_mu_);
+  ASSIGN_OR_RETURN(const WriterLock writer, WriterLock::Take(options_.root, options_.shared));
+  const fs::path model_dir = fs::path(options_.root) / name;
+  if (NumericEntries(model_dir.string(), /*complete_only=*/true).empty()) {
+    return absl::NotFoundError(absl::StrCat("name: no model '", name, "' in the repository"));
+  }
+  std::string json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.add_whitespace = true;
+  print.preserve_proto_field_names = true;
+  const auto status = google::protobuf::util::MessageToJsonString(settings, &json, print);
+  if (!status.ok()) {
+    return absl::InternalError(
+        absl::StrCat("model ", name, ": encoding settings: ", std::string(status.message())));
+  }
+  // Written beside the target and renamed over it: a reader sees the old
+  // file or the new one, never a part.
+  const fs::path staged = model_dir / absl::StrCat(".", kSettingsFile, "-", RandomSuffix());
+  StagingCleanup cleanup(staged.string());
+  RETURN_IF_ERROR(WriteFileSynced(staged.string(), json));
+  std::error_code ec;
+  fs::rename(staged, model_dir / kSettingsFile, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat(
+        "model repository: rename to ", (model_dir / kSettingsFile).string(), ": ", ec.message()));
+  }
+  cleanup.Release();
+  return FsyncDir(model_dir.string());
 }
 
 absl::StatusOr<v1::ModelConfig> ModelRepository::AddVersion(

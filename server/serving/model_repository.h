@@ -59,6 +59,15 @@ class ModelRepository {
   // NOT_FOUND for a missing model or version.
   absl::Status DeleteVersion(const std::string& name, int64_t version);
 
+  // <root>/NAME/model.json: what holds for every version of `name`. Absent =
+  // the defaults (version policy latest 1); INVALID_ARGUMENT for an
+  // unreadable file (naming it).
+  absl::StatusOr<v1::ModelSettings> ReadSettings(const std::string& name) const;
+  // Replaces NAME/model.json atomically (written beside it, synced, renamed
+  // over it). NOT_FOUND unless `name` has a version. Deleting every version
+  // of the model removes it.
+  absl::Status WriteSettings(const std::string& name, const v1::ModelSettings& settings);
+
   absl::StatusOr<v1::ModelConfig> AddVersion(
       const std::string& name, v1::ModelConfig config,
       const std::function<absl::Status(const std::string& dir, v1::ModelConfig& config)>&

@@ -22,6 +22,7 @@
 #include "server/serving/model_catalog_sync.h"
 #include "server/serving/model_exporter.h"
 #include "server/serving/model_repository.h"
+#include "server/serving/model_statistics.h"
 #include "server/serving/servable.h"
 #include "server/serving/tensor_codec.h"
 
@@ -44,14 +45,127 @@ struct VersionState {
   std::optional<v1::HalfCastValidation> validation;
 };
 
+using ServedMap = std::map<int64_t, std::shared_ptr<Servable>>;
+
 struct Entry {
   // Serialises loads and unloads of this model. Taken before mu_ (which is
   // then held only briefly), never while holding it.
   std::shared_ptr<std::mutex> load_mu = std::make_shared<std::mutex>();
-  std::shared_ptr<Servable> servable;  // the served (latest) version; null when none
+  ServedMap served;  // the versions its policy selects that serve; empty when none
   std::map<int64_t, VersionState> versions;
   std::shared_ptr<InferenceMetrics> metrics;
+  // One per model, shared by its versions' servables (their forwards) and
+  // Infer (its requests).
+  std::shared_ptr<ModelStatistics> statistics;
 };
+
+// Where a request goes, and what records it.
+struct Route {
+  std::shared_ptr<Servable> servable;  // null when refused before one was chosen
+  std::shared_ptr<InferenceMetrics> metrics;
+  std::shared_ptr<ModelStatistics> statistics;
+};
+
+// The versions a policy loads, as Load and SetVersionPolicy go through them.
+struct Selection {
+  ServedMap servables;                                    // selected and loaded: kept or fresh
+  std::set<int64_t> fresh;                                // loaded now (the others already served)
+  std::map<int64_t, v1::HalfCastValidation> validations;  // of the fresh ones
+  absl::Status error;  // the newest selected version that failed, if any
+};
+
+// "latest 2", "all", "specific 1, 3"; an unset policy is latest 1.
+std::string PolicyText(const v1::VersionPolicy& policy) {
+  switch (policy.policy_choice_case()) {
+    case v1::VersionPolicy::kAll:
+      return "all";
+    case v1::VersionPolicy::kSpecific:
+      return absl::StrCat("specific ", absl::StrJoin(policy.specific().versions(), ", "));
+    case v1::VersionPolicy::kLatest:
+      return absl::StrCat("latest ", policy.latest().num_versions());
+    default:
+      return "latest 1";
+  }
+}
+
+// As model.json holds it: latest 1 when unset.
+v1::VersionPolicy Effective(const v1::VersionPolicy& policy) {
+  if (policy.policy_choice_case() != v1::VersionPolicy::POLICY_CHOICE_NOT_SET) return policy;
+  v1::VersionPolicy latest;
+  latest.mutable_latest()->set_num_versions(1);
+  return latest;
+}
+
+// The versions `policy` may pick among `on_disk`, newest first (a specific
+// version need not be on disk: it then fails to load), and how many of them
+// serve at most: latest N tries older versions until N load.
+std::vector<int64_t> Candidates(const v1::VersionPolicy& policy,
+                                const std::vector<int64_t>& on_disk, size_t* wanted) {
+  std::vector<int64_t> candidates(on_disk.rbegin(), on_disk.rend());
+  switch (policy.policy_choice_case()) {
+    case v1::VersionPolicy::kAll:
+      *wanted = candidates.size();
+      break;
+    case v1::VersionPolicy::kSpecific: {
+      std::set<int64_t, std::greater<int64_t>> listed(policy.specific().versions().begin(),
+                                                      policy.specific().versions().end());
+      candidates.assign(listed.begin(), listed.end());
+      *wanted = candidates.size();
+      break;
+    }
+    case v1::VersionPolicy::kLatest:
+      *wanted = std::max<size_t>(1, policy.latest().num_versions());
+      break;
+    default:
+      *wanted = 1;
+  }
+  return candidates;
+}
+
+std::vector<int64_t> Keys(const ServedMap& served) {
+  std::vector<int64_t> keys;
+  for (const auto& [v, servable] : served) keys.push_back(v);
+  return keys;
+}
+
+bool SameFiles(const Servable& servable, const v1::ModelConfig& config) {
+  const auto& served = servable.config().create_time();
+  return config.create_time().seconds() == served.seconds() &&
+         config.create_time().nanos() == served.nanos();
+}
+
+// Why a version that does not serve is left out.
+std::string Unselected(const v1::VersionPolicy& policy, int64_t version, const ServedMap& served) {
+  if (policy.policy_choice_case() == v1::VersionPolicy::kSpecific ||
+      policy.policy_choice_case() == v1::VersionPolicy::kAll) {
+    return absl::StrCat("not selected by the version policy (", PolicyText(policy), ")");
+  }
+  if (!served.empty() && served.rbegin()->first > version) {
+    return absl::StrCat("superseded by version ", served.rbegin()->first);
+  }
+  return "not loaded";
+}
+
+// Records one answered or failed request.
+void RecordRequest(const Route& route, const absl::Status& status, absl::Time start,
+                   RequestTiming timing) {
+  timing.total = absl::Now() - start;
+  if (route.metrics != nullptr) {
+    route.metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
+                                  absl::ToDoubleSeconds(timing.total));
+  }
+  const int64_t version = route.servable != nullptr ? route.servable->version() : 0;
+  if (!status.ok()) {
+    if (route.statistics != nullptr) route.statistics->RecordFailure(version, timing.total);
+    return;
+  }
+  if (route.statistics != nullptr) route.statistics->RecordSuccess(version, timing);
+  if (route.metrics != nullptr) {
+    route.metrics->ObserveTiming(
+        absl::ToDoubleSeconds(timing.queue),
+        absl::ToDoubleSeconds(timing.compute_input + timing.compute_infer + timing.compute_output));
+  }
+}
 
 // A language model's logits [N, T, vocab] cut to the last position's,
 // [N, vocab]: the next-token scores are what a client wants by default, and
@@ -124,8 +238,8 @@ class ModelServer::Impl {
   void SetSync(std::unique_ptr<ModelCatalogSync> sync) { sync_ = std::move(sync); }
 
   // Brings this daemon in line with a change recorded through another one,
-  // on the sync thread: a loaded model serves the newest version on disk,
-  // an unloaded or deleted one nothing.
+  // on the sync thread: a loaded model serves what its policy (model.json)
+  // selects on disk, an unloaded or deleted one nothing.
   // False when it is to be tried again at the next sync.
   bool ApplyRecord(const ModelCatalogRecord& record) {
     if (shutting_down_) return true;
@@ -142,7 +256,7 @@ class ModelServer::Impl {
     if (!record.loaded) {
       status = UnloadLocal(record.name);
       if (status.code() == absl::StatusCode::kNotFound) status = absl::OkStatus();
-    } else if (!ServesLatest(record.name)) {
+    } else if (!ServesSelection(record.name)) {
       LogInfo(absl::StrCat("model ", record.name, " changed on another daemon; loading it"));
       status = LoadLocal(record.name);
     }
@@ -171,12 +285,98 @@ class ModelServer::Impl {
   }
 
   // Deleting one version leaves the model as loaded (or not) as it was: the
-  // other daemons reload the newest version left.
+  // other daemons reload what its policy selects among the versions left.
   absl::Status DeleteVersion(const std::string& name, int64_t version) {
     auto change = LockChanges(name);
     RETURN_IF_ERROR(DeleteLocal(name, version));
-    Publish(name, /*loaded=*/version != 0 && Serving(name) != nullptr);
+    Publish(name, /*loaded=*/version != 0 && !Serving(name).empty());
     return absl::OkStatus();
+  }
+
+  // Validated before anything loads; the change is published once the new
+  // selection serves and model.json holds it.
+  absl::StatusOr<v1::ModelStatus> SetVersionPolicy(const std::string& name,
+                                                   const v1::VersionPolicy& policy) {
+    Sweep();
+    if (shutting_down_) return ShuttingDown();
+    RETURN_IF_ERROR(ModelRepository::ValidateName(name));
+    const std::vector<int64_t> versions = repository_->Versions(name);
+    if (versions.empty()) {
+      return absl::NotFoundError(absl::StrCat("name: model ", name, " is not in the repository (",
+                                              RepositoryListing(), ")"));
+    }
+    RETURN_IF_ERROR(ValidatePolicy(name, policy, versions));
+    {
+      auto change = LockChanges(name);
+      const std::shared_ptr<std::mutex> load_mu = LoadMutex(name);
+      {
+        std::lock_guard<std::mutex> load_lock(*load_mu);
+        RETURN_IF_ERROR(ApplyPolicyLocked(name, policy, /*persist=*/true));
+      }
+      Publish(name, /*loaded=*/true);
+    }
+    Sweep();
+    for (v1::ModelStatus& model : Statuses(/*with_configs=*/true)) {
+      if (model.name() == name) return std::move(model);
+    }
+    return absl::NotFoundError(absl::StrCat("model ", name, " vanished from the repository"));
+  }
+
+  absl::StatusOr<v1::ModelStatus> Rollback(const std::string& name, int64_t version) {
+    if (version < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("version: must be >= 1, got ", version));
+    }
+    const std::vector<int64_t> versions = repository_->Versions(name);
+    if (!versions.empty() && !std::binary_search(versions.begin(), versions.end(), version)) {
+      return absl::NotFoundError(absl::StrCat("version: model ", name, " has no version ", version,
+                                              " (versions: ", VersionList(versions), ")"));
+    }
+    v1::VersionPolicy policy;
+    policy.mutable_specific()->add_versions(version);
+    return SetVersionPolicy(name, policy);
+  }
+
+  absl::StatusOr<inference::ModelStatisticsResponse> Statistics(const std::string& name,
+                                                                const std::string& version) const {
+    Sweep();
+    inference::ModelStatisticsResponse response;
+    if (name.empty()) {
+      if (!version.empty()) {
+        return absl::InvalidArgumentError("version: needs a model name (name is empty)");
+      }
+      std::vector<std::shared_ptr<ModelStatistics>> every;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& [model, entry] : models_) {
+          if (entry.statistics != nullptr) every.push_back(entry.statistics);
+        }
+      }
+      for (const auto& statistics : every) statistics->AppendTo(0, &response);
+      return response;
+    }
+    std::shared_ptr<ModelStatistics> statistics;
+    std::set<int64_t> known;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = models_.find(name);
+      if (it != models_.end()) {
+        statistics = it->second.statistics;
+        for (const auto& [v, state] : it->second.versions) known.insert(v);
+      }
+    }
+    const std::vector<int64_t> on_disk = repository_->Versions(name);
+    known.insert(on_disk.begin(), on_disk.end());
+    if (known.empty()) return NotFound(name);
+    int64_t v = 0;
+    if (!version.empty() && (!absl::SimpleAtoi(version, &v) || known.count(v) == 0)) {
+      return absl::NotFoundError(absl::StrCat(
+          "model ", name, " has no version '", version,
+          "' (versions: ", VersionList(std::vector<int64_t>(known.begin(), known.end())), ")"));
+    }
+    // A model nothing was recorded for reads as zeros.
+    if (statistics == nullptr) statistics = std::make_shared<ModelStatistics>(name);
+    statistics->AppendTo(v, &response);
+    return response;
   }
 
   bool ready() const {
@@ -194,12 +394,13 @@ class ModelServer::Impl {
       shutting_down_ = true;
       ready_ = false;
       for (auto& [name, entry] : models_) {
-        if (entry.servable == nullptr) continue;
-        VersionState& v = entry.versions[entry.servable->version()];
-        v.state = kUnavailable;
-        v.reason = "the server is shutting down";
-        servables.push_back(std::move(entry.servable));
-        entry.servable = nullptr;
+        for (auto& [version, servable] : entry.served) {
+          VersionState& v = entry.versions[version];
+          v.state = kUnavailable;
+          v.reason = "the server is shutting down";
+          servables.push_back(std::move(servable));
+        }
+        entry.served.clear();
       }
     }
     {
@@ -214,41 +415,42 @@ class ModelServer::Impl {
 
   absl::StatusOr<bool> ModelReady(const std::string& name, const std::string& version) const {
     Sweep();
-    std::shared_ptr<Servable> servable;
-    RETURN_IF_ERROR(Find(name, &servable));
-    if (version.empty()) return servable != nullptr;
+    ServedMap served;
+    RETURN_IF_ERROR(Find(name, &served));
+    if (version.empty()) return !served.empty();
     ASSIGN_OR_RETURN(const int64_t v, ParseVersion(name, version));
-    return servable != nullptr && servable->version() == v;
+    return served.count(v) > 0;
   }
 
   absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(const std::string& name,
                                                                  const std::string& version) const {
     Sweep();
-    std::shared_ptr<Servable> servable;
-    RETURN_IF_ERROR(Find(name, &servable));
-    v1::ModelConfig config;
-    if (version.empty() && servable != nullptr) {
-      config = servable->config();
+    ServedMap served;
+    RETURN_IF_ERROR(Find(name, &served));
+    // Without a version: the one requests without a version go to.
+    int64_t v = 0;
+    if (!version.empty()) {
+      ASSIGN_OR_RETURN(v, ParseVersion(name, version));
+    } else if (!served.empty()) {
+      v = served.rbegin()->first;
     } else {
-      int64_t v = 0;
-      if (version.empty()) {
-        const std::vector<int64_t> versions = repository_->Versions(name);
-        if (versions.empty()) {
-          return absl::NotFoundError(absl::StrCat("model ", name, " has no versions"));
-        }
-        v = versions.back();
-      } else {
-        ASSIGN_OR_RETURN(v, ParseVersion(name, version));
+      const std::vector<int64_t> versions = repository_->Versions(name);
+      if (versions.empty()) {
+        return absl::NotFoundError(absl::StrCat("model ", name, " has no versions"));
       }
-      if (servable != nullptr && servable->version() == v) {
-        config = servable->config();
-      } else {
-        ASSIGN_OR_RETURN(config, repository_->ReadConfig(name, v));
-      }
+      v = versions.back();
+    }
+    v1::ModelConfig config;
+    if (served.count(v) > 0) {
+      config = served[v]->config();
+    } else {
+      ASSIGN_OR_RETURN(config, repository_->ReadConfig(name, v));
     }
     inference::ModelMetadataResponse response;
     response.set_name(name);
-    if (servable != nullptr) response.add_versions(std::to_string(servable->version()));
+    for (const auto& [served_version, servable] : served) {
+      response.add_versions(std::to_string(served_version));
+    }
     response.set_platform(config.platform());
     // Every served model batches, so shapes lead with a variable batch
     // dimension, as Triton reports them for models with max_batch_size > 0.
@@ -269,56 +471,60 @@ class ModelServer::Impl {
     const absl::Time start = absl::Now();
     Sweep();
     const std::string& name = request->model_name();
-    std::shared_ptr<Servable> servable;
-    std::shared_ptr<InferenceMetrics> metrics;
-    absl::Status refusal = Lookup(name, &servable, &metrics);
+    Route route;
     // Refused up front: answered here, on the caller's thread.
     auto refuse = [&](const absl::Status& status) {
-      if (metrics != nullptr) {
-        metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
-                                absl::ToDoubleSeconds(absl::Now() - start));
-      }
+      RecordRequest(route, status, start, RequestTiming{});
       done(status);
     };
-    if (!refusal.ok()) return refuse(refusal);
-    const int64_t version = servable->version();
-    if (!request->model_version().empty() && request->model_version() != std::to_string(version)) {
-      return refuse(
-          absl::NotFoundError(absl::StrCat("model ", name, " version ", request->model_version(),
-                                           " is not served; version ", version, " is")));
+    if (absl::Status refusal = Lookup(name, request->model_version(), &route); !refusal.ok()) {
+      return refuse(refusal);
     }
-    absl::StatusOr<DecodedRequest> decoded = DecodeRequest(
-        *request, servable->inputs(), servable->outputs(), servable->max_batch_size());
+    const Servable& servable = *route.servable;
+    const absl::Time decode_start = absl::Now();
+    absl::StatusOr<DecodedRequest> decoded =
+        DecodeRequest(*request, servable.inputs(), servable.outputs(), servable.max_batch_size());
     if (!decoded.ok())
       return refuse(Prefixed(decoded.status(), absl::StrCat("model ", name, ": ")));
+    const absl::Duration decode = absl::Now() - decode_start;
 
     DynamicBatcher::Task task;
     task.inputs = std::move(decoded->inputs);
     decoded->inputs.clear();
     auto request_state = std::make_shared<DecodedRequest>(*std::move(decoded));
-    // Holds `servable` until the answer is written: a replaced version
-    // finishes this request. The batcher drops the task after `done`; the
-    // server's own reference outlives it (see the class comment).
-    task.done = [servable, request_state, request, response, done, metrics,
-                 start](absl::StatusOr<std::vector<torch::Tensor>> outputs) {
+    // Filled by the batcher before `done` runs; `done` keeps it alive.
+    auto timing = std::make_shared<DynamicBatcher::Timing>();
+    task.timing = timing.get();
+    // Holds the servable (in `route`) until the answer is written: a
+    // replaced version finishes this request. The batcher drops the task
+    // after `done`; the server's own reference outlives it (see the class
+    // comment).
+    task.done = [route, request_state, request, response, done, start, decode,
+                 timing](absl::StatusOr<std::vector<torch::Tensor>> outputs) {
+      const absl::Time encode_start = absl::Now();
+      const Servable& servable = *route.servable;
       absl::Status status = outputs.status();
-      if (status.ok() && servable->config().task() == "language_model" &&
+      if (status.ok() && servable.config().task() == "language_model" &&
           !request_state->all_positions) {
         status = LastPosition(*outputs);
       }
       if (status.ok()) {
-        status = EncodeResponse(*outputs, *request_state, servable->outputs(), response);
+        status = EncodeResponse(*outputs, *request_state, servable.outputs(), response);
       }
       if (status.ok()) {
-        response->set_model_name(servable->name());
-        response->set_model_version(std::to_string(servable->version()));
+        response->set_model_name(servable.name());
+        response->set_model_version(std::to_string(servable.version()));
         response->set_id(request->id());
       }
-      metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
-                              absl::ToDoubleSeconds(absl::Now() - start));
+      RecordRequest(route, status, start,
+                    RequestTiming{.items = request_state->batch_size,
+                                  .queue = timing->queue,
+                                  .compute_input = decode,
+                                  .compute_infer = timing->compute,
+                                  .compute_output = absl::Now() - encode_start});
       done(status);
     };
-    const absl::Status queued = servable->Enqueue(std::move(task));
+    const absl::Status queued = route.servable->Enqueue(std::move(task));
     if (!queued.ok()) refuse(queued);
   }
 
@@ -350,104 +556,208 @@ class ModelServer::Impl {
       return absl::NotFoundError(
           absl::StrCat("model ", name, " is not in the repository (", RepositoryListing(), ")"));
     }
-    std::shared_ptr<std::mutex> load_mu;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Entry& entry = EntryLocked(name);
-      load_mu = entry.load_mu;
-    }
-    // The model stays served while its next version loads; mu_ is not held
+    const std::shared_ptr<std::mutex> load_mu = LoadMutex(name);
+    // The model stays served while its next versions load; mu_ is not held
     // during the load, so requests and other models go on.
     std::lock_guard<std::mutex> load_lock(*load_mu);
-    const std::vector<int64_t> versions = repository_->Versions(name);
-    if (versions.empty()) {
+    if (repository_->Versions(name).empty()) {
       return absl::NotFoundError(absl::StrCat("model ", name, " is not in the repository"));
     }
-    // The newest version that loads is served. A newer version that fails
-    // leaves the one already serving in place (bad input changes nothing);
-    // with none serving (start-up), older versions are tried in turn.
-    absl::Status latest_status = absl::OkStatus();
-    for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
-      const absl::Status status = LoadVersionLocked(name, *it);
-      if (it == versions.rbegin()) latest_status = status;
-      if (status.ok() || status.code() == absl::StatusCode::kUnavailable) break;
-      std::lock_guard<std::mutex> lock(mu_);
-      if (models_[name].servable != nullptr) break;
-    }
-    if (latest_status.ok()) return latest_status;
-    std::shared_ptr<Servable> serving;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      serving = models_[name].servable;
-    }
-    if (serving == nullptr) {
-      metrics_->ClearCastValidation(name);
-      return latest_status;
-    }
-    return absl::Status(latest_status.code(), absl::StrCat(latest_status.message(), "; version ",
-                                                           serving->version(), " keeps serving"));
+    ASSIGN_OR_RETURN(const v1::ModelSettings settings, repository_->ReadSettings(name));
+    return ApplyPolicyLocked(name, Effective(settings.version_policy()), /*persist=*/false);
   }
 
-  // Loads one version and, if it loads, serves it in place of the one
-  // serving before. Needs the model's load mutex held.
-  absl::Status LoadVersionLocked(const std::string& name, int64_t version) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      models_[name].versions[version] = VersionState{kLoading, "", std::nullopt};
-    }
-
-    v1::HalfCastValidation validation;
-    absl::StatusOr<std::shared_ptr<Servable>> loaded = LoadVersion(name, version, &validation);
-    const bool validated = !validation.calibration_source().empty();
-
-    std::shared_ptr<Servable> replaced;
-    bool installed = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Entry& entry = models_[name];
-      VersionState& state = entry.versions[version];
-      state.validation =
-          validated ? std::optional<v1::HalfCastValidation>(validation) : std::nullopt;
-      if (loaded.ok() && !shutting_down_) {
-        replaced = std::move(entry.servable);
-        entry.servable = *loaded;
-        // Only one version is served: whatever served before stops.
-        for (auto& [v, other] : entry.versions) {
-          if (v != version && (other.state == kReady || other.state == kLoading)) {
-            other.state = kUnavailable;
-            other.reason = absl::StrCat("superseded by version ", version);
-          }
-        }
-        state.state = kReady;
-        state.reason.clear();
-        installed = true;
-      } else {
-        state.state = kUnavailable;
-        state.reason =
-            loaded.ok() ? "the server is shutting down" : std::string(loaded.status().message());
-      }
-    }
-    Retire(std::move(replaced));
-
-    if (!loaded.ok()) {
-      LogWarning(absl::StrCat("model ", name, " version ", version,
-                              " is unavailable: ", loaded.status().message()));
-      return loaded.status();
-    }
-    if (!installed) {
-      (*loaded)->Stop();
+  // Loads what `policy` selects and serves it in place of what served
+  // before. A selected version that fails (refused by its promotion policy
+  // included) is UNAVAILABLE with its reason; latest N then tries the next
+  // older one. When none of the selection serves, what served keeps serving
+  // and the error is returned. `persist`: SetVersionPolicy's change, written
+  // to model.json before it is served (and answered OK when part of the
+  // selection fails); otherwise the newest failure is returned. Needs the
+  // model's load mutex held.
+  absl::Status ApplyPolicyLocked(const std::string& name, const v1::VersionPolicy& policy,
+                                 bool persist) {
+    Selection selection = Select(name, policy);
+    if (shutting_down_) {
+      Discard(name, selection, "the server is shutting down");
       return ShuttingDown();
     }
-    const v1::HalfCastValidation& v = (*loaded)->validation();
+    if (selection.servables.empty()) {
+      if (selection.error.ok()) {
+        selection.error = absl::NotFoundError(absl::StrCat(
+            "model ", name, ": the version policy (", PolicyText(policy), ") selects no version"));
+      }
+      return WithServing(name, selection.error);
+    }
+    if (persist) {
+      v1::ModelSettings settings;
+      *settings.mutable_version_policy() = policy;
+      const absl::Status written = repository_->WriteSettings(name, settings);
+      if (!written.ok()) {
+        Discard(name, selection, absl::StrCat("model.json not written: ", written.message()));
+        return written;
+      }
+    }
+    if (absl::Status installed = Install(name, policy, selection); !installed.ok()) {
+      Discard(name, selection, "the server is shutting down");
+      return installed;
+    }
+    if (persist || selection.error.ok()) return absl::OkStatus();
+    return WithServing(name, selection.error);
+  }
+
+  // `error`, saying which versions keep serving (none: the model's cast
+  // figures are cleared).
+  absl::Status WithServing(const std::string& name, const absl::Status& error) {
+    const std::vector<int64_t> serving = Keys(Serving(name));
+    if (serving.empty()) {
+      metrics_->ClearCastValidation(name);
+      return error;
+    }
+    return absl::Status(
+        error.code(),
+        absl::StrCat(error.message(), "; ",
+                     serving.size() == 1
+                         ? absl::StrCat("version ", serving[0], " keeps serving")
+                         : absl::StrCat("versions ", VersionList(serving), " keep serving")));
+  }
+
+  // Needs the model's load mutex. Loads what `policy` selects, newest
+  // first, keeping versions already served from the same files; serves
+  // nothing yet. Stops early only when the server shuts down.
+  Selection Select(const std::string& name, const v1::VersionPolicy& policy) {
+    Selection selection;
+    const ServedMap serving = Serving(name);
+    size_t wanted = 0;
+    for (int64_t version : Candidates(policy, repository_->Versions(name), &wanted)) {
+      if (selection.servables.size() >= wanted || shutting_down_) break;
+      auto served = serving.find(version);
+      if (served != serving.end()) {
+        absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, version);
+        if (config.ok() && SameFiles(*served->second, *config)) {
+          selection.servables[version] = served->second;
+          continue;
+        }
+      }
+      SetState(name, version, VersionState{kLoading, "", std::nullopt});
+      v1::HalfCastValidation validation;
+      absl::StatusOr<std::shared_ptr<Servable>> loaded = LoadVersion(name, version, &validation);
+      if (loaded.ok()) {
+        selection.servables[version] = *std::move(loaded);
+        selection.fresh.insert(version);
+        selection.validations[version] = validation;
+        continue;
+      }
+      LogWarning(absl::StrCat("model ", name, " version ", version,
+                              " is unavailable: ", loaded.status().message()));
+      // A refused cast's figures stay listed with the refusal.
+      SetState(name, version,
+               VersionState{kUnavailable, std::string(loaded.status().message()),
+                            validation.calibration_source().empty()
+                                ? std::nullopt
+                                : std::optional<v1::HalfCastValidation>(validation)});
+      if (selection.error.ok()) selection.error = loaded.status();
+    }
+    return selection;
+  }
+
+  void SetState(const std::string& name, int64_t version, VersionState state) {
+    std::lock_guard<std::mutex> lock(mu_);
+    models_[name].versions[version] = std::move(state);
+  }
+
+  // Freshly loaded versions that will not serve after all.
+  void Discard(const std::string& name, const Selection& selection, const std::string& reason) {
+    for (int64_t version : selection.fresh) {
+      SetState(name, version, VersionState{kUnavailable, reason, std::nullopt});
+      Retire(selection.servables.at(version));
+    }
+    Sweep();
+  }
+
+  // Serves exactly `selection`; what served before and is not kept is
+  // retired: it finishes the requests it holds.
+  absl::Status Install(const std::string& name, const v1::VersionPolicy& policy,
+                       const Selection& selection) {
+    std::vector<std::shared_ptr<Servable>> replaced;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Shutdown has taken what served; nothing new may start serving.
+      if (shutting_down_) return ShuttingDown();
+      Entry& entry = models_[name];
+      for (auto& [version, servable] : entry.served) {
+        auto kept = selection.servables.find(version);
+        if (kept != selection.servables.end() && kept->second == servable) continue;
+        replaced.push_back(std::move(servable));
+        if (kept == selection.servables.end()) {
+          VersionState& state = entry.versions[version];
+          state.state = kUnavailable;
+          state.reason = Unselected(policy, version, selection.servables);
+        }
+      }
+      entry.served = selection.servables;
+      for (const auto& [version, servable] : entry.served) {
+        VersionState& state = entry.versions[version];
+        state.state = kReady;
+        state.reason.clear();
+        if (selection.fresh.count(version) == 0) continue;
+        const v1::HalfCastValidation& validation = selection.validations.at(version);
+        state.validation = validation.calibration_source().empty()
+                               ? std::nullopt
+                               : std::optional<v1::HalfCastValidation>(validation);
+      }
+    }
+    for (auto& servable : replaced) Retire(std::move(servable));
+    for (int64_t version : selection.fresh) LogServing(*selection.servables.at(version));
+    // The model's cast figures are those of the version requests without a
+    // version go to.
+    const Servable& newest = *selection.servables.rbegin()->second;
+    const v1::HalfCastValidation& v = newest.validation();
     metrics_->SetCastValidation(
-        name, (*loaded)->config().precision(), v.max_abs_diff(), v.mean_rel_diff(),
+        name, newest.config().precision(), v.max_abs_diff(), v.mean_rel_diff(),
         v.has_top1_agreement() ? std::optional<double>(v.top1_agreement()) : std::nullopt);
-    LogInfo(absl::StrCat("model ", name, " version ", version, " serving in ",
-                         (*loaded)->config().precision(), " on ", device_.str(), ": max_abs_diff ",
+    return absl::OkStatus();
+  }
+
+  void LogServing(const Servable& servable) const {
+    const v1::HalfCastValidation& v = servable.validation();
+    LogInfo(absl::StrCat("model ", servable.name(), " version ", servable.version(), " serving in ",
+                         servable.config().precision(), " on ", device_.str(), ": max_abs_diff ",
                          v.max_abs_diff(), ", mean_rel_diff ", v.mean_rel_diff(),
                          v.has_top1_agreement() ? absl::StrCat(", top1 ", v.top1_agreement()) : "",
                          " on ", v.calibration_source(), " (", v.duration_seconds(), " s)"));
-    return absl::OkStatus();
+  }
+
+  static absl::Status ValidatePolicy(const std::string& name, const v1::VersionPolicy& policy,
+                                     const std::vector<int64_t>& versions) {
+    switch (policy.policy_choice_case()) {
+      case v1::VersionPolicy::kLatest:
+        if (policy.latest().num_versions() < 1) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("version_policy.latest.num_versions: must be >= 1, got ",
+                           policy.latest().num_versions()));
+        }
+        return absl::OkStatus();
+      case v1::VersionPolicy::kAll:
+        return absl::OkStatus();
+      case v1::VersionPolicy::kSpecific:
+        if (policy.specific().versions().empty()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "version_policy.specific.versions: must name at least one version (versions of ",
+              name, ": ", VersionList(versions), ")"));
+        }
+        for (int64_t v : policy.specific().versions()) {
+          if (!std::binary_search(versions.begin(), versions.end(), v)) {
+            return absl::NotFoundError(absl::StrCat("version_policy.specific.versions: model ",
+                                                    name, " has no version ", v,
+                                                    " (versions: ", VersionList(versions), ")"));
+          }
+        }
+        return absl::OkStatus();
+      default:
+        return absl::InvalidArgumentError(
+            "version_policy: is required (one of latest, all, specific)");
+    }
   }
 
   absl::Status UnloadLocal(const std::string& name) {
@@ -463,21 +773,22 @@ class ModelServer::Impl {
       if (repository_->Versions(name).empty()) return NotFound(name);
       return absl::OkStatus();  // in the repository, never loaded
     }
-    std::shared_ptr<Servable> unloaded;
+    ServedMap unloaded;
     {
       std::lock_guard<std::mutex> load_lock(*load_mu);
       std::lock_guard<std::mutex> lock(mu_);
       Entry& entry = models_[name];
-      if (entry.servable == nullptr) return absl::OkStatus();
-      VersionState& state = entry.versions[entry.servable->version()];
-      state.state = kUnavailable;
-      state.reason = "unloaded";
-      unloaded = std::move(entry.servable);
-      entry.servable = nullptr;
+      if (entry.served.empty()) return absl::OkStatus();
+      for (const auto& [version, servable] : entry.served) {
+        VersionState& state = entry.versions[version];
+        state.state = kUnavailable;
+        state.reason = "unloaded";
+      }
+      unloaded.swap(entry.served);
     }
-    // Requests already holding it finish on it; the sweeper stops it once
-    // they have.
-    Retire(std::move(unloaded));
+    // Requests already holding them finish on them; the sweeper stops each
+    // once they have.
+    for (auto& [version, servable] : unloaded) Retire(std::move(servable));
     metrics_->ClearCastValidation(name);
     Sweep();
     LogInfo(absl::StrCat("model ", name, " unloaded"));
@@ -505,12 +816,12 @@ class ModelServer::Impl {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = models_.find(name);
-      if (it != models_.end() && it->second.servable != nullptr &&
-          (version == 0 || it->second.servable->version() == version)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("model ", name, " version ", it->second.servable->version(),
-                         " is serving; unload it first (mantissa unload ", name, ")",
-                         version == 0 ? "" : " or delete another version"));
+      if (it != models_.end() && !it->second.served.empty() &&
+          (version == 0 || it->second.served.count(version) > 0)) {
+        const int64_t serving = version == 0 ? it->second.served.rbegin()->first : version;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model ", name, " version ", serving, " is serving; unload it first (mantissa unload ",
+            name, ")", version == 0 ? "" : " or serve other versions (mantissa version-policy)"));
       }
     }
     RETURN_IF_ERROR(repository_->DeleteVersion(name, version));
@@ -602,25 +913,37 @@ class ModelServer::Impl {
     if (sync_ != nullptr) sync_->Publish(name, loaded);
   }
 
-  std::shared_ptr<Servable> Serving(const std::string& name) const {
+  ServedMap Serving(const std::string& name) const {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = models_.find(name);
-    return it == models_.end() ? nullptr : it->second.servable;
+    return it == models_.end() ? ServedMap() : it->second.served;
   }
 
-  // Whether the version served is the newest on disk, the same files (a
-  // deleted version's number can be used again by a later export).
-  bool ServesLatest(const std::string& name) const {
-    const std::shared_ptr<Servable> servable = Serving(name);
-    const std::vector<int64_t> versions = repository_->Versions(name);
-    if (servable == nullptr || versions.empty() || servable->version() != versions.back()) {
-      return false;
+  std::shared_ptr<std::mutex> LoadMutex(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return EntryLocked(name).load_mu;
+  }
+
+  // Whether `name` serves what its policy (model.json) selects on disk,
+  // from the same files (a deleted version's number can be used again by a
+  // later export). Latest N counts the N newest versions: one that was
+  // refused makes this false, and the next sync retries it.
+  bool ServesSelection(const std::string& name) const {
+    absl::StatusOr<v1::ModelSettings> settings = repository_->ReadSettings(name);
+    if (!settings.ok()) return false;
+    size_t wanted = 0;
+    std::vector<int64_t> expected =
+        Candidates(Effective(settings->version_policy()), repository_->Versions(name), &wanted);
+    if (expected.size() > wanted) expected.resize(wanted);
+    const ServedMap served = Serving(name);
+    if (expected.empty() || served.size() != expected.size()) return false;
+    for (int64_t version : expected) {
+      auto it = served.find(version);
+      if (it == served.end()) return false;
+      absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, version);
+      if (!config.ok() || !SameFiles(*it->second, *config)) return false;
     }
-    absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, versions.back());
-    if (!config.ok()) return false;
-    const auto& served = servable->config().create_time();
-    return config->create_time().seconds() == served.seconds() &&
-           config->create_time().nanos() == served.nanos();
+    return true;
   }
 
   // Drops what this daemon remembers of versions another one deleted.
@@ -631,7 +954,7 @@ class ModelServer::Impl {
     if (it == models_.end()) return;
     Entry& entry = it->second;
     for (auto v = entry.versions.begin(); v != entry.versions.end();) {
-      const bool served = entry.servable != nullptr && entry.servable->version() == v->first;
+      const bool served = entry.served.count(v->first) > 0;
       const bool kept = std::binary_search(on_disk.begin(), on_disk.end(), v->first);
       v = (served || kept || v->second.state == kLoading) ? std::next(v) : entry.versions.erase(v);
     }
@@ -651,7 +974,7 @@ class ModelServer::Impl {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [name, entry] : models_) {
-        if (entry.servable != nullptr) served.push_back(name);
+        if (!entry.served.empty()) served.push_back(name);
       }
     }
     return served.empty() ? "no models are loaded"
@@ -678,16 +1001,17 @@ class ModelServer::Impl {
   Entry& EntryLocked(const std::string& name) {
     Entry& entry = models_[name];
     if (entry.metrics == nullptr) entry.metrics = metrics_->ModelInference(name);
+    if (entry.statistics == nullptr) entry.statistics = std::make_shared<ModelStatistics>(name);
     return entry;
   }
 
   // NOT_FOUND unless `name` is known (loaded once or in the repository).
-  absl::Status Find(const std::string& name, std::shared_ptr<Servable>* servable) const {
+  absl::Status Find(const std::string& name, ServedMap* served) const {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = models_.find(name);
       if (it != models_.end()) {
-        *servable = it->second.servable;
+        *served = it->second.served;
         return absl::OkStatus();
       }
     }
@@ -695,36 +1019,55 @@ class ModelServer::Impl {
     return absl::OkStatus();
   }
 
-  // The servable a request goes to, or why there is none.
-  absl::Status Lookup(const std::string& name, std::shared_ptr<Servable>* servable,
-                      std::shared_ptr<InferenceMetrics>* metrics) {
+  // The servable a request goes to (`version` empty: the newest served),
+  // or why there is none.
+  absl::Status Lookup(const std::string& name, const std::string& version, Route* route) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (shutting_down_) return ShuttingDown();
       auto it = models_.find(name);
       if (it != models_.end()) {
         const Entry& entry = it->second;
-        *metrics = entry.metrics;
-        *servable = entry.servable;
-        if (*servable != nullptr) return absl::OkStatus();
+        route->metrics = entry.metrics;
+        route->statistics = entry.statistics;
+        if (!entry.served.empty()) return Choose(name, version, entry.served, route);
         // The latest version's state says why nothing is served.
         if (!entry.versions.empty()) {
-          const auto& [version, state] = *entry.versions.rbegin();
+          const auto& [latest, state] = *entry.versions.rbegin();
           if (state.state == kLoading) {
             return absl::FailedPreconditionError(
-                absl::StrCat("model ", name, " is loading version ", version));
+                absl::StrCat("model ", name, " is loading version ", latest));
           }
-          return absl::FailedPreconditionError(absl::StrCat("model ", name, " version ", version,
-                                                            " is unavailable: ", state.reason));
+          return absl::FailedPreconditionError(
+              absl::StrCat("model ", name, " version ", latest, " is unavailable: ", state.reason));
         }
       }
     }
     if (repository_->Versions(name).empty()) return NotFound(name);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      *metrics = EntryLocked(name).metrics;
+      const Entry& entry = EntryLocked(name);
+      route->metrics = entry.metrics;
+      route->statistics = entry.statistics;
     }
     return absl::FailedPreconditionError(absl::StrCat("model ", name, " is not loaded"));
+  }
+
+  static absl::Status Choose(const std::string& name, const std::string& version,
+                             const ServedMap& served, Route* route) {
+    if (version.empty()) {
+      route->servable = served.rbegin()->second;
+      return absl::OkStatus();
+    }
+    int64_t v = 0;
+    auto it = absl::SimpleAtoi(version, &v) ? served.find(v) : served.end();
+    if (it == served.end()) {
+      return absl::NotFoundError(absl::StrCat("model ", name, " version ", version,
+                                              " is not served (served: ", VersionList(Keys(served)),
+                                              ")"));
+    }
+    route->servable = it->second;
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::shared_ptr<Servable>> LoadVersion(const std::string& name, int64_t version,
@@ -750,6 +1093,10 @@ class ModelServer::Impl {
     options.default_max_queue_delay_us = options_.default_max_queue_delay_us;
     options.metrics = metrics_;
     options.shape_limits = options_.shape_limits;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      options.statistics = EntryLocked(name).statistics;
+    }
     // Whatever a version holds (a module that throws, a shape too big to
     // allocate) makes it UNAVAILABLE, never ends the daemon.
     absl::StatusOr<std::shared_ptr<Servable>> servable;
@@ -788,21 +1135,25 @@ class ModelServer::Impl {
 
   // Every model and version, on disk or known to the server, sorted.
   std::vector<v1::ModelStatus> Statuses(bool with_configs) const {
-    std::map<std::string, std::map<int64_t, VersionState>> known;
+    std::map<std::string, std::pair<std::map<int64_t, VersionState>, ServedMap>> known;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      for (const auto& [name, entry] : models_) known[name] = entry.versions;
+      for (const auto& [name, entry] : models_) known[name] = {entry.versions, entry.served};
     }
     for (const std::string& name : repository_->ModelNames()) known[name];
     std::vector<v1::ModelStatus> statuses;
-    for (auto& [name, states] : known) {
+    for (auto& [name, known_model] : known) {
+      const auto& [states, served] = known_model;
       std::set<int64_t> versions;
       for (int64_t v : repository_->Versions(name)) versions.insert(v);
       for (const auto& [v, state] : states) versions.insert(v);
       if (versions.empty()) continue;
-      const int64_t latest = *versions.rbegin();
       v1::ModelStatus& model = statuses.emplace_back();
       model.set_name(name);
+      absl::StatusOr<v1::ModelSettings> settings = repository_->ReadSettings(name);
+      *model.mutable_version_policy() =
+          Effective(settings.ok() ? settings->version_policy() : v1::VersionPolicy());
+      for (const auto& [v, servable] : served) model.add_served_versions(v);
       for (int64_t v : versions) {
         v1::ModelVersionStatus* status = model.add_versions();
         auto it = states.find(v);
@@ -814,22 +1165,23 @@ class ModelServer::Impl {
           }
         } else {
           status->set_state(kUnavailable);
-          status->set_reason(v < latest ? absl::StrCat("superseded by version ", latest)
-                                        : "not loaded");
+          status->set_reason(Unselected(model.version_policy(), v, served));
         }
-        if (with_configs) {
-          absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, v);
-          if (config.ok()) {
-            *status->mutable_config() = *std::move(config);
-          } else if (status->reason().empty()) {
-            status->set_reason(std::string(config.status().message()));
-          }
-        }
+        if (with_configs) AddConfig(name, v, status);
         status->mutable_config()->set_name(name);
         status->mutable_config()->set_version(v);
       }
     }
     return statuses;
+  }
+
+  void AddConfig(const std::string& name, int64_t version, v1::ModelVersionStatus* status) const {
+    absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, version);
+    if (config.ok()) {
+      *status->mutable_config() = *std::move(config);
+    } else if (status->reason().empty()) {
+      status->set_reason(std::string(config.status().message()));
+    }
   }
 
   void Retire(std::shared_ptr<Servable> servable) const {
@@ -969,5 +1321,19 @@ absl::StatusOr<v1::ModelVersionStatus> ModelServer::Register(
 }
 
 std::vector<v1::ModelStatus> ModelServer::List() const { return impl_->List(); }
+
+absl::StatusOr<v1::ModelStatus> ModelServer::SetVersionPolicy(const std::string& name,
+                                                              const v1::VersionPolicy& policy) {
+  return impl_->SetVersionPolicy(name, policy);
+}
+
+absl::StatusOr<v1::ModelStatus> ModelServer::Rollback(const std::string& name, int64_t version) {
+  return impl_->Rollback(name, version);
+}
+
+absl::StatusOr<inference::ModelStatisticsResponse> ModelServer::Statistics(
+    const std::string& name, const std::string& version) const {
+  return impl_->Statistics(name, version);
+}
 
 }  // namespace mantissa

@@ -21,10 +21,11 @@
 namespace mantissa {
 
 // The serving half of the daemon: the model repository (NAME/VERSION/
-// {config.json, weights}, by default under <state_dir>/models), the loaded
-// servables (the latest version of each model, cast to its serving
-// precision and validated against fp32), and one dynamic batcher per loaded
-// model running forwards on its own inference thread under InferenceMode.
+// {config.json, weights} and NAME/model.json, by default under
+// <state_dir>/models), the loaded servables (the versions of each model its
+// version policy selects, by default the latest, cast to its serving
+// precision and validated against fp32), and one dynamic batcher per served
+// version running forwards on its own inference thread under InferenceMode.
 //
 // Several daemons may share one repository and one ModelCatalog: each
 // change made through one of them (export, register, load, unload, delete)
@@ -71,8 +72,9 @@ class ModelServer {
   static absl::StatusOr<std::unique_ptr<ModelServer>> Create(Options options);
   ~ModelServer();  // Shutdown()
 
-  // Loads the latest version of every model in the repository, except those
-  // the catalog records as unloaded, then starts following the catalog. A
+  // Loads what the version policy of every model in the repository
+  // selects, except models the catalog records as unloaded, then starts
+  // following the catalog. A
   // model that fails (a bad config.json, a shape over the limits, an
   // allocation that fails, a module that throws) is left UNAVAILABLE with
   // its reason (and logged); never fatal.
@@ -105,8 +107,9 @@ class ModelServer {
   // the catalog when they succeed; a change the catalog fails to record is
   // logged and retried, and still answered OK (it is done here).
   //
-  // (Re)loads the latest version of `name` from disk; the version it
-  // replaces keeps serving the requests it holds.
+  // (Re)loads what the version policy of `name` selects from disk; a version
+  // it replaces keeps serving the requests it holds. Requests without a
+  // version go to the newest served version.
   absl::Status Load(const std::string& name);
   // Stops serving `name`; its files stay in the repository.
   absl::Status Unload(const std::string& name);
@@ -121,6 +124,23 @@ class ModelServer {
                                                 const v1::ExportModelRequest& request);
   absl::StatusOr<v1::ModelVersionStatus> Register(const v1::RegisterModelRequest& request);
   std::vector<v1::ModelStatus> List() const;
+
+  // Sets which versions of `name` are served and persists it in the
+  // repository (NAME/model.json), then loads and unloads versions to match.
+  // Bad input (an empty policy, num_versions 0, a version not in the
+  // repository) is INVALID_ARGUMENT or NOT_FOUND and changes nothing; so
+  // does a policy none of whose versions loads (the load's error). Returns
+  // the model's status after the change.
+  absl::StatusOr<v1::ModelStatus> SetVersionPolicy(const std::string& name,
+                                                   const v1::VersionPolicy& policy);
+  // SetVersionPolicy(name, specific [version]).
+  absl::StatusOr<v1::ModelStatus> Rollback(const std::string& name, int64_t version);
+
+  // --- Statistics extension: `name` empty = every known model, `version`
+  // empty = every version with statistics. NOT_FOUND for an unknown model
+  // or version.
+  absl::StatusOr<inference::ModelStatisticsResponse> Statistics(const std::string& name,
+                                                                const std::string& version) const;
 
  private:
   class Impl;

@@ -31,6 +31,14 @@ class Servable::Forward {
       const std::vector<torch::Tensor>& inputs) = 0;
   // Casts floating parameters and buffers, moves them and sets eval mode.
   virtual void Prepare(torch::Device device, torch::Dtype dtype) = 0;
+  // Each layer's output (Model::ForwardLayers), for models that have layers
+  // of their own; the others (TorchScript) give UNIMPLEMENTED and their
+  // validation lists only "output".
+  virtual bool has_layers() const { return false; }
+  virtual absl::StatusOr<HalfCastValidator::Layers> RunLayers(
+      const std::vector<torch::Tensor>& /*inputs*/) {
+    return absl::UnimplementedError("the model has no layers of its own");
+  }
 };
 
 namespace {
@@ -68,6 +76,16 @@ class ZooForward final : public Servable::Forward {
           absl::StrCat("zoo models take one input, got ", inputs.size()));
     }
     return std::vector<torch::Tensor>{model_->Forward(inputs[0])};
+  }
+
+  bool has_layers() const override { return true; }
+  absl::StatusOr<HalfCastValidator::Layers> RunLayers(
+      const std::vector<torch::Tensor>& inputs) override {
+    if (inputs.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("zoo models take one input, got ", inputs.size()));
+    }
+    return model_->ForwardLayers(inputs[0]);
   }
 
   void Prepare(torch::Device device, torch::Dtype dtype) override {
@@ -257,16 +275,21 @@ absl::StatusOr<std::unique_ptr<Servable::Forward>> BuildForward(const Servable::
   return std::unique_ptr<Servable::Forward>(std::make_unique<ZooForward>(std::move(model)));
 }
 
-// Runs `forward` with the inputs moved to `device` and floats in `dtype`.
-absl::StatusOr<std::vector<torch::Tensor>> RunOn(Servable::Forward& forward, torch::Device device,
-                                                 torch::Dtype dtype,
-                                                 const std::vector<torch::Tensor>& inputs) {
+std::vector<torch::Tensor> ConvertInputs(torch::Device device, torch::Dtype dtype,
+                                         const std::vector<torch::Tensor>& inputs) {
   std::vector<torch::Tensor> converted;
   converted.reserve(inputs.size());
   for (const torch::Tensor& t : inputs) {
     converted.push_back(t.is_floating_point() ? t.to(device, dtype) : t.to(device));
   }
-  return forward.Run(converted);
+  return converted;
+}
+
+// Runs `forward` with the inputs moved to `device` and floats in `dtype`.
+absl::StatusOr<std::vector<torch::Tensor>> RunOn(Servable::Forward& forward, torch::Device device,
+                                                 torch::Dtype dtype,
+                                                 const std::vector<torch::Tensor>& inputs) {
+  return forward.Run(ConvertInputs(device, dtype, inputs));
 }
 
 }  // namespace
@@ -364,6 +387,29 @@ absl::Status Servable::Configure(const Options& options) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The per-layer figures: both models traced when they have layers, else
+// the output alone.
+absl::Status CompareLayers(const HalfCastValidator::Options& check,
+                           const CalibrationBatch& calibration, Servable::Forward& reference,
+                           Servable::Forward& cast, torch::Device device, torch::Dtype cast_dtype,
+                           HalfCastValidator::Result& result) {
+  if (!reference.has_layers() || !cast.has_layers()) {
+    HalfCastValidator::OutputAsLayer(check, &result);
+    return absl::OkStatus();
+  }
+  auto trace = [device](Servable::Forward& forward, torch::Dtype dtype) {
+    return [&forward, device, dtype](const std::vector<torch::Tensor>& inputs) {
+      return forward.RunLayers(ConvertInputs(device, dtype, inputs));
+    };
+  };
+  return HalfCastValidator::CompareLayers(check, calibration, trace(reference, torch::kFloat32),
+                                          trace(cast, cast_dtype), &result);
+}
+
+}  // namespace
+
 absl::Status Servable::ValidateCast(const Options& options, Forward& reference,
                                     v1::HalfCastValidation* validation) {
   const v1::ModelConfig& config = config_;
@@ -373,6 +419,7 @@ absl::Status Servable::ValidateCast(const Options& options, Forward& reference,
   check.precision = config.precision();
   check.top1_agreement = lm || config.task() == "classification";
   check.chunk_items = max_batch_size_;
+  check.layer_tolerance = HalfCastValidator::LayerTolerance(config.promotion());
   if (lm) {
     int64_t per_item = 1;
     if (__builtin_mul_overflow(config.seq_len(), config.vocab_size(), &per_item)) {
@@ -412,8 +459,10 @@ absl::Status Servable::ValidateCast(const Options& options, Forward& reference,
     }
     return result.status();
   }
+  RETURN_IF_ERROR(CompareLayers(check, calibration, reference, *model_, device_, dtype_, *result));
   if (validation != nullptr) *validation = result->validation;
   RETURN_IF_ERROR(HalfCastValidator::Verdict(check, *result));
+  RETURN_IF_ERROR(HalfCastValidator::Promote(check, *result, config.promotion()));
   validation_ = result->validation;
   return absl::OkStatus();
 }
@@ -428,9 +477,17 @@ absl::Status Servable::StartBatcher(const Options& options) {
                                                     : options.default_max_queue_delay_us);
   // The batcher is a member: it stops (and joins) before the servable dies.
   batching.run = [this](const std::vector<torch::Tensor>& inputs) { return Run(inputs); };
-  if (metrics_ != nullptr) {
-    std::shared_ptr<InferenceMetrics> metrics = metrics_;
-    batching.on_batch = [metrics](int64_t items) { metrics->ObserveBatch(items); };
+  std::shared_ptr<InferenceMetrics> metrics = metrics_;
+  std::shared_ptr<ModelStatistics> statistics = options.statistics;
+  const int64_t version = config_.version();
+  if (metrics != nullptr || statistics != nullptr) {
+    batching.on_batch = [metrics, statistics, version](int64_t items, absl::Duration compute) {
+      if (metrics != nullptr) metrics->ObserveBatch(items);
+      if (statistics != nullptr) statistics->RecordExecution(version, items, compute);
+    };
+  }
+  if (metrics != nullptr) {
+    batching.on_queued = [metrics](int64_t delta) { metrics->Queued(delta); };
   }
   ASSIGN_OR_RETURN(batcher_, DynamicBatcher::Create(std::move(batching)));
   return absl::OkStatus();

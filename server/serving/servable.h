@@ -14,6 +14,7 @@
 #include "server/metrics/metrics.h"
 #include "server/runtime/device_capabilities.h"
 #include "server/serving/dynamic_batcher.h"
+#include "server/serving/model_statistics.h"
 #include "server/serving/shape_limits.h"
 
 namespace mantissa {
@@ -50,6 +51,9 @@ class Servable {
     int64_t default_max_batch_size = 64;
     int64_t default_max_queue_delay_us = 500;
     Metrics* metrics = nullptr;  // batch sizes; not owned, may be null
+    // The model's statistics, shared by its versions: each forward is
+    // recorded (RecordExecution). May be null.
+    std::shared_ptr<ModelStatistics> statistics;
     ShapeLimits shape_limits;    // bounds on the config's declared shapes
   };
 
@@ -59,8 +63,11 @@ class Servable {
   // `validation`, when given, receives the figures whenever the validation
   // ran, also when it refused the cast. Errors: INVALID_ARGUMENT for a bad
   // config or weights that do not fit the model (naming the tensor),
-  // FAILED_PRECONDITION for missing files and for casts with non-finite
-  // outputs, INTERNAL for LibTorch failures.
+  // FAILED_PRECONDITION for missing files, for casts with non-finite
+  // outputs and for a promotion policy asking for the top-1 agreement of a
+  // model without one, UNAVAILABLE for a cast that misses the config's
+  // promotion policy (HalfCastValidator::Promote), INTERNAL for LibTorch
+  // failures.
   static absl::StatusOr<std::shared_ptr<Servable>> Load(
       Options options, v1::HalfCastValidation* validation = nullptr);
 

@@ -73,9 +73,15 @@ absl::Status WriteExportArtifact(const v1::Job& job, Trainer& trainer, const std
   const Dataset& split = use_test ? *data.test : *data.train;
   const int64_t n = ExportArtifact::CalibrationItemsFor(artifact.data, split.size());
   if (n > 0) {
-    torch::Tensor x = split.Get(torch::arange(n, torch::kInt64)).inputs.to(torch::kCPU);
+    Batch items = split.Get(torch::arange(n, torch::kInt64));
+    torch::Tensor x = items.inputs.to(torch::kCPU);
     if (x.is_floating_point()) x = x.to(torch::kFloat32);
     artifact.calibration.inputs.emplace_back(artifact.inputs[0].name, x.contiguous());
+    // Classifiers keep the items' targets: serving reports fp32 and cast
+    // accuracy on them.
+    if (artifact.data.task == Task::kClassification) {
+      artifact.calibration.labels = items.targets.to(torch::kCPU, torch::kInt64).contiguous();
+    }
     artifact.calibration.origin =
         absl::StrCat(spec.dataset(), use_test ? " test" : " train", " split");
   }
@@ -252,6 +258,9 @@ absl::StatusOr<v1::JobResult> TrainingJobRunner::Finish(
 
 absl::StatusOr<v1::JobResult> TrainingJobRunner::Run(const v1::Job& job, JobContext& context) {
   if (WorldSize(job.spec()) > 1) return RunRanks(job, context);
+  // A job thread's OpenMP team takes --intra_op_threads (set on the main
+  // thread only), not one thread per core.
+  at::init_num_threads();
   absl::StatusOr<v1::JobResult> result;
   absl::Status status = GuardTorch(absl::StrCat("job ", job.id()), [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Trainer::Options options, TrainerOptionsFor(job, probed_->context, options_));

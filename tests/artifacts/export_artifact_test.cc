@@ -11,6 +11,7 @@
 namespace mantissa {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::StatusIs;
@@ -123,6 +124,54 @@ TEST(ExportArtifactTest, RefusesMissingAndForeignFiles) {
   unsigned_artifact.inputs.clear();
   EXPECT_THAT(ExportArtifact::Write(dir.File("x.pt"), unsigned_artifact),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inputs")));
+}
+
+TEST(ExportArtifactTest, CalibrationLabelsRoundTripAndStayOptional) {
+  testing::TempDir dir;
+  CalibrationSample sample;
+  sample.inputs = {{"input", torch::randn({4, 6})}};
+  sample.origin = "fashion-mnist test split";
+  sample.labels = torch::tensor({3, 0, 9, 1}, torch::kInt64);
+  ASSERT_OK(WriteCalibrationSample(dir.File("labelled.pt"), sample));
+  auto read = ReadCalibrationSample(dir.File("labelled.pt"));
+  ASSERT_OK(read);
+  ASSERT_TRUE(read->labels.defined());
+  EXPECT_EQ(read->labels.scalar_type(), torch::kInt64);
+  EXPECT_TRUE(torch::equal(read->labels, sample.labels));
+
+  // The artifact carries them too.
+  ExportArtifact artifact = LanguageModelArtifact();
+  artifact.calibration.labels = torch::arange(5, torch::kInt64);
+  ASSERT_OK(ExportArtifact::Write(dir.File("export.pt"), artifact));
+  auto artifact_read = ExportArtifact::Read(dir.File("export.pt"));
+  ASSERT_OK(artifact_read);
+  EXPECT_TRUE(torch::equal(artifact_read->calibration.labels, artifact.calibration.labels));
+
+  // A sample written before samples kept labels: the same keys, no
+  // labels. It reads, without labels.
+  {
+    torch::serialize::OutputArchive old;
+    old.write("kind", c10::IValue(std::string("mantissa calibration sample")));
+    old.write("format_version", c10::IValue(int64_t{1}));
+    torch::serialize::OutputArchive inputs;
+    inputs.write("t0", torch::randn({3, 6}));
+    inputs.write("names", c10::IValue(std::string("input")));
+    old.write("calibration_inputs", inputs);
+    old.write("calibration_origin", c10::IValue(std::string("synthetic test split")));
+    old.save_to(dir.File("old.pt"));
+  }
+  auto old = ReadCalibrationSample(dir.File("old.pt"));
+  ASSERT_OK(old);
+  EXPECT_EQ(old->items(), 3);
+  EXPECT_EQ(old->origin, "synthetic test split");
+  EXPECT_FALSE(old->labels.defined());
+
+  // Labels that do not cover the items are bad content.
+  sample.labels = torch::tensor({1, 2}, torch::kInt64);
+  ASSERT_OK(WriteCalibrationSample(dir.File("short.pt"), sample));
+  EXPECT_THAT(ReadCalibrationSample(dir.File("short.pt")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("calibration labels"), HasSubstr("expected int64 [4]"))));
 }
 
 }  // namespace

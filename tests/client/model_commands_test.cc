@@ -71,9 +71,33 @@ class FakeModelService final : public v1::ModelService::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status SetVersionPolicy(grpc::ServerContext*, const v1::SetVersionPolicyRequest* request,
+                                v1::SetVersionPolicyResponse* response) override {
+    std::lock_guard<std::mutex> lock(mu);
+    policy = *request;
+    v1::ModelStatus& model = *response->mutable_model();
+    model.set_name(request->name());
+    *model.mutable_version_policy() = request->version_policy();
+    model.add_served_versions(1);
+    model.add_served_versions(2);
+    return grpc::Status::OK;
+  }
+  grpc::Status RollbackModel(grpc::ServerContext*, const v1::RollbackModelRequest* request,
+                             v1::RollbackModelResponse* response) override {
+    if (request->version() == 99) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "version: model m has no version 99");
+    }
+    v1::ModelStatus& model = *response->mutable_model();
+    model.set_name(request->name());
+    model.mutable_version_policy()->mutable_specific()->add_versions(request->version());
+    model.add_served_versions(request->version());
+    return grpc::Status::OK;
+  }
+
   std::mutex mu;
   v1::ExportModelRequest exported;
   v1::RegisterModelRequest registered;
+  v1::SetVersionPolicyRequest policy;
 };
 
 class FakeInferenceService final : public inference::GRPCInferenceService::Service {
@@ -124,6 +148,16 @@ class FakeInferenceService final : public inference::GRPCInferenceService::Servi
     if (request->model_name() != "mlp") {
       return grpc::Status(grpc::StatusCode::NOT_FOUND, "no model x");
     }
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ModelStatistics(grpc::ServerContext*,
+                               const inference::ModelStatisticsRequest* request,
+                               inference::ModelStatisticsResponse* response) override {
+    inference::ModelStatistics& m = *response->add_model_stats();
+    m.set_name(request->name().empty() ? "mlp" : request->name());
+    m.set_version(request->version().empty() ? "1" : request->version());
+    m.mutable_inference_stats()->mutable_success()->set_count(2);
     return grpc::Status::OK;
   }
 
@@ -194,6 +228,94 @@ TEST(BuildExportRequestTest, NameIsRequiredAndSettingsAreOptional) {
               HasSubstr("out of range"));
   EXPECT_THAT(std::string(BuildExportRequest(" ", ExportOptions{.name = "x"}).status().message()),
               StartsWith("JOB is empty"));
+}
+
+TEST(BuildExportRequestTest, PromotionIsSentOnlyWhenGiven) {
+  ExportOptions options{.name = "mlp"};
+  absl::StatusOr<v1::ExportModelRequest> request = BuildExportRequest("j1", options);
+  ASSERT_TRUE(request.ok());
+  EXPECT_FALSE(request->has_promotion());
+  options.promotion.max_mean_rel_diff = 0.01;
+  request = BuildExportRequest("j1", options);
+  ASSERT_TRUE(request.ok());
+  ASSERT_TRUE(request->has_promotion());
+  EXPECT_FALSE(request->promotion().has_min_top1_agreement());
+  EXPECT_EQ(request->promotion().max_mean_rel_diff(), 0.01);
+  options.promotion.min_top1_agreement = 1.5;
+  EXPECT_THAT(std::string(BuildExportRequest("j1", options).status().message()),
+              StartsWith("--min-top1-agreement: must be in [0, 1], got 1.5"));
+  options.promotion.min_top1_agreement = 0.99;
+  options.promotion.max_mean_rel_diff = -1;
+  EXPECT_THAT(std::string(BuildExportRequest("j1", options).status().message()),
+              StartsWith("--max-mean-rel-diff: must be finite and >= 0"));
+
+  LoadOptions load;
+  load.promotion.min_top1_agreement = 0.9;
+  EXPECT_THAT(std::string(BuildLoadRequest("m", load).status().message()),
+              HasSubstr("need --torchscript"));
+  load.torchscript = "/m/net.pt";
+  load.inputs = {"x:FP32:4"};
+  load.outputs = {"y:FP32:2"};
+  absl::StatusOr<LoadRequest> registration = BuildLoadRequest("m", load);
+  ASSERT_TRUE(registration.ok()) << registration.status();
+  EXPECT_EQ(registration->registration->promotion().min_top1_agreement(), 0.9);
+}
+
+TEST(BuildVersionPolicyRequestTest, LatestAllSpecific) {
+  absl::StatusOr<v1::SetVersionPolicyRequest> request = BuildVersionPolicyRequest("m", {"latest"});
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->name(), "m");
+  EXPECT_EQ(request->version_policy().latest().num_versions(), 1u);
+  request = BuildVersionPolicyRequest("m", {"latest", "3"});
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->version_policy().latest().num_versions(), 3u);
+  request = BuildVersionPolicyRequest("m", {"all"});
+  ASSERT_TRUE(request.ok());
+  EXPECT_TRUE(request->version_policy().has_all());
+  request = BuildVersionPolicyRequest("m", {"specific", "1", "3"});
+  ASSERT_TRUE(request.ok());
+  EXPECT_THAT(request->version_policy().specific().versions(), ElementsAre(1, 3));
+
+  struct Case {
+    std::vector<std::string> args;
+    std::string error;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"latest", "0"}, "latest: '0' is not a number of versions (>= 1)"},
+           {{"latest", "1", "2"}, "latest takes at most one number"},
+           {{"all", "1"}, "all takes no versions"},
+           {{"specific"}, "specific needs at least one version"},
+           {{"specific", "x"}, "specific: 'x' is not a version"},
+           {{"newest"}, "unknown policy 'newest'; give latest [N], all, or specific V [V...]"},
+       }) {
+    EXPECT_THAT(std::string(BuildVersionPolicyRequest("m", c.args).status().message()),
+                StartsWith(c.error))
+        << c.args[0];
+  }
+}
+
+TEST(BuildRollbackRequestTest, VersionIsAPositiveInteger) {
+  absl::StatusOr<v1::RollbackModelRequest> request = BuildRollbackRequest("m", "2");
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->version(), 2);
+  EXPECT_EQ(BuildRollbackRequest("m", "0").status().message(),
+            "VERSION: '0' is not a version (an integer >= 1)");
+  EXPECT_THAT(std::string(BuildRollbackRequest("", "1").status().message()),
+              StartsWith("NAME is empty"));
+}
+
+TEST(BuildStatisticsRequestTest, ModelAndVersionAreOptional) {
+  absl::StatusOr<inference::ModelStatisticsRequest> request = BuildStatisticsRequest({}, {});
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->name(), "");
+  request = BuildStatisticsRequest({"mlp"}, 2);
+  ASSERT_TRUE(request.ok());
+  EXPECT_EQ(request->name(), "mlp");
+  EXPECT_EQ(request->version(), "2");
+  EXPECT_THAT(std::string(BuildStatisticsRequest({}, 2).status().message()),
+              StartsWith("--version needs a MODEL"));
+  EXPECT_THAT(std::string(BuildStatisticsRequest({"a", "b"}, {}).status().message()),
+              StartsWith("unexpected argument 'b'"));
 }
 
 TEST(ParseTensorSpecTest, ParsesNameDatatypeAndShape) {
@@ -357,6 +479,32 @@ TEST_F(ModelCommandsTest, ModelsPrintsTheTableOrJson) {
   EXPECT_THAT(out_.str(), HasSubstr("\"name\": \"mlp\""));
 }
 
+TEST_F(ModelCommandsTest, VersionPolicyRollbackAndStats) {
+  absl::StatusOr<v1::SetVersionPolicyRequest> policy = BuildVersionPolicyRequest("m", {"all"});
+  ASSERT_TRUE(policy.ok());
+  EXPECT_EQ(RunVersionPolicy(*client_, *policy, io_), kExitOk) << err_.str();
+  EXPECT_TRUE(models_.policy.version_policy().has_all());
+  EXPECT_EQ(out_.str(), "model m: policy all; serving versions 1, 2\n");
+
+  out_.str("");
+  v1::RollbackModelRequest rollback;
+  rollback.set_name("m");
+  rollback.set_version(1);
+  EXPECT_EQ(RunRollback(*client_, rollback, io_), kExitOk) << err_.str();
+  EXPECT_EQ(out_.str(), "model m: policy specific 1; serving version 1\n");
+  rollback.set_version(99);
+  EXPECT_EQ(RunRollback(*client_, rollback, io_), kExitFailure);
+  EXPECT_THAT(err_.str(), HasSubstr("NOT_FOUND: version: model m has no version 99"));
+
+  out_.str("");
+  inference::ModelStatisticsRequest stats;
+  stats.set_name("mlp");
+  stats.set_version("3");
+  EXPECT_EQ(RunStats(*client_, stats, io_), kExitOk) << err_.str();
+  EXPECT_THAT(out_.str(), StartsWith("MODEL  VERSION  OK  FAILED"));
+  EXPECT_THAT(out_.str(), HasSubstr("\nmlp          3   2"));
+}
+
 TEST_F(ModelCommandsTest, InferRandomFollowsTheMetadata) {
   InferPlan plan;
   plan.model = "mlp";
@@ -428,6 +576,12 @@ TEST(ModelCliBinaryTest, UsageErrorsExitTwo) {
       {{"infer", "m", "--input=/nonexistent.json"}, "mantissa infer: --input /nonexistent.json"},
       {{"models", "extra"}, "mantissa models: unexpected argument 'extra'"},
       {{"unload"}, "mantissa unload: missing NAME"},
+      {{"rollback", "m"}, "mantissa rollback: missing NAME VERSION"},
+      {{"rollback", "m", "x"}, "mantissa rollback: VERSION: 'x' is not a version"},
+      {{"version-policy", "m", "specific"}, "mantissa version-policy: specific needs"},
+      {{"stats", "--version", "2"}, "mantissa stats: --version needs a MODEL"},
+      {{"export", "j1", "--name=m", "--min-top1-agreement=2"},
+       "mantissa export: --min-top1-agreement: must be in [0, 1]"},
   };
   for (const Case& c : cases) {
     const CliResult result = RunCli(c.args);
@@ -440,7 +594,8 @@ TEST(ModelCliBinaryTest, HelpListsTheServingCommands) {
   const CliResult usage = RunCli({"help"});
   EXPECT_EQ(usage.exit_code, 0);
   for (const char* line :
-       {"  export JOB ", "  load NAME ", "  models ", "  infer NAME ", "  unload NAME "}) {
+       {"  export JOB ", "  load NAME ", "  models ", "  infer NAME ", "  unload NAME ",
+        "  rollback NAME VERSION ", "  version-policy NAME POLICY ", "  stats [MODEL] "}) {
     EXPECT_THAT(usage.out, HasSubstr(line));
   }
   const CliResult load = RunCli({"help", "load"});

@@ -57,10 +57,14 @@ TEST(FormatModelTableTest, OneRowPerModelForItsLatestVersion) {
   overflow.set_finite(false);
   *refused.mutable_validation() = overflow;
 
+  mlp.add_served_versions(2);
   EXPECT_EQ(FormatModelTable(response),
-            "NAME  VERSION  STATE        PRECISION  SOURCE       MAX |DIFF|  REL DIFF   TOP-1\n"
-            "mlp         2  READY        bf16-true  j1               0.0156    0.412%  99.61%\n"
-            "net         1  UNAVAILABLE  16-true    torchscript  non-finite         -       -\n"
+            "NAME  VERSION  STATE        PRECISION  SOURCE       MAX |DIFF|  REL DIFF   TOP-1  "
+            "SERVED  POLICY\n"
+            "mlp         2  READY        bf16-true  j1               0.0156    0.412%  99.61%  "
+            "2       latest 1\n"
+            "net         1  UNAVAILABLE  16-true    torchscript  non-finite         -       -  "
+            "-       latest 1\n"
             "\n"
             "net version 1: UNAVAILABLE: the cast produced non-finite outputs (fp16 overflow)\n");
 }
@@ -72,10 +76,92 @@ TEST(FormatModelTableTest, EmptyAndUnvalidated) {
   model.set_name("m");
   *model.add_versions() = Version("m", 3, "LOADING");
   EXPECT_EQ(FormatModelTable(response),
-            "NAME  VERSION  STATE    PRECISION  SOURCE  MAX |DIFF|  REL DIFF  TOP-1\n"
-            "m           3  LOADING  bf16-true  j1               -         -      -\n"
+            "NAME  VERSION  STATE    PRECISION  SOURCE  MAX |DIFF|  REL DIFF  TOP-1  SERVED  "
+            "POLICY\n"
+            "m           3  LOADING  bf16-true  j1               -         -      -  -       "
+            "latest 1\n"
             "\n"
             "m version 3: LOADING\n");
+}
+
+// Two versions served by `all`, a newer one refused by its promotion policy
+// with its layer and accuracy figures; the row shows the newest served one.
+TEST(FormatModelTableTest, PolicyServedVersionsAndRefusedFigures) {
+  v1::ListModelsResponse response;
+  v1::ModelStatus& mlp = *response.add_models();
+  mlp.set_name("mlp");
+  mlp.mutable_version_policy()->mutable_all();
+  mlp.add_served_versions(1);
+  mlp.add_served_versions(2);
+  *mlp.add_versions() = Version("mlp", 1, "READY");
+  *mlp.add_versions() = Version("mlp", 2, "READY");
+  v1::ModelVersionStatus& refused = *mlp.add_versions() = Version("mlp", 3, "UNAVAILABLE");
+  refused.set_reason("model mlp version 3: the bf16-true cast misses its promotion policy");
+  v1::HalfCastValidation validation = Validation();
+  validation.set_layer_tolerance(0.01);
+  v1::LayerDivergence& layer = *validation.add_layers();
+  layer.set_layer("0");
+  layer.set_mean_rel_diff(0.002);
+  v1::LayerDivergence& divergent = *validation.add_layers();
+  divergent.set_layer("2");
+  divergent.set_mean_rel_diff(0.0213);
+  validation.set_first_divergent_layer("2");
+  validation.set_fp32_accuracy(0.9141);
+  validation.set_cast_accuracy(0.9102);
+  validation.set_labelled_items(128);
+  *refused.mutable_validation() = validation;
+
+  const std::string out = FormatModelTable(response);
+  EXPECT_THAT(out, HasSubstr("mlp         2  READY"));
+  EXPECT_THAT(out, HasSubstr("  1,2     all\n"));
+  EXPECT_THAT(out, HasSubstr("mlp version 3: UNAVAILABLE: model mlp version 3: the bf16-true "
+                             "cast misses its promotion policy\n"));
+  EXPECT_THAT(out, HasSubstr("mlp version 3: first divergent layer: 2 (mean rel diff 0.0213 > "
+                             "tolerance 0.01)\n"));
+  EXPECT_THAT(out, HasSubstr("mlp version 3: accuracy: fp32 91.41%, cast 91.02% on 128 "
+                             "labelled items\n"));
+  EXPECT_THAT(out, Not(HasSubstr("mlp version 1:")));
+}
+
+TEST(FormatModelStatusTest, PolicyServedAndOwnReasons) {
+  v1::ModelStatus model;
+  model.set_name("m");
+  model.mutable_version_policy()->mutable_specific()->add_versions(1);
+  model.add_served_versions(1);
+  *model.add_versions() = Version("m", 1, "READY");
+  v1::ModelVersionStatus& v2 = *model.add_versions() = Version("m", 2, "UNAVAILABLE");
+  v2.set_reason("not selected by the version policy (specific 1)");
+  EXPECT_EQ(FormatModelStatus(model), "model m: policy specific 1; serving version 1\n");
+  v2.set_reason("refused");
+  EXPECT_EQ(FormatModelStatus(model),
+            "model m: policy specific 1; serving version 1\nversion 2: UNAVAILABLE: refused\n");
+  EXPECT_EQ(FormatVersionPolicy(v1::VersionPolicy()), "latest 1");
+}
+
+TEST(FormatStatisticsTest, MeansPerVersionAndBatchSize) {
+  EXPECT_EQ(FormatStatistics(inference::ModelStatisticsResponse()), "no statistics\n");
+  inference::ModelStatisticsResponse response;
+  inference::ModelStatistics& m = *response.add_model_stats();
+  m.set_name("mlp");
+  m.set_version("2");
+  m.set_inference_count(12);
+  m.set_execution_count(3);
+  inference::InferStatistics& s = *m.mutable_inference_stats();
+  s.mutable_success()->set_count(4);
+  s.mutable_fail()->set_count(1);
+  s.mutable_queue()->set_ns(2'000'000);          // 0.5 ms each
+  s.mutable_compute_input()->set_ns(400'000);    // +
+  s.mutable_compute_infer()->set_ns(3'200'000);  // +
+  s.mutable_compute_output()->set_ns(400'000);   // = 1 ms each
+  inference::InferBatchStatistics& b = *m.add_batch_stats();
+  b.set_batch_size(4);
+  b.mutable_compute_infer()->set_count(3);
+  b.mutable_compute_infer()->set_ns(2'400'000);
+  EXPECT_EQ(FormatStatistics(response),
+            "MODEL  VERSION  OK  FAILED  QUEUE MS  COMPUTE MS  INFERENCES  EXECUTIONS\n"
+            "mlp          2   4       1     0.500       1.000          12           3\n"
+            "\n"
+            "mlp version 2 batch 4: 3 executions, mean forward 0.800 ms\n");
 }
 
 TEST(FormatModelVersionTest, ReadyWithValidation) {

@@ -351,7 +351,9 @@ def run_checks(docs, opts):
 
     grpc_host, grpc_port = host_port(flags, "grpc_address")
     metrics_host, metrics_port = host_port(flags, "metrics_address")
+    http_host, http_port = host_port(flags, "http_address")
     check(grpc_host == "0.0.0.0", f"--grpc_address must bind 0.0.0.0 in a pod, got {grpc_host}")
+    check(http_host == "0.0.0.0", f"--http_address must bind 0.0.0.0 in a pod, got {http_host}")
     check(metrics_host == "0.0.0.0",
           f"--metrics_address must bind 0.0.0.0 in a pod, got {metrics_host}")
     # --- Transport security: TLS on the pod's addresses, tokens, and the files
@@ -378,6 +380,8 @@ def run_checks(docs, opts):
           f"container port 'grpc' is {container_port(c, 'grpc')}, flags say {grpc_port}")
     check(container_port(c, "metrics") == metrics_port,
           f"container port 'metrics' is {container_port(c, 'metrics')}, flags say {metrics_port}")
+    check(container_port(c, "http") == http_port,
+          f"container port 'http' is {container_port(c, 'http')}, flags say {http_port}")
 
     if health_port is not None:
         check(container_port(c, "health") == health_port,
@@ -488,9 +492,13 @@ def run_checks(docs, opts):
             if p.get("name") == "metrics":
                 check(target == metrics_port, f"Service {name} port metrics must reach "
                       f"{metrics_port}, reaches {target}")
-    grpc_services = [s for s in services if s["spec"].get("clusterIP") != "None"
-                     and any(p.get("name") == "grpc" for p in s["spec"].get("ports", []))]
-    check(grpc_services, "no ClusterIP Service exposes the grpc port")
+            if p.get("name") == "http":
+                check(target == http_port, f"Service {name} port http must reach "
+                      f"{http_port}, reaches {target}")
+    for port_name in ("grpc", "http"):
+        exposing = [s for s in services if s["spec"].get("clusterIP") != "None"
+                    and any(p.get("name") == port_name for p in s["spec"].get("ports", []))]
+        check(exposing, f"no ClusterIP Service exposes the {port_name} port")
 
     # --- The ServiceMonitor scrapes the metrics port of exactly one Service.
     sm = by_kind["ServiceMonitor"][0]
@@ -554,10 +562,11 @@ def run_checks(docs, opts):
                 continue
             for p in ports:
                 port = container_port(c, p.get("port"))
-                check(port in (grpc_port, metrics_port, health_port),
+                check(port in (grpc_port, metrics_port, health_port, http_port),
                       f"NetworkPolicy admits port {p.get('port')}, which is no daemon port")
                 allowed.add(port)
         check(grpc_port in allowed, "NetworkPolicy admits no client on the grpc port")
+        check(http_port in allowed, "NetworkPolicy admits no client on the http port")
         check(metrics_port in allowed, "NetworkPolicy admits no scraper on the metrics port")
         check(any(f <= RANK_PORTS[0] and l >= RANK_PORTS[1] for f, l in rank_ranges),
               f"NetworkPolicy admits no worker from the others on TCP {RANK_PORTS[0]}-"
@@ -587,7 +596,7 @@ def run_checks(docs, opts):
               f"Dockerfile's runtime USER {m and m.group(1)} differs from runAsUser {uid}")
         exposed = {int(p) for line in re.findall(r"^EXPOSE (.*)$", final, re.M)
                    for p in line.split()}
-        want = {grpc_port, metrics_port} | ({health_port} if health_port else set())
+        want = {grpc_port, http_port, metrics_port} | ({health_port} if health_port else set())
         check(exposed == want,
               f"Dockerfile EXPOSEs {sorted(exposed)}, flags use {sorted(want)}")
     return
@@ -655,6 +664,18 @@ MUTATIONS = [
      "native gRPC probe"),
     ("gRPC port moved in the flags only",
      lambda d: _set_flag(d, "grpc_address", "0.0.0.0:50052"), "container port 'grpc'"),
+    ("REST port moved in the flags only",
+     lambda d: _set_flag(d, "http_address", "0.0.0.0:8001"), "container port 'http'"),
+    ("REST bound to loopback",
+     lambda d: _set_flag(d, "http_address", "127.0.0.1:8000"), "--http_address must bind"),
+    ("REST port missing from the Service",
+     lambda d: _service(d, False)["spec"].update(ports=[
+         p for p in _service(d, False)["spec"]["ports"] if p["name"] != "http"]),
+     "no ClusterIP Service exposes the http port"),
+    ("REST port missing from the NetworkPolicy",
+     lambda d: [r.update(ports=[p for p in r["ports"] if p["port"] != "http"])
+                for r in _policy(d)["spec"]["ingress"]],
+     "NetworkPolicy admits no client on the http port"),
     ("daemon bound to loopback",
      lambda d: _set_flag(d, "metrics_address", "127.0.0.1:9464"), "must bind 0.0.0.0"),
     ("state_dir off the PVC",

@@ -107,7 +107,7 @@ metrics_token=$(openssl rand -hex 32)
 # Later flags win over the flagfile's: only what this machine needs changes.
 # The StatefulSet's args follow: --advertise_address (this machine's address
 # for the pod IP) and --database.
-"$mantissad" --flagfile="$tmp/base.flags" --grpc_address=127.0.0.1:0 \
+"$mantissad" --flagfile="$tmp/base.flags" --grpc_address=127.0.0.1:0 --http_address=127.0.0.1:0 \
   --metrics_address=127.0.0.1:0 --health_address=127.0.0.1:0 --state_dir="$tmp/state" \
   --device=cpu --intra_op_threads=1 --tls_cert_file="$tmp/tls.crt" \
   --tls_key_file="$tmp/tls.key" --auth_tokens_file="$tmp/tokens" \

@@ -7,7 +7,8 @@
 #   2. the fleet trains real jobs: a healthy one (exported and served), one
 #      whose grad scaler skips every other step, one whose inputs are inf
 #      (NaN loss, every step skipped, the scale collapses to 0) and one that
-#      fails; the first worker serves inference, OK and refused;
+#      fails; the first worker serves inference, OK and refused, and a model
+#      with a 1 s queue delay takes waves of concurrent requests (a backlog);
 #   3. Prometheus scrapes both every second with deploy/prometheus/prometheus.yml
 #      (targets and intervals replaced, its `authorization` lines uncommented:
 #      the daemons run with --auth_tokens_file) and evaluates
@@ -98,7 +99,7 @@ printf %s "$metrics_token" >"$tmp/metrics-token"
 grpc_ports=()
 metrics_ports=()
 for w in a b; do
-  "$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 \
+  "$mantissad" --grpc_address=127.0.0.1:0 --metrics_address=127.0.0.1:0 --http_address=127.0.0.1:0 \
     --database="$MANTISSA_DATABASE" --state_dir="$tmp/state" --port_file="$tmp/ports-$w" \
     --intra_op_threads=1 --auth_tokens_file="$tmp/tokens" \
     --max_concurrent_jobs=1 >"$tmp/mantissad-$w.log" 2>&1 &
@@ -205,6 +206,20 @@ if mantissa infer classifier --random --batch=65 >/dev/null 2>&1; then
   fail "a batch of 65 was accepted"
 fi
 
+step "a queue backlog"
+# Each request waits out the 1 s queue delay (a batch of 64 never fills):
+# the p99 queue wait is past the backlog alert's 0.5 s, and the queue-depth
+# gauge holds the waiting requests over a scrape or two.
+mantissa export "$healthy" --name=backlog --max-queue-delay-us=1000000 >/dev/null
+for wave in 1 2 3; do
+  pids=()
+  for i in 1 2 3 4 5 6; do
+    mantissa infer backlog --random >/dev/null &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || fail "a backlog request failed (wave $wave)"; done
+done
+
 step "wait for the jobs"
 for job in "$storm" "$diverged" "$failing"; do mantissa watch "$job" >/dev/null || true; done
 states=$(mantissa_b --json list | python3 -c '
@@ -243,6 +258,22 @@ for _ in $(seq 100); do
 done
 [ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] || fail "prometheus does not see 4 finished jobs"
 sleep 2
+
+step "queue depth and timing"
+# The gauge saw the waiting requests and is back at 0 now that all are
+# answered; every OK request was timed in both histograms.
+peak=$(value 'max_over_time(sum(mantissa_inference_queue_depth{model="backlog"})[5m:1s])')
+python3 -c 'import sys; sys.exit(not float(sys.argv[1] or 0) >= 2)' "$peak" ||
+  fail "the backlog's queue depth peaked at '$peak', expected at least 2 of 6 waiting requests"
+[ "$(value 'sum(mantissa_inference_queue_depth)')" = "0" ] || fail "the queue depth is not back at 0"
+for stage in queue compute; do
+  n=$(value "sum(mantissa_inference_${stage}_duration_seconds_count{model=\"backlog\"})")
+  [ "$n" = "18" ] || fail "mantissa_inference_${stage}_duration_seconds_count is '$n', not 18"
+done
+wait_p99=$(value 'histogram_quantile(0.99, sum by (le) (rate(mantissa_inference_queue_duration_seconds_bucket{model="backlog"}[5m])))')
+python3 -c 'import sys; sys.exit(not float(sys.argv[1] or 0) > 0.5)' "$wait_p99" ||
+  fail "the backlog's p99 queue wait is '$wait_p99', expected over 0.5 s"
+echo "ok   backlog queue depth peaked at $peak, p99 queue wait $wait_p99 s"
 
 step "fleet totals counted once"
 # mantissa_jobs_running is the fleet's total on every worker. At most two

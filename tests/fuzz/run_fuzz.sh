@@ -15,7 +15,7 @@ main_build=$root/build
 fuzz_build=$root/build-fuzz
 seconds=${FUZZ_SECONDS:-20}
 jobs=${FUZZ_JOBS:-$(nproc)}
-targets=(tensor_codec_fuzzer idx_fuzzer csv_fuzzer token_file_fuzzer job_spec_fuzzer)
+targets=(tensor_codec_fuzzer idx_fuzzer csv_fuzzer token_file_fuzzer job_spec_fuzzer kserve_json_fuzzer)
 
 start=$(date +%s)
 cmake --build "$main_build" -j"$jobs" --target mantissa_serving mantissa_training

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 corpus=tests/fuzz/corpus
-mkdir -p "$corpus"/{tensor_codec_fuzzer,idx_fuzzer,csv_fuzzer,token_file_fuzzer,job_spec_fuzzer}
+mkdir -p "$corpus"/{tensor_codec_fuzzer,idx_fuzzer,csv_fuzzer,token_file_fuzzer,job_spec_fuzzer,kserve_json_fuzzer}
 
 # encode MESSAGE PROTO_FILE: text format on stdin -> binary on stdout.
 encode() { protoc --encode="$1" -I proto "$2"; }
@@ -68,3 +68,11 @@ spec fp8_on_cpu 'model: "mlp" dataset: "synthetic" precision: "transformer-engin
 spec scaler 'model: "mlp" dataset: "synthetic" precision: "16-mixed" grad_scaler { init_scale: 1024 growth_interval: 10 }'
 spec huge_steps 'model: "mlp" dataset: "synthetic" steps: 4611686018427387904 accumulate_grad_batches: 4'
 spec empty ''
+
+# kserve_json_fuzzer: [2 bytes LE Inference-Header-Content-Length, ffff = none][body].
+kserve=$corpus/kserve_json_fuzzer
+printf '\xff\xff{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}],"outputs":[{"name":"x","parameters":{"binary_data":true}}]}' >"$kserve/nested_fp32"
+printf '\xff\xff{"id":"a","parameters":{"binary_data_output":true},"inputs":[{"name":"s","shape":[2],"datatype":"BYTES","data":["ab",""]},{"name":"h","shape":[1],"datatype":"FP16","data":[0.1]},{"name":"b","shape":[1],"datatype":"BOOL","data":[true]}]}' >"$kserve/bytes_fp16_bool"
+printf '\x5b\x00{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}\x00\x00\xc0\x3f\x00\x00\x00\xc0' >"$kserve/binary_fp32"
+printf '\xff\xff{"inputs":[{"name":"i","shape":[3],"datatype":"INT8","data":[-128,0,127]},{"name":"u","shape":[1,1],"datatype":"UINT64","data":[[18446744073709551615]]}]}' >"$kserve/ints"
+printf '\xff\xff{"par":[NaNe-70,2e-7nspa:' >"$kserve/nan_exponent"  # found by the fuzzer: RapidJSON 1.1's NaN extension

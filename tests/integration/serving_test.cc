@@ -608,6 +608,7 @@ TEST_F(ServingTest, ServerMetadataRepositoryIndexAndUndeclaredMethods) {
   EXPECT_EQ(server.name(), "mantissad");
   EXPECT_FALSE(server.version().empty());
   EXPECT_THAT(server.extensions(), Contains("model_repository"));
+  EXPECT_THAT(server.extensions(), Contains("statistics"));
 
   const std::string job = Train(testing::SyntheticMlpSpec(10));
   ASSERT_FALSE(job.empty());
@@ -642,8 +643,7 @@ TEST_F(ServingTest, ServerMetadataRepositoryIndexAndUndeclaredMethods) {
 
   // Methods of the protocol that mantissad does not declare.
   grpc::GenericStub generic(client_->channel());
-  for (const char* method : {"/inference.GRPCInferenceService/ModelStatistics",
-                             "/inference.GRPCInferenceService/ModelStreamInfer",
+  for (const char* method : {"/inference.GRPCInferenceService/ModelStreamInfer",
                              "/inference.GRPCInferenceService/CudaSharedMemoryStatus"}) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));

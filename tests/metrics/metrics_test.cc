@@ -446,6 +446,66 @@ TEST(MetricsTest, BatchSizeHistogramHasPowerOfTwoBuckets) {
   EXPECT_THAT(text, HasSubstr("mantissa_inference_batch_size_bucket{model=\"m\",le=\"+Inf\"} 5\n"));
 }
 
+TEST(MetricsTest, QueueDepthFollowsEveryBatcherOfTheModel) {
+  Metrics metrics;
+  std::shared_ptr<InferenceMetrics> model = metrics.ModelInference("m");
+  // At 0 before any request, so an idle model reads as idle.
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_queue_depth gauge\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_depth{model=\"m\"} 0\n"));
+  // Two versions' batchers report into one gauge.
+  model->Queued(+1);
+  model->Queued(+1);
+  metrics.ModelInference("m")->Queued(+1);
+  text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_depth{model=\"m\"} 3\n"));
+  model->Queued(-2);
+  text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_depth{model=\"m\"} 1\n"));
+  model->Queued(-1);
+  text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_depth{model=\"m\"} 0\n"));
+}
+
+TEST(MetricsTest, TimingSplitsQueueAndComputeFrom10usTo10s) {
+  Metrics metrics;
+  std::shared_ptr<InferenceMetrics> model = metrics.ModelInference("m");
+  model->ObserveTiming(0.000005, 0.0002);
+  model->ObserveTiming(0.003, 0.0002);
+  model->ObserveTiming(20, 0.00002);
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_queue_duration_seconds histogram\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_inference_compute_duration_seconds histogram\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_duration_seconds_count{model=\"m\"} 3\n"));
+  EXPECT_THAT(text,
+              HasSubstr("mantissa_inference_compute_duration_seconds_count{model=\"m\"} 3\n"));
+  const std::string queue = "mantissa_inference_queue_duration_seconds_bucket{model=\"m\",";
+  EXPECT_THAT(text, HasSubstr(queue + "le=\"1e-05\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr(queue + "le=\"0.0025\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr(queue + "le=\"0.005\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr(queue + "le=\"10\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr(queue + "le=\"+Inf\"} 3\n"));
+  const std::string compute = "mantissa_inference_compute_duration_seconds_bucket{model=\"m\",";
+  EXPECT_THAT(text, HasSubstr(compute + "le=\"2.5e-05\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr(compute + "le=\"0.00025\"} 3\n"));
+  // The whole-request histogram is ObserveRequest's alone.
+  EXPECT_THAT(text,
+              HasSubstr("mantissa_inference_request_duration_seconds_count{model=\"m\"} 0\n"));
+}
+
+TEST(MetricsTest, QueueSeriesCarryTheWorkerLabel) {
+  Metrics::Options options;
+  options.worker = "w1";
+  Metrics metrics(options);
+  metrics.ModelInference("m")->ObserveTiming(0.001, 0.001);
+  const std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_depth{worker=\"w1\",model=\"m\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_queue_duration_seconds_count{worker=\"w1\","
+                              "model=\"m\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("mantissa_inference_compute_duration_seconds_count{worker=\"w1\","
+                              "model=\"m\"} 1\n"));
+}
+
 TEST(MetricsTest, CastValidationGaugesFollowTheLastLoad) {
   Metrics metrics;
   metrics.SetCastValidation("m", "bf16-true", 0.125, 0.01, 0.99);

@@ -124,5 +124,21 @@ TEST(CnnTest, RunsUnderBFloat16Autocast) {
   EXPECT_TRUE((*model)->Parameters()[0].grad().defined());
 }
 
+TEST(CnnTest, ForwardLayersNameEverySequentialEntry) {
+  auto model = ModelRegistry::Build("cnn", {{"channels", "4"}, {"hidden", "8"}},
+                                    {.input_shape = {1, 8, 8}, .num_classes = 3});
+  ASSERT_OK(model);
+  (*model)->SetTraining(false);
+  torch::Tensor x = torch::randn({2, 1, 8, 8});
+  const auto layers = (*model)->ForwardLayers(x);
+  // conv, batchnorm, relu, pool, flatten, linear, relu, linear.
+  std::vector<std::string> names;
+  for (const auto& [name, t] : layers) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"0", "1", "2", "3", "4", "5", "6", "7"}));
+  EXPECT_EQ(layers[0].second.sizes(), torch::IntArrayRef({2, 4, 8, 8}));
+  EXPECT_EQ(layers[3].second.sizes(), torch::IntArrayRef({2, 4, 4, 4}));
+  EXPECT_TRUE(torch::equal(layers.back().second, (*model)->Forward(x)));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -199,5 +199,19 @@ TEST(GptTest, BFloat16WeightsAndAutocastGiveFiniteLogits) {
   }
 }
 
+TEST(GptTest, ForwardLayersFollowTheBlocks) {
+  std::unique_ptr<Model> model = BuildSmall();
+  ASSERT_NE(model, nullptr);
+  model->SetTraining(false);
+  torch::Tensor tokens = torch::randint(0, 50, {2, 7}, torch::kInt64);
+  const auto layers = model->ForwardLayers(tokens);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : layers) names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{"embedding", "blocks.0", "blocks.1", "ln_f", "head"}));
+  EXPECT_EQ(layers[1].second.sizes(), torch::IntArrayRef({2, 7, 16}));
+  EXPECT_EQ(layers.back().second.sizes(), torch::IntArrayRef({2, 7, 50}));
+  EXPECT_TRUE(torch::equal(layers.back().second, model->Forward(tokens)));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -137,5 +137,20 @@ TEST(ModelRegistryTest, HugeModelsAreResourceExhaustedNotACrash) {
   EXPECT_THAT((*config)->Build(data), StatusIs(absl::StatusCode::kResourceExhausted, _));
 }
 
+TEST(ModelRegistryTest, MlpForwardLayersEndInForward) {
+  auto model = ModelRegistry::Build("mlp", {{"hidden", "8,4"}},
+                                    {.input_shape = {1, 4, 4}, .num_classes = 3});
+  ASSERT_OK(model);
+  torch::Tensor x = torch::randn({5, 1, 4, 4});
+  const auto layers = (*model)->ForwardLayers(x);
+  // flatten, linear, relu, linear, relu, linear.
+  ASSERT_EQ(layers.size(), 6u);
+  for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(layers[i].first, std::to_string(i));
+  EXPECT_EQ(layers[0].second.sizes(), torch::IntArrayRef({5, 16}));
+  EXPECT_EQ(layers[1].second.sizes(), torch::IntArrayRef({5, 8}));
+  EXPECT_GE(layers[2].second.min().item<float>(), 0.0f);  // after ReLU
+  EXPECT_TRUE(torch::equal(layers.back().second, (*model)->Forward(x)));
+}
+
 }  // namespace
 }  // namespace mantissa

@@ -56,6 +56,21 @@ struct PendingTask {
     return {inputs, [p](Result r) { p->set_value(std::move(r)); }};
   }
 
+  // A task that carries a Timing; `seen` is what `done` read from it.
+  DynamicBatcher::Task TimedTask() {
+    auto p = promise;
+    auto t = timing;
+    auto s = seen;
+    DynamicBatcher::Task task{inputs, [p, t, s](Result r) {
+                                *s = *t;
+                                p->set_value(std::move(r));
+                              }};
+    task.timing = timing.get();
+    return task;
+  }
+  std::shared_ptr<DynamicBatcher::Timing> timing = std::make_shared<DynamicBatcher::Timing>();
+  std::shared_ptr<DynamicBatcher::Timing> seen = std::make_shared<DynamicBatcher::Timing>();
+
   // Waits for the result; fails rather than hangs.
   Result Get() {
     if (future.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
@@ -113,9 +128,19 @@ class DynamicBatcherTest : public ::testing::Test {
       if (inputs.size() > 1) outputs.push_back(inputs[1] + 1);
       return outputs;
     };
-    options.on_batch = [this](int64_t items) {
+    options.on_batch = [this](int64_t items, absl::Duration compute) {
       std::lock_guard<std::mutex> lock(mu_);
       batches_.push_back(items);
+      computes_.push_back(compute);
+    };
+    options.on_queued = [this](int64_t delta) {
+      const int64_t depth = depth_ += delta;
+      int64_t low = min_depth_.load();
+      while (depth < low && !min_depth_.compare_exchange_weak(low, depth)) {
+      }
+      int64_t high = max_depth_.load();
+      while (depth > high && !max_depth_.compare_exchange_weak(high, depth)) {
+      }
     };
     auto batcher = DynamicBatcher::Create(std::move(options));
     EXPECT_OK(batcher);
@@ -135,6 +160,10 @@ class DynamicBatcherTest : public ::testing::Test {
     std::lock_guard<std::mutex> lock(mu_);
     return batches_;
   }
+  std::vector<absl::Duration> Computes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return computes_;
+  }
   std::vector<std::vector<int64_t>> RunShapes() {
     std::lock_guard<std::mutex> lock(mu_);
     return run_shapes_;
@@ -144,10 +173,15 @@ class DynamicBatcherTest : public ::testing::Test {
   DynamicBatcher::RunFn run_;
   std::unique_ptr<PendingTask> blocker_;
   bool inference_mode_ = true;
+  // The sum of every on_queued delta, and its extremes.
+  std::atomic<int64_t> depth_{0};
+  std::atomic<int64_t> min_depth_{0};
+  std::atomic<int64_t> max_depth_{0};
 
  private:
   std::mutex mu_;
   std::vector<int64_t> batches_;
+  std::vector<absl::Duration> computes_;
   std::vector<std::vector<int64_t>> run_shapes_;
   std::atomic<int> calls_{0};
   Gate first_started_;
@@ -385,6 +419,130 @@ TEST_F(DynamicBatcherTest, EnqueueRejectsMalformedTasks) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no batch dimension")));
   EXPECT_THAT(batcher->Enqueue({{torch::ones({1, 3})}, nullptr}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("without done")));
+}
+
+TEST_F(DynamicBatcherTest, TimingSplitsQueueWaitFromCompute) {
+  auto batcher = Start(64, absl::ZeroDuration());
+  ASSERT_NE(batcher, nullptr);
+  run_ = [](const std::vector<torch::Tensor>& inputs) -> Result {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return std::vector<torch::Tensor>{inputs[0] * 2};
+  };
+  Occupy(*batcher);
+  std::vector<std::unique_ptr<PendingTask>> tasks;
+  const absl::Time before = absl::Now();
+  for (int64_t rows : {1, 3}) {
+    tasks.push_back(MakeTask(static_cast<int>(tasks.size()), rows));
+    ASSERT_OK(batcher->Enqueue(tasks.back()->TimedTask()));
+  }
+  // Both wait behind the blocked forward for at least this long.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Release();
+  for (auto& task : tasks) ExpectAnswered(*task);
+  const absl::Duration elapsed = absl::Now() - before;
+
+  ASSERT_THAT(Batches(), ElementsAre(1, 4));
+  const absl::Duration compute = Computes()[1];
+  EXPECT_GE(compute, absl::Milliseconds(30));
+  for (auto& task : tasks) {
+    // `done` already saw the figures, and they are the batch's.
+    EXPECT_EQ(task->seen->batch_items, 4);
+    EXPECT_EQ(task->seen->compute, compute);
+    EXPECT_EQ(task->seen->queue, task->timing->queue);
+    EXPECT_GE(task->seen->queue, absl::Milliseconds(50));
+    // The forward does not count as queueing: both fit in the time from
+    // Enqueue to the answer (1 ms for the two clocks' granularity).
+    EXPECT_LE(task->seen->queue + compute, elapsed + absl::Milliseconds(1));
+  }
+  // The first task waited at least as long as the one queued after it.
+  EXPECT_GE(tasks[0]->seen->queue, tasks[1]->seen->queue);
+}
+
+TEST_F(DynamicBatcherTest, TimingIsFilledForAFailedForwardToo) {
+  auto batcher = Start(64, absl::ZeroDuration());
+  ASSERT_NE(batcher, nullptr);
+  Release();
+  run_ = [](const std::vector<torch::Tensor>&) -> Result {
+    return absl::FailedPreconditionError("model unloading");
+  };
+  // The first forward (the default one) answers; later ones fail.
+  auto first = MakeTask(0, 1);
+  ASSERT_OK(batcher->Enqueue(first->TimedTask()));
+  ExpectAnswered(*first);
+  EXPECT_EQ(first->seen->batch_items, 1);
+  auto failed = MakeTask(1, 2);
+  ASSERT_OK(batcher->Enqueue(failed->TimedTask()));
+  EXPECT_THAT(failed->Get(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("model unloading")));
+  EXPECT_EQ(failed->seen->batch_items, 2);
+  EXPECT_GT(failed->seen->compute, absl::ZeroDuration());
+  EXPECT_THAT(Batches(), ElementsAre(1, 2));
+}
+
+TEST_F(DynamicBatcherTest, QueuedDeltasFollowTheDepthAndReturnToZero) {
+  auto batcher = Start(4, absl::ZeroDuration());
+  ASSERT_NE(batcher, nullptr);
+  Occupy(*batcher);
+  EXPECT_EQ(depth_.load(), 0);  // the blocker left the queue for its forward
+  std::vector<std::unique_ptr<PendingTask>> tasks;
+  for (int64_t rows : {3, 2, 1, 2, 1}) {
+    tasks.push_back(MakeTask(static_cast<int>(tasks.size()), rows));
+    ASSERT_OK(batcher->Enqueue(tasks.back()->Task()));
+  }
+  // Refused tasks never enter the queue.
+  EXPECT_FALSE(batcher->Enqueue({{torch::ones({5, 3})}, [](Result) {}}).ok());
+  EXPECT_EQ(depth_.load(), 5);  // requests, not items
+  Release();
+  for (auto& task : tasks) ExpectAnswered(*task);
+  EXPECT_EQ(depth_.load(), 0);
+  EXPECT_EQ(min_depth_.load(), 0);  // never a batch left before it entered
+  EXPECT_EQ(max_depth_.load(), 5);
+}
+
+TEST_F(DynamicBatcherTest, QueuedDeltasBalanceWhenStopDrainsTheQueue) {
+  auto batcher = Start(64, kForever);
+  ASSERT_NE(batcher, nullptr);
+  Release();
+  // The batch waits for the delay that never passes: everything stays queued.
+  std::vector<std::unique_ptr<PendingTask>> tasks;
+  for (int i = 0; i < 5; ++i) {
+    tasks.push_back(MakeTask(i, 1));
+    ASSERT_OK(batcher->Enqueue(tasks.back()->Task()));
+  }
+  EXPECT_EQ(depth_.load(), 5);
+  batcher->Stop();
+  for (auto& task : tasks) ExpectAnswered(*task);
+  EXPECT_EQ(depth_.load(), 0);
+  EXPECT_EQ(min_depth_.load(), 0);
+  // Refused after Stop: not counted.
+  EXPECT_FALSE(batcher->Enqueue(MakeTask(9, 1)->Task()).ok());
+  EXPECT_EQ(depth_.load(), 0);
+}
+
+TEST_F(DynamicBatcherTest, ConcurrentEnqueuesKeepTheDepthBalanced) {
+  // 16 * kMaxQueuedBatches items fit in the queue: none is refused.
+  auto batcher = Start(16, absl::ZeroDuration());
+  ASSERT_NE(batcher, nullptr);
+  Release();
+  constexpr int kThreads = 8;
+  constexpr int kEach = 50;
+  std::vector<std::vector<std::unique_ptr<PendingTask>>> tasks(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        tasks[t].push_back(MakeTask(t * kEach + i, 1 + i % 2));
+        ASSERT_OK(batcher->Enqueue(tasks[t].back()->Task()));
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (auto& list : tasks) {
+    for (auto& task : list) ExpectAnswered(*task);
+  }
+  EXPECT_EQ(depth_.load(), 0);
+  EXPECT_EQ(min_depth_.load(), 0);
+  EXPECT_LE(max_depth_.load(), kThreads * kEach);
 }
 
 TEST(DynamicBatcherCreateTest, RejectsBadOptions) {

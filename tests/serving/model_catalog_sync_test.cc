@@ -328,6 +328,25 @@ TEST_F(SharedRepositoryTest, RegisterUnloadLoadAndDeleteThroughAReachB) {
   EXPECT_FALSE(Serves(*b_, "ts", ""));
 }
 
+// A version policy set through A is read from model.json by B.
+TEST_F(SharedRepositoryTest, AVersionPolicySetThroughAReachesB) {
+  ASSERT_OK(a_->Register(Registration("ts", dir_.File("v1.pt"))));
+  ASSERT_OK(a_->Register(Registration("ts", dir_.File("v2.pt"))));
+  b_->CatalogChanged();
+  ASSERT_TRUE(Eventually([&] { return Serves(*b_, "ts", "2"); }));
+
+  ASSERT_OK(a_->Rollback("ts", 1));
+  b_->CatalogChanged();
+  ASSERT_TRUE(Eventually([&] { return Serves(*b_, "ts", "1") && !Serves(*b_, "ts", "2"); }));
+  EXPECT_EQ(*InferBytes(*a_, Request("ts", "x", x_)), *InferBytes(*b_, Request("ts", "x", x_)));
+
+  v1::VersionPolicy all;
+  all.mutable_all();
+  ASSERT_OK(b_->SetVersionPolicy("ts", all));
+  a_->CatalogChanged();
+  ASSERT_TRUE(Eventually([&] { return Serves(*a_, "ts", "1") && Serves(*a_, "ts", "2"); }));
+}
+
 TEST_F(SharedRepositoryTest, TheRecheckCatchesAChangeWithoutNotification) {
   FakeCatalog catalog_c(&table_);
   std::unique_ptr<ModelServer> c = StartServer(&catalog_c, absl::Milliseconds(50));

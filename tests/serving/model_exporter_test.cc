@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "google/protobuf/util/message_differencer.h"
 #include "server/artifacts/checkpoint.h"
@@ -22,6 +24,7 @@ namespace mantissa {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using testing::StatusIs;
@@ -372,6 +375,67 @@ TEST_F(ModelExporterTest, ValidatesNamePrecisionAndBatching) {
   EXPECT_EQ(config->batching().max_queue_delay_us(), 0);
 }
 
+TEST_F(ModelExporterTest, CopiesThePromotionPolicyAndTheCalibrationLabels) {
+  FinishedJob finished = WriteFinishedJob(state_dir(), "job-p", "mlp", {{"hidden", "8"}});
+  finished.artifact.calibration.labels = torch::tensor({0, 1, 2, 0, 1, 2, 0, 1}, torch::kInt64);
+  ASSERT_OK(
+      ExportArtifact::Write(ExportArtifact::PathFor(state_dir(), "job-p"), finished.artifact));
+  v1::ExportModelRequest request = ExportRequest("gated", "job-p");
+  request.mutable_promotion()->set_min_top1_agreement(0.995);
+  request.mutable_promotion()->set_max_mean_rel_diff(0.01);
+  auto config =
+      ModelExporter::ExportJob(*repository_, state_dir(), finished.job, request, "bf16-true");
+  ASSERT_OK(config);
+  EXPECT_EQ(config->promotion().min_top1_agreement(), 0.995);
+  EXPECT_EQ(config->promotion().max_mean_rel_diff(), 0.01);
+  auto stored = repository_->ReadConfig("gated", 1);
+  ASSERT_OK(stored);
+  EXPECT_EQ(stored->promotion().min_top1_agreement(), 0.995);
+  auto sample = ReadCalibrationSample(repository_->VersionDir("gated", 1) + "/" +
+                                      HalfCastValidator::kCalibrationFile);
+  ASSERT_OK(sample);
+  ASSERT_TRUE(sample->labels.defined());
+  EXPECT_TRUE(torch::equal(sample->labels, finished.artifact.calibration.labels));
+
+  // Without a policy none is stored: nothing gates the version.
+  config = ModelExporter::ExportJob(*repository_, state_dir(), finished.job,
+                                    ExportRequest("gated", "job-p"), "bf16-true");
+  ASSERT_OK(config);
+  EXPECT_FALSE(config->has_promotion());
+}
+
+TEST_F(ModelExporterTest, ValidatesThePromotionPolicyBeforeWritingAnything) {
+  const FinishedJob finished = WriteFinishedJob(state_dir(), "job-v", "mlp", {{"hidden", "8"}});
+  auto export_with = [&](const v1::PromotionPolicy& promotion) {
+    v1::ExportModelRequest request = ExportRequest("m", "job-v");
+    *request.mutable_promotion() = promotion;
+    return ModelExporter::ExportJob(*repository_, state_dir(), finished.job, request, "bf16-true")
+        .status();
+  };
+  for (double bad : {-0.1, 1.5, std::nan("")}) {
+    v1::PromotionPolicy promotion;
+    promotion.set_min_top1_agreement(bad);
+    EXPECT_THAT(export_with(promotion),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("promotion.min_top1_agreement"), HasSubstr("[0, 1]"))))
+        << bad;
+  }
+  for (double bad : {-1e-9, std::numeric_limits<double>::infinity(), std::nan("")}) {
+    v1::PromotionPolicy promotion;
+    promotion.set_max_mean_rel_diff(bad);
+    EXPECT_THAT(export_with(promotion),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("promotion.max_mean_rel_diff"), HasSubstr(">= 0"))))
+        << bad;
+  }
+  ExpectEmptyRepository();
+  // The bounds themselves are valid.
+  v1::PromotionPolicy promotion;
+  promotion.set_min_top1_agreement(1.0);
+  promotion.set_max_mean_rel_diff(0.0);
+  EXPECT_OK(export_with(promotion));
+}
+
 TEST(ModelExporterWeightsTest, RoundTripsAndRejectsOtherFiles) {
   testing::TempDir dir;
   const NamedTensors tensors = {{"0.weight", torch::randn({3, 2})},
@@ -459,6 +523,26 @@ TEST_F(ModelExporterRegisterTest, CopiesTheModuleIn) {
   EXPECT_EQ(config->outputs(0).datatype(), "INT64");
   EXPECT_EQ(config->batching().max_queue_delay_us(), 100);
   EXPECT_FALSE(config->batching().has_max_batch_size());
+}
+
+TEST_F(ModelExporterRegisterTest, CopiesThePromotionPolicyButRefusesTop1ForCustomModels) {
+  v1::RegisterModelRequest request = Request();
+  request.mutable_promotion()->set_max_mean_rel_diff(0.02);
+  auto config = ModelExporter::RegisterTorchScript(*repository_, request, "bf16-true");
+  ASSERT_OK(config);
+  EXPECT_EQ(config->promotion().max_mean_rel_diff(), 0.02);
+  EXPECT_FALSE(config->promotion().has_min_top1_agreement());
+
+  // A custom model has no classes to agree on.
+  request.mutable_promotion()->set_min_top1_agreement(0.99);
+  EXPECT_THAT(Register(request),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("promotion.min_top1_agreement"), HasSubstr("'custom'"))));
+  request.mutable_promotion()->clear_min_top1_agreement();
+  request.mutable_promotion()->set_max_mean_rel_diff(-1);
+  EXPECT_THAT(Register(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("promotion.max_mean_rel_diff: -1")));
+  EXPECT_THAT(repository_->Versions("custom"), ElementsAre(1));
 }
 
 TEST_F(ModelExporterRegisterTest, RejectsBadSpecs) {

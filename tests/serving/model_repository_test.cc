@@ -21,6 +21,7 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::StatusIs;
 
 // Writes one file, as an exporter would.
@@ -367,6 +368,58 @@ TEST(ModelRepositoryTest, DeleteVersionRemovesOneOrEveryVersion) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("no model 'm'")));
   EXPECT_THAT(repository->DeleteVersion("../x", 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a valid model name")));
+}
+
+TEST(ModelRepositoryTest, SettingsDefaultRoundTripAndGoWithTheModel) {
+  testing::TempDir dir;
+  const std::string root = dir.File("models");
+  auto repository = MakeRepository(root);
+  ASSERT_NE(repository, nullptr);
+  EXPECT_THAT(repository->WriteSettings("m", v1::ModelSettings()),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no model 'm'")));
+  ASSERT_OK(repository->AddVersion("m", v1::ModelConfig(), WriteWeights));
+  ASSERT_OK(repository->AddVersion("m", v1::ModelConfig(), WriteWeights));
+
+  // No model.json: the defaults (an unset policy reads as latest 1).
+  absl::StatusOr<v1::ModelSettings> settings = repository->ReadSettings("m");
+  ASSERT_OK(settings);
+  EXPECT_FALSE(settings->has_version_policy());
+
+  v1::ModelSettings written;
+  written.mutable_version_policy()->mutable_specific()->add_versions(1);
+  ASSERT_OK(repository->WriteSettings("m", written));
+  settings = repository->ReadSettings("m");
+  ASSERT_OK(settings);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*settings, written));
+  EXPECT_THAT(ReadFile(root + "/m/model.json"), HasSubstr("\"specific\""));
+  // Replaced whole: the staged file was renamed over it, none is left.
+  written.mutable_version_policy()->mutable_latest()->set_num_versions(2);
+  ASSERT_OK(repository->WriteSettings("m", written));
+  settings = repository->ReadSettings("m");
+  ASSERT_OK(settings);
+  EXPECT_EQ(settings->version_policy().latest().num_versions(), 2u);
+  size_t entries = 0;
+  for (const auto& entry : fs::directory_iterator(root + "/m")) {
+    ++entries;
+    EXPECT_THAT(entry.path().filename().string(), Not(HasSubstr(".model.json-")));
+  }
+  EXPECT_EQ(entries, 3u);  // 1, 2, model.json
+  // Not a version: the model's versions and names are unchanged.
+  EXPECT_THAT(repository->Versions("m"), ElementsAre(1, 2));
+
+  std::ofstream(root + "/m/model.json", std::ios::trunc) << "{not json";
+  EXPECT_THAT(repository->ReadSettings("m"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("m/model.json"), HasSubstr("not model settings"))));
+
+  // Deleting the model removes its settings: a new model of that name
+  // starts from the defaults.
+  ASSERT_OK(repository->DeleteVersion("m", 0));
+  EXPECT_FALSE(fs::exists(root + "/m"));
+  ASSERT_OK(repository->AddVersion("m", v1::ModelConfig(), WriteWeights));
+  settings = repository->ReadSettings("m");
+  ASSERT_OK(settings);
+  EXPECT_FALSE(settings->has_version_policy());
 }
 
 }  // namespace

@@ -219,7 +219,7 @@ TEST_F(ModelServerTest, Fp32ModelAnswersExactly) {
   EXPECT_TRUE(torch::allclose(OutputTensor(*response, 0), Fp32Logits(*fp32, x), 1e-5, 1e-6));
 }
 
-TEST_F(ModelServerTest, ListsVersionsWithValidationAndServesOnlyTheLatest) {
+TEST_F(ModelServerTest, ListsVersionsWithValidationAndServesTheLatestByDefault) {
   std::unique_ptr<Model> first = BuildMlp(3);
   AddMlpVersion("mlp", *first);
   auto server = StartServer();
@@ -290,7 +290,7 @@ TEST_F(ModelServerTest, ListsVersionsWithValidationAndServesOnlyTheLatest) {
   old.set_model_version("1");
   EXPECT_THAT(InferSync(*server, old),
               StatusIs(absl::StatusCode::kNotFound,
-                       HasSubstr("model mlp version 1 is not served; version 2 is")));
+                       HasSubstr("model mlp version 1 is not served (served: 2)")));
   old.set_model_version("2");
   EXPECT_OK(InferSync(*server, old));
 }
@@ -771,6 +771,181 @@ TEST_F(ModelServerTest, CreateValidatesOptions) {
   options.state_dir = "";
   EXPECT_THAT(ModelServer::Create(options),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("state_dir")));
+}
+
+std::vector<int64_t> Served(const ModelServer& server, const std::string& name) {
+  for (const v1::ModelStatus& model : server.List()) {
+    if (model.name() == name)
+      return {model.served_versions().begin(), model.served_versions().end()};
+  }
+  return {};
+}
+
+v1::VersionPolicy Latest(uint32_t n) {
+  v1::VersionPolicy policy;
+  policy.mutable_latest()->set_num_versions(n);
+  return policy;
+}
+
+v1::VersionPolicy Specific(std::vector<int64_t> versions) {
+  v1::VersionPolicy policy;
+  policy.mutable_specific();
+  for (int64_t v : versions) policy.mutable_specific()->add_versions(v);
+  return policy;
+}
+
+TEST_F(ModelServerTest, VersionPoliciesSelectWhatServesAndRequestsRouteByVersion) {
+  std::unique_ptr<Model> model = BuildMlp(21);
+  for (int i = 0; i < 3; ++i) AddMlpVersion("mlp", *model, "32-true");
+  auto server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(3));  // latest 1 by default
+
+  const torch::Tensor x = torch::rand({2, kFeatures});
+  auto version_answering = [&](const std::string& version) -> absl::StatusOr<std::string> {
+    inference::ModelInferRequest request = MlpRequest("mlp", x);
+    request.set_model_version(version);
+    absl::StatusOr<inference::ModelInferResponse> response = InferSync(*server, request);
+    if (!response.ok()) return response.status();
+    return response->model_version();
+  };
+
+  absl::StatusOr<v1::ModelStatus> status = server->SetVersionPolicy("mlp", Latest(2));
+  ASSERT_OK(status);
+  EXPECT_THAT(status->served_versions(), ElementsAre(2, 3));
+  EXPECT_EQ(status->version_policy().latest().num_versions(), 2u);
+  EXPECT_EQ(status->versions(0).reason(), "superseded by version 3");
+  EXPECT_THAT(version_answering(""), HoldsValue("3"));
+  EXPECT_THAT(version_answering("2"), HoldsValue("2"));
+  EXPECT_THAT(version_answering("1"),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("model mlp version 1 is not served (served: 2, 3)")));
+  EXPECT_THAT(server->ModelReady("mlp", "2"), HoldsValue(true));
+  EXPECT_THAT(server->ModelReady("mlp", "1"), HoldsValue(false));
+  absl::StatusOr<inference::ModelMetadataResponse> metadata = server->ModelMetadata("mlp", "");
+  ASSERT_OK(metadata);
+  EXPECT_THAT(metadata->versions(), ElementsAre("2", "3"));
+
+  v1::VersionPolicy all;
+  all.mutable_all();
+  ASSERT_OK(server->SetVersionPolicy("mlp", all));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1, 2, 3));
+  EXPECT_THAT(version_answering("1"), HoldsValue("1"));
+  inference::RepositoryIndexResponse index = server->RepositoryIndex(/*ready_only=*/true);
+  EXPECT_EQ(index.models_size(), 3);
+
+  status = server->SetVersionPolicy("mlp", Specific({1}));
+  ASSERT_OK(status);
+  EXPECT_THAT(status->served_versions(), ElementsAre(1));
+  EXPECT_EQ(status->versions(2).state(), "UNAVAILABLE");
+  EXPECT_EQ(status->versions(2).reason(), "not selected by the version policy (specific 1)");
+  EXPECT_THAT(version_answering(""), HoldsValue("1"));
+
+  // Bad input changes nothing.
+  EXPECT_THAT(server->SetVersionPolicy("mlp", Latest(0)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("version_policy.latest.num_versions: must be >= 1, got 0")));
+  EXPECT_THAT(server->SetVersionPolicy("mlp", Specific({1, 99})),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("version_policy.specific.versions: model mlp has no version 99 "
+                                 "(versions: 1, 2, 3)")));
+  EXPECT_THAT(server->SetVersionPolicy("mlp", Specific({})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at least one version")));
+  EXPECT_THAT(
+      server->SetVersionPolicy("mlp", v1::VersionPolicy()),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("version_policy: is required")));
+  EXPECT_THAT(
+      server->SetVersionPolicy("nope", Latest(1)),
+      StatusIs(absl::StatusCode::kNotFound, HasSubstr("model nope is not in the repository")));
+  EXPECT_THAT(server->Rollback("mlp", 0), StatusIs(absl::StatusCode::kInvalidArgument, _));
+  EXPECT_THAT(server->Rollback("mlp", 99),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("has no version 99")));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
+  // A served version cannot be deleted.
+  EXPECT_THAT(server->DeleteVersion("mlp", 1), StatusIs(absl::StatusCode::kFailedPrecondition, _));
+
+  // The policy is the repository's: a restart serves the same, and a new
+  // version does not replace a pinned one.
+  server.reset();
+  AddMlpVersion("mlp", *model, "32-true");
+  server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
+  ASSERT_OK(server->Load("mlp"));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
+  ASSERT_OK(server->Rollback("mlp", 4));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(4));
+}
+
+TEST_F(ModelServerTest, StatisticsCountRequestsPerVersion) {
+  std::unique_ptr<Model> model = BuildMlp(22);
+  AddMlpVersion("mlp", *model, "32-true");
+  AddMlpVersion("mlp", *model, "32-true");
+  auto server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  v1::VersionPolicy all;
+  all.mutable_all();
+  ASSERT_OK(server->SetVersionPolicy("mlp", all));
+  inference::ModelInferRequest request = MlpRequest("mlp", torch::rand({3, kFeatures}));
+  for (int i = 0; i < 2; ++i) ASSERT_OK(InferSync(*server, request));
+  request.set_model_version("1");
+  ASSERT_OK(InferSync(*server, request));
+  request.set_model_version("7");
+  EXPECT_THAT(InferSync(*server, request), StatusIs(absl::StatusCode::kNotFound, _));
+
+  absl::StatusOr<inference::ModelStatisticsResponse> stats = server->Statistics("mlp", "2");
+  ASSERT_OK(stats);
+  ASSERT_EQ(stats->model_stats_size(), 1);
+  const inference::ModelStatistics& v2 = stats->model_stats(0);
+  EXPECT_EQ(v2.version(), "2");
+  EXPECT_EQ(v2.inference_stats().success().count(), 2u);
+  EXPECT_EQ(v2.inference_count(), 6u);
+  EXPECT_GE(v2.execution_count(), 1u);
+  EXPECT_GT(v2.inference_stats().compute_infer().ns(), 0u);
+  stats = server->Statistics("mlp", "1");
+  ASSERT_OK(stats);
+  EXPECT_EQ(stats->model_stats(0).inference_stats().success().count(), 1u);
+  stats = server->Statistics("", "");
+  ASSERT_OK(stats);
+  EXPECT_GE(stats->model_stats_size(), 2);
+  EXPECT_THAT(server->Statistics("nope", ""), StatusIs(absl::StatusCode::kNotFound, _));
+  EXPECT_THAT(server->Statistics("mlp", "9"), StatusIs(absl::StatusCode::kNotFound, _));
+}
+
+// A version whose cast misses its promotion policy is refused; the one
+// serving keeps serving, and a policy selecting only it changes nothing.
+TEST_F(ModelServerTest, AVersionMissingItsPromotionPolicyLeavesTheOldOneServing) {
+  std::unique_ptr<Model> model = BuildMlp(23);
+  AddMlpVersion("mlp", *model);
+  auto server = StartServer(/*calibration_items=*/16);
+  ASSERT_NE(server, nullptr);
+  v1::ModelConfig strict = MlpConfig("bf16-true");
+  // Any bf16 rounding misses this.
+  strict.mutable_promotion()->set_max_mean_rel_diff(1e-12);
+  ASSERT_OK(repository_->AddVersion("mlp", strict, [&](const std::string& dir, v1::ModelConfig&) {
+    RETURN_IF_ERROR(SaveWeights(dir + "/weights.pt", model->State()));
+    return WriteMlpCalibration(dir, 128);
+  }));
+  EXPECT_THAT(server->Load("mlp"),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       AllOf(HasSubstr("promotion policy"), HasSubstr("version 1 keeps serving"))));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
+  absl::StatusOr<inference::ModelInferResponse> response =
+      InferSync(*server, MlpRequest("mlp", torch::rand({1, kFeatures})));
+  ASSERT_OK(response);
+  EXPECT_EQ(response->model_version(), "1");
+  const v1::ModelStatus listed = server->List()[0];
+  EXPECT_EQ(listed.versions(1).state(), "UNAVAILABLE");
+  EXPECT_THAT(listed.versions(1).reason(), HasSubstr("max_mean_rel_diff"));
+  EXPECT_GT(listed.versions(1).validation().mean_rel_diff(), 0.0);  // the figures stay listed
+
+  EXPECT_THAT(server->SetVersionPolicy("mlp", Specific({2})),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("promotion policy")));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
+  EXPECT_TRUE(server->List()[0].version_policy().has_latest());  // model.json unchanged
+  // latest 2 serves what passes: version 1 alone.
+  ASSERT_OK(server->SetVersionPolicy("mlp", Latest(2)));
+  EXPECT_THAT(Served(*server, "mlp"), ElementsAre(1));
 }
 
 }  // namespace

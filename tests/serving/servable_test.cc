@@ -124,6 +124,11 @@ TEST_F(ServableTest, Bf16CastIsValidatedOnTheDatasetAndServes) {
   EXPECT_TRUE(v.finite());
   EXPECT_GE(v.duration_seconds(), 0.0);
   EXPECT_EQ(reported.SerializeAsString(), v.SerializeAsString());
+  // flatten, linear, relu, linear: none past the default tolerance.
+  ASSERT_EQ(v.layers_size(), 4);
+  EXPECT_EQ(v.layers(3).layer(), "3");
+  EXPECT_EQ(v.first_divergent_layer(), "");
+  EXPECT_EQ(v.layer_tolerance(), HalfCastValidator::kDefaultLayerTolerance);
   std::cout << "mlp bf16-true validation: " << v.ShortDebugString() << "\n";
 
   EXPECT_EQ((*servable)->dtype(), torch::kBFloat16);
@@ -240,6 +245,10 @@ TEST_F(ServableTest, OverflowingCastIsRefused) {
                              HasSubstr("random inputs, 10 items"))));
   EXPECT_FALSE(reported.finite());
   EXPECT_FALSE(reported.has_top1_agreement());  // custom models have no classes
+  // TorchScript has no layers of its own: the output is where it diverges.
+  ASSERT_EQ(reported.layers_size(), 1);
+  EXPECT_EQ(reported.layers(0).layer(), "output");
+  EXPECT_EQ(reported.first_divergent_layer(), "output");
 
   // The same file in fp32 is fine: x * 3.4e38 stays finite for x < 1.
   Servable::Options fp32 =

@@ -27,12 +27,14 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// Reads {"grpc": N, "metrics": M} or {"grpc": N, "metrics": M, "health": H}.
-bool ParsePortFile(const std::string& text, int* grpc, int* metrics, int* health) {
+// Reads {"grpc": N, "metrics": M[, "http": H][, "health": K]}.
+bool ParsePortFile(const std::string& text, int* grpc, int* metrics, int* http, int* health) {
   std::smatch m;
-  static const std::regex re(R"re(\{"grpc": (\d+), "metrics": (\d+)(, "health": (\d+))?\})re");
+  static const std::regex re(
+      R"re(\{"grpc": (\d+), "metrics": (\d+)(, "http": (\d+))?(, "health": (\d+))?\})re");
   if (!std::regex_search(text, m, re)) return false;
-  if (m[4].matched && !absl::SimpleAtoi(m[4].str(), health)) return false;
+  if (m[4].matched && !absl::SimpleAtoi(m[4].str(), http)) return false;
+  if (m[6].matched && !absl::SimpleAtoi(m[6].str(), health)) return false;
   return absl::SimpleAtoi(m[1].str(), grpc) && absl::SimpleAtoi(m[2].str(), metrics);
 }
 
@@ -75,6 +77,7 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(Options opti
   std::vector<std::string> argv = {MANTISSAD_BIN,
                                    "--grpc_address=127.0.0.1:0",
                                    "--metrics_address=127.0.0.1:0",
+                                   "--http_address=127.0.0.1:0",
                                    "--state_dir=" + options.state_dir,
                                    "--port_file=" + port_file,
                                    "--intra_op_threads=1"};
@@ -91,7 +94,8 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(Options opti
 
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
-    if (ParsePortFile(ReadFile(port_file), &d->grpc_port_, &d->metrics_port_, &d->health_port_)) {
+    if (ParsePortFile(ReadFile(port_file), &d->grpc_port_, &d->metrics_port_, &d->http_port_,
+                      &d->health_port_)) {
       return d;
     }
     int status = 0;
@@ -181,6 +185,10 @@ absl::StatusOr<std::string> DaemonProcess::ScrapeMetrics() const {
   CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) return absl::UnavailableError(absl::StrCat("curl: ", r.err));
   return r.out;
+}
+
+std::string DaemonProcess::http_url() const {
+  return absl::StrCat(options_.tls_ca_file.empty() ? "http" : "https", "://127.0.0.1:", http_port_);
 }
 
 std::string DaemonProcess::Log() const { return ReadFile(log_path_); }

@@ -46,6 +46,9 @@ class DaemonProcess {
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::string server_flag() const { return "--server=" + grpc_address(); }
   int health_port() const { return health_port_; }  // 0 without --health_address
+  int http_port() const { return http_port_; }      // 0 with --http_address=""
+  // http(s)://127.0.0.1:<http port>, as the Options' TLS says.
+  std::string http_url() const;
   std::unique_ptr<v1::TrainingService::Stub> NewStub() const;
   // A channel with the Options' credentials; `token` overrides Options::token
   // ("" sends none).
@@ -72,6 +75,7 @@ class DaemonProcess {
   int grpc_port_ = 0;
   int metrics_port_ = 0;
   int health_port_ = 0;
+  int http_port_ = 0;
   std::string log_path_;
   Options options_;
 };

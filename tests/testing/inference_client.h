@@ -8,12 +8,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "mantissa/v1/serving.grpc.pb.h"
+
+namespace httplib {
+class Client;
+}  // namespace httplib
 
 namespace mantissa::testing {
 
@@ -87,6 +92,62 @@ std::vector<int> ArgmaxRows(const std::vector<float>& values, int64_t cols);
 
 // Deterministic inputs in [-2, 2) for `count` floats, from `seed`.
 std::vector<float> PseudoRandomFloats(size_t count, uint32_t seed);
+
+// An HTTP answer as a KServe v2 REST client sees it.
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  // Inference-Header-Content-Length: the JSON part of a binary-extension
+  // body; -1 when absent (the whole body is JSON).
+  int64_t header_length = -1;
+};
+
+// A KServe v2 REST request body with the headers it needs.
+struct RestRequest {
+  std::string body;
+  std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// A plain-HTTP client of mantissad's REST front end on one keep-alive
+// connection, as a separate client process would hold. Not thread-safe
+// (cpp-httplib's Client is not): one per thread.
+class RestClient {
+ public:
+  // `token`: sent as "Authorization: Bearer <token>" when not empty.
+  RestClient(const std::string& host, int port, const std::string& token = "",
+             absl::Duration timeout = absl::Seconds(30));
+  ~RestClient();
+
+  // UNAVAILABLE when no HTTP answer came (connection refused, timeout);
+  // any HTTP status is a response.
+  absl::StatusOr<HttpResponse> Get(const std::string& path);
+  absl::StatusOr<HttpResponse> Post(const std::string& path, const RestRequest& request);
+  absl::StatusOr<HttpResponse> Post(const std::string& path, const std::string& json_body);
+
+ private:
+  std::unique_ptr<httplib::Client> client_;
+};
+
+// POST /v2/models/{model}/infer with one float input `values` ([shape...]
+// row-major) as JSON numbers. `binary_output`: ask for every output (or the
+// one named) in the binary extension.
+RestRequest RestJsonInferRequest(const std::string& input, const std::vector<int64_t>& shape,
+                                 const std::vector<float>& values,
+                                 const std::string& datatype = "FP32", bool binary_output = false,
+                                 const std::string& output = "");
+
+// The same with the input in Triton's binary extension (little-endian
+// `datatype` bytes after the JSON header) and the output requested binary.
+RestRequest RestBinaryInferRequest(const std::string& input, const std::vector<int64_t>& shape,
+                                   const std::vector<float>& values, const std::string& output,
+                                   const std::string& datatype = "FP32");
+
+// Output `index` of an infer response as floats, from JSON numbers or from
+// its binary_data_size bytes after the JSON header (FP32, FP16 or BF16).
+// INVALID_ARGUMENT for a non-200 answer (with its body) or a malformed one.
+absl::StatusOr<std::vector<float>> RestOutputFloats(const HttpResponse& response, int index = 0);
 
 // EXPECT_THAT(status, GrpcStatusIs(grpc::INVALID_ARGUMENT, HasSubstr("input")))
 MATCHER_P2(GrpcStatusIs, code, message_matcher, "") {
