@@ -91,11 +91,11 @@ absl::StatusOr<std::string> ReadInput(const std::string& path) {
   return text.str();
 }
 
-// The version that a load made current: the latest of `name`.
-const v1::ModelVersionStatus* LatestVersion(const v1::ListModelsResponse& models,
-                                            const std::string& name) {
+// The version `name` serves (ShownVersion); null when it is not listed.
+const v1::ModelVersionStatus* ServingVersion(const v1::ListModelsResponse& models,
+                                             const std::string& name) {
   for (const v1::ModelStatus& model : models.models()) {
-    if (model.name() == name && !model.versions().empty()) return &*model.versions().rbegin();
+    if (model.name() == name && !model.versions().empty()) return &ShownVersion(model);
   }
   return nullptr;
 }
@@ -240,6 +240,13 @@ absl::StatusOr<InferPlan> BuildInferPlan(const std::string& model, const InferOp
   InferPlan plan;
   plan.model = model;
   plan.output_fp32 = options.output_fp32;
+  if (options.version) {
+    if (*options.version < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--version: must be >= 1, got ", *options.version));
+    }
+    plan.version = std::to_string(*options.version);
+  }
   if (options.random) {
     if (options.batch) {
       if (*options.batch < 1) {
@@ -284,7 +291,7 @@ int RunLoad(ModelClient& client, const LoadRequest& request, const CommandIo& io
   if (!loaded.ok()) return ReportError(loaded.status(), io);
   // The load answers nothing but OK; the listing shows what it loaded.
   absl::StatusOr<v1::ListModelsResponse> models = client.ListModels(v1::ListModelsRequest());
-  const v1::ModelVersionStatus* model = models.ok() ? LatestVersion(*models, name) : nullptr;
+  const v1::ModelVersionStatus* model = models.ok() ? ServingVersion(*models, name) : nullptr;
   if (model == nullptr) {
     if (io.json) {
       PrintJson(*loaded, /*pretty=*/true, io);
@@ -307,6 +314,7 @@ int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io) {
   } else {
     inference::ModelMetadataRequest metadata_request;
     metadata_request.set_name(plan.model);
+    metadata_request.set_version(plan.version);
     absl::StatusOr<inference::ModelMetadataResponse> metadata =
         client.ModelMetadata(metadata_request);
     if (!metadata.ok()) return ReportError(metadata.status(), io);
@@ -317,6 +325,7 @@ int RunInfer(ModelClient& client, const InferPlan& plan, const CommandIo& io) {
     request.set_model_name(plan.model);
   }
   if (plan.output_fp32) RequestFp32Outputs(&request);
+  request.set_model_version(plan.version);
   absl::StatusOr<inference::ModelInferResponse> response = client.ModelInfer(request);
   if (!response.ok()) return ReportError(response.status(), io);
   absl::StatusOr<std::string> text =
@@ -562,6 +571,8 @@ class Infer : public Invocation {
     parser.AddInt("batch", &options_.batch, "items in the --random request (default 1)");
     parser.AddBool("output-fp32", &options_.output_fp32,
                    "return outputs as FP32 instead of the model's datatype");
+    parser.AddInt("version", &options_.version,
+                  "a version the model serves (default: the newest it serves)");
   }
   absl::Status Prepare(const std::vector<std::string>& args) override {
     return Store(BuildInferPlan(args.front(), options_), plan_);

@@ -76,6 +76,7 @@ struct InferOptions {
   bool random = false;
   std::optional<int64_t> batch;  // items of random input (default 1)
   bool output_fp32 = false;
+  std::optional<int64_t> version;  // a served version; unset: the newest served
 };
 struct InferPlan {
   std::string model;
@@ -84,6 +85,7 @@ struct InferPlan {
   std::optional<inference::ModelInferRequest> request;
   int64_t random_batch = 1;
   bool output_fp32 = false;
+  std::string version;  // empty: the newest version served
 };
 // Reads and parses --input; file and JSON errors are usage errors naming the
 // file and the field.

@@ -103,15 +103,14 @@ std::vector<std::string> ValidationDetails(const v1::HalfCastValidation& v) {
   return lines;
 }
 
-namespace {
-
-// The version a model's row shows: the newest served, else the latest.
 const v1::ModelVersionStatus& ShownVersion(const v1::ModelStatus& model) {
   for (auto it = model.versions().rbegin(); it != model.versions().rend(); ++it) {
     if (it->state() == "READY") return *it;
   }
   return *model.versions().rbegin();
 }
+
+namespace {
 
 // Superseded, left out by the policy or unexplained: nothing an operator must
 // act on.

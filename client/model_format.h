@@ -31,6 +31,10 @@ std::string FormatModelTable(const v1::ListModelsResponse& response);
 //   accuracy: fp32 91.41%, cast 91.02% on 128 labelled items
 std::vector<std::string> ValidationDetails(const v1::HalfCastValidation& validation);
 
+// The version requests without a version go to: the newest READY one, else
+// (nothing serves) the newest, whose reason says why. `model` has versions.
+const v1::ModelVersionStatus& ShownVersion(const v1::ModelStatus& model);
+
 // "latest 1", "all", "specific 1, 3".
 std::string FormatVersionPolicy(const v1::VersionPolicy& policy);
 

@@ -104,7 +104,8 @@ ABSL_FLAG(std::string, tls_cert_file, "",
           "Replaced files are picked up without a restart.");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
-          "PEM CA certificates: gRPC clients must present a certificate signed by one (mTLS).");
+          "PEM CA certificates: gRPC and REST clients must present a certificate signed by one "
+          "(mTLS).");
 ABSL_FLAG(int, tls_refresh_seconds, 60,
           "How often gRPC re-reads the TLS files to pick up replaced certificates.");
 ABSL_FLAG(bool, allow_insecure, false,
@@ -552,6 +553,7 @@ absl::StatusOr<std::unique_ptr<KServeHttpServer>> StartHttpServer(ModelServer* m
        .authorizer = authorizer,
        .tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file),
        .tls_key_file = absl::GetFlag(FLAGS_tls_key_file),
+       .tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file),
        // Enough for 16 and more keep-alive clients, each holding a worker.
        .threads = 32,
        // As gRPC's receive limit, which the daemon leaves at its default.

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -21,13 +22,40 @@
 namespace mantissa {
 namespace {
 
-// OpenSSL's certificate callback: loads the chain and key from disk for each
-// handshake, which is what lets certificates rotate without a restart.
+using TlsFiles = KServeHttpServer::TlsFiles;
+
+// OpenSSL's certificate callback: loads the chain, key and client CAs from
+// disk for each handshake, which is what lets them rotate without a restart.
 int LoadCertificateForHandshake(SSL* ssl, void* arg) {
-  const auto* files = static_cast<const std::pair<std::string, std::string>*>(arg);
-  if (SSL_use_certificate_chain_file(ssl, files->first.c_str()) != 1) return 0;
-  if (SSL_use_PrivateKey_file(ssl, files->second.c_str(), SSL_FILETYPE_PEM) != 1) return 0;
-  return SSL_check_private_key(ssl) == 1 ? 1 : 0;
+  const auto* files = static_cast<const TlsFiles*>(arg);
+  if (SSL_use_certificate_chain_file(ssl, files->cert.c_str()) != 1) return 0;
+  if (SSL_use_PrivateKey_file(ssl, files->key.c_str(), SSL_FILETYPE_PEM) != 1) return 0;
+  if (SSL_check_private_key(ssl) != 1) return 0;
+  if (files->client_ca.empty()) return 1;
+  X509_STORE* store = X509_STORE_new();
+  const bool loaded =
+      store != nullptr && X509_STORE_load_locations(store, files->client_ca.c_str(), nullptr) == 1;
+  // The handshake holds its own reference to a store it took.
+  const bool set = loaded && SSL_set1_verify_cert_store(ssl, store) == 1;
+  X509_STORE_free(store);
+  return set ? 1 : 0;
+}
+
+// The subject CNs of the client's verified certificate (none without one).
+std::vector<std::string> PeerCommonNames(const httplib::Request& req) {
+  std::vector<std::string> names;
+  if (req.ssl == nullptr || SSL_get_verify_result(req.ssl) != X509_V_OK) return names;
+  X509* cert = SSL_get1_peer_certificate(req.ssl);
+  if (cert == nullptr) return names;
+  const X509_NAME* subject = X509_get_subject_name(cert);
+  for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+    const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+    names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
+                       static_cast<size_t>(ASN1_STRING_length(cn)));
+  }
+  X509_free(cert);
+  return names;
 }
 
 // What a handler answers: a status and a body, JSON unless said otherwise.
@@ -151,7 +179,8 @@ void Endpoints::Dispatch(const std::vector<Route>& routes, const httplib::Reques
     const std::string header = req.get_header_value("Authorization");
     if (req.has_header("Authorization")) authorization = header;
     if (absl::Status s =
-            authorizer_->Check(authorization, {}, found->permission, found->call).status();
+            authorizer_->Check(authorization, PeerCommonNames(req), found->permission, found->call)
+                .status();
         !s.ok()) {
       reply = Error(s);
       if (reply.status == 401) res.set_header("WWW-Authenticate", "Bearer");
@@ -237,12 +266,17 @@ Reply Endpoints::LoadOrUnload(const Captures& path, bool load) const {
 }
 
 absl::StatusOr<std::unique_ptr<httplib::Server>> NewHttpServer(
-    const KServeHttpServer::Options& options, std::pair<std::string, std::string>* tls_files) {
+    const KServeHttpServer::Options& options, TlsFiles* tls_files) {
   if (options.tls_cert_file.empty()) return std::make_unique<httplib::Server>();
-  *tls_files = {options.tls_cert_file, options.tls_key_file};
+  *tls_files = {options.tls_cert_file, options.tls_key_file, options.tls_client_ca_file};
   auto server = std::make_unique<httplib::SSLServer>([tls_files](SSL_CTX& ctx) {
     SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
     SSL_CTX_set_cert_cb(&ctx, LoadCertificateForHandshake, tls_files);
+    // As gRPC with --tls_client_ca_file: no verified client certificate, no
+    // connection.
+    if (!tls_files->client_ca.empty()) {
+      SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
     return true;
   });
   if (!server->is_valid()) {

@@ -7,7 +7,6 @@
 #include <memory>
 #include <string>
 #include <thread>
-#include <utility>
 
 #include "absl/status/statusor.h"
 #include "server/service/authorizer.h"
@@ -39,6 +38,10 @@ class KServeHttpServer {
     // certificates take effect on the next connection.
     std::string tls_cert_file;
     std::string tls_key_file;
+    // With TLS: clients must present a certificate signed by one of these
+    // CAs (read at every handshake), as gRPC's mTLS; its CN can name the
+    // caller (cert: lines of the tokens file).
+    std::string tls_client_ca_file;
     int threads = 32;
     // Larger bodies are refused with 413 (as gRPC's receive limit).
     size_t max_body_bytes = 4 << 20;
@@ -53,11 +56,17 @@ class KServeHttpServer {
   // threads. Idempotent.
   void Stop();
 
+  // Certificate, key and client CA paths, read by the TLS handshake callback.
+  struct TlsFiles {
+    std::string cert;
+    std::string key;
+    std::string client_ca;  // "" = no client certificate asked for
+  };
+
  private:
   KServeHttpServer() = default;
 
-  // Certificate and key paths, read by the TLS handshake callback.
-  std::pair<std::string, std::string> tls_files_;
+  TlsFiles tls_files_;
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   std::atomic<bool> stopped_{false};

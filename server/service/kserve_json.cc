@@ -7,10 +7,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "rapidjson/document.h"
+#include "rapidjson/encodedstream.h"
 #include "rapidjson/error/en.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -28,6 +32,10 @@ using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer, rapidjson::UTF8<>,
                                      rapidjson::CrtAllocator, rapidjson::kWriteNanAndInfFlag>;
 using ParameterMap = google::protobuf::Map<std::string, inference::InferParameter>;
 using Json = rapidjson::Value;
+
+// Deepest nesting a body may have: a request is an object of tensors whose
+// data nests once per dimension, and no served tensor has 50 dimensions.
+constexpr int kMaxJsonDepth = 64;
 
 // How one datatype's elements are written in JSON and raw contents.
 enum class Kind { kBool, kInt, kUint, kFloat, kHalf, kBfloat16, kBytes };
@@ -331,17 +339,110 @@ absl::Status ParseOutput(const Json& output, size_t index, inference::ModelInfer
                          requested->mutable_parameters());
 }
 
+// The DOM builder with numbers converted here: RapidJSON 1.1's full-precision
+// strtod reads out of bounds on long mantissas with large exponents ("3...3e-1135",
+// found by fuzzing) and its default one rounds twice. The reader hands numbers
+// over as text (kParseNumbersAsStringsFlag); absl's from_chars rounds them once.
+class NumberConverter {
+ public:
+  explicit NumberConverter(rapidjson::Document& doc) : doc_(doc) {}
+
+  bool Null() { return doc_.Null(); }
+  bool Bool(bool b) { return doc_.Bool(b); }
+  bool Int(int i) { return doc_.Int(i); }
+  bool Uint(unsigned u) { return doc_.Uint(u); }
+  bool Int64(int64_t i) { return doc_.Int64(i); }
+  bool Uint64(uint64_t u) { return doc_.Uint64(u); }
+  bool Double(double d) { return doc_.Double(d); }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+  bool StartObject() { return doc_.StartObject(); }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+  bool EndObject(rapidjson::SizeType n) { return doc_.EndObject(n); }
+  bool StartArray() { return doc_.StartArray(); }
+  bool EndArray(rapidjson::SizeType n) { return doc_.EndArray(n); }
+
+  // `text` is a JSON number (the reader checked its grammar). Integers stay
+  // integers as RapidJSON makes them; others, and integers beyond 64 bits,
+  // become the nearest double.
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    const absl::string_view text(s, n);
+    if (text.find_first_of(".eE") == absl::string_view::npos) {
+      int64_t i = 0;
+      uint64_t u = 0;
+      if (text[0] == '-' && absl::SimpleAtoi(text, &i)) return doc_.Int64(i);
+      if (text[0] != '-' && absl::SimpleAtoi(text, &u)) return doc_.Uint64(u);
+    }
+    double d = 0;
+    if (!absl::SimpleAtod(text, &d) || !std::isfinite(d)) {
+      out_of_range_ = std::string(text.substr(0, 32));
+      return false;
+    }
+    return doc_.Double(d);
+  }
+
+  // The number that stopped the parse, "" when none did.
+  const std::string& out_of_range() const { return out_of_range_; }
+
+ private:
+  rapidjson::Document& doc_;
+  std::string out_of_range_;
+};
+
+// Whether arrays and objects nest deeper than `limit` anywhere outside
+// strings. Checked before parsing: every level costs the parser a value, so
+// a body of nothing but '[' would cost tens of times its size in memory.
+bool NestsDeeperThan(absl::string_view json, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<rapidjson::Document> ParseJson(absl::string_view json, absl::string_view what) {
-  rapidjson::Document doc;
+  if (NestsDeeperThan(json, kMaxJsonDepth)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": arrays and objects nest deeper than ", kMaxJsonDepth, " levels"));
+  }
   // Iterative: nesting depth costs heap (bounded by the body limit), not stack.
   // Standard JSON only: RapidJSON 1.1's NaN/Infinity extension misparses
   // "NaNe-7" into its full-precision strtod with no digits (found by fuzzing).
-  doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseFullPrecisionFlag>(json.data(),
-                                                                                 json.size());
-  if (doc.HasParseError()) {
+  constexpr unsigned kFlags =
+      rapidjson::kParseIterativeFlag | rapidjson::kParseNumbersAsStringsFlag;
+  rapidjson::Document doc;
+  rapidjson::Reader reader;
+  std::string out_of_range;
+  auto parse = [&](rapidjson::Document& target) {
+    rapidjson::MemoryStream memory(json.data(), json.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(memory);
+    NumberConverter converter(target);
+    const bool ok = !reader.Parse<kFlags>(in, converter).IsError();
+    out_of_range = converter.out_of_range();
+    return ok;
+  };
+  doc.Populate(parse);
+  if (!out_of_range.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " is not valid JSON: ", rapidjson::GetParseError_En(doc.GetParseError()),
-                     " (at byte ", doc.GetErrorOffset(), ")"));
+        absl::StrCat(what, ": the number ", out_of_range, " is beyond the range of a double"));
+  }
+  if (reader.HasParseError()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " is not valid JSON: ", rapidjson::GetParseError_En(reader.GetParseErrorCode()),
+        " (at byte ", reader.GetErrorOffset(), ")"));
   }
   if (!doc.IsObject()) return absl::InvalidArgumentError(absl::StrCat(what, " must be an object"));
   return doc;

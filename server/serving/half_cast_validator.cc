@@ -43,19 +43,25 @@ std::string ShapeString(torch::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// One layer's figures, summed over the chunks as Compare sums the outputs'.
-struct LayerSums {
-  std::string layer;
+// How far the cast's tensors are from fp32's, summed over the chunks: the
+// outputs' (Compare) or one layer's (CompareLayers).
+struct DiffSums {
+  std::string layer;  // CompareLayers: the layer they are of
   double max_abs_diff = 0.0;
   double sum_abs_diff = 0.0;
   double sum_abs_reference = 0.0;
-  int64_t non_finite = 0;  // cast elements non-finite where fp32's are finite
+  int64_t non_finite = 0;   // cast elements non-finite where fp32's are finite
+  bool cast_finite = true;  // every cast element finite
 
-  // `r` fp32's output, `c` the cast's, both float32 on the CPU.
+  // `r` fp32's tensor, `c` the cast's, both float32 on the CPU. The
+  // differences are over the elements finite in both; sums in double (bf16
+  // and fp16 widen to fp32 exactly).
   void Add(const torch::Tensor& r, const torch::Tensor& c) {
     const torch::Tensor r_finite = torch::isfinite(r);
-    const torch::Tensor both = r_finite & torch::isfinite(c);
-    non_finite += (r_finite & both.logical_not()).sum().item<int64_t>();
+    const torch::Tensor c_finite = torch::isfinite(c);
+    if (cast_finite && !c_finite.all().item<bool>()) cast_finite = false;
+    non_finite += (r_finite & c_finite.logical_not()).sum().item<int64_t>();
+    const torch::Tensor both = r_finite & c_finite;
     const torch::Tensor diff = (c - r).abs().masked_select(both);
     if (diff.numel() == 0) return;
     max_abs_diff = std::max(max_abs_diff, diff.max().item<double>());
@@ -63,16 +69,15 @@ struct LayerSums {
     sum_abs_reference += r.abs().masked_select(both).sum(torch::kFloat64).item<double>();
   }
 
+  double MeanRelDiff() const {
+    if (sum_abs_reference > 0) return sum_abs_diff / sum_abs_reference;
+    return sum_abs_diff > 0 ? std::numeric_limits<double>::infinity() : 0.0;
+  }
+
   void To(v1::LayerDivergence* out) const {
     out->set_layer(layer);
     out->set_max_abs_diff(max_abs_diff);
-    double rel = 0.0;
-    if (sum_abs_reference > 0) {
-      rel = sum_abs_diff / sum_abs_reference;
-    } else if (sum_abs_diff > 0) {
-      rel = std::numeric_limits<double>::infinity();
-    }
-    out->set_mean_rel_diff(rel);
+    out->set_mean_rel_diff(MeanRelDiff());
   }
 };
 
@@ -206,15 +211,12 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
   const absl::Time start = absl::Now();
   const int64_t chunk = std::max<int64_t>(options.chunk_items, 1);
 
-  double max_abs_diff = 0.0;
-  double sum_abs_diff = 0.0;
-  double sum_abs_reference = 0.0;
+  DiffSums sums;  // every output's elements together
   int64_t agree = 0;
   int64_t predictions = 0;
   int64_t fp32_correct = 0;
   int64_t cast_correct = 0;
   int64_t labelled = 0;
-  bool finite = true;
   const std::string context = absl::StrCat(options.model, ": validating the ", options.precision,
                                            " cast on ", batch.source);
   RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
@@ -230,7 +232,6 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
                                                 " outputs, the cast one ", got.size()));
       }
       for (size_t i = 0; i < want.size(); ++i) {
-        // bf16 and fp16 widen to fp32 exactly; sums accumulate in double.
         const torch::Tensor r = want[i].to(torch::kCPU).to(torch::kFloat32);
         const torch::Tensor c = got[i].to(torch::kCPU).to(torch::kFloat32);
         if (r.sizes() != c.sizes()) {
@@ -238,18 +239,8 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
                                                   ShapeString(r.sizes()), " in fp32 but ",
                                                   ShapeString(c.sizes()), " cast"));
         }
-        const torch::Tensor r_finite = torch::isfinite(r);
-        const torch::Tensor c_finite = torch::isfinite(c);
         result.elements += r.numel();
-        result.non_finite += (r_finite & c_finite.logical_not()).sum().item<int64_t>();
-        if (!c_finite.all().item<bool>()) finite = false;
-        const torch::Tensor both = r_finite & c_finite;
-        const torch::Tensor diff = (c - r).abs().masked_select(both);
-        if (diff.numel() > 0) {
-          max_abs_diff = std::max(max_abs_diff, diff.max().item<double>());
-          sum_abs_diff += diff.sum(torch::kFloat64).item<double>();
-          sum_abs_reference += r.abs().masked_select(both).sum(torch::kFloat64).item<double>();
-        }
+        sums.Add(r, c);
         if (i == 0 && options.top1_agreement && r.dim() >= 2) {
           const torch::Tensor same = r.argmax(-1) == c.argmax(-1);
           agree += same.sum().item<int64_t>();
@@ -266,12 +257,9 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
     return absl::OkStatus();
   }));
 
-  v.set_max_abs_diff(max_abs_diff);
-  if (sum_abs_reference > 0) {
-    v.set_mean_rel_diff(sum_abs_diff / sum_abs_reference);
-  } else {
-    v.set_mean_rel_diff(sum_abs_diff > 0 ? std::numeric_limits<double>::infinity() : 0.0);
-  }
+  result.non_finite = sums.non_finite;
+  v.set_max_abs_diff(sums.max_abs_diff);
+  v.set_mean_rel_diff(sums.MeanRelDiff());
   if (options.top1_agreement && predictions > 0) {
     v.set_top1_agreement(static_cast<double>(agree) / static_cast<double>(predictions));
   }
@@ -280,7 +268,7 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
     v.set_cast_accuracy(static_cast<double>(cast_correct) / static_cast<double>(labelled));
     v.set_labelled_items(labelled);
   }
-  v.set_finite(finite);
+  v.set_finite(sums.cast_finite);
   v.set_duration_seconds(absl::ToDoubleSeconds(absl::Now() - start));
   return result;
 }
@@ -288,7 +276,7 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
 absl::Status HalfCastValidator::CompareLayers(const Options& options, const CalibrationBatch& batch,
                                               const TraceFn& reference, const TraceFn& cast,
                                               Result* result) {
-  std::vector<LayerSums> sums;
+  std::vector<DiffSums> sums;
   const absl::Time start = absl::Now();
   const int64_t chunk = std::max<int64_t>(options.chunk_items, 1);
   const std::string context = absl::StrCat(options.model, ": tracing the layers of the ",
@@ -326,7 +314,7 @@ absl::Status HalfCastValidator::CompareLayers(const Options& options, const Cali
   v.clear_layers();
   v.clear_first_divergent_layer();
   v.set_layer_tolerance(options.layer_tolerance);
-  for (const LayerSums& layer : sums) {
+  for (const DiffSums& layer : sums) {
     v1::LayerDivergence* out = v.add_layers();
     layer.To(out);
     // An overflow leaves few elements finite in both: it diverges whatever

@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/logging.h"
@@ -43,6 +44,10 @@ struct VersionState {
   std::string state;
   std::string reason;
   std::optional<v1::HalfCastValidation> validation;
+  // Set when the cast's validation refused these files (config.json's
+  // create_time): the same files are refused again, so the catalog sync
+  // does not count them as missing.
+  std::optional<google::protobuf::Timestamp> refused_files;
 };
 
 using ServedMap = std::map<int64_t, std::shared_ptr<Servable>>;
@@ -128,10 +133,12 @@ std::vector<int64_t> Keys(const ServedMap& served) {
   return keys;
 }
 
+bool SameTime(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
+  return a.seconds() == b.seconds() && a.nanos() == b.nanos();
+}
+
 bool SameFiles(const Servable& servable, const v1::ModelConfig& config) {
-  const auto& served = servable.config().create_time();
-  return config.create_time().seconds() == served.seconds() &&
-         config.create_time().nanos() == served.nanos();
+  return SameTime(servable.config().create_time(), config.create_time());
 }
 
 // Why a version that does not serve is left out.
@@ -154,7 +161,8 @@ void RecordRequest(const Route& route, const absl::Status& status, absl::Time st
     route.metrics->ObserveRequest(absl::StatusCodeToString(status.code()),
                                   absl::ToDoubleSeconds(timing.total));
   }
-  const int64_t version = route.servable != nullptr ? route.servable->version() : 0;
+  if (route.servable == nullptr) return;  // no version's statistics: it reached none
+  const int64_t version = route.servable->version();
   if (!status.ok()) {
     if (route.statistics != nullptr) route.statistics->RecordFailure(version, timing.total);
     return;
@@ -259,6 +267,8 @@ class ModelServer::Impl {
     } else if (!ServesSelection(record.name)) {
       LogInfo(absl::StrCat("model ", record.name, " changed on another daemon; loading it"));
       status = LoadLocal(record.name);
+      // A version whose cast is refused is no reason to retry: the rest serve.
+      if (!status.ok() && ServesSelection(record.name)) status = absl::OkStatus();
     }
     if (!status.ok()) {
       LogWarning(absl::StrCat("model ", record.name, ": applying the catalog's generation ",
@@ -504,24 +514,30 @@ class ModelServer::Impl {
       const absl::Time encode_start = absl::Now();
       const Servable& servable = *route.servable;
       absl::Status status = outputs.status();
-      if (status.ok() && servable.config().task() == "language_model" &&
-          !request_state->all_positions) {
-        status = LastPosition(*outputs);
+      // Whatever throws here (an allocation), the caller still gets its answer.
+      try {
+        if (status.ok() && servable.config().task() == "language_model" &&
+            !request_state->all_positions) {
+          status = LastPosition(*outputs);
+        }
+        if (status.ok()) {
+          status = EncodeResponse(*outputs, *request_state, servable.outputs(), response);
+        }
+        if (status.ok()) {
+          response->set_model_name(servable.name());
+          response->set_model_version(std::to_string(servable.version()));
+          response->set_id(request->id());
+        }
+        RecordRequest(route, status, start,
+                      RequestTiming{.items = request_state->batch_size,
+                                    .queue = timing->queue,
+                                    .compute_input = decode,
+                                    .compute_infer = timing->compute,
+                                    .compute_output = absl::Now() - encode_start});
+      } catch (const std::exception& e) {
+        status = absl::InternalError(
+            absl::StrCat("model ", servable.name(), ": writing the answer: ", e.what()));
       }
-      if (status.ok()) {
-        status = EncodeResponse(*outputs, *request_state, servable.outputs(), response);
-      }
-      if (status.ok()) {
-        response->set_model_name(servable.name());
-        response->set_model_version(std::to_string(servable.version()));
-        response->set_id(request->id());
-      }
-      RecordRequest(route, status, start,
-                    RequestTiming{.items = request_state->batch_size,
-                                  .queue = timing->queue,
-                                  .compute_input = decode,
-                                  .compute_infer = timing->compute,
-                                  .compute_output = absl::Now() - encode_start});
       done(status);
     };
     const absl::Status queued = route.servable->Enqueue(std::move(task));
@@ -651,14 +667,39 @@ class ModelServer::Impl {
       LogWarning(absl::StrCat("model ", name, " version ", version,
                               " is unavailable: ", loaded.status().message()));
       // A refused cast's figures stay listed with the refusal.
-      SetState(name, version,
-               VersionState{kUnavailable, std::string(loaded.status().message()),
-                            validation.calibration_source().empty()
-                                ? std::nullopt
-                                : std::optional<v1::HalfCastValidation>(validation)});
+      VersionState state{kUnavailable, std::string(loaded.status().message()), std::nullopt,
+                         std::nullopt};
+      if (!validation.calibration_source().empty()) {
+        state.validation = validation;
+        state.refused_files = RefusedFiles(name, version, loaded.status());
+      }
+      SetState(name, version, std::move(state));
       if (selection.error.ok()) selection.error = loaded.status();
     }
     return selection;
+  }
+
+  // The files of a version whose validation refused it (a non-finite cast,
+  // a missed promotion policy): they would be refused again.
+  std::optional<google::protobuf::Timestamp> RefusedFiles(const std::string& name, int64_t version,
+                                                          const absl::Status& refusal) const {
+    if (refusal.code() != absl::StatusCode::kUnavailable &&
+        refusal.code() != absl::StatusCode::kFailedPrecondition) {
+      return std::nullopt;
+    }
+    absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, version);
+    if (!config.ok()) return std::nullopt;
+    return config->create_time();
+  }
+
+  // Whether `config` holds the files of a version its validation refused.
+  bool Refused(const std::string& name, const v1::ModelConfig& config) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = models_.find(name);
+    if (it == models_.end()) return false;
+    auto v = it->second.versions.find(config.version());
+    return v != it->second.versions.end() && v->second.refused_files.has_value() &&
+           SameTime(*v->second.refused_files, config.create_time());
   }
 
   void SetState(const std::string& name, int64_t version, VersionState state) {
@@ -795,6 +836,21 @@ class ModelServer::Impl {
     return absl::OkStatus();
   }
 
+  // A version a `specific` policy names stays while the policy names it:
+  // deleting it would leave model.json naming a version that never loads.
+  absl::Status CheckNotPinned(const std::string& name, int64_t version) const {
+    if (version == 0) return absl::OkStatus();  // the model and its model.json go
+    absl::StatusOr<v1::ModelSettings> settings = repository_->ReadSettings(name);
+    if (!settings.ok()) return absl::OkStatus();  // unreadable: nothing it names
+    const v1::VersionPolicy& policy = settings->version_policy();
+    if (policy.policy_choice_case() != v1::VersionPolicy::kSpecific) return absl::OkStatus();
+    const auto& listed = policy.specific().versions();
+    if (std::find(listed.begin(), listed.end(), version) == listed.end()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model ", name, " version ", version, " is named by its version policy (",
+        PolicyText(policy), "); change the policy first (mantissa version-policy ", name, ")"));
+  }
+
   absl::Status DeleteLocal(const std::string& name, int64_t version) {
     Sweep();
     if (shutting_down_) return ShuttingDown();
@@ -824,6 +880,7 @@ class ModelServer::Impl {
             name, ")", version == 0 ? "" : " or serve other versions (mantissa version-policy)"));
       }
     }
+    RETURN_IF_ERROR(CheckNotPinned(name, version));
     RETURN_IF_ERROR(repository_->DeleteVersion(name, version));
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -926,24 +983,30 @@ class ModelServer::Impl {
 
   // Whether `name` serves what its policy (model.json) selects on disk,
   // from the same files (a deleted version's number can be used again by a
-  // later export). Latest N counts the N newest versions: one that was
-  // refused makes this false, and the next sync retries it.
+  // later export). Latest N counts the N newest versions whose files were
+  // not refused by their validation.
   bool ServesSelection(const std::string& name) const {
     absl::StatusOr<v1::ModelSettings> settings = repository_->ReadSettings(name);
     if (!settings.ok()) return false;
     size_t wanted = 0;
-    std::vector<int64_t> expected =
-        Candidates(Effective(settings->version_policy()), repository_->Versions(name), &wanted);
-    if (expected.size() > wanted) expected.resize(wanted);
+    size_t matched = 0;
+    size_t refused = 0;
     const ServedMap served = Serving(name);
-    if (expected.empty() || served.size() != expected.size()) return false;
-    for (int64_t version : expected) {
-      auto it = served.find(version);
-      if (it == served.end()) return false;
+    for (int64_t version :
+         Candidates(Effective(settings->version_policy()), repository_->Versions(name), &wanted)) {
+      if (matched == wanted) break;
       absl::StatusOr<v1::ModelConfig> config = repository_->ReadConfig(name, version);
-      if (!config.ok() || !SameFiles(*it->second, *config)) return false;
+      if (!config.ok()) return false;
+      // Files its validation refused are not missing: they would be refused again.
+      if (Refused(name, *config)) {
+        ++refused;
+        continue;
+      }
+      auto it = served.find(version);
+      if (it == served.end() || !SameFiles(*it->second, *config)) return false;
+      ++matched;
     }
-    return true;
+    return matched == served.size() && matched + refused > 0;
   }
 
   // Drops what this daemon remembers of versions another one deleted.
@@ -1118,10 +1181,13 @@ class ModelServer::Impl {
         if (v.config().version() != config.version()) continue;
         if (!loaded.ok()) {
           // The version stays in the repository (and in ListModels).
+          const std::string where =
+              absl::StrCat("model ", config.name(), " version ", config.version());
+          absl::string_view reason = loaded.message();
+          absl::ConsumePrefix(&reason, absl::StrCat(where, ": "));
           return absl::Status(
               loaded.code(),
-              absl::StrCat("model ", config.name(), " version ", config.version(),
-                           " was added to the repository but not loaded: ", loaded.message()));
+              absl::StrCat(where, " was added to the repository but not loaded: ", reason));
         }
         v1::ModelVersionStatus status = v;
         *status.mutable_config() = config;

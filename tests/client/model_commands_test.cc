@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -68,6 +69,18 @@ class FakeModelService final : public v1::ModelService::Service {
     v1::ModelStatus* model = response->add_models();
     model->set_name("mlp");
     *model->add_versions() = ReadyVersion("mlp");
+    model->add_served_versions(1);
+    if (!list_pinned) return grpc::Status::OK;
+    // Rolled back to version 1: version 2, the newest, does not serve.
+    v1::ModelStatus* pinned = response->add_models();
+    pinned->set_name("pinned");
+    *pinned->add_versions() = ReadyVersion("pinned");
+    v1::ModelVersionStatus* newer = pinned->add_versions();
+    newer->mutable_config()->set_name("pinned");
+    newer->mutable_config()->set_version(2);
+    newer->set_state("UNAVAILABLE");
+    newer->set_reason("not selected by the version policy (specific 1)");
+    pinned->add_served_versions(1);
     return grpc::Status::OK;
   }
 
@@ -98,6 +111,7 @@ class FakeModelService final : public v1::ModelService::Service {
   v1::ExportModelRequest exported;
   v1::RegisterModelRequest registered;
   v1::SetVersionPolicyRequest policy;
+  std::atomic<bool> list_pinned{false};  // ListModels adds "pinned"
 };
 
 class FakeInferenceService final : public inference::GRPCInferenceService::Service {
@@ -401,6 +415,14 @@ TEST(BuildInferPlanTest, InputOrRandom) {
   EXPECT_FALSE(plan->request.has_value());
   EXPECT_EQ(plan->random_batch, 3);
   EXPECT_TRUE(plan->output_fp32);
+  EXPECT_EQ(plan->version, "");
+  random.version = 2;
+  ASSERT_TRUE(BuildInferPlan("m", random).ok());
+  EXPECT_EQ(BuildInferPlan("m", random)->version, "2");
+  random.version = 0;
+  EXPECT_THAT(std::string(BuildInferPlan("m", random).status().message()),
+              HasSubstr("--version: must be >= 1, got 0"));
+  random.version.reset();
   random.batch = 0;
   EXPECT_THAT(std::string(BuildInferPlan("m", random).status().message()),
               HasSubstr("--batch: must be >= 1"));
@@ -456,6 +478,14 @@ TEST_F(ModelCommandsTest, LoadReloadsOrRegisters) {
   EXPECT_EQ(RunLoad(*client_, reload, io_), kExitOk) << err_.str();
   EXPECT_EQ(inference_.loaded, "mlp");
   EXPECT_EQ(out_.str(), "model mlp version 1: READY, bf16-true\n");
+
+  // A reload under a policy that leaves the newest version out reports the
+  // version that serves, and succeeds.
+  out_.str("");
+  models_.list_pinned = true;
+  reload.load.set_model_name("pinned");
+  EXPECT_EQ(RunLoad(*client_, reload, io_), kExitOk) << out_.str();
+  EXPECT_EQ(out_.str(), "model pinned version 1: READY, bf16-true\n");
 
   out_.str("");
   LoadRequest registration;
@@ -524,6 +554,13 @@ TEST_F(ModelCommandsTest, InferRandomFollowsTheMetadata) {
             "  item 0: argmax 1 (2)\n"
             "  item 1: argmax 1 (3)\n");
 
+  EXPECT_EQ(sent.model_version(), "");
+
+  plan.version = "1";
+  EXPECT_EQ(RunInfer(*client_, plan, io_), kExitOk) << err_.str();
+  EXPECT_EQ(inference_.inferred.model_version(), "1");
+  plan.version.clear();
+
   plan.model = "nope";
   EXPECT_EQ(RunInfer(*client_, plan, io_), kExitFailure);
   EXPECT_EQ(err_.str(), "mantissa: NOT_FOUND: no model nope\n");
@@ -543,6 +580,7 @@ TEST_F(ModelCommandsTest, InferSendsTheParsedRequestAndPrintsJson) {
   EXPECT_EQ(RunInfer(*client_, plan, io_), kExitOk) << err_.str();
   EXPECT_EQ(inference_.inferred.raw_input_contents(0), plan.request->raw_input_contents(0));
   EXPECT_FALSE(inference_.inferred.parameters().contains("output_datatype"));
+  EXPECT_EQ(inference_.inferred.model_version(), "");
   EXPECT_THAT(out_.str(), HasSubstr("\"model_name\": \"mlp\""));
   EXPECT_THAT(out_.str(), HasSubstr("\"shape\": [1, 2], \"data\": [1, 2]}"));
 }

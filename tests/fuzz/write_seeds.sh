@@ -76,3 +76,5 @@ printf '\xff\xff{"id":"a","parameters":{"binary_data_output":true},"inputs":[{"n
 printf '\x5b\x00{"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}\x00\x00\xc0\x3f\x00\x00\x00\xc0' >"$kserve/binary_fp32"
 printf '\xff\xff{"inputs":[{"name":"i","shape":[3],"datatype":"INT8","data":[-128,0,127]},{"name":"u","shape":[1,1],"datatype":"UINT64","data":[[18446744073709551615]]}]}' >"$kserve/ints"
 printf '\xff\xff{"par":[NaNe-70,2e-7nspa:' >"$kserve/nan_exponent"  # found by the fuzzer: RapidJSON 1.1's NaN extension
+# found by the fuzzer: RapidJSON 1.1's full-precision strtod read out of bounds
+printf '\xff\xff{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[-333333333333.33333333000000000149448e-00350]}]}' >"$kserve/long_number"

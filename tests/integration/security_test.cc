@@ -530,6 +530,25 @@ TEST_F(SecurityTlsTest, MetricsAreServedOverHttpsWithAToken) {
   EXPECT_NE(MetricsStatus(port, kMetricsToken), "200");  // plain HTTP
 }
 
+// REST is held to gRPC's mTLS: no client certificate, no handshake; a
+// verified certificate's CN names the principal (ops, an admin) as on gRPC.
+TEST_F(SecurityTlsTest, RestNeedsAClientCertificateWhoseCnNamesThePrincipal) {
+  ASSERT_GT(daemon_->http_port(), 0);
+  auto status = [](bool with_cert) {
+    std::vector<std::string> argv = {
+        "/usr/bin/curl", "-s",         "-o", "/dev/null", "-w",
+        "%{http_code}",  "--max-time", "10", "--cacert",  ca_->ca_cert()};
+    if (with_cert) {
+      argv.insert(argv.end(),
+                  {"--cert", dir_->File("client.pem"), "--key", dir_->File("client.key")});
+    }
+    argv.push_back(daemon_->http_url() + "/v2");
+    return RunCommand(argv).out;
+  };
+  EXPECT_EQ(status(/*with_cert=*/true), "200");
+  EXPECT_EQ(status(/*with_cert=*/false), "000");
+}
+
 TEST_F(SecurityTlsTest, ProbesUseThePlaintextHealthListener) {
   ASSERT_GT(daemon_->health_port(), 0);
   auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", daemon_->health_port()),

@@ -64,6 +64,9 @@
 
 ABSL_FLAG(std::string, model, "mlp", "mlp | cnn, trained briefly on Fashion-MNIST.");
 ABSL_FLAG(std::string, precision, "32-true", "Export precision of the benchmarked model.");
+ABSL_FLAG(std::string, hidden, "256,128",
+          "The mlp's hidden sizes (model option hidden): wider layers make the forward, not the "
+          "per-request work, the cost that batching amortizes.");
 ABSL_FLAG(std::vector<std::string>, batch_sizes, std::vector<std::string>({"1", "16", "64"}),
           "Items per request (at most 64, the exported max_batch_size).");
 ABSL_FLAG(std::vector<std::string>, clients, std::vector<std::string>({"1", "16"}),
@@ -417,7 +420,7 @@ v1::JobSpec BenchmarkSpec(const std::string& model) {
   (*spec.mutable_dataset_options())["train_limit"] = "4096";
   (*spec.mutable_dataset_options())["test_limit"] = "512";
   if (model == "mlp") {
-    (*spec.mutable_model_options())["hidden"] = "256,128";
+    (*spec.mutable_model_options())["hidden"] = absl::GetFlag(FLAGS_hidden);
   } else {
     (*spec.mutable_model_options())["channels"] = "16,32";
   }

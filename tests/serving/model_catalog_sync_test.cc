@@ -347,6 +347,45 @@ TEST_F(SharedRepositoryTest, AVersionPolicySetThroughAReachesB) {
   ASSERT_TRUE(Eventually([&] { return Serves(*a_, "ts", "1") && Serves(*a_, "ts", "2"); }));
 }
 
+TEST_F(SharedRepositoryTest, ARefusedCastIsNotValidatedAgainAtEveryRecheck) {
+  b_.reset();
+  b_ = StartServer(&catalog_b_, absl::Milliseconds(20));
+  ASSERT_NE(b_, nullptr);
+  ASSERT_OK(a_->Register(Registration("ts", dir_.File("v1.pt"), "bf16-true")));
+  v1::RegisterModelRequest strict = Registration("ts", dir_.File("v2.pt"), "bf16-true");
+  strict.mutable_promotion()->set_max_mean_rel_diff(1e-12);
+  EXPECT_THAT(a_->Register(strict),
+              testing::StatusIs(absl::StatusCode::kUnavailable, HasSubstr("promotion policy")));
+  b_->CatalogChanged();
+  ASSERT_TRUE(Eventually([&] {
+    return Versions(*b_, "ts") == std::vector<std::string>{"1 READY", "2 UNAVAILABLE"} &&
+           Validation(*b_, "ts").duration_seconds() > 0;
+  }));
+  const v1::HalfCastValidation refused = Validation(*b_, "ts");
+  // Two reads later at least one whole recheck ran: the refused files are
+  // not loaded (and validated) again.
+  const int reads = catalog_b_.reads;
+  ASSERT_TRUE(Eventually([&] { return catalog_b_.reads >= reads + 2; }));
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(Validation(*b_, "ts"), refused));
+  EXPECT_TRUE(Serves(*b_, "ts", "1"));
+}
+
+TEST_F(SharedRepositoryTest, AVersionAPolicyNamesIsNotDeleted) {
+  ASSERT_OK(a_->Register(Registration("ts", dir_.File("v1.pt"))));
+  ASSERT_OK(a_->Register(Registration("ts", dir_.File("v2.pt"))));
+  ASSERT_OK(a_->Rollback("ts", 1));
+  ASSERT_OK(a_->Unload("ts"));
+  // Unloaded, version 1 serves nowhere, but model.json still pins it: deleting
+  // it would leave a policy that never loads.
+  EXPECT_THAT(a_->DeleteVersion("ts", 1),
+              testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                HasSubstr("named by its version policy (specific 1)")));
+  EXPECT_THAT(Versions(*a_, "ts"), ::testing::Contains(::testing::StartsWith("1 ")));
+  ASSERT_OK(a_->DeleteVersion("ts", 2));  // not named: deleted
+  ASSERT_OK(a_->Load("ts"));
+  EXPECT_TRUE(Serves(*a_, "ts", "1"));
+}
+
 TEST_F(SharedRepositoryTest, TheRecheckCatchesAChangeWithoutNotification) {
   FakeCatalog catalog_c(&table_);
   std::unique_ptr<ModelServer> c = StartServer(&catalog_c, absl::Milliseconds(50));
