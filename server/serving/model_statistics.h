@@ -13,9 +13,9 @@ namespace mantissa {
 
 // How one answered request spent its time, as Triton splits it.
 struct RequestTiming {
-  int64_t items = 0;           // the request's batch size
-  absl::Duration total;        // from arrival to the answer written
-  absl::Duration queue;        // waiting in the dynamic batcher
+  int64_t items = 0;              // the request's batch size
+  absl::Duration total;           // from arrival to the answer written
+  absl::Duration queue;           // waiting in the dynamic batcher
   absl::Duration compute_input;   // decoding and converting its tensors
   absl::Duration compute_infer;   // the forward of the merged batch holding it
   absl::Duration compute_output;  // slicing and encoding its outputs

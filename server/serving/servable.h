@@ -54,7 +54,7 @@ class Servable {
     // The model's statistics, shared by its versions: each forward is
     // recorded (RecordExecution). May be null.
     std::shared_ptr<ModelStatistics> statistics;
-    ShapeLimits shape_limits;    // bounds on the config's declared shapes
+    ShapeLimits shape_limits;  // bounds on the config's declared shapes
   };
 
   // Builds the fp32 model from the version directory, casts a copy to the
