@@ -230,7 +230,11 @@ class ModelServer::Impl {
         continue;
       }
       const absl::Status status = LoadLocal(name);
-      if (!status.ok()) LogWarning(absl::StrCat("model ", name, " not loaded: ", status.message()));
+      if (!status.ok()) {
+        // Under latest N an older version may serve in place of a refused one.
+        LogWarning(absl::StrCat("model ", name, Serving(name).empty() ? " not loaded: " : ": ",
+                                status.message()));
+      }
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
