@@ -33,6 +33,7 @@ namespace {
 constexpr char kReady[] = "READY";
 constexpr char kUnavailable[] = "UNAVAILABLE";
 constexpr char kLoading[] = "LOADING";
+constexpr char kUnloadedReason[] = "unloaded";
 
 absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
   if (status.ok()) return status;
@@ -827,7 +828,7 @@ class ModelServer::Impl {
       for (const auto& [version, servable] : entry.served) {
         VersionState& state = entry.versions[version];
         state.state = kUnavailable;
-        state.reason = "unloaded";
+        state.reason = kUnloadedReason;
       }
       unloaded.swap(entry.served);
     }
@@ -1098,9 +1099,15 @@ class ModelServer::Impl {
         route->metrics = entry.metrics;
         route->statistics = entry.statistics;
         if (!entry.served.empty()) return Choose(name, version, entry.served, route);
-        // The latest version's state says why nothing is served.
+        // Why nothing is served: a version loading or unloaded, else the
+        // latest version's state (under a pinned policy the newest one was
+        // never selected, which is not why the model answers nothing).
         if (!entry.versions.empty()) {
-          const auto& [latest, state] = *entry.versions.rbegin();
+          auto why = std::find_if(entry.versions.rbegin(), entry.versions.rend(), [](auto& v) {
+            return v.second.state == kLoading || v.second.reason == kUnloadedReason;
+          });
+          if (why == entry.versions.rend()) why = entry.versions.rbegin();
+          const auto& [latest, state] = *why;
           if (state.state == kLoading) {
             return absl::FailedPreconditionError(
                 absl::StrCat("model ", name, " is loading version ", latest));

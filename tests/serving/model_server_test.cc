@@ -333,6 +333,18 @@ TEST_F(ModelServerTest, RefusalsNameTheModelAndTheReason) {
               HasSubstr("mantissa_inference_requests_total{model=\"mlp\",status=\"OK\"} 1\n"));
   // Names that are not in the repository get no series.
   EXPECT_THAT(text, Not(HasSubstr("model=\"nope\"")));
+
+  // Pinned to an older version, unloaded: the refusal says unloaded, not
+  // that the newest version was never selected.
+  AddMlpVersion("mlp", *fp32);
+  ASSERT_OK(server->Rollback("mlp", 1));
+  ASSERT_OK(server->Unload("mlp"));
+  EXPECT_THAT(InferSync(*server, MlpRequest("mlp", x)),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("model mlp version 1 is unavailable: unloaded")));
+  ASSERT_OK(server->Load("mlp"));  // the policy still pins version 1
+  EXPECT_THAT(server->ModelReady("mlp", "1"), HoldsValue(true));
+  ASSERT_OK(server->Unload("mlp"));
 }
 
 TEST_F(ModelServerTest, ARefusedNewVersionLeavesThePreviousOneServing) {
