@@ -200,6 +200,28 @@ CalibrationBatch HalfCastValidator::ForVersion(const v1::ModelConfig& config,
   return random;
 }
 
+namespace {
+
+// Runs `visit` on each chunk of at most `chunk` items of `batch` (inputs
+// narrowed to [begin, begin + n)), under InferenceMode and the c10::Error
+// boundary, whose errors name `context`.
+absl::Status ForEachChunk(const CalibrationBatch& batch, int64_t chunk, const std::string& context,
+                          const std::function<absl::Status(const std::vector<torch::Tensor>& inputs,
+                                                           int64_t begin, int64_t n)>& visit) {
+  return GuardTorch(context, [&]() -> absl::Status {
+    c10::InferenceMode inference_mode;
+    for (int64_t begin = 0; begin < batch.items; begin += chunk) {
+      const int64_t n = std::min(chunk, batch.items - begin);
+      std::vector<torch::Tensor> inputs;
+      for (const torch::Tensor& t : batch.inputs) inputs.push_back(t.narrow(0, begin, n));
+      RETURN_IF_ERROR(visit(inputs, begin, n));
+    }
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace
+
 absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Options& options,
                                                                      const CalibrationBatch& batch,
                                                                      const ForwardFn& reference,
@@ -219,43 +241,38 @@ absl::StatusOr<HalfCastValidator::Result> HalfCastValidator::Compare(const Optio
   int64_t labelled = 0;
   const std::string context = absl::StrCat(options.model, ": validating the ", options.precision,
                                            " cast on ", batch.source);
-  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
-    c10::InferenceMode inference_mode;
-    for (int64_t begin = 0; begin < batch.items; begin += chunk) {
-      const int64_t n = std::min(chunk, batch.items - begin);
-      std::vector<torch::Tensor> inputs;
-      for (const torch::Tensor& t : batch.inputs) inputs.push_back(t.narrow(0, begin, n));
-      ASSIGN_OR_RETURN(std::vector<torch::Tensor> want, reference(inputs));
-      ASSIGN_OR_RETURN(std::vector<torch::Tensor> got, cast(inputs));
-      if (want.size() != got.size()) {
-        return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
-                                                " outputs, the cast one ", got.size()));
-      }
-      for (size_t i = 0; i < want.size(); ++i) {
-        const torch::Tensor r = want[i].to(torch::kCPU).to(torch::kFloat32);
-        const torch::Tensor c = got[i].to(torch::kCPU).to(torch::kFloat32);
-        if (r.sizes() != c.sizes()) {
-          return absl::InternalError(absl::StrCat(context, ": output ", i, " is ",
-                                                  ShapeString(r.sizes()), " in fp32 but ",
-                                                  ShapeString(c.sizes()), " cast"));
+  RETURN_IF_ERROR(ForEachChunk(
+      batch, chunk, context, [&](const auto& inputs, int64_t begin, int64_t n) -> absl::Status {
+        ASSIGN_OR_RETURN(std::vector<torch::Tensor> want, reference(inputs));
+        ASSIGN_OR_RETURN(std::vector<torch::Tensor> got, cast(inputs));
+        if (want.size() != got.size()) {
+          return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
+                                                  " outputs, the cast one ", got.size()));
         }
-        result.elements += r.numel();
-        sums.Add(r, c);
-        if (i == 0 && options.top1_agreement && r.dim() >= 2) {
-          const torch::Tensor same = r.argmax(-1) == c.argmax(-1);
-          agree += same.sum().item<int64_t>();
-          predictions += same.numel();
-          if (batch.labels.defined() && r.dim() == 2) {
-            const torch::Tensor labels = batch.labels.narrow(0, begin, n).to(torch::kInt64);
-            fp32_correct += (r.argmax(-1) == labels).sum().item<int64_t>();
-            cast_correct += (c.argmax(-1) == labels).sum().item<int64_t>();
-            labelled += n;
+        for (size_t i = 0; i < want.size(); ++i) {
+          const torch::Tensor r = want[i].to(torch::kCPU).to(torch::kFloat32);
+          const torch::Tensor c = got[i].to(torch::kCPU).to(torch::kFloat32);
+          if (r.sizes() != c.sizes()) {
+            return absl::InternalError(absl::StrCat(context, ": output ", i, " is ",
+                                                    ShapeString(r.sizes()), " in fp32 but ",
+                                                    ShapeString(c.sizes()), " cast"));
+          }
+          result.elements += r.numel();
+          sums.Add(r, c);
+          if (i == 0 && options.top1_agreement && r.dim() >= 2) {
+            const torch::Tensor same = r.argmax(-1) == c.argmax(-1);
+            agree += same.sum().item<int64_t>();
+            predictions += same.numel();
+            if (batch.labels.defined() && r.dim() == 2) {
+              const torch::Tensor labels = batch.labels.narrow(0, begin, n).to(torch::kInt64);
+              fp32_correct += (r.argmax(-1) == labels).sum().item<int64_t>();
+              cast_correct += (c.argmax(-1) == labels).sum().item<int64_t>();
+              labelled += n;
+            }
           }
         }
-      }
-    }
-    return absl::OkStatus();
-  }));
+        return absl::OkStatus();
+      }));
 
   result.non_finite = sums.non_finite;
   v.set_max_abs_diff(sums.max_abs_diff);
@@ -281,35 +298,30 @@ absl::Status HalfCastValidator::CompareLayers(const Options& options, const Cali
   const int64_t chunk = std::max<int64_t>(options.chunk_items, 1);
   const std::string context = absl::StrCat(options.model, ": tracing the layers of the ",
                                            options.precision, " cast on ", batch.source);
-  RETURN_IF_ERROR(GuardTorch(context, [&]() -> absl::Status {
-    c10::InferenceMode inference_mode;
-    for (int64_t begin = 0; begin < batch.items; begin += chunk) {
-      const int64_t n = std::min(chunk, batch.items - begin);
-      std::vector<torch::Tensor> inputs;
-      for (const torch::Tensor& t : batch.inputs) inputs.push_back(t.narrow(0, begin, n));
-      ASSIGN_OR_RETURN(Layers want, reference(inputs));
-      ASSIGN_OR_RETURN(Layers got, cast(inputs));
-      if (sums.empty()) {
-        for (const auto& [layer, t] : want) sums.push_back({layer});
-      }
-      if (want.size() != sums.size() || got.size() != sums.size()) {
-        return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
-                                                " layers, the cast one ", got.size()));
-      }
-      for (size_t i = 0; i < want.size(); ++i) {
-        const torch::Tensor r = want[i].second.to(torch::kCPU).to(torch::kFloat32);
-        const torch::Tensor c = got[i].second.to(torch::kCPU).to(torch::kFloat32);
-        if (want[i].first != sums[i].layer || got[i].first != sums[i].layer ||
-            r.sizes() != c.sizes()) {
-          return absl::InternalError(absl::StrCat(
-              context, ": layer ", i, " is ", want[i].first, " ", ShapeString(r.sizes()),
-              " in fp32 but ", got[i].first, " ", ShapeString(c.sizes()), " cast"));
+  RETURN_IF_ERROR(ForEachChunk(
+      batch, chunk, context, [&](const auto& inputs, int64_t, int64_t) -> absl::Status {
+        ASSIGN_OR_RETURN(Layers want, reference(inputs));
+        ASSIGN_OR_RETURN(Layers got, cast(inputs));
+        if (sums.empty()) {
+          for (const auto& [layer, t] : want) sums.push_back({layer});
         }
-        sums[i].Add(r, c);
-      }
-    }
-    return absl::OkStatus();
-  }));
+        if (want.size() != sums.size() || got.size() != sums.size()) {
+          return absl::InternalError(absl::StrCat(context, ": the fp32 model gave ", want.size(),
+                                                  " layers, the cast one ", got.size()));
+        }
+        for (size_t i = 0; i < want.size(); ++i) {
+          const torch::Tensor r = want[i].second.to(torch::kCPU).to(torch::kFloat32);
+          const torch::Tensor c = got[i].second.to(torch::kCPU).to(torch::kFloat32);
+          if (want[i].first != sums[i].layer || got[i].first != sums[i].layer ||
+              r.sizes() != c.sizes()) {
+            return absl::InternalError(absl::StrCat(
+                context, ": layer ", i, " is ", want[i].first, " ", ShapeString(r.sizes()),
+                " in fp32 but ", got[i].first, " ", ShapeString(c.sizes()), " cast"));
+          }
+          sums[i].Add(r, c);
+        }
+        return absl::OkStatus();
+      }));
   v1::HalfCastValidation& v = result->validation;
   v.clear_layers();
   v.clear_first_divergent_layer();

@@ -283,6 +283,21 @@ void WriteShape(JsonWriter& w, const std::vector<int64_t>& shape) {
   w.EndArray();
 }
 
+// Opens the request body and its one input, up to its data or parameters:
+// {"inputs": [{"name": ..., "shape": [...], "datatype": ...
+void StartOneInput(JsonWriter& w, const std::string& input, const std::vector<int64_t>& shape,
+                   const std::string& datatype) {
+  w.StartObject();
+  w.Key("inputs");
+  w.StartArray();
+  w.StartObject();
+  w.Key("name");
+  w.String(input.c_str());
+  WriteShape(w, shape);
+  w.Key("datatype");
+  w.String(datatype.c_str());
+}
+
 // {"name": output, "parameters": {"binary_data": true}}, or every output
 // binary through the request parameter when `output` is empty.
 void WriteBinaryOutput(JsonWriter& w, const std::string& output) {
@@ -366,15 +381,7 @@ RestRequest RestJsonInferRequest(const std::string& input, const std::vector<int
                                  bool binary_output, const std::string& output) {
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("inputs");
-  w.StartArray();
-  w.StartObject();
-  w.Key("name");
-  w.String(input.c_str());
-  WriteShape(w, shape);
-  w.Key("datatype");
-  w.String(datatype.c_str());
+  StartOneInput(w, input, shape, datatype);
   w.Key("data");
   w.StartArray();
   // Floats widen to doubles exactly, and RapidJSON writes the shortest
@@ -402,15 +409,7 @@ RestRequest RestBinaryInferRequest(const std::string& input, const std::vector<i
   const std::string bytes = EncodeFloats(values, datatype);
   rapidjson::StringBuffer buffer;
   JsonWriter w(buffer);
-  w.StartObject();
-  w.Key("inputs");
-  w.StartArray();
-  w.StartObject();
-  w.Key("name");
-  w.String(input.c_str());
-  WriteShape(w, shape);
-  w.Key("datatype");
-  w.String(datatype.c_str());
+  StartOneInput(w, input, shape, datatype);
   w.Key("parameters");
   w.StartObject();
   w.Key("binary_data_size");
