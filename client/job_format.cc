@@ -247,6 +247,83 @@ std::vector<std::string> GradScalerDetails(const v1::Job& job) {
           absl::StrCat("skipped ", stats.skipped_steps())};
 }
 
+std::string FormatGradNorm(double norm) { return absl::StrFormat("%.3g", norm); }
+
+std::vector<std::string> GradNormDetails(const v1::Progress& progress) {
+  if (!progress.has_grad_norm()) return {};
+  return {absl::StrCat("grad norm ", FormatGradNorm(progress.grad_norm()))};
+}
+
+std::string FormatGradNormLine(const v1::Progress& progress) {
+  if (!progress.has_grad_norm()) return "";
+  std::string out = FormatGradNorm(progress.grad_norm());
+  if (progress.has_max_grad_norm()) {
+    absl::StrAppend(&out, " (largest in the last interval ",
+                    FormatGradNorm(progress.max_grad_norm()), ")");
+  }
+  return out;
+}
+
+namespace {
+
+// "step 14: epoch 1, batch 13, items 832-895"; an accumulating step names
+// its batches "batches 12-15".
+std::string NonFinitePosition(const v1::NonFiniteStep& step) {
+  std::vector<std::string> parts = {absl::StrCat("epoch ", step.epoch())};
+  parts.push_back(step.batches() > 1 ? absl::StrCat("batches ", step.batch(), "-",
+                                                    step.batch() + step.batches() - 1)
+                                     : absl::StrCat("batch ", step.batch()));
+  if (step.items() == 1) parts.push_back(absl::StrCat("item ", step.first_item()));
+  if (step.items() > 1) {
+    parts.push_back(
+        absl::StrCat("items ", step.first_item(), "-", step.first_item() + step.items() - 1));
+  }
+  return absl::StrCat("step ", step.step(), ": ", absl::StrJoin(parts, ", "));
+}
+
+// The parameters are in backward order: the first is where it started.
+std::string NonFiniteGradients(const v1::NonFiniteStep& step) {
+  const int64_t count = std::max<int64_t>(step.non_finite_parameters(), step.parameters_size());
+  if (count == 0) return "gradients finite";
+  if (step.parameters().empty()) {
+    return absl::StrCat("non-finite gradients in ", count,
+                        count == 1 ? " parameter" : " parameters");
+  }
+  std::string out = absl::StrCat("non-finite gradients: ", absl::StrJoin(step.parameters(), ", "));
+  if (count > step.parameters_size()) {
+    absl::StrAppend(&out, ", +", count - step.parameters_size(), " more");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string FormatNonFiniteStep(const v1::NonFiniteStep& step) {
+  std::vector<std::string> lines = {
+      NonFinitePosition(step), step.loss_non_finite() ? "loss not finite" : "loss finite",
+      NonFiniteGradients(step),
+      step.skipped() ? "skipped by the grad scaler" : "not skipped (no grad scaler)"};
+  if (step.steps_in_interval() == 1) {
+    lines.push_back("the only non-finite step in its progress interval");
+  } else if (step.steps_in_interval() > 1) {
+    lines.push_back(absl::StrCat("first of ", step.steps_in_interval(),
+                                 " non-finite steps in its progress interval"));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+std::string FormatUpdateRounding(const v1::Job& job) {
+  const std::string& reported = job.precision_stats().bf16_update();
+  const std::string& rounding = reported.empty() ? job.spec().bf16_update() : reported;
+  const std::string precision = EffectivePrecision(job);
+  const bool true_half = precision == "bf16-true" || precision == "16-true";
+  // Other precisions run "nearest" by definition: saying so is noise.
+  if (rounding.empty() || (!true_half && rounding == "nearest")) return "";
+  const int64_t compensation = job.memory().compensation_bytes();
+  if (compensation <= 0) return rounding;
+  return absl::StrCat(rounding, " (compensation ", FormatBytes(compensation), ")");
+}
+
 std::string SkippedStepsCell(const v1::Job& job) {
   if (!job.precision_stats().grad_scaler_enabled()) return "-";
   return FormatCount(job.precision_stats().skipped_steps());
@@ -362,9 +439,18 @@ std::string FormatPrecisionSection(const v1::Job& job) {
     const v1::PrecisionStats& stats = job.precision_stats();
     if (!stats.parameter_dtype().empty()) details.Add("Parameter dtype", stats.parameter_dtype());
     if (!stats.compute_dtype().empty()) details.Add("Compute dtype", stats.compute_dtype());
+  }
+  if (std::string rounding = FormatUpdateRounding(job); !rounding.empty()) {
+    details.Add("Update rounding", std::move(rounding));
+  }
+  if (job.has_precision_stats()) {
+    const v1::PrecisionStats& stats = job.precision_stats();
     details.Add("Grad scaler", FormatGradScaler(stats));
     const std::string settings = FormatGradScalerSettings(job.spec().grad_scaler());
     if (stats.grad_scaler_enabled() && !settings.empty()) details.Add("Scaler settings", settings);
+    if (stats.has_last_non_finite()) {
+      details.Add("Last non-finite step", FormatNonFiniteStep(stats.last_non_finite()));
+    }
   }
   if (job.spec().has_fp8()) details.Add("FP8 recipe", FormatFp8Recipe(job.spec().fp8()));
   if (std::string memory = FormatMemory(job.memory()); !memory.empty()) {
@@ -467,6 +553,9 @@ std::string FormatJob(const v1::Job& job, absl::TimeZone zone) {
   }
   if (job.state() != v1::QUEUED || job.progress().step() > 0) {
     details.Add("Progress", FormatProgressSummary(job.progress()));
+  }
+  if (std::string norm = FormatGradNormLine(job.progress()); !norm.empty()) {
+    details.Add("Gradient norm", std::move(norm));
   }
   if (HasResult(job)) details.Add("Result", FormatResult(job.result()));
   if (job.has_checkpoint()) {

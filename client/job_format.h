@@ -53,6 +53,22 @@ std::string FormatScale(double scale);
 // "scale 65536", "skipped 3" while the grad scaler is enabled, else nothing:
 // what `watch` lines and the progress bar append.
 std::vector<std::string> GradScalerDetails(const v1::Job& job);
+// A gradient norm to three significant digits: "0.532", "1.21", "1.23e+04".
+std::string FormatGradNorm(double norm);
+// "grad norm 0.532" once the job has reported a finite norm, else nothing:
+// what `watch` lines and the progress bar append.
+std::vector<std::string> GradNormDetails(const v1::Progress& progress);
+// The "Gradient norm" line of `mantissa get`: "0.532 (largest in the last
+// interval 1.21)"; empty before the first finite norm.
+std::string FormatGradNormLine(const v1::Progress& progress);
+// The "Last non-finite step" block of `mantissa get`, one fact a line:
+// where the step was in the seeded order, whether its loss was finite,
+// which parameters' gradients were not, whether the grad scaler skipped it
+// and how many such steps its progress interval had.
+std::string FormatNonFiniteStep(const v1::NonFiniteStep& step);
+// The "Update rounding" line of `mantissa get` for bf16-true and 16-true:
+// "kahan (compensation 6.20 MiB)"; empty for other precisions.
+std::string FormatUpdateRounding(const v1::Job& job);
 // Table cells shared by `list` and `compare`: the optimizer steps the grad
 // scaler skipped ("-" while it is disabled), and the memory savings against
 // the fp32 baseline ("-" without one).
@@ -69,8 +85,9 @@ std::string EffectivePrecision(const v1::Job& job);
 // once the job has started. Empty for a job on one rank.
 std::string FormatRanks(const v1::Job& job);
 
-// The "Precision" section of `mantissa get`: dtypes, the grad scaler and the
-// measured memory. Empty when the daemon has reported none of it.
+// The "Precision" section of `mantissa get`: dtypes, the update rounding,
+// the grad scaler, the last non-finite step and the measured memory. Empty
+// when the daemon has reported none of it.
 std::string FormatPrecisionSection(const v1::Job& job);
 // The multi-line view of `mantissa get`: the attempt and worker, and an
 // Attempts section once the job has run more than once.

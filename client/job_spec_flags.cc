@@ -134,6 +134,7 @@ absl::Status SetRun(const SubmitOptions& options, v1::JobSpec& spec) {
   }
   if (options.keep_checkpoints) spec.set_keep_checkpoints(*options.keep_checkpoints);
   if (options.cuda_graph) spec.set_cuda_graph(*options.cuda_graph);
+  if (options.bf16_update) spec.set_bf16_update(*options.bf16_update);
   if (options.max_duration) {
     if (absl::Status status = SetMaxDuration(*options.max_duration, spec); !status.ok()) {
       return status;
@@ -229,6 +230,10 @@ void DefineNumericsFlags(ArgParser& parser, SubmitOptions& o) {
                 "transformer-engine: scale = (fp8_max / amax) / 2^margin (default 0)");
   parser.AddBool("cuda-graph", &o.cuda_graph,
                  "CUDA only: capture the training step as a CUDA graph and replay it");
+  parser.AddString("bf16-update", &o.bf16_update,
+                   "bf16-true and 16-true: how updates round into the half weights: nearest "
+                   "(default), stochastic or kahan",
+                   "MODE");
 }
 
 // Progress, evaluation, checkpoints and limits.

@@ -62,6 +62,9 @@ struct SubmitOptions {
   std::optional<int64_t> fp8_margin;
   // Optional so that "--cuda-graph=false" is sent as an explicit false.
   std::optional<bool> cuda_graph;
+  // How bf16-true and 16-true round the update into the half weights
+  // (JobSpec.bf16_update); the daemon checks the value.
+  std::optional<std::string> bf16_update;
   // Data parallelism (JobSpec.devices, num_nodes): ranks per node and nodes.
   std::optional<int64_t> devices;
   std::optional<int64_t> num_nodes;

@@ -19,6 +19,7 @@ constexpr int kMinBarCells = 10;
 std::string FormatProgressLine(const v1::Job& job) {
   std::vector<std::string> parts = ProgressDetails(job.progress());
   parts.insert(parts.begin(), absl::StrCat("step ", FormatStepCount(job.progress())));
+  for (std::string& detail : GradNormDetails(job.progress())) parts.push_back(std::move(detail));
   for (std::string& detail : GradScalerDetails(job)) parts.push_back(std::move(detail));
   return absl::StrJoin(parts, " ");
 }
@@ -50,11 +51,13 @@ std::string RenderProgressBar(const v1::Job& job, int width) {
   parts.push_back(fraction >= 0 ? FormatStepCount(progress)
                                 : absl::StrCat("step ", FormatStepCount(progress)));
   for (std::string& detail : ProgressDetails(progress)) parts.push_back(std::move(detail));
-  std::vector<std::string> scaled = parts;
-  for (std::string& detail : GradScalerDetails(job)) scaled.push_back(std::move(detail));
+  // The diagnostics: the gradient norm and the grad scaler's numbers.
+  std::vector<std::string> diagnosed = parts;
+  for (std::string& detail : GradNormDetails(progress)) diagnosed.push_back(std::move(detail));
+  for (std::string& detail : GradScalerDetails(job)) diagnosed.push_back(std::move(detail));
   if (std::optional<double> eta = EstimateRemainingSeconds(job); eta.has_value() && *eta > 0) {
     parts.push_back(absl::StrCat("ETA ", FormatDuration(*eta)));
-    scaled.push_back(parts.back());
+    diagnosed.push_back(parts.back());
   }
   std::string text = absl::StrJoin(parts, " ");
 
@@ -63,13 +66,15 @@ std::string RenderProgressBar(const v1::Job& job, int width) {
   const auto bar_cells = [&](const std::string& line) {
     return std::min(kMaxBarCells, usable - static_cast<int>(line.size()) - 3);
   };
-  // The grad scaler's numbers are a diagnostic: they give way to the bar and
-  // are shown whole or not at all, never cut off mid-number.
-  if (scaled.size() > parts.size()) {
-    std::string with_scaler = absl::StrJoin(scaled, " ");
-    const bool fits = static_cast<int>(with_scaler.size()) <= usable;
+  // The diagnostics give way to the bar and are shown whole or not at all,
+  // never cut off mid-number.
+  if (diagnosed.size() > parts.size()) {
+    std::string with_diagnostics = absl::StrJoin(diagnosed, " ");
+    const bool fits = static_cast<int>(with_diagnostics.size()) <= usable;
     const bool bar_possible = fraction >= 0 && bar_cells(text) >= kMinBarCells;
-    if (bar_possible ? bar_cells(with_scaler) >= kMinBarCells : fits) text = std::move(with_scaler);
+    if (bar_possible ? bar_cells(with_diagnostics) >= kMinBarCells : fits) {
+      text = std::move(with_diagnostics);
+    }
   }
   // A bar too narrow to read is dropped before any of the numbers are.
   const int cells = bar_cells(text);

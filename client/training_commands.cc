@@ -134,6 +134,32 @@ std::string NextPageLine(const std::string& next_page_token) {
   return absl::StrCat("next page: --page-token ", next_page_token);
 }
 
+namespace {
+
+// "PRECISION[:UPDATE]", each part trimmed; `entry` is not empty.
+absl::StatusOr<CompareEntry> ParseCompareEntry(absl::string_view entry) {
+  CompareEntry parsed;
+  const size_t colon = entry.find(':');
+  parsed.precision = std::string(absl::StripAsciiWhitespace(entry.substr(0, colon)));
+  if (parsed.precision.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precisions: '", entry, "' has no precision before the ':'"));
+  }
+  parsed.label = parsed.precision;
+  if (colon == absl::string_view::npos) return parsed;
+  const std::string update(absl::StripAsciiWhitespace(entry.substr(colon + 1)));
+  if (update.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precisions: '", entry,
+                     "' has no update after the ':'; give nearest, stochastic or kahan"));
+  }
+  parsed.bf16_update = update;
+  absl::StrAppend(&parsed.label, ":", update);
+  return parsed;
+}
+
+}  // namespace
+
 absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options) {
   if (!options.precisions.has_value()) {
     return absl::InvalidArgumentError(
@@ -145,18 +171,19 @@ absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options
   }
   CompareRequest request;
   std::set<std::string> seen;
-  for (absl::string_view entry : absl::StrSplit(*options.precisions, ',')) {
-    const std::string precision(absl::StripAsciiWhitespace(entry));
-    if (precision.empty()) {
+  for (absl::string_view text : absl::StrSplit(*options.precisions, ',')) {
+    if (absl::StripAsciiWhitespace(text).empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--precisions: '", *options.precisions, "' has an empty entry"));
     }
-    // Rows are told apart by precision, so each may appear once.
-    if (!seen.insert(precision).second) {
+    absl::StatusOr<CompareEntry> entry = ParseCompareEntry(absl::StripAsciiWhitespace(text));
+    if (!entry.ok()) return entry.status();
+    // Rows are told apart by their entry, so each may appear once.
+    if (!seen.insert(entry->label).second) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--precisions: '", precision, "' is given twice"));
+          absl::StrCat("--precisions: '", entry->label, "' is given twice"));
     }
-    request.precisions.push_back(precision);
+    request.entries.push_back(*std::move(entry));
   }
   absl::StatusOr<v1::JobSpec> spec = BuildJobSpec(options.spec);
   if (!spec.ok()) return spec.status();
@@ -272,16 +299,17 @@ int RunCompare(TrainingClient& client, const CompareRequest& request, const Comm
     }
   };
 
-  for (const std::string& precision : request.precisions) {
+  for (const CompareEntry& entry : request.entries) {
     v1::SubmitJobRequest submit;
     *submit.mutable_spec() = request.spec;
-    submit.mutable_spec()->set_precision(precision);
+    submit.mutable_spec()->set_precision(entry.precision);
+    if (entry.bf16_update) submit.mutable_spec()->set_bf16_update(*entry.bf16_update);
     absl::StatusOr<v1::SubmitJobResponse> response = client.SubmitJob(submit);
     ComparedRun run;
-    run.precision = precision;
+    run.entry = entry.label;
     if (response.ok()) {
       run.job = response->job();
-      *io.err << "submitted " << precision << " as job " << run.job->id() << '\n';
+      *io.err << "submitted " << entry.label << " as job " << run.job->id() << '\n';
       submitted.push_back(runs.size());
     } else if (IsConnectionError(response.status())) {
       // Not a refusal of this precision: nothing more can be submitted.
@@ -290,7 +318,7 @@ int RunCompare(TrainingClient& client, const CompareRequest& request, const Comm
       return kExitFailure;
     } else {
       run.refusal = response.status();
-      *io.err << precision << " refused: " << DescribeError(run.refusal) << '\n';
+      *io.err << entry.label << " refused: " << DescribeError(run.refusal) << '\n';
     }
     runs.push_back(std::move(run));
   }
@@ -308,7 +336,7 @@ int RunCompare(TrainingClient& client, const CompareRequest& request, const Comm
       return kExitFailure;
     }
     run.job = *std::move(job);
-    *io.err << run.precision << ' ' << JobStateName(run.job->state()) << " (" << ++finished << '/'
+    *io.err << run.entry << ' ' << JobStateName(run.job->state()) << " (" << ++finished << '/'
             << submitted.size() << ")\n"
             << std::flush;
   }
@@ -417,7 +445,8 @@ class Compare : public Invocation {
   void DefineFlags(ArgParser& parser) override {
     DefineWorkloadFlags(parser, options_.spec);
     parser.AddString("precisions", &options_.precisions,
-                     "comma-separated precisions to compare, in order; required", "LIST");
+                     "comma-separated PRECISION[:UPDATE] entries to compare, in order; required",
+                     "LIST");
     DefineTrainingFlags(parser, options_.spec);
   }
   absl::Status Prepare(const std::vector<std::string>&) override {
@@ -495,12 +524,16 @@ const CliCommand kTrainingCommands[] = {
      "precision runs as.",
      kTraining, Invoke<Capabilities>},
     {"compare", "", 0, "train once per precision and compare the runs",
-     "Submits one job per precision in --precisions, in that order and with the same\n"
+     "Submits one job per entry of --precisions, in that order and with the same\n"
      "spec otherwise, waits for them all and prints them side by side: step time,\n"
      "throughput, peak memory against the fp32 baseline, steps the grad scaler\n"
-     "skipped, final loss and accuracy. A precision the daemon refuses is listed\n"
-     "with its reason while the other jobs still run. Takes every submit flag but\n"
-     "--precision, --resume-from and --wait.\n"
+     "skipped, final loss and accuracy; the compensation buffers of bf16-update\n"
+     "kahan, and the largest gradient norm of the last progress interval, when the\n"
+     "jobs report them. An entry is a precision, or PRECISION:UPDATE with an update\n"
+     "rounding for bf16-true and 16-true (nearest, stochastic or kahan), e.g.\n"
+     "--precisions=bf16-true,bf16-true:stochastic,bf16-true:kahan. An entry the\n"
+     "daemon refuses is listed with its reason while the other jobs still run. Takes\n"
+     "every submit flag but --precision, --resume-from and --wait.\n"
      "\n"
      "Exits 0 only if every submitted job succeeds. Ctrl-C stops the waiting; the\n"
      "jobs keep running.",

@@ -54,19 +54,29 @@ absl::StatusOr<v1::ListJobsRequest> BuildListRequest(const ListOptions& options)
 std::string NextPageLine(const std::string& next_page_token);
 
 // The flags of `mantissa compare`: those of submit except --precision and
-// --wait, plus the precisions to compare.
+// --wait, plus the entries to compare.
 struct CompareOptions {
   SubmitOptions spec;
-  std::optional<std::string> precisions;  // comma-separated
+  // Comma-separated PRECISION[:UPDATE] entries, e.g. "bf16-true,bf16-true:kahan".
+  std::optional<std::string> precisions;
+};
+
+// One entry of --precisions: a precision and, for the true-half precisions,
+// how updates round into the half weights (JobSpec.bf16_update).
+struct CompareEntry {
+  std::string label;      // how the output names it: "bf16-true" or "bf16-true:kahan"
+  std::string precision;  // "bf16-true"
+  std::optional<std::string> bf16_update;  // "kahan"; unset: the spec's (--bf16-update)
 };
 
 struct CompareRequest {
-  v1::JobSpec spec;  // submitted once per precision, with that precision set
-  std::vector<std::string> precisions;
+  v1::JobSpec spec;  // submitted once per entry, with its precision and update set
+  std::vector<CompareEntry> entries;
 };
 
 // INVALID_ARGUMENT (a usage error) for a missing or empty --precisions, an
-// empty or repeated entry in it, or a spec BuildJobSpec rejects.
+// empty or repeated entry in it, an entry with an empty precision or update
+// part, or a spec BuildJobSpec rejects.
 absl::StatusOr<CompareRequest> BuildCompareRequest(const CompareOptions& options);
 
 // Also runs `mantissa resume`, whose spec comes from BuildResumeSpec. With
@@ -80,9 +90,9 @@ int RunDelete(TrainingClient& client, const std::string& job_id, const CommandIo
 // kExitOk only if the job ends SUCCEEDED.
 int RunWatch(TrainingClient& client, const std::string& job_id, const CommandIo& io);
 int RunCapabilities(TrainingClient& client, const CommandIo& io);
-// Submits one job per precision, waits for them all and prints them side by
-// side. A precision the daemon refuses is listed, not fatal; kExitOk only if
-// at least one job was submitted and every submitted job SUCCEEDED.
+// Submits one job per entry, waits for them all and prints them side by
+// side. An entry the daemon refuses is listed, not fatal; kExitOk only if at
+// least one job was submitted and every submitted job SUCCEEDED.
 int RunCompare(TrainingClient& client, const CompareRequest& request, const CommandIo& io);
 
 }  // namespace mantissa::cli

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #define MANTISSA_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||           \
@@ -233,6 +234,22 @@ inline void FusedAdamStep(bool adamw, at::TensorList params, at::TensorList grad
   }
 #else
   TORCH_CHECK(false, "fused Adam/AdamW needs LibTorch >= 2.2, this is ", LibTorchVersion());
+#endif
+}
+
+// The L2 norm of each tensor, accumulated and returned in `dtype` (a bf16
+// gradient's norm in float32): one fused kernel for the list where
+// _foreach_norm takes a dtype (from 2.5), one reduction per tensor before.
+inline std::vector<at::Tensor> L2Norms(at::TensorList tensors, at::ScalarType dtype) {
+#if MANTISSA_TORCH_AT_LEAST(2, 5)
+  return at::_foreach_norm(tensors, 2, dtype);
+#else
+  std::vector<at::Tensor> norms;
+  norms.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    norms.push_back(at::linalg_vector_norm(t, 2, c10::nullopt, /*keepdim=*/false, dtype));
+  }
+  return norms;
 #endif
 }
 

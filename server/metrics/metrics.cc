@@ -71,6 +71,7 @@ JobMetrics::JobMetrics(const JobFamilies& families, const std::string& job_id,
           {{"job", job_id}, {"model", model}, {"precision", precision}})),
       loss_(families.loss, {{"job", job_id}}),
       items_per_second_(families.items_per_second, {{"job", job_id}}),
+      grad_norm_(families.grad_norm, {{"job", job_id}}),
       scaler_scale_(families.scaler_scale, {{"job", job_id}}),
       memory_peak_(families.memory_peak, {{"job", job_id}, {"precision", precision}}),
       memory_baseline_(families.memory_baseline, {{"job", job_id}}),
@@ -81,6 +82,7 @@ void JobMetrics::RemoveSeries() {
   families_.scaler_skipped.Remove(&scaler_skipped_);
   loss_.Remove();
   items_per_second_.Remove();
+  grad_norm_.Remove();
   scaler_scale_.Remove();
   memory_peak_.Remove();
   memory_baseline_.Remove();
@@ -127,6 +129,12 @@ Metrics::Metrics(Options options)
                                   .Help("Training throughput over the last progress interval.")
                                   .Labels(WorkerLabel(options))
                                   .Register(*registry_)),
+      train_grad_norm_(BuildGauge()
+                           .Name("mantissa_train_grad_norm")
+                           .Help("Largest global L2 norm of the unscaled gradients over the last "
+                                 "progress interval (steps with a non-finite norm left out).")
+                           .Labels(WorkerLabel(options))
+                           .Register(*registry_)),
       step_duration_(BuildHistogram()
                          .Name("mantissa_train_step_duration_seconds")
                          .Help("Wall time of one training step, by precision.")
@@ -217,9 +225,9 @@ Metrics::Metrics(Options options)
                                      "total bytes on a GPU.")
                                .Labels(WorkerLabel(options))
                                .Register(*registry_)),
-      job_families_{train_steps_,   train_loss_,      train_items_per_second_,
-                    step_duration_, scaler_skipped_,  scaler_scale_,
-                    memory_peak_,   memory_baseline_, memory_savings_} {}
+      job_families_{train_steps_,     train_loss_,     train_items_per_second_, train_grad_norm_,
+                    step_duration_,   scaler_skipped_, scaler_scale_,           memory_peak_,
+                    memory_baseline_, memory_savings_} {}
 
 void Metrics::JobSubmitted(const std::string& precision) {
   jobs_submitted_.Add({{"precision", precision}}).Increment();

@@ -48,6 +48,7 @@ struct JobFamilies {
   prometheus::Family<prometheus::Counter>& steps;
   prometheus::Family<prometheus::Gauge>& loss;
   prometheus::Family<prometheus::Gauge>& items_per_second;
+  prometheus::Family<prometheus::Gauge>& grad_norm;
   prometheus::Family<prometheus::Histogram>& step_duration;
   prometheus::Family<prometheus::Counter>& scaler_skipped;
   prometheus::Family<prometheus::Gauge>& scaler_scale;
@@ -73,6 +74,8 @@ class JobMetrics {
   }
   void SetLoss(double loss) { loss_.Set(loss); }
   void SetItemsPerSecond(double v) { items_per_second_.Set(v); }
+  // The largest finite unscaled gradient norm of the progress interval.
+  void SetGradNorm(double norm) { grad_norm_.Set(norm); }
   // `skipped_total` is the job's running total; the counter follows it.
   // Called only for jobs whose grad scaler is on.
   void SetGradScaler(int64_t skipped_total, double scale) {
@@ -100,6 +103,7 @@ class JobMetrics {
   prometheus::Counter& scaler_skipped_;
   LazyGauge loss_;
   LazyGauge items_per_second_;
+  LazyGauge grad_norm_;
   LazyGauge scaler_scale_;
   LazyGauge memory_peak_;
   LazyGauge memory_baseline_;
@@ -226,6 +230,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& train_steps_;
   prometheus::Family<prometheus::Gauge>& train_loss_;
   prometheus::Family<prometheus::Gauge>& train_items_per_second_;
+  prometheus::Family<prometheus::Gauge>& train_grad_norm_;
   prometheus::Family<prometheus::Histogram>& step_duration_;
   prometheus::Family<prometheus::Counter>& scaler_skipped_;
   prometheus::Family<prometheus::Gauge>& scaler_scale_;

@@ -177,6 +177,11 @@ OptimizerStepResult GradScaler::Step(torch::optim::Optimizer& optimizer) {
   return result;
 }
 
+torch::Tensor GradScaler::UnscaleFactor() const {
+  if (!enabled() || unscaled_ || !scale_.defined()) return {};
+  return scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
+}
+
 void GradScaler::Update() {
   // torch.amp.GradScaler refuses an update with no inf check recorded in the
   // step; here such a step leaves the scale alone instead of counting as clean.

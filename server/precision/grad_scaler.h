@@ -93,6 +93,16 @@ class GradScaler {
     found_inf_reducer_ = std::move(reducer);
   }
 
+  // The factor that unscales this step's gradients (1/scale, computed as
+  // Unscale does, float32 [1] on the scale's device) while they are still
+  // scaled; undefined once Unscale ran in this step, before the first
+  // Scale, and when the scaler is off. No host sync.
+  torch::Tensor UnscaleFactor() const;
+
+  // This step's found-inf (float32 [1]; nonzero: the step is skipped), valid
+  // from Step until Update; undefined before the first check.
+  const torch::Tensor& found_inf() const { return found_inf_; }
+
   // Forgets a step abandoned half-way (a failed CUDA graph capture ran its
   // host code without its kernels): the next Unscale starts afresh.
   void DiscardStep();

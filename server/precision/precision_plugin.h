@@ -103,6 +103,14 @@ class PrecisionPlugin {
   // to reduce.
   virtual void SetAmaxReducer(std::function<void(const torch::Tensor&)> reducer) {}
 
+  // Bytes of state the plugin keeps beside the model and the optimizer
+  // (bf16_update=kahan's compensation buffers), for the memory report.
+  virtual int64_t StateBytes() const { return 0; }
+
+  // JobSpec.bf16_update as the plugin runs it: "nearest" unless a true-half
+  // plugin rounds otherwise.
+  virtual std::string update_rounding() const { return "nearest"; }
+
   // Fabric: state_dict / load_state_dict. The plugin's own state (the grad
   // scaler's), saved with checkpoints.
   virtual void SaveState(torch::serialize::OutputArchive& archive) const {

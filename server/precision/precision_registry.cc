@@ -86,7 +86,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        "float32 weights and compute",
        {.parameter_dtype = kF32, .compute_dtype = kF32, .servable = true},
        &Always,
-       [](torch::Device, const DelayedScaling&) -> PluginOr {
+       [](torch::Device, const DelayedScaling&, const HalfUpdate::Options&) -> PluginOr {
          return std::make_unique<Fp32Precision>();
        }},
       {"64-true",
@@ -97,7 +97,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        [](const DeviceCapabilities& caps) {
          return Requires(caps, caps.float64, "float64 compute", "float64");
        },
-       [](torch::Device, const DelayedScaling&) -> PluginOr {
+       [](torch::Device, const DelayedScaling&, const HalfUpdate::Options&) -> PluginOr {
          return std::make_unique<DoublePrecision>();
        }},
       {"16-mixed",
@@ -109,7 +109,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
         .autocast = true,
         .scaler_by_default = true},
        &SixteenMixed,
-       [](torch::Device device, const DelayedScaling&) -> PluginOr {
+       [](torch::Device device, const DelayedScaling&, const HalfUpdate::Options&) -> PluginOr {
          return std::make_unique<MixedPrecision>(torch::kFloat16, device.type());
        }},
       {"bf16-mixed",
@@ -120,7 +120,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        [](const DeviceCapabilities& caps) {
          return Requires(caps, caps.autocast_bfloat16, "bfloat16 autocast", "autocast_bfloat16");
        },
-       [](torch::Device device, const DelayedScaling&) -> PluginOr {
+       [](torch::Device device, const DelayedScaling&, const HalfUpdate::Options&) -> PluginOr {
          return std::make_unique<MixedPrecision>(torch::kBFloat16, device.type());
        }},
       {"16-true",
@@ -131,8 +131,8 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        [](const DeviceCapabilities& caps) {
          return Requires(caps, caps.float16, "float16 compute", "float16");
        },
-       [](torch::Device, const DelayedScaling&) -> PluginOr {
-         return std::make_unique<HalfPrecision>(torch::kFloat16);
+       [](torch::Device, const DelayedScaling&, const HalfUpdate::Options& update) -> PluginOr {
+         return std::make_unique<HalfPrecision>(torch::kFloat16, update);
        }},
       {"bf16-true",
        {},
@@ -142,8 +142,8 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        [](const DeviceCapabilities& caps) {
          return Requires(caps, caps.bfloat16, "bfloat16 compute", "bfloat16");
        },
-       [](torch::Device, const DelayedScaling&) -> PluginOr {
-         return std::make_unique<HalfPrecision>(torch::kBFloat16);
+       [](torch::Device, const DelayedScaling&, const HalfUpdate::Options& update) -> PluginOr {
+         return std::make_unique<HalfPrecision>(torch::kBFloat16, update);
        }},
       {"transformer-engine",
        {},
@@ -151,7 +151,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        "FP8 GEMMs, bfloat16 weights (CUDA, sm_89+)",
        {.parameter_dtype = kBf16, .compute_dtype = kBf16, .autocast = true, .fp8 = true},
        &Fp8,
-       [](torch::Device device, const DelayedScaling& recipe) {
+       [](torch::Device device, const DelayedScaling& recipe, const HalfUpdate::Options&) {
          return TransformerEngine(torch::kBFloat16, device, recipe);
        }},
       {"transformer-engine-float16",
@@ -160,7 +160,7 @@ const std::vector<PrecisionEntry>& PrecisionRegistry::Entries() {
        "FP8 GEMMs, float16 weights (CUDA, sm_89+)",
        {.parameter_dtype = kF16, .compute_dtype = kF16, .autocast = true, .fp8 = true},
        &Fp8,
-       [](torch::Device device, const DelayedScaling& recipe) {
+       [](torch::Device device, const DelayedScaling& recipe, const HalfUpdate::Options&) {
          return TransformerEngine(torch::kFloat16, device, recipe);
        }},
   };
@@ -244,13 +244,31 @@ absl::StatusOr<DelayedScaling> PrecisionRegistry::ParseFp8Recipe(const v1::Fp8Re
 }
 
 absl::StatusOr<std::unique_ptr<PrecisionPlugin>> PrecisionRegistry::Create(
-    const std::string& effective, torch::Device device, const DelayedScaling& recipe) {
+    const std::string& effective, torch::Device device, const DelayedScaling& recipe,
+    const HalfUpdate::Options& update) {
   const PrecisionEntry* entry = Find(effective);
   if (entry == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("precision: no plugin for '", effective, "' in this build"));
   }
-  return entry->create(device, recipe);
+  RETURN_IF_ERROR(CheckUpdateRounding(effective, update.rounding));
+  return entry->create(device, recipe, update);
+}
+
+absl::Status PrecisionRegistry::CheckUpdateRounding(absl::string_view canonical,
+                                                    UpdateRounding rounding) {
+  const PrecisionEntry* entry = Find(canonical);
+  if (rounding == UpdateRounding::kNearest || (entry != nullptr && entry->traits.true_half)) {
+    return absl::OkStatus();
+  }
+  // Half first, as ServableModes lists them.
+  std::vector<std::string> true_half;
+  for (auto it = Entries().rbegin(); it != Entries().rend(); ++it) {
+    if (it->traits.true_half) true_half.push_back(it->name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("bf16_update: '", UpdateRoundingName(rounding),
+                                                 "' applies to ", absl::StrJoin(true_half, " and "),
+                                                 " only, not '", canonical, "'"));
 }
 
 }  // namespace mantissa

@@ -9,6 +9,7 @@
 #include "absl/strings/string_view.h"
 #include "mantissa/v1/training.pb.h"
 #include "server/precision/delayed_scaling.h"
+#include "server/precision/half_update.h"
 #include "server/precision/precision_plugin.h"
 #include "server/runtime/device_capabilities.h"
 
@@ -54,9 +55,11 @@ struct PrecisionEntry {
   const char* help;
   PrecisionTraits traits;
   PrecisionSupport (*support)(const DeviceCapabilities& caps);
-  // A fresh plugin; `recipe` is used by the FP8 modes only.
+  // A fresh plugin; `recipe` is used by the FP8 modes only, `update` by the
+  // true-half modes only.
   absl::StatusOr<std::unique_ptr<PrecisionPlugin>> (*create)(torch::Device device,
-                                                             const DelayedScaling& recipe);
+                                                             const DelayedScaling& recipe,
+                                                             const HalfUpdate::Options& update);
 };
 
 // What a precision string resolves to on this daemon's device.
@@ -109,9 +112,19 @@ class PrecisionRegistry {
   // A fresh plugin for an effective precision returned by Resolve. `recipe`:
   // the job's parsed FP8 recipe, for the FP8 modes; FAILED_PRECONDITION for
   // those modes where at::_scaled_mm cannot run, and for unknown names.
+  // `update`: how the true-half modes round the optimizer's update
+  // (JobSpec.bf16_update); the other modes take only kNearest
+  // (INVALID_ARGUMENT otherwise).
   static absl::StatusOr<std::unique_ptr<PrecisionPlugin>> Create(
       const std::string& effective, torch::Device device,
-      const DelayedScaling& recipe = DelayedScaling());
+      const DelayedScaling& recipe = DelayedScaling(),
+      const HalfUpdate::Options& update = HalfUpdate::Options());
+
+  // JobSpec.bf16_update against a canonical precision: anything but
+  // kNearest needs half weights (traits.true_half). INVALID_ARGUMENT
+  // "bf16_update: 'kahan' applies to bf16-true and 16-true only, not
+  // 'bf16-mixed'".
+  static absl::Status CheckUpdateRounding(absl::string_view canonical, UpdateRounding rounding);
 };
 
 }  // namespace mantissa

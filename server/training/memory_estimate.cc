@@ -33,7 +33,8 @@ std::string Bytes(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (10
 }  // namespace
 
 int64_t EstimateTrainingBytes(const ModelSizeEstimate& size, int64_t batch_size,
-                              const std::string& precision, const std::string& optimizer) {
+                              const std::string& precision, const std::string& optimizer,
+                              bool compensation) {
   const PrecisionEntry* entry = PrecisionRegistry::Find(precision);
   const PrecisionTraits traits = entry != nullptr ? entry->traits : PrecisionTraits();
   // The FP8 modes keep float32 master weights beside their half copies.
@@ -42,7 +43,8 @@ int64_t EstimateTrainingBytes(const ModelSizeEstimate& size, int64_t batch_size,
   const OptimizerEntry* optimizer_entry = OptimizerRegistry::Find(optimizer);
   const double states = optimizer_entry != nullptr ? optimizer_entry->state_per_parameter : 1;
   const double activation = static_cast<double>(torch::elementSize(traits.compute_dtype));
-  const double bytes = size.parameters * weight * (2 + states) +
+  const double copies = 2 + states + (compensation ? 1 : 0);
+  const double bytes = size.parameters * weight * copies +
                        size.activations_per_item * static_cast<double>(batch_size) * activation;
   return bytes >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
 }
@@ -77,8 +79,8 @@ bool IsAdmissionRefusal(const absl::Status& status) {
 
 absl::Status CheckModelSize(const ModelSizeEstimate& size, int64_t batch_size,
                             const std::string& precision, const std::string& optimizer,
-                            int64_t free_bytes, const std::string& device,
-                            const SpecLimits& limits) {
+                            int64_t free_bytes, const std::string& device, const SpecLimits& limits,
+                            bool compensation) {
   if (size.parameters > static_cast<double>(limits.max_model_parameters)) {
     return Refuse(absl::StrFormat(
         "model_options: the model would have %.0f parameters; at most %d are allowed "
@@ -86,7 +88,8 @@ absl::Status CheckModelSize(const ModelSizeEstimate& size, int64_t batch_size,
         size.parameters, limits.max_model_parameters));
   }
   if (!limits.check_free_memory || free_bytes < 0) return absl::OkStatus();
-  const int64_t estimate = EstimateTrainingBytes(size, batch_size, precision, optimizer);
+  const int64_t estimate =
+      EstimateTrainingBytes(size, batch_size, precision, optimizer, compensation);
   if (estimate <= free_bytes) return absl::OkStatus();
   return Refuse(absl::StrCat(
       "training needs an estimated ", Bytes(static_cast<double>(estimate)), " on ", device, " (",

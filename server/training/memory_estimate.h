@@ -17,8 +17,10 @@ namespace mantissa {
 // state (float32, half in the true-half modes, float64 in 64-true), plus the
 // activations of one batch in the compute dtype (`precision`: a canonical
 // mode). A rough lower bound, so that it refuses only what cannot fit.
+// `compensation`: bf16_update=kahan keeps one more weight-sized buffer.
 int64_t EstimateTrainingBytes(const ModelSizeEstimate& size, int64_t batch_size,
-                              const std::string& precision, const std::string& optimizer);
+                              const std::string& precision, const std::string& optimizer,
+                              bool compensation = false);
 
 // Memory free for a job on `device`: the host's MemAvailable
 // (/proc/meminfo) on the CPU, the driver's free bytes on CUDA.
@@ -36,8 +38,8 @@ bool IsAdmissionRefusal(const absl::Status& status);
 // `free_bytes` (< 0: unknown, not checked), naming both figures.
 absl::Status CheckModelSize(const ModelSizeEstimate& size, int64_t batch_size,
                             const std::string& precision, const std::string& optimizer,
-                            int64_t free_bytes, const std::string& device,
-                            const SpecLimits& limits);
+                            int64_t free_bytes, const std::string& device, const SpecLimits& limits,
+                            bool compensation = false);
 
 }  // namespace mantissa
 

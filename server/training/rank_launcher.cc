@@ -363,6 +363,7 @@ void RankSession::Relay(const RankReport::Update& update) {
     JobMetrics& metrics = context_.metrics();
     metrics.SetLoss(from.progress().loss());
     metrics.SetItemsPerSecond(from.progress().items_per_second());
+    if (from.progress().has_max_grad_norm()) metrics.SetGradNorm(from.progress().max_grad_norm());
     const v1::PrecisionStats& stats = from.precision_stats();
     if (stats.grad_scaler_enabled()) metrics.SetGradScaler(stats.skipped_steps(), stats.scale());
     metrics.SetMemory(from.memory().peak_bytes(), from.memory().baseline_fp32_peak_bytes(),

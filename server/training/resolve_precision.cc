@@ -1,4 +1,5 @@
-// The precision on this device, its FP8 recipe and its grad scaler.
+// The precision on this device, its FP8 recipe, its grad scaler and how it
+// rounds the optimizer's update.
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,19 @@ absl::Status ResolveGradScaler(ResolvedJob& job) {
   return GradScaler::CheckOptions(options);
 }
 
+// JobSpec.bf16_update: parsed, checked against the precision (half weights
+// only) and written back ("nearest" when unset); stochastic rounding is
+// seeded with the job's seed.
+absl::Status ResolveUpdateRounding(const std::string& canonical_precision, ResolvedJob& job) {
+  v1::JobSpec& spec = job.spec;
+  ASSIGN_OR_RETURN(const UpdateRounding rounding, ParseUpdateRounding(spec.bf16_update()));
+  RETURN_IF_ERROR(PrecisionRegistry::CheckUpdateRounding(canonical_precision, rounding));
+  spec.set_bf16_update(UpdateRoundingName(rounding));
+  job.half_update.rounding = rounding;
+  job.half_update.seed = spec.seed();
+  return absl::OkStatus();
+}
+
 // Known trap: Adam's eps added to a float16 tensor rounds to 0 below
 // float16's smallest subnormal, and the first update divides by zero. The
 // fused CUDA kernels add eps in float32, but the float16 second moment
@@ -87,6 +101,7 @@ absl::Status ResolvePrecision(const ResolveContext& context, ResolvedJob& job) {
   job.warnings.insert(job.warnings.end(), precision.warnings.begin(), precision.warnings.end());
   RETURN_IF_ERROR(ResolveFp8Recipe(precision.canonical, job));
   RETURN_IF_ERROR(ResolveGradScaler(job));
+  RETURN_IF_ERROR(ResolveUpdateRounding(precision.canonical, job));
   WarnOfEpsUnderflow(job);
   return absl::OkStatus();
 }

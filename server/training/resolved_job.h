@@ -11,6 +11,7 @@
 #include "server/models/model_config.h"
 #include "server/precision/delayed_scaling.h"
 #include "server/precision/grad_scaler.h"
+#include "server/precision/half_update.h"
 #include "server/precision/precision_registry.h"
 #include "server/training/lr_schedule.h"
 #include "server/training/optimizer_registry.h"
@@ -36,6 +37,9 @@ struct ResolvedJob {
   // fields unset; used by the modes with PrecisionTraits::fp8 only.
   DelayedScaling fp8;
   GradScaler::Options grad_scaler;
+  // JobSpec.bf16_update, parsed (kNearest for modes without half weights),
+  // seeded with the job's seed.
+  HalfUpdate::Options half_update;
   OptimizerConfig optimizer;
   // total_steps is the trainer's: known once the dataset's size is.
   LrSchedule::Options lr_schedule;

@@ -43,7 +43,9 @@ std::string DtypeName(torch::Dtype dtype) {
   }
 }
 
-absl::Status NonFiniteLoss(int64_t step, double loss, const ResolvedJob& job) {
+// `attribution`: the non-finite step's description, or "".
+absl::Status NonFiniteLoss(int64_t step, double loss, const ResolvedJob& job,
+                           const std::string& attribution) {
   return absl::InternalError(absl::StrCat(
       "step ", step, ": the loss is ", loss, " under ", job.effective_precision,
       " without a grad scaler; training stopped instead of continuing on NaN. Likely cause: ",
@@ -51,24 +53,20 @@ absl::Status NonFiniteLoss(int64_t step, double loss, const ResolvedJob& job) {
           ? "overflow or underflow in the half-precision weights or optimizer state (for "
             "Adam/AdamW, an eps that rounds to 0); try 16-mixed or bf16-mixed, a larger eps or "
             "a lower learning rate"
-          : "diverging training; lower the learning rate or set gradient_clip_norm"));
+          : "diverging training; lower the learning rate or set gradient_clip_norm",
+      attribution.empty() ? "" : "; ", attribution));
 }
 
-// torch::nn::utils::clip_grad_norm_ (L2) without its final read of the norm:
-// the same ops and results, but no host sync, so a CUDA graph can hold it.
-void ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+// torch::nn::utils::clip_grad_norm_ (L2) with the total norm already
+// computed (by the gradient monitor) and no read of it, so no host sync and
+// a CUDA graph can hold it.
+void ClipGradNorm(const std::vector<torch::Tensor>& parameters, const torch::Tensor& total,
+                  double max_norm) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> grads;
-  std::vector<torch::Tensor> norms;
-  for (const torch::Tensor& parameter : parameters) {
-    if (!parameter.grad().defined()) continue;
-    grads.push_back(parameter.grad());
-    norms.push_back(parameter.grad().norm(2));
-  }
-  if (grads.empty()) return;
-  const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
   const torch::Tensor coef = torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0);
-  for (torch::Tensor& grad : grads) grad.mul_(coef);
+  for (const torch::Tensor& parameter : parameters) {
+    if (parameter.grad().defined()) parameter.grad().mul_(coef);
+  }
 }
 
 }  // namespace
@@ -190,13 +188,14 @@ absl::Status Trainer::CheckModelFits() const {
   if (!size) return absl::OkStatus();
   const absl::StatusOr<int64_t> free = FreeMemoryBytes(options_.device);
   return CheckModelSize(*size, job.spec.batch_size(), job.effective_precision, job.spec.optimizer(),
-                        free.ok() ? *free : -1, options_.device.str(), options_.limits);
+                        free.ok() ? *free : -1, options_.device.str(), options_.limits,
+                        job.half_update.rounding == UpdateRounding::kKahan);
 }
 
 absl::Status Trainer::BuildJob() {
   const ResolvedJob& job = options_.job;
-  ASSIGN_OR_RETURN(precision_,
-                   PrecisionRegistry::Create(job.effective_precision, options_.device, job.fp8));
+  ASSIGN_OR_RETURN(precision_, PrecisionRegistry::Create(job.effective_precision, options_.device,
+                                                         job.fp8, job.half_update));
   ASSIGN_OR_RETURN(std::unique_ptr<GradScaler> scaler, GradScaler::Create(job.grad_scaler));
   if (DataParallel* dp = options_.data_parallel) {
     // Every rank skips a step, and backs its scale off, when any rank's
@@ -211,6 +210,9 @@ absl::Status Trainer::BuildJob() {
   model_->ToDevice(options_.device);
   parameter_bytes_ = TensorBytes(model_->Parameters());
   ASSIGN_OR_RETURN(optimizer_, OptimizerRegistry::Create(job.optimizer, model_->Parameters()));
+  gradients_ = std::make_unique<GradientMonitor>(GradientMonitor::Options{
+      .parameter_names = ParameterNames(model_->Parameters(), model_->State()),
+      .device = options_.device});
   return absl::OkStatus();
 }
 
@@ -302,12 +304,16 @@ torch::Tensor Trainer::ForwardBackward(const torch::Tensor& inputs, const torch:
   return loss.detach();
 }
 
-OptimizerStepResult Trainer::ClipAndStep(const std::vector<torch::Tensor>& parameters) {
-  if (options_.job.spec.has_gradient_clip_norm()) {
-    // Clip what the optimizer will apply: unscaled gradients.
-    precision_->UnscaleGradients(*optimizer_);
-    ClipGradNorm(parameters, options_.job.spec.gradient_clip_norm());
-  }
+OptimizerStepResult Trainer::ClipAndStep(const std::vector<torch::Tensor>& parameters,
+                                         const torch::Tensor& step_loss) {
+  const bool clip = options_.job.spec.has_gradient_clip_norm();
+  // Clip what the optimizer will apply: unscaled gradients. Otherwise they
+  // are still scaled, and the monitor unscales their norm.
+  if (clip) precision_->UnscaleGradients(*optimizer_);
+  const torch::Tensor unscale =
+      scaling() ? precision_->grad_scaler()->UnscaleFactor() : torch::Tensor();
+  const torch::Tensor total = gradients_->Observe(parameters, unscale, step_loss);
+  if (clip) ClipGradNorm(parameters, total, options_.job.spec.gradient_clip_norm());
   return precision_->OptimizerStep(*optimizer_);
 }
 
@@ -371,7 +377,20 @@ v1::PrecisionStats Trainer::PrecisionStats(int64_t optimizer_steps) const {
   stats.set_optimizer_steps(optimizer_steps);
   stats.set_parameter_dtype(DtypeName(precision_->parameter_dtype()));
   stats.set_compute_dtype(DtypeName(precision_->compute_dtype()));
+  stats.set_bf16_update(precision_->update_rounding());
+  if (last_non_finite_) *stats.mutable_last_non_finite() = *last_non_finite_;
   return stats;
+}
+
+void Trainer::SetPrecisionStats(const v1::PrecisionStats& stats, v1::Job& job) {
+  v1::PrecisionStats* to = job.mutable_precision_stats();
+  if (!stats.has_last_non_finite() && to->has_last_non_finite()) {
+    v1::NonFiniteStep kept = std::move(*to->mutable_last_non_finite());
+    *to = stats;
+    *to->mutable_last_non_finite() = std::move(kept);
+  } else {
+    *to = stats;
+  }
 }
 
 v1::MemoryStats Trainer::MemoryStats() const {
@@ -385,6 +404,7 @@ v1::MemoryStats Trainer::MemoryStats() const {
   stats.set_parameter_bytes(parameter_bytes_);
   stats.set_gradient_bytes(gradient_bytes_);
   stats.set_optimizer_state_bytes(optimizer_state_bytes_);
+  stats.set_compensation_bytes(compensation_bytes_);
   stats.set_source(memory_.Source());
   stats.set_exact(options_.memory_exact);
   return stats;
@@ -433,7 +453,7 @@ absl::StatusOr<v1::JobResult> Trainer::Run(JobContext& context) {
       return Cancel(step - 1, stop, *run, context);
     }
     const Clock::time_point step_start = Clock::now();
-    RETURN_IF_ERROR(TrainStep(step, *run));
+    RETURN_IF_ERROR(TrainStep(step, *run, context));
     if (options_.synchronize_steps) compat::Synchronize(options_.device);
     const double step_seconds = Seconds(Clock::now() - step_start);
     context.metrics().ObserveStep(step_seconds);
@@ -513,7 +533,7 @@ void Trainer::Announce(JobContext& context) const {
         job.mutable_progress()->set_step(start_step);
         job.mutable_progress()->set_total_steps(total_steps_);
         job.mutable_progress()->set_total_epochs(total_epochs);
-        *job.mutable_precision_stats() = PrecisionStats(0);
+        SetPrecisionStats(PrecisionStats(0), job);
       },
       start_step > 0 ? absl::StrCat("resuming ", model_->ParameterCount(), " parameters at step ",
                                     start_step, " of ", total_steps_, where)
@@ -531,6 +551,14 @@ std::unique_ptr<CudaGraphStep> Trainer::SetUpGraph(RunState& run, JobContext& co
         "cuda_graph: not with data-parallel training (devices x num_nodes > 1); training eagerly");
     return nullptr;
   }
+  if (options_.job.half_update.rounding != UpdateRounding::kNearest) {
+    // The rounded update draws random bits or keeps buffers outside the
+    // fused optimizer's capture.
+    context.Warn(absl::StrCat(
+        "cuda_graph: not with bf16_update=", UpdateRoundingName(options_.job.half_update.rounding),
+        "; training eagerly"));
+    return nullptr;
+  }
   std::vector<torch::Tensor>* parameters = &run.parameters;
   absl::StatusOr<std::unique_ptr<CudaGraphStep>> created = CudaGraphStep::Create(
       {.device = options_.device,
@@ -541,14 +569,14 @@ std::unique_ptr<CudaGraphStep> Trainer::SetUpGraph(RunState& run, JobContext& co
        .device_shared = !options_.memory_exact},
       [this, parameters](const torch::Tensor& inputs, const torch::Tensor& targets) {
         torch::Tensor loss = ForwardBackward(inputs, targets, /*loss_divisor=*/1);
-        return CudaGraphStep::Output{loss, ClipAndStep(*parameters)};
+        return CudaGraphStep::Output{loss, ClipAndStep(*parameters, loss)};
       });
   if (created.ok()) return std::move(*created);
   context.Warn(std::string(created.status().message()));
   return nullptr;
 }
 
-absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
+absl::Status Trainer::TrainStep(int64_t step, RunState& run, JobContext& context) {
   run.lr = run.schedule.LrAt(run.applied.applied());
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(run.lr);
   if (run.graph != nullptr) {
@@ -566,6 +594,7 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
     // summed gradients are those of their mean.
     const double loss_divisor = static_cast<double>(end_batch - first_batch);
     optimizer_->zero_grad();
+    torch::Tensor step_loss;  // summed over the step's batches, for the monitor
     for (int64_t b = first_batch; b < end_batch; ++b) {
       ASSIGN_OR_RETURN(Batch batch, run.loader->Next());
       const int64_t items = batch.targets.size(0);
@@ -582,9 +611,10 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
       if (run.check_every_batch) {
         const double value = loss.item<double>();
         if (!std::isfinite(value)) {
-          return NonFiniteLoss(step, value, options_.job);
+          return FailNonFinite(step, value, NonFiniteNow(step, run), context);
         }
       }
+      step_loss = step_loss.defined() ? step_loss + loss : loss;
       run.interval_loss +=
           share == 1.0 ? loss.to(torch::kFloat64) : loss.to(torch::kFloat64) * share;
     }
@@ -592,11 +622,12 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
       // Summed before the scaler unscales them and before clipping.
       options_.data_parallel->AllReduceGradients(run.parameters);
     }
-    run.applied.Add(ClipAndStep(run.parameters));
+    run.applied.Add(ClipAndStep(run.parameters, step_loss));
   }
   if (step == start_.step + 1) {
     gradient_bytes_ = GradientBytes(run.parameters);
     optimizer_state_bytes_ = OptimizerStateBytes(*optimizer_);
+    compensation_bytes_ = precision_->StateBytes();
   }
   ++run.interval_steps;
   return absl::OkStatus();
@@ -604,32 +635,19 @@ absl::Status Trainer::TrainStep(int64_t step, RunState& run) {
 
 absl::Status Trainer::ReportProgress(int64_t step, RunState& run, JobContext& context) {
   const double elapsed = Seconds(Clock::now() - run.interval_start);
-  if (options_.data_parallel != nullptr) {
-    // The global batches' loss and items: every rank sees the same loss and
-    // makes the same decision on it.
-    torch::Tensor sums =
-        torch::stack({run.interval_loss, torch::full({}, static_cast<double>(run.interval_items),
-                                                     run.interval_loss.options())});
-    options_.data_parallel->AllReduceSum(sums);
-    sums = sums.cpu();
-    run.interval_loss.fill_(sums[0].item<double>());
-    run.interval_items = std::llround(sums[1].item<double>());
-  }
+  SumOverRanks(run);
   run.last_loss = run.interval_loss.item<double>() / static_cast<double>(run.interval_batches);
+  const GradientMonitor::Interval grads = ReadGradients();
+  const std::optional<v1::NonFiniteStep> record = IntervalRecord(grads, step);
   if (!scaling() && !std::isfinite(run.last_loss)) {
-    return NonFiniteLoss(step, run.last_loss, options_.job);
+    return FailNonFinite(step, run.last_loss, record, context);
   }
+  if (record) last_non_finite_ = *record;
   const double items_per_second = elapsed > 0 ? run.interval_items / elapsed : 0;
   const v1::PrecisionStats precision_stats = PrecisionStats(step);
   run.applied.Correct(precision_stats.skipped_steps());
   const v1::MemoryStats memory = MemoryStats();
-  context.metrics().SetLoss(run.last_loss);
-  context.metrics().SetItemsPerSecond(items_per_second);
-  if (precision_stats.grad_scaler_enabled()) {
-    context.metrics().SetGradScaler(precision_stats.skipped_steps(), precision_stats.scale());
-  }
-  context.metrics().SetMemory(memory.peak_bytes(), memory.baseline_fp32_peak_bytes(),
-                              memory.savings_ratio());
+  SetMetrics(context, run.last_loss, items_per_second, precision_stats, memory, grads);
   context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
     v1::Progress* p = job.mutable_progress();
     p->set_step(step);
@@ -638,15 +656,109 @@ absl::Status Trainer::ReportProgress(int64_t step, RunState& run, JobContext& co
     p->set_items_per_second(items_per_second);
     p->set_step_seconds(elapsed / static_cast<double>(run.interval_steps));
     p->set_lr(run.lr);
-    *job.mutable_precision_stats() = precision_stats;
+    // The latest finite norms stay until a later interval has one.
+    if (grads.grad_norm) p->set_grad_norm(*grads.grad_norm);
+    if (grads.max_grad_norm) p->set_max_grad_norm(*grads.max_grad_norm);
+    SetPrecisionStats(precision_stats, job);
     *job.mutable_memory() = memory;
   });
+  if (record) {
+    context.Warn(DescribeNonFiniteStep(*record, batches_per_epoch_, ParameterTensors()));
+  }
   run.interval_loss.zero_();
   run.interval_batches = 0;
   run.interval_steps = 0;
   run.interval_items = 0;
   run.interval_start = Clock::now();
   return absl::OkStatus();
+}
+
+void Trainer::SumOverRanks(RunState& run) {
+  if (options_.data_parallel == nullptr) return;
+  // The global batches' loss and items: every rank sees the same loss and
+  // makes the same decision on it.
+  torch::Tensor sums =
+      torch::stack({run.interval_loss, torch::full({}, static_cast<double>(run.interval_items),
+                                                   run.interval_loss.options())});
+  options_.data_parallel->AllReduceSum(sums);
+  sums = sums.cpu();
+  run.interval_loss.fill_(sums[0].item<double>());
+  run.interval_items = std::llround(sums[1].item<double>());
+}
+
+void Trainer::SetMetrics(JobContext& context, double loss, double items_per_second,
+                         const v1::PrecisionStats& precision, const v1::MemoryStats& memory,
+                         const GradientMonitor::Interval& grads) const {
+  JobMetrics& metrics = context.metrics();
+  metrics.SetLoss(loss);
+  metrics.SetItemsPerSecond(items_per_second);
+  if (grads.max_grad_norm) metrics.SetGradNorm(*grads.max_grad_norm);
+  if (precision.grad_scaler_enabled()) {
+    metrics.SetGradScaler(precision.skipped_steps(), precision.scale());
+  }
+  metrics.SetMemory(memory.peak_bytes(), memory.baseline_fp32_peak_bytes(), memory.savings_ratio());
+}
+
+GradientMonitor::Interval Trainer::ReadGradients() {
+  DataParallel* dp = options_.data_parallel;
+  if (dp == nullptr) return gradients_->Read();
+  return gradients_->Read([dp](const torch::Tensor& t) { dp->AllReduceMax(t); });
+}
+
+std::optional<v1::NonFiniteStep> Trainer::IntervalRecord(const GradientMonitor::Interval& grads,
+                                                         int64_t last_step) const {
+  if (grads.non_finite_steps == 0) return std::nullopt;
+  const int64_t step = last_step - grads.steps + 1 + grads.first_non_finite_index;
+  return NonFiniteRecord(step, grads.loss_non_finite, grads.non_finite_parameters,
+                         grads.non_finite_steps);
+}
+
+v1::NonFiniteStep Trainer::NonFiniteNow(int64_t step, const RunState& run) {
+  // A gradient that overflowed in an earlier step of the interval is what
+  // turned the weights, and then this loss, into NaN.
+  if (std::optional<v1::NonFiniteStep> earlier = IntervalRecord(gradients_->Read(), step - 1)) {
+    return *earlier;
+  }
+  return NonFiniteRecord(step, /*loss_non_finite=*/true, gradients_->NonFiniteNow(run.parameters),
+                         /*steps_in_interval=*/1);
+}
+
+v1::NonFiniteStep Trainer::NonFiniteRecord(int64_t step, bool loss_non_finite,
+                                           const std::vector<int>& parameters,
+                                           int64_t steps_in_interval) const {
+  constexpr size_t kNamed = 8;
+  const int64_t first_batch = (step - 1) * accumulate_;
+  const int64_t end_batch = std::min(step * accumulate_, total_batches_);
+  v1::NonFiniteStep record;
+  record.set_step(step);
+  record.set_epoch(first_batch / batches_per_epoch_ + 1);
+  record.set_batch(first_batch % batches_per_epoch_);
+  record.set_batches(end_batch - first_batch);
+  record.set_first_item(record.batch() * options_.job.spec.batch_size() * world_size());
+  int64_t items = 0;
+  for (int64_t b = first_batch; b < end_batch; ++b) items += GlobalBatchItems(b);
+  record.set_items(items);
+  record.set_loss_non_finite(loss_non_finite);
+  const std::vector<std::string>& names = gradients_->parameter_names();
+  for (size_t i = 0; i < parameters.size() && i < kNamed; ++i) {
+    record.add_parameters(names[parameters[i]]);
+  }
+  record.set_non_finite_parameters(static_cast<int32_t>(parameters.size()));
+  record.set_skipped(scaling());
+  record.set_steps_in_interval(steps_in_interval);
+  return record;
+}
+
+absl::Status Trainer::FailNonFinite(int64_t step, double loss,
+                                    const std::optional<v1::NonFiniteStep>& record,
+                                    JobContext& context) {
+  if (!record) return NonFiniteLoss(step, loss, options_.job, "");
+  last_non_finite_ = *record;
+  context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
+    *job.mutable_precision_stats()->mutable_last_non_finite() = *record;
+  });
+  return NonFiniteLoss(step, loss, options_.job,
+                       DescribeNonFiniteStep(*record, batches_per_epoch_, ParameterTensors()));
 }
 
 absl::Status Trainer::MaybeCheckpoint(int64_t step, RunState& run, JobContext& context) {

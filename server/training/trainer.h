@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "server/jobs/job_runner.h"
 #include "server/models/model.h"
 #include "server/precision/precision_plugin.h"
+#include "server/training/gradient_monitor.h"
 #include "server/training/memory_tracker.h"
 #include "server/training/resolved_job.h"
 #include "server/training/spec_limits.h"
@@ -73,7 +75,8 @@ class Trainer {
   // Runs the remaining steps. CANCELLED as soon as the context is cancelled
   // (after writing a checkpoint if the job takes periodic ones); INTERNAL
   // naming the step when the loss turns non-finite in a mode without a grad
-  // scaler, instead of training on NaN.
+  // scaler, instead of training on NaN, with the first non-finite step's
+  // record (PrecisionStats.last_non_finite).
   absl::StatusOr<v1::JobResult> Run(JobContext& context);
 
   // Accuracy (classifiers) or perplexity (language models) and mean loss on
@@ -113,8 +116,32 @@ class Trainer {
   void Announce(JobContext& context) const;
   // JobSpec.cuda_graph's step, or null (with a warning) where it cannot run.
   std::unique_ptr<CudaGraphStep> SetUpGraph(RunState& run, JobContext& context);
-  absl::Status TrainStep(int64_t step, RunState& run);
+  absl::Status TrainStep(int64_t step, RunState& run, JobContext& context);
   absl::Status ReportProgress(int64_t step, RunState& run, JobContext& context);
+  // Data parallel: the interval's loss and items summed over the ranks.
+  void SumOverRanks(RunState& run);
+  void SetMetrics(JobContext& context, double loss, double items_per_second,
+                  const v1::PrecisionStats& precision, const v1::MemoryStats& memory,
+                  const GradientMonitor::Interval& grads) const;
+  // The gradient monitor's interval, agreed by every rank.
+  GradientMonitor::Interval ReadGradients();
+  // The interval's first non-finite step, whose last observed step was
+  // `last_step`; none if every step was finite.
+  std::optional<v1::NonFiniteStep> IntervalRecord(const GradientMonitor::Interval& grads,
+                                                  int64_t last_step) const;
+  // Why the loss of `step`'s batch is not finite, found on the host (the
+  // CPU's every-batch check): the interval's first non-finite step, else
+  // this one's gradients as they are now.
+  v1::NonFiniteStep NonFiniteNow(int64_t step, const RunState& run);
+  // How many parameter tensors the model has (not elements).
+  int ParameterTensors() const { return static_cast<int>(gradients_->parameter_names().size()); }
+  v1::NonFiniteStep NonFiniteRecord(int64_t step, bool loss_non_finite,
+                                    const std::vector<int>& parameters,
+                                    int64_t steps_in_interval) const;
+  // INTERNAL for a non-finite loss without a grad scaler, after setting the
+  // job's last_non_finite to `record`.
+  absl::Status FailNonFinite(int64_t step, double loss,
+                             const std::optional<v1::NonFiniteStep>& record, JobContext& context);
   absl::Status MaybeCheckpoint(int64_t step, RunState& run, JobContext& context);
   void MaybeEvaluate(int64_t step, const RunState& run, JobContext& context);
   // CANCELLED, after keeping the work done when the job takes checkpoints.
@@ -131,9 +158,12 @@ class Trainer {
   // accumulation); returns the undivided loss, detached. No host sync.
   torch::Tensor ForwardBackward(const torch::Tensor& inputs, const torch::Tensor& targets,
                                 double loss_divisor);
-  // Clips the unscaled gradients when the job asks, then steps the optimizer
-  // through the precision plugin. No host sync with a fused optimizer.
-  OptimizerStepResult ClipAndStep(const std::vector<torch::Tensor>& parameters);
+  // Observes the gradients (their unscaled norm, and whether they or
+  // `step_loss` are finite), clips the unscaled gradients with that norm
+  // when the job asks, then steps the optimizer through the precision
+  // plugin. No host sync with a fused optimizer.
+  OptimizerStepResult ClipAndStep(const std::vector<torch::Tensor>& parameters,
+                                  const torch::Tensor& step_loss);
   // The grad scaler's skipped_steps() (a device read), 0 without a scaler.
   int64_t SkippedSteps() const;
   bool scaling() const;
@@ -150,6 +180,9 @@ class Trainer {
   absl::Status SaveCheckpoint(int64_t step, int64_t next_batch, RunState& run, JobContext& context);
   // Stats for the Job message, from device state: call at progress time.
   v1::PrecisionStats PrecisionStats(int64_t optimizer_steps) const;
+  // Sets the job's precision stats, keeping its last_non_finite (of an
+  // earlier interval or attempt) when `stats` has none.
+  static void SetPrecisionStats(const v1::PrecisionStats& stats, v1::Job& job);
   v1::MemoryStats MemoryStats() const;
 
   Options options_;
@@ -157,6 +190,8 @@ class Trainer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<PrecisionPlugin> precision_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<GradientMonitor> gradients_;
+  std::optional<v1::NonFiniteStep> last_non_finite_;  // this run's latest
   MemoryTracker memory_;
   CheckpointPosition start_;  // where the run begins
   int64_t baseline_peak_bytes_ = 0;
@@ -164,7 +199,8 @@ class Trainer {
   int64_t saved_step_ = 0;       // step of this run's newest checkpoint; 0 = none yet
   int64_t gradient_bytes_ = 0;
   int64_t optimizer_state_bytes_ = 0;
-  int64_t accumulate_ = 1;  // batches per optimizer step
+  int64_t compensation_bytes_ = 0;  // the precision plugin's StateBytes
+  int64_t accumulate_ = 1;          // batches per optimizer step
   int64_t batches_per_epoch_ = 0;
   int64_t total_batches_ = 0;
   int64_t total_steps_ = 0;  // ceil(total_batches_ / accumulate_)

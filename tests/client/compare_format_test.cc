@@ -16,16 +16,16 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-ComparedRun Ran(const std::string& precision, const v1::Job& job) {
+ComparedRun Ran(const std::string& entry, const v1::Job& job) {
   ComparedRun run;
-  run.precision = precision;
+  run.entry = entry;
   run.job = job;
   return run;
 }
 
-ComparedRun Refused(const std::string& precision, absl::Status status) {
+ComparedRun Refused(const std::string& entry, absl::Status status) {
   ComparedRun run;
-  run.precision = precision;
+  run.entry = entry;
   run.refusal = std::move(status);
   return run;
 }
@@ -138,6 +138,40 @@ TEST(CompareFormatTest, JsonWithNothingRefused) {
   const std::string json = FormatComparisonJson(runs);
   EXPECT_THAT(json, HasSubstr("\n  ],\n  \"refused\": []\n}\n"));
   EXPECT_EQ(FormatComparisonJson({}), "{\n  \"jobs\": [],\n  \"refused\": []\n}\n");
+}
+
+// bf16-true three ways: the compensation and gradient-norm columns appear
+// because some job reports them, with "-" for those that do not.
+TEST(CompareFormatTest, CompensationAndGradNormColumnsWhenSomeJobHasThem) {
+  v1::Job nearest = SucceededJob();
+  nearest.set_effective_precision("bf16-true");
+  nearest.mutable_progress()->set_step_seconds(0.004);
+  nearest.mutable_progress()->set_items_per_second(16000);
+  nearest.mutable_progress()->set_max_grad_norm(0.8123);
+  nearest.mutable_memory()->set_peak_bytes(1048576);
+  nearest.mutable_memory()->set_exact(true);
+  v1::Job kahan = nearest;
+  kahan.mutable_memory()->set_peak_bytes(1572864);
+  kahan.mutable_memory()->set_compensation_bytes(524288);
+  kahan.mutable_progress()->set_max_grad_norm(12.34);
+  v1::Job stochastic = nearest;
+  stochastic.mutable_progress()->clear_max_grad_norm();
+  EXPECT_EQ(FormatComparison(
+                {Ran("bf16-true", nearest), Ran("bf16-true:kahan", kahan),
+                 Ran("bf16-true:stochastic", stochastic),
+                 Refused("bf16-mixed:kahan", absl::InvalidArgumentError("bf16_update: no"))}),
+            "PRECISION             RUNS AS    STATE      STEP MS  ITEMS/S  PEAK MEM  FP32 BASELINE"
+            "  SAVINGS  COMPENSATION  SKIPPED  GRAD NORM  FINAL LOSS  ACCURACY\n"
+            "bf16-true             bf16-true  SUCCEEDED     4.00    16000  1.00 MiB              -"
+            "        -             -        -      0.812      0.3012    88.45%\n"
+            "bf16-true:kahan       bf16-true  SUCCEEDED     4.00    16000  1.50 MiB              -"
+            "        -    512.00 KiB        -       12.3      0.3012    88.45%\n"
+            "bf16-true:stochastic  bf16-true  SUCCEEDED     4.00    16000  1.00 MiB              -"
+            "        -             -        -          -      0.3012    88.45%\n"
+            "bf16-mixed:kahan      -          refused          -        -         -              -"
+            "        -             -        -          -           -         -\n"
+            "\n"
+            "bf16-mixed:kahan refused: bf16_update: no\n");
 }
 
 }  // namespace

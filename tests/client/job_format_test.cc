@@ -540,5 +540,138 @@ TEST(JobFormatTest, UnfinishedOutcomesSayHowToResume) {
             "job j5 FAILED (checkpoint at step 600: resume with 'mantissa resume j5')");
 }
 
+TEST(JobFormatTest, GradientNormLineShowsTheLatestAndTheIntervalsLargest) {
+  v1::Job job = RunningJob();
+  EXPECT_EQ(FormatGradNormLine(job.progress()), "");
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()), Not(HasSubstr("Gradient norm")));
+  job.mutable_progress()->set_grad_norm(0.53217);
+  EXPECT_EQ(FormatGradNormLine(job.progress()), "0.532");
+  job.mutable_progress()->set_max_grad_norm(1.2149);
+  EXPECT_THAT(FormatJob(job, absl::UTCTimeZone()),
+              HasSubstr("items/s\n"
+                        "Gradient norm:  0.532 (largest in the last interval 1.21)\n"));
+  EXPECT_EQ(FormatGradNorm(12345.6), "1.23e+04");
+  EXPECT_EQ(FormatGradNorm(0), "0");
+}
+
+TEST(JobFormatTest, GradNormDetailsOnlyOnceReported) {
+  v1::Progress progress = RunningJob().progress();
+  EXPECT_THAT(GradNormDetails(progress), IsEmpty());
+  progress.set_grad_norm(2.5);
+  EXPECT_THAT(GradNormDetails(progress), ElementsAre("grad norm 2.5"));
+}
+
+// bf16-true with Kahan-compensated updates: the rounding and its buffers.
+v1::Job KahanJob() {
+  v1::Job job = SucceededJob();
+  job.mutable_spec()->set_precision("bf16-true");
+  job.mutable_spec()->set_bf16_update("kahan");
+  job.set_effective_precision("bf16-true");
+  job.mutable_precision_stats()->set_parameter_dtype("bfloat16");
+  job.mutable_precision_stats()->set_compute_dtype("bfloat16");
+  job.mutable_precision_stats()->set_bf16_update("kahan");
+  job.mutable_memory()->set_compensation_bytes(6501171);
+  return job;
+}
+
+TEST(JobFormatTest, UpdateRoundingShowsForTrueHalfJobsWithTheCompensation) {
+  v1::Job job = KahanJob();
+  EXPECT_EQ(FormatUpdateRounding(job), "kahan (compensation 6.20 MiB)");
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Parameter dtype:  bfloat16\n"
+            "  Compute dtype:    bfloat16\n"
+            "  Update rounding:  kahan (compensation 6.20 MiB)\n"
+            "  Grad scaler:      disabled\n");
+  job.mutable_precision_stats()->set_bf16_update("stochastic");
+  job.mutable_memory()->set_compensation_bytes(0);
+  EXPECT_EQ(FormatUpdateRounding(job), "stochastic");
+  // The default is worth saying where there is a choice.
+  job.mutable_precision_stats()->set_bf16_update("nearest");
+  EXPECT_EQ(FormatUpdateRounding(job), "nearest");
+  // Before the daemon reports stats, the spec says it.
+  job.clear_precision_stats();
+  EXPECT_EQ(FormatUpdateRounding(job), "kahan");
+  job.mutable_spec()->clear_bf16_update();
+  EXPECT_EQ(FormatUpdateRounding(job), "");
+}
+
+TEST(JobFormatTest, NoUpdateRoundingForPrecisionsWithoutHalfWeights) {
+  v1::Job job = ScaledJob();
+  job.mutable_precision_stats()->set_bf16_update("nearest");
+  EXPECT_EQ(FormatUpdateRounding(job), "");
+  EXPECT_THAT(FormatPrecisionSection(job), Not(HasSubstr("Update rounding")));
+}
+
+v1::NonFiniteStep SkippedStep() {
+  v1::NonFiniteStep step;
+  step.set_step(14);
+  step.set_epoch(1);
+  step.set_batch(13);
+  step.set_batches(1);
+  step.set_first_item(832);
+  step.set_items(64);
+  step.add_parameters("2.weight");
+  step.add_parameters("2.bias");
+  step.set_non_finite_parameters(2);
+  step.set_skipped(true);
+  step.set_steps_in_interval(3);
+  return step;
+}
+
+TEST(JobFormatTest, NonFiniteStepSaysWhereWhatAndWhetherItWasSkipped) {
+  EXPECT_EQ(FormatNonFiniteStep(SkippedStep()),
+            "step 14: epoch 1, batch 13, items 832-895\n"
+            "loss finite\n"
+            "non-finite gradients: 2.weight, 2.bias\n"
+            "skipped by the grad scaler\n"
+            "first of 3 non-finite steps in its progress interval");
+
+  v1::NonFiniteStep failed = SkippedStep();
+  failed.set_batch(12);
+  failed.set_batches(4);
+  failed.set_first_item(768);
+  failed.set_items(256);
+  failed.set_loss_non_finite(true);
+  failed.set_non_finite_parameters(11);
+  failed.set_skipped(false);
+  failed.set_steps_in_interval(1);
+  EXPECT_EQ(FormatNonFiniteStep(failed),
+            "step 14: epoch 1, batches 12-15, items 768-1023\n"
+            "loss not finite\n"
+            "non-finite gradients: 2.weight, 2.bias, +9 more\n"
+            "not skipped (no grad scaler)\n"
+            "the only non-finite step in its progress interval");
+
+  v1::NonFiniteStep loss_only = failed;
+  loss_only.clear_parameters();
+  loss_only.set_non_finite_parameters(0);
+  loss_only.set_steps_in_interval(0);
+  loss_only.set_items(1);
+  EXPECT_EQ(FormatNonFiniteStep(loss_only),
+            "step 14: epoch 1, batches 12-15, item 768\n"
+            "loss not finite\n"
+            "gradients finite\n"
+            "not skipped (no grad scaler)");
+  loss_only.set_non_finite_parameters(1);
+  EXPECT_THAT(FormatNonFiniteStep(loss_only), HasSubstr("\nnon-finite gradients in 1 parameter\n"));
+}
+
+TEST(JobFormatTest, PrecisionSectionShowsTheLastNonFiniteStepAsABlock) {
+  v1::Job job = ScaledJob();
+  *job.mutable_precision_stats()->mutable_last_non_finite() = SkippedStep();
+  job.clear_memory();
+  EXPECT_EQ(FormatPrecisionSection(job),
+            "Precision\n"
+            "  Parameter dtype:       float32\n"
+            "  Compute dtype:         float16\n"
+            "  Grad scaler:           enabled, scale 65536, 3 of 200 steps skipped\n"
+            "  Last non-finite step:  step 14: epoch 1, batch 13, items 832-895\n"
+            "                         loss finite\n"
+            "                         non-finite gradients: 2.weight, 2.bias\n"
+            "                         skipped by the grad scaler\n"
+            "                         first of 3 non-finite steps in its progress interval\n");
+}
+
 }  // namespace
 }  // namespace mantissa::cli

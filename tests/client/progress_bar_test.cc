@@ -130,5 +130,25 @@ TEST(ProgressBarTest, ScaleGivesWayToTheBarAndIsNeverCut) {
   }
 }
 
+TEST(ProgressBarTest, GradNormJoinsTheLinesOnceReported) {
+  v1::Job job = ScaledRunningJob();
+  job.mutable_progress()->set_grad_norm(0.5321);
+  job.mutable_progress()->set_max_grad_norm(3.5);
+  EXPECT_EQ(FormatProgressLine(job),
+            "step 100/938 epoch 1/1 loss 0.5123 12345 items/s grad norm 0.532 scale 65536 "
+            "skipped 3");
+  EXPECT_EQ(RenderProgressBar(job, 160),
+            "[###---------------------------]  10.7% 100/938 epoch 1/1 loss 0.5123 12345 items/s "
+            "grad norm 0.532 scale 65536 skipped 3 ETA 4.2s");
+  // Like the scale, it gives way to the bar and is never cut.
+  for (int width : {160, 120, 100, 80, 60}) {
+    const std::string line = RenderProgressBar(job, width);
+    const bool whole = line.find("grad norm 0.532") != std::string::npos;
+    const bool none = line.find("grad norm") == std::string::npos;
+    EXPECT_TRUE(whole || none) << width << ": " << line;
+  }
+  EXPECT_THAT(RenderProgressBar(job, 100), StartsWith("[##"));
+}
+
 }  // namespace
 }  // namespace mantissa::cli

@@ -166,6 +166,19 @@ v1::JobEvent Event(v1::JobEvent::Type type, const v1::Job& job) {
   return FakeTrainingService::MakeEvent(type, job);
 }
 
+std::vector<std::string> Labels(const std::vector<CompareEntry>& entries) {
+  std::vector<std::string> labels;
+  for (const CompareEntry& entry : entries) labels.push_back(entry.label);
+  return labels;
+}
+
+// Entries that name only a precision.
+std::vector<CompareEntry> Entries(const std::vector<std::string>& precisions) {
+  std::vector<CompareEntry> entries;
+  for (const std::string& precision : precisions) entries.push_back({precision, precision, {}});
+  return entries;
+}
+
 class CommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -415,6 +428,18 @@ TEST(BuildJobSpecTest, SetsTheFp8RecipeAndCudaGraph) {
   EXPECT_FALSE(spec->cuda_graph());
 }
 
+TEST(BuildJobSpecTest, Bf16UpdateIsSentOnlyWhenGiven) {
+  SubmitOptions options;
+  auto unset = BuildJobSpec(options);
+  ASSERT_TRUE(unset.ok()) << unset.status();
+  EXPECT_EQ(unset->bf16_update(), "");
+  // The daemon knows the valid values; any text is passed on for it to check.
+  options.bf16_update = "kahan";
+  auto spec = BuildJobSpec(options);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->bf16_update(), "kahan");
+}
+
 TEST(BuildJobSpecTest, OneFp8SettingLeavesTheOthersUnset) {
   SubmitOptions options;
   options.fp8_margin = 1;
@@ -435,13 +460,53 @@ TEST(BuildCompareRequestTest, SplitsThePrecisionsAndKeepsTheSpec) {
   options.precisions = "32-true, bf16-mixed,16-mixed";
   auto request = BuildCompareRequest(options);
   ASSERT_TRUE(request.ok()) << request.status();
-  EXPECT_THAT(request->precisions, ElementsAre("32-true", "bf16-mixed", "16-mixed"));
+  EXPECT_THAT(Labels(request->entries), ElementsAre("32-true", "bf16-mixed", "16-mixed"));
+  for (const CompareEntry& entry : request->entries) {
+    EXPECT_EQ(entry.precision, entry.label);
+    EXPECT_FALSE(entry.bf16_update.has_value());
+  }
   EXPECT_EQ(request->spec.model(), "mlp");
   EXPECT_EQ(request->spec.steps(), 20);
   EXPECT_EQ(request->spec.accumulate_grad_batches(), 2);
   EXPECT_EQ(request->spec.checkpoint_every_n_steps(), 10);
   EXPECT_FALSE(request->spec.grad_scaler().enabled());
   EXPECT_TRUE(request->spec.precision().empty());
+}
+
+TEST(BuildCompareRequestTest, EntriesMayNameAnUpdateRounding) {
+  CompareOptions options;
+  options.spec.bf16_update = "stochastic";
+  options.precisions = "bf16-mixed, bf16-true,bf16-true:kahan , 16-true : nearest";
+  auto request = BuildCompareRequest(options);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(Labels(request->entries),
+              ElementsAre("bf16-mixed", "bf16-true", "bf16-true:kahan", "16-true:nearest"));
+  const std::vector<CompareEntry>& entries = request->entries;
+  EXPECT_EQ(entries[2].precision, "bf16-true");
+  EXPECT_EQ(entries[2].bf16_update, "kahan");
+  EXPECT_EQ(entries[3].precision, "16-true");
+  EXPECT_EQ(entries[3].bf16_update, "nearest");
+  EXPECT_FALSE(entries[1].bf16_update.has_value());
+  // --bf16-update is the default of the entries that name none.
+  EXPECT_EQ(request->spec.bf16_update(), "stochastic");
+  // The same precision with and without an update are two entries.
+  options.precisions = "bf16-true,bf16-true:nearest";
+  EXPECT_TRUE(BuildCompareRequest(options).ok());
+}
+
+TEST(BuildCompareRequestTest, AnEmptyPartOfAnEntryIsNamed) {
+  CompareOptions options;
+  options.precisions = "bf16-true:";
+  auto no_update = BuildCompareRequest(options);
+  ASSERT_FALSE(no_update.ok());
+  EXPECT_EQ(no_update.status().message(),
+            "--precisions: 'bf16-true:' has no update after the ':'; give nearest, stochastic or "
+            "kahan");
+  options.precisions = "32-true, :kahan";
+  auto no_precision = BuildCompareRequest(options);
+  ASSERT_FALSE(no_precision.ok());
+  EXPECT_EQ(no_precision.status().message(),
+            "--precisions: ':kahan' has no precision before the ':'");
 }
 
 TEST(BuildCompareRequestTest, PrecisionsAreRequiredAndNonEmpty) {
@@ -451,7 +516,9 @@ TEST(BuildCompareRequestTest, PrecisionsAreRequiredAndNonEmpty) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(missing.status().message()), StartsWith("--precisions is required"));
 
-  for (const char* bad : {"", " ", "32-true,,bf16-mixed", "32-true,", "32-true,32-true"}) {
+  for (const char* bad :
+       {"", " ", "32-true,,bf16-mixed", "32-true,", "32-true,32-true",
+        "bf16-true:", "bf16-true: ", ":kahan", "bf16-true:kahan,bf16-true : kahan"}) {
     options.precisions = bad;
     auto request = BuildCompareRequest(options);
     ASSERT_FALSE(request.ok()) << bad;
@@ -866,7 +933,7 @@ class CompareTest : public CommandsTest {
     service_.outcomes["16-mixed"] = mixed;
     request_.spec.set_model("mlp");
     request_.spec.set_steps(200);
-    request_.precisions = {"32-true", "16-true", "16-mixed"};
+    request_.entries = Entries({"32-true", "16-true", "16-mixed"});
   }
 
   CompareRequest request_;
@@ -916,7 +983,7 @@ TEST_F(CompareTest, AJobThatDoesNotSucceedFailsTheCommand) {
 }
 
 TEST_F(CompareTest, EveryPrecisionRefusedFails) {
-  request_.precisions = {"16-true"};
+  request_.entries = Entries({"16-true"});
   EXPECT_EQ(RunCompare(*client_, request_, io_), kExitFailure);
   EXPECT_THAT(out_.str(), HasSubstr("16-true    -        refused"));
   EXPECT_THAT(err_.str(), HasSubstr("mantissa: the daemon refused every precision\n"));
@@ -939,10 +1006,32 @@ TEST_F(CompareTest, JsonHoldsTheJobsAndTheRefusals) {
             "16-true needs a CUDA device; this daemon runs on cpu");
 }
 
+TEST_F(CompareTest, EachEntrySubmitsItsUpdateRoundingAndLabelsItsRow) {
+  v1::Job half = SucceededJob();
+  half.set_effective_precision("bf16-true");
+  service_.outcomes["bf16-true"] = half;
+  request_.spec.set_bf16_update("stochastic");
+  request_.entries = Entries({"bf16-true"});
+  request_.entries.push_back({"bf16-true:kahan", "bf16-true", "kahan"});
+  EXPECT_EQ(RunCompare(*client_, request_, io_), kExitOk);
+  ASSERT_EQ(service_.submissions.size(), 2u);
+  EXPECT_EQ(service_.submissions[0].precision(), "bf16-true");
+  EXPECT_EQ(service_.submissions[0].bf16_update(), "stochastic");
+  EXPECT_EQ(service_.submissions[1].precision(), "bf16-true");
+  EXPECT_EQ(service_.submissions[1].bf16_update(), "kahan");
+  EXPECT_THAT(out_.str(), HasSubstr("\nbf16-true        bf16-true  SUCCEEDED "));
+  EXPECT_THAT(out_.str(), HasSubstr("\nbf16-true:kahan  bf16-true  SUCCEEDED "));
+  EXPECT_EQ(err_.str(),
+            "submitted bf16-true as job c1\n"
+            "submitted bf16-true:kahan as job c2\n"
+            "bf16-true SUCCEEDED (1/2)\n"
+            "bf16-true:kahan SUCCEEDED (2/2)\n");
+}
+
 TEST_F(CompareTest, AJobTheWatchLeavesUnfinishedFailsTheCommand) {
   service_.outcomes.clear();  // every job gets id j1, whose watch the fake ends at once
   service_.events = {};
-  request_.precisions = {"32-true"};
+  request_.entries = Entries({"32-true"});
   EXPECT_EQ(RunCompare(*client_, request_, io_), kExitFailure);
   // The watch ended without a terminal state and GetJob says RUNNING.
   EXPECT_THAT(err_.str(), HasSubstr("before job j1 finished"));
@@ -1022,6 +1111,37 @@ TEST_F(CliBinaryTest, CompareTakesTheNewTrainingFlagsButNotResumeFrom) {
   EXPECT_EQ(refused.exit_code, kExitUsage);
   EXPECT_THAT(refused.err, StartsWith("mantissa compare: unknown flag --resume-from"));
   EXPECT_EQ(service_.submissions.size(), 1u);
+}
+
+TEST_F(CliBinaryTest, Bf16UpdateReachesTheSpecAndItsHelpNamesTheValues) {
+  const Result result = Run({"submit", "--precision=bf16-true", "--bf16-update", "kahan"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  EXPECT_EQ(service_.submitted.precision(), "bf16-true");
+  EXPECT_EQ(service_.submitted.bf16_update(), "kahan");
+  EXPECT_EQ(Run({"submit", "--model=mlp"}).exit_code, kExitOk);
+  EXPECT_EQ(service_.submitted.bf16_update(), "");
+
+  const Result help = Run({"help", "submit"});
+  EXPECT_THAT(help.out, HasSubstr("  --bf16-update=MODE "));
+  EXPECT_THAT(help.out, HasSubstr("bf16-true and 16-true: "));
+  EXPECT_THAT(help.out, HasSubstr("nearest (default), stochastic or kahan\n"));
+}
+
+TEST_F(CliBinaryTest, CompareEntriesCarryTheirUpdateRounding) {
+  service_.outcomes["bf16-true"] = SucceededJob();
+  const Result result = Run({"compare", "--precisions=bf16-true,bf16-true:kahan", "--steps=5"});
+  EXPECT_EQ(result.exit_code, kExitOk) << result.err;
+  ASSERT_EQ(service_.submissions.size(), 2u);
+  EXPECT_EQ(service_.submissions[0].bf16_update(), "");
+  EXPECT_EQ(service_.submissions[1].bf16_update(), "kahan");
+  EXPECT_THAT(result.out, HasSubstr("\nbf16-true:kahan "));
+
+  for (const char* bad : {"--precisions=bf16-true:", "--precisions=bf16-true,bf16-true"}) {
+    const Result usage = Run({"compare", bad});
+    EXPECT_EQ(usage.exit_code, kExitUsage) << bad;
+    EXPECT_THAT(usage.err, StartsWith("mantissa compare: --precisions: ")) << bad;
+  }
+  EXPECT_EQ(service_.submissions.size(), 2u);
 }
 
 TEST_F(CliBinaryTest, ResumeSubmitsOnlyTheJobAndTheName) {
@@ -1166,7 +1286,7 @@ TEST(UnreachableTest, CompareStopsWhenTheDaemonCannotBeReached) {
   io.out = &out;
   io.err = &err;
   CompareRequest request;
-  request.precisions = {"32-true", "bf16-mixed"};
+  request.entries = Entries({"32-true", "bf16-mixed"});
   EXPECT_EQ(RunCompare(*client, request, io), kExitFailure);
   EXPECT_THAT(err.str(), StartsWith("mantissa: cannot reach mantissad at "));
   // One failed call, not one refusal per precision.

@@ -161,5 +161,18 @@ TEST(WatchPrinterTest, FinishedClearsTheBar) {
   EXPECT_EQ(out.str(), "\r\x1b[K");
 }
 
+TEST(WatchPrinterTest, ProgressLinesCarryTheGradNormOnceSet) {
+  std::ostringstream out;
+  WatchPrinter printer(&out, WatchPrinter::Style::kPlain, 80);
+  printer.Print(Event(v1::JobEvent::PROGRESS, RunningJob()));
+  v1::Job normed = RunningJob();
+  normed.mutable_progress()->set_step(110);
+  normed.mutable_progress()->set_grad_norm(0.25);
+  printer.Print(Event(v1::JobEvent::PROGRESS, normed));
+  EXPECT_EQ(out.str(),
+            "step 100/938 epoch 1/1 loss 0.5123 12345 items/s\n"
+            "step 110/938 epoch 1/1 loss 0.5123 12345 items/s grad norm 0.25\n");
+}
+
 }  // namespace
 }  // namespace mantissa::cli

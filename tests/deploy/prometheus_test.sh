@@ -4,11 +4,16 @@
 # PostgreSQL job store (deploy/local-postgres.sh) and a state dir:
 #   1. promtool accepts deploy/prometheus/{rules,prometheus}.yml and each
 #      worker's /metrics with no warning, and every series has a `worker`;
+#      the rules pass their unit tests (tests/deploy/rules_test.yml: the
+#      cases that take longer than this run, such as 30 minutes of history);
 #   2. the fleet trains real jobs: a healthy one (exported and served), one
 #      whose grad scaler skips every other step, one whose inputs are inf
-#      (NaN loss, every step skipped, the scale collapses to 0) and one that
-#      fails; the first worker serves inference, OK and refused, and a model
-#      with a 1 s queue delay takes waves of concurrent requests (a backlog);
+#      (NaN loss, every step skipped, the scale collapses to 0), one that
+#      fails, a data-parallel one, and one whose gradient norm stays level for
+#      several scrapes and then explodes as its learning rate rises, until it
+#      fails on an inf loss; the first worker serves inference, OK and
+#      refused, and a model with a 1 s queue delay takes waves of concurrent
+#      requests (a backlog);
 #   3. Prometheus scrapes both every second with deploy/prometheus/prometheus.yml
 #      (targets and intervals replaced, its `authorization` lines uncommented:
 #      the daemons run with --auth_tokens_file) and evaluates
@@ -16,10 +21,11 @@
 #   4. the dashboard's running-jobs count never exceeds what the fleet can
 #      run (two workers, one job each): every worker reports the fleet's
 #      total, so summing across workers would count it twice;
-#   5. check_promql.py evaluates every PromQL expression of
-#      deploy/grafana/mantissa.json (each must return a finite value) and of
-#      the rules (each alert must fire), then the workers stop and the
-#      daemon-down alert must fire.
+#   5. the gradient-norm spike alert fires for the spiking job and no other;
+#   6. check_promql.py evaluates the rules (each alert must fire) and every
+#      PromQL expression of deploy/grafana/mantissa.json (each must return a
+#      finite value), then the workers stop and the daemon-down alert must
+#      fire.
 # A renamed metric or label breaks this test.
 #
 #   prometheus_test.sh MANTISSAD MANTISSA SOURCE_DIR
@@ -82,6 +88,8 @@ promtool_clean() {
 step "promtool check rules / config"
 promtool_clean promtool check rules "$rules"
 promtool_clean promtool check config "$config"
+out=$(promtool test rules "$src/tests/deploy/rules_test.yml" 2>&1) ||
+  fail "promtool test rules:"$'\n'"$out"
 
 step "start PostgreSQL and two mantissad workers"
 pg=$(mktemp -d)
@@ -173,9 +181,25 @@ done
 
 step "train"
 common=(--model=mlp --model-option=hidden=32 --dataset=synthetic --progress-every-n-steps=10)
-submit() { mantissa --json submit "${common[@]}" "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["id"])'; }
+submit_spec() { mantissa --json submit "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["job"]["id"])'; }
+submit() { submit_spec "${common[@]}" "$@"; }
 healthy=$(submit --precision=32-true --steps=300)
 mantissa watch "$healthy" >/dev/null || fail "job $healthy did not succeed"
+# A gradient-norm spike (the spike alert's condition): full-batch SGD on data
+# too noisy to fit, so the loss levels off and the norm stays level (about 2)
+# while the learning rate rises linearly (a warmup longer than the job runs).
+# Near lr 0.48 (step ~1250) it passes the stability threshold: the norm
+# explodes (1e14 within 40 steps) and 32-true without a scaler fails on the
+# inf loss that follows; the gauge keeps the last finite interval's norm.
+# Wide full batches make the steps slow (~15 ms on 2 cores) so that
+# Prometheus scrapes ~15 s of level norms first: the rule needs 10 samples,
+# and the level ones must outnumber those of the spike, which the gauge holds
+# from the job's end until the alert is checked. Submitted first: a worker
+# takes it at once.
+spike=$(submit_spec --model=mlp --model-option=hidden=256 --dataset=synthetic \
+  --dataset-option=noise=20 --batch-size=4096 --precision=32-true --optimizer=sgd --seed=1 \
+  --lr=1 --lr-schedule=cosine --warmup-steps=2600 --steps=2600 --progress-every-n-steps=10 \
+  --memory-baseline-steps=0 --no-eval)
 # bf16-mixed with the scale at float32's maximum and growth after every clean
 # step: the scale doubles into overflow and backs off, so every other step is
 # skipped (the skip-storm alert's condition). See tests/integration/precision_test.cc.
@@ -188,6 +212,8 @@ diverged=$(submit --precision=bf16-mixed --steps=3000 --optimizer=sgd \
   --dataset-option=noise=1e39 --grad-scaler-enabled)
 # The same without a grad scaler fails at its first step.
 failing=$(submit --precision=32-true --steps=100 --dataset-option=noise=1e39)
+# Data parallel: the daemon exports what rank 0 reports (the gradient norm too).
+parallel=$(submit --precision=32-true --steps=20 --devices=2)
 
 step "serve"
 mantissa export "$healthy" --name=classifier >/dev/null
@@ -221,11 +247,14 @@ for wave in 1 2 3; do
 done
 
 step "wait for the jobs"
-for job in "$storm" "$diverged" "$failing"; do mantissa watch "$job" >/dev/null || true; done
+for job in "$storm" "$diverged" "$failing" "$parallel" "$spike"; do
+  mantissa watch "$job" >/dev/null || true
+done
 states=$(mantissa_b --json list | python3 -c '
 import json, sys
 print(" ".join(j["id"] + "=" + j["state"] for j in json.load(sys.stdin)["jobs"]))')
-for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$failing=FAILED"; do
+for expected in "$healthy=SUCCEEDED" "$storm=SUCCEEDED" "$diverged=SUCCEEDED" "$failing=FAILED" \
+  "$parallel=SUCCEEDED" "$spike=FAILED"; do
   [[ " $states " == *" $expected "* ]] || fail "expected $expected, jobs are: $states"
 done
 
@@ -244,6 +273,8 @@ done
 # Each job's series are on the worker that trained it: look in both.
 grep -q '^mantissa_train_loss{\(.*,\)\?job="'"$diverged"'"[,}].* Nan$' "$tmp/metrics.txt" ||
   fail "the diverged job's loss is not exported as NaN"
+grep -q '^mantissa_train_grad_norm{\(.*,\)\?job="'"$parallel"'"[,}]' "$tmp/metrics.txt" ||
+  fail "the data-parallel job exports no gradient norm"
 grep -q '^mantissa_device_memory_used_bytes{\(.*,\)\?device="cpu"[,}]' "$tmp/metrics.txt" ||
   fail "no device memory series"
 # Every series names its worker (the daemon's id), so a fleet's series differ.
@@ -252,12 +283,42 @@ unlabelled=$(grep '^mantissa_' "$tmp/metrics.txt" | grep -v '[{,]worker="[^"]' |
 
 step "wait for prometheus to see everything"
 for _ in $(seq 100); do
-  [ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] &&
+  [ "$(value 'sum(mantissa_jobs_finished_total)')" = "6" ] &&
     [ "$(value 'sum(mantissa_inference_requests_total{status="INVALID_ARGUMENT"})')" = "5" ] && break
   sleep 0.2
 done
-[ "$(value 'sum(mantissa_jobs_finished_total)')" = "4" ] || fail "prometheus does not see 4 finished jobs"
+[ "$(value 'sum(mantissa_jobs_finished_total)')" = "6" ] || fail "prometheus does not see 6 finished jobs"
 sleep 2
+
+step "gradient norm spike"
+# The job reports its norm, Prometheus saw it level long enough for the
+# rule's guard and median, and the alert fires for this job and no other.
+reported=$(mantissa --json get "$spike" | python3 -c '
+import json, sys
+print(json.load(sys.stdin)["job"].get("progress", {}).get("maxGradNorm", ""))')
+[ -n "$reported" ] || fail "job $spike reports no max_grad_norm"
+norm="mantissa_train_grad_norm{job=\"$spike\"}"
+last=$(value "$norm")
+median=$(value "quantile_over_time(0.5, $norm[30m])")
+scrapes=$(value "count_over_time($norm[30m])")
+python3 -c 'import sys; last, median, n = map(float, sys.argv[1:]); sys.exit(not (last > 10 * median and n >= 10))' \
+  "${last:-0}" "${median:-0}" "${scrapes:-0}" ||
+  fail "job $spike: gradient norm $last (reported $reported), median $median over $scrapes scrapes: no spike past 10x its median after 10 scrapes"
+alert="ALERTS{alertname=\"MantissaGradNormSpike\",alertstate=\"firing\"}"
+for _ in $(seq 50); do
+  [ "$(value "count($alert)")" = "1" ] && [ -n "$(value "$alert and on (job) $norm")" ] && break
+  sleep 0.2
+done
+[ -n "$(value "$alert and on (job) $norm")" ] || fail "MantissaGradNormSpike does not fire for job $spike"
+others=$(value "count($alert)")
+[ "$others" = "1" ] || fail "MantissaGradNormSpike fires for $others jobs, expected only $spike"
+echo "ok   job $spike: gradient norm $last, $(python3 -c 'import sys; print("%.3g" % (float(sys.argv[1]) / float(sys.argv[2])))' "$last" "$median")x its median over $scrapes scrapes"
+
+# Right after the spike job's end: the gauge holds its last norm from then
+# on, and once those samples outnumber the level ones the median is the
+# spike itself.
+step "alerts while the daemon runs"
+$check "$prom" "$dashboard" "$rules" alerts-up
 
 step "queue depth and timing"
 # The gauge saw the waiting requests and is back at 0 now that all are
@@ -292,8 +353,6 @@ echo "ok   $running_expr peaked at $peak"
 
 step "dashboard queries"
 $check "$prom" "$dashboard" "$rules" dashboard
-step "alerts while the daemon runs"
-$check "$prom" "$dashboard" "$rules" alerts-up
 
 step "stop the workers"
 for pid in "${daemon_pids[@]}"; do kill -TERM "$pid"; done

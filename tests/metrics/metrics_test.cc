@@ -119,9 +119,9 @@ TEST(MetricsTest, JobGaugesAppearOnlyOnceMeasured) {
   // No gauge reads 0 before it was measured: a scale of 0 would look like a
   // collapsed scaler, a savings ratio of 0 like a measured one.
   for (const char* name :
-       {"mantissa_train_loss{", "mantissa_train_items_per_second{", "mantissa_grad_scaler_scale{",
-        "mantissa_memory_peak_bytes{", "mantissa_memory_fp32_baseline_peak_bytes{",
-        "mantissa_memory_savings_ratio{"}) {
+       {"mantissa_train_loss{", "mantissa_train_items_per_second{", "mantissa_train_grad_norm{",
+        "mantissa_grad_scaler_scale{", "mantissa_memory_peak_bytes{",
+        "mantissa_memory_fp32_baseline_peak_bytes{", "mantissa_memory_savings_ratio{"}) {
     EXPECT_THAT(text, Not(HasSubstr(name))) << name;
   }
 
@@ -156,8 +156,36 @@ TEST(MetricsTest, RetiringRemovesEveryGaugeThatWasSet) {
   job->SetItemsPerSecond(2);
   job->SetGradScaler(1, 4);
   job->SetMemory(5, 6, 0.5);
+  job->SetGradNorm(7);
+  ASSERT_THAT(Text(metrics), HasSubstr(Series("mantissa_train_grad_norm", "job=\"gone\"") + "7\n"));
   metrics.RetireJob("gone");
   EXPECT_THAT(Text(metrics), Not(HasSubstr("job=\"gone\"")));
+}
+
+// The gauge holds the interval's largest norm as the last report gave it: a
+// later, smaller interval replaces a spike (the alert compares it with the
+// median of its own history), and it carries the worker label like the rest.
+TEST(MetricsTest, GradNormGaugeFollowsTheLastReport) {
+  Metrics::Options options;
+  options.worker = "w1";
+  Metrics metrics(options);
+  std::shared_ptr<JobMetrics> job = metrics.StartJob("job1", "mlp", "bf16-mixed");
+  std::shared_ptr<JobMetrics> other = metrics.StartJob("job2", "mlp", "bf16-mixed");
+  job->SetGradNorm(1.5);
+  std::string text = Text(metrics);
+  EXPECT_THAT(text, HasSubstr("# TYPE mantissa_train_grad_norm gauge\n"));
+  EXPECT_THAT(
+      text, HasSubstr(Series("mantissa_train_grad_norm", "worker=\"w1\",job=\"job1\"") + "1.5\n"));
+  EXPECT_THAT(text, Not(HasSubstr("mantissa_train_grad_norm{worker=\"w1\",job=\"job2\"}")));
+
+  job->SetGradNorm(4096);
+  job->SetGradNorm(0.25);
+  other->SetGradNorm(3);
+  text = Text(metrics);
+  EXPECT_THAT(
+      text, HasSubstr(Series("mantissa_train_grad_norm", "worker=\"w1\",job=\"job1\"") + "0.25\n"));
+  EXPECT_THAT(text,
+              HasSubstr(Series("mantissa_train_grad_norm", "worker=\"w1\",job=\"job2\"") + "3\n"));
 }
 
 TEST(MetricsTest, NoDeviceMemoryWithoutAReader) {

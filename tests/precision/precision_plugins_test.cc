@@ -137,3 +137,44 @@ TEST(PrecisionPluginScalerTest, StateDictCarriesTheScalerAcrossPlugins) {
 
 }  // namespace
 }  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// bf16-true with a rounding other than nearest, through the grad scaler, on a
+// real MLP: the weights move and keep their dtype, and kahan's buffers are
+// one per parameter in the weights' dtype.
+TEST(PrecisionPluginUpdateTest, TrueHalfRoundsAnMlpStepAsAsked) {
+  for (const UpdateRounding rounding : {UpdateRounding::kKahan, UpdateRounding::kStochastic}) {
+    SCOPED_TRACE(UpdateRoundingName(rounding));
+    auto plugin =
+        PrecisionRegistry::Create("bf16-true", torch::kCPU, DelayedScaling(), {rounding, 1});
+    ASSERT_OK(plugin);
+    PrecisionPlugin& p = **plugin;
+    p.set_grad_scaler(*GradScaler::Create({.enabled = true, .init_scale = 256.0}));
+    std::unique_ptr<Model> model;
+    {
+      auto init = p.ModuleInitGuard();
+      model = Mlp::Build({.hidden = {16}}, {.input_shape = {8}, .num_classes = 4});
+    }
+    torch::optim::AdamW adamw(model->Parameters(), torch::optim::AdamWOptions(0.05));
+    std::vector<torch::Tensor> before;
+    int64_t bytes = 0;
+    for (const torch::Tensor& param : model->Parameters()) {
+      before.push_back(param.detach().clone());
+      bytes += static_cast<int64_t>(param.nbytes());
+    }
+    const torch::Tensor out = p.ConvertOutput(model->Forward(p.ConvertInput(torch::randn({3, 8}))));
+    p.Backward(torch::nn::functional::cross_entropy(out, torch::tensor({0, 1, 2})));
+    EXPECT_FALSE(p.OptimizerStep(adamw).skipped);
+    for (size_t i = 0; i < before.size(); ++i) {
+      EXPECT_EQ(model->Parameters()[i].scalar_type(), torch::kBFloat16);
+      EXPECT_FALSE(torch::equal(model->Parameters()[i], before[i])) << i;
+    }
+    EXPECT_EQ(p.StateBytes(), rounding == UpdateRounding::kKahan ? bytes : 0);
+    EXPECT_EQ(p.update_rounding(), UpdateRoundingName(rounding));
+  }
+}
+
+}  // namespace
+}  // namespace mantissa

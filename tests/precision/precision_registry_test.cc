@@ -155,6 +155,32 @@ TEST(PrecisionRegistryTest, TraitsAgreeWithThePlugins) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no plugin")));
 }
 
+// JobSpec.bf16_update: the true-half modes take every rounding, the others
+// only nearest.
+TEST(PrecisionRegistryTest, OnlyTheTrueHalfModesRoundTheUpdateOtherwise) {
+  const HalfUpdate::Options kahan{UpdateRounding::kKahan, 3};
+  for (const std::string name : {"bf16-true", "16-true"}) {
+    auto plugin = PrecisionRegistry::Create(name, torch::kCPU, DelayedScaling(), kahan);
+    ASSERT_OK(plugin);
+    EXPECT_EQ((*plugin)->update_rounding(), "kahan");
+  }
+  auto stochastic = PrecisionRegistry::Create("bf16-true", torch::kCPU, DelayedScaling(),
+                                              {UpdateRounding::kStochastic, 3});
+  ASSERT_OK(stochastic);
+  EXPECT_EQ((*stochastic)->update_rounding(), "stochastic");
+  for (const std::string name : {"32-true", "64-true", "bf16-mixed"}) {
+    EXPECT_THAT(PrecisionRegistry::Create(name, torch::kCPU, DelayedScaling(), kahan),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("bf16_update: 'kahan' applies to bf16-true and 16-true only, "
+                                   "not '" +
+                                   name + "'")));
+    auto nearest = PrecisionRegistry::Create(name, torch::kCPU);
+    ASSERT_OK(nearest);
+    EXPECT_EQ((*nearest)->update_rounding(), "nearest");
+    EXPECT_EQ((*nearest)->StateBytes(), 0);
+  }
+}
+
 TEST(PrecisionRegistryTest, ResolvedTraitsAreTheEffectiveModes) {
   auto sixteen = PrecisionRegistry::Resolve("16-mixed", Cpu());
   ASSERT_OK(sixteen);

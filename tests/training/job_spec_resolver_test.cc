@@ -187,6 +187,38 @@ TEST(JobSpecResolverPrecisionTest, BadScalerAndOptimizerSettingsNameTheField) {
   }
 }
 
+TEST(JobSpecResolverPrecisionTest, Bf16UpdateDefaultsToNearestAndIsSeededWithTheJob) {
+  v1::JobSpec in = Spec("bf16-mixed");
+  in.set_seed(42);
+  auto plain = ResolveJobSpec(in, CpuContext());
+  ASSERT_OK(plain);
+  EXPECT_EQ(plain->spec.bf16_update(), "nearest");
+  EXPECT_EQ(plain->half_update.rounding, UpdateRounding::kNearest);
+  for (const auto& [name, rounding] : std::vector<std::pair<std::string, UpdateRounding>>{
+           {"kahan", UpdateRounding::kKahan},
+           {"Stochastic", UpdateRounding::kStochastic},
+           {"", UpdateRounding::kNearest}}) {
+    v1::JobSpec half = Spec("bf16-true");
+    half.set_seed(42);
+    half.set_bf16_update(name);
+    auto resolved = ResolveJobSpec(half, CpuContext());
+    ASSERT_OK(resolved);
+    EXPECT_EQ(resolved->half_update.rounding, rounding);
+    EXPECT_EQ(resolved->half_update.seed, 42u);
+    // Written back in its canonical spelling; resolving again changes nothing.
+    EXPECT_EQ(resolved->spec.bf16_update(), UpdateRoundingName(rounding));
+    auto again = ResolveJobSpec(resolved->spec, CpuContext());
+    ASSERT_OK(again);
+    EXPECT_EQ(again->spec.SerializeAsString(), resolved->spec.SerializeAsString());
+  }
+  v1::JobSpec mixed = Spec("bf16-mixed");
+  mixed.set_bf16_update("kahan");
+  EXPECT_THAT(ResolveJobSpec(mixed, CpuContext()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("bf16_update: 'kahan' applies to bf16-true and 16-true only, not "
+                                 "'bf16-mixed'")));
+}
+
 TEST(JobSpecResolverPrecisionTest, WarnsAboutAdamEpsUnderflowIn16True) {
   v1::JobSpec spec = Spec("16-true");
   auto trap = ResolveJobSpec(spec, Float16Context());
@@ -557,6 +589,11 @@ TEST(MemoryEstimateTest, RefusesModelsBeyondTheParameterCapAndFreeMemory) {
   EXPECT_OK(CheckModelSize(*mlp, 64, "32-true", "adamw", -1, "cpu", limits));
   limits.check_free_memory = false;
   EXPECT_OK(CheckModelSize(*mlp, 64, "32-true", "adamw", 1, "cpu", limits));
+
+  // bf16_update=kahan: one more bf16 copy of the weights.
+  EXPECT_EQ(EstimateTrainingBytes(*mlp, 64, "bf16-true", "adamw", /*compensation=*/true) -
+                EstimateTrainingBytes(*mlp, 64, "bf16-true", "adamw"),
+            static_cast<int64_t>(mlp->parameters * 2));
 }
 
 }  // namespace

@@ -112,5 +112,34 @@ TEST_F(WorldSizeValidationTest, OnCudaTheLimitIsTheVisibleGpus) {
               HasSubstr("devices: must be in [1, 2] on this worker (2 GPUs visible), got 3"));
 }
 
+// JobSpec.bf16_update: an unknown value, and a rounding other than nearest
+// with a precision whose weights are not half.
+TEST(Bf16UpdateValidationTest, RefusesUnknownValuesAndPrecisionsWithoutHalfWeights) {
+  v1::JobSpec spec = SyntheticMlpSpec(10);
+  spec.set_precision("bf16-true");
+  spec.set_bf16_update("round-up");
+  auto resolved = ResolveJobSpec(spec, testing::DaemonResolveContext());
+  ASSERT_FALSE(resolved.ok());
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(resolved.status().message(),
+            "bf16_update: unknown value 'round-up'; valid values: nearest, stochastic, kahan");
+  for (const std::string precision : {"bf16-mixed", "32-true", "16-mixed", "64"}) {
+    for (const std::string rounding : {"kahan", "stochastic"}) {
+      spec.set_precision(precision);
+      spec.set_bf16_update(rounding);
+      resolved = ResolveJobSpec(spec, testing::DaemonResolveContext());
+      ASSERT_FALSE(resolved.ok()) << precision << " " << rounding;
+      EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+      // The canonical name of the precision submitted ("64" is 64-true).
+      const std::string canonical = precision == "64" ? "64-true" : precision;
+      EXPECT_EQ(resolved.status().message(),
+                absl::StrCat("bf16_update: '", rounding,
+                             "' applies to bf16-true and 16-true only, not '", canonical, "'"));
+    }
+    spec.set_bf16_update("nearest");
+    EXPECT_TRUE(ResolveJobSpec(spec, testing::DaemonResolveContext()).ok()) << precision;
+  }
+}
+
 }  // namespace
 }  // namespace mantissa

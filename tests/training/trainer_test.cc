@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+#include <thread>
+
 #include "server/common/status_macros.h"
+#include "server/training/data_parallel.h"
 #include "server/training/job_spec_resolver.h"
 #include "tests/testing/fake_job_context.h"
 #include "tests/testing/status_matchers.h"
@@ -374,6 +378,281 @@ TEST(TrainerTest, AModelBeyondTheLimitsIsRefusedBeforeItIsBuilt) {
       Trainer::Create(options),
       StatusIs(absl::StatusCode::kResourceExhausted,
                ::testing::AllOf(HasSubstr("training needs an estimated"), HasSubstr("is free"))));
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// Makes the gradient of the trainer's parameter `index` infinite in the
+// `at`-th backward (1-based): an overflow in one known layer.
+void OverflowGradientAt(Trainer& trainer, size_t index, int at) {
+  auto backwards = std::make_shared<int>(0);
+  trainer.model().Parameters()[index].register_hook(
+      [backwards, at](torch::Tensor grad) { return ++*backwards == at ? grad * 1e39 : grad; });
+}
+
+std::vector<v1::JobEvent> EventsOf(FakeJobContext& context, v1::JobEvent::Type type) {
+  std::vector<v1::JobEvent> events;
+  for (const v1::JobEvent& e : context.events()) {
+    if (e.type() == type) events.push_back(e);
+  }
+  return events;
+}
+
+TEST(TrainerGradientTest, AScaledOverflowIsTracedToItsLayerAndBatch) {
+  v1::JobSpec spec = SyntheticSpec(10);
+  spec.set_progress_every_n_steps(5);
+  spec.mutable_grad_scaler()->set_enabled(true);  // in 32-true
+  auto trainer = Trainer::Create(OptionsFor(spec));
+  ASSERT_OK(trainer);
+  OverflowGradientAt(**trainer, 0, /*at=*/3);
+  FakeJobContext context;
+  ASSERT_OK((*trainer)->Run(context));
+
+  const v1::Job job = context.job();
+  EXPECT_EQ(job.precision_stats().skipped_steps(), 1);
+  ASSERT_TRUE(job.precision_stats().has_last_non_finite());
+  const v1::NonFiniteStep& record = job.precision_stats().last_non_finite();
+  EXPECT_EQ(record.step(), 3);
+  EXPECT_EQ(record.epoch(), 1);
+  EXPECT_EQ(record.batch(), 2);
+  EXPECT_EQ(record.batches(), 1);
+  EXPECT_EQ(record.first_item(), 64);
+  EXPECT_EQ(record.items(), 32);
+  EXPECT_FALSE(record.loss_non_finite());
+  ASSERT_EQ(record.parameters_size(), 1);
+  EXPECT_EQ(record.parameters(0), "1.weight");  // Flatten, Linear, ReLU, Linear
+  EXPECT_EQ(record.non_finite_parameters(), 1);
+  EXPECT_TRUE(record.skipped());
+  EXPECT_EQ(record.steps_in_interval(), 1);
+
+  const std::vector<v1::JobEvent> warnings = EventsOf(context, v1::JobEvent::WARNING);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(warnings[0].message(),
+            "step 3 (epoch 1, batch 2 of 32 in the seeded order, items 64-95): loss finite; "
+            "non-finite gradients in 1 of 4 parameters: 1.weight; skipped by the grad scaler");
+  EXPECT_EQ(warnings[0].job().precision_stats().last_non_finite().step(), 3);
+  // Both intervals report a finite norm; the record stays after the next one.
+  const std::vector<v1::JobEvent> progress = EventsOf(context, v1::JobEvent::PROGRESS);
+  ASSERT_EQ(progress.size(), 2u);
+  for (const v1::JobEvent& e : progress) {
+    EXPECT_TRUE(e.job().progress().has_grad_norm());
+    EXPECT_GE(e.job().progress().max_grad_norm(), e.job().progress().grad_norm());
+    EXPECT_EQ(e.job().precision_stats().last_non_finite().step(), 3);
+  }
+}
+
+TEST(TrainerGradientTest, WithoutAScalerTheFailureNamesTheLayer) {
+  v1::JobSpec spec = SyntheticSpec(10);
+  auto trainer = Trainer::Create(OptionsFor(spec));
+  ASSERT_OK(trainer);
+  OverflowGradientAt(**trainer, 2, /*at=*/3);
+  FakeJobContext context;
+  // The optimizer applied the infinite gradient; the next loss is NaN.
+  EXPECT_THAT((*trainer)->Run(context),
+              StatusIs(absl::StatusCode::kInternal,
+                       ::testing::AllOf(HasSubstr("step 4: the loss is nan"),
+                                        HasSubstr("; step 3 (epoch 1, batch 2 of 32"),
+                                        HasSubstr("loss finite; non-finite gradients in 1 of 4 "
+                                                  "parameters: 3.weight"))));
+  const v1::Job job = context.job();
+  const v1::NonFiniteStep& record = job.precision_stats().last_non_finite();
+  EXPECT_EQ(record.step(), 3);
+  ASSERT_EQ(record.parameters_size(), 1);
+  EXPECT_EQ(record.parameters(0), "3.weight");
+  EXPECT_FALSE(record.skipped());
+  EXPECT_FALSE(record.loss_non_finite());
+}
+
+// The L2 norm of the model's gradients, as clip_grad_norm_ computes it.
+double ModelGradNorm(Trainer& trainer) {
+  std::vector<torch::Tensor> norms;
+  for (const torch::Tensor& p : trainer.model().Parameters()) norms.push_back(p.grad().norm(2));
+  return torch::stack(norms).norm(2).item<double>();
+}
+
+TEST(TrainerGradientTest, ProgressReportsTheUnscaledGradientNorm) {
+  for (const bool scaled : {false, true}) {
+    SCOPED_TRACE(scaled ? "bf16-mixed, scaled" : "32-true");
+    v1::JobSpec spec = SyntheticSpec(1);
+    if (scaled) {
+      spec.set_precision("bf16-mixed");
+      spec.mutable_grad_scaler()->set_enabled(true);
+    }
+    auto trainer = Trainer::Create(OptionsFor(spec));
+    ASSERT_OK(trainer);
+    FakeJobContext context;
+    ASSERT_OK((*trainer)->Run(context));
+    // The step's gradients are still there (unscaled by the scaler's step).
+    const double expected = ModelGradNorm(**trainer);
+    EXPECT_GT(expected, 0);
+    const v1::Progress& progress = context.job().progress();
+    // Exact in 32-true; scaled gradients' norms accumulate in float64.
+    const double tolerance = scaled ? 1e-6 * expected : 0;
+    EXPECT_NEAR(progress.grad_norm(), expected, tolerance);
+    EXPECT_NEAR(progress.max_grad_norm(), expected, tolerance);
+    EXPECT_FALSE(context.job().precision_stats().has_last_non_finite());
+    EXPECT_EQ(context.job().precision_stats().bf16_update(), "nearest");
+  }
+}
+
+TEST(TrainerGradientTest, ClippingMatchesClipGradNorm) {
+  // The same first step with and without clipping: the clipped gradients
+  // are clip_grad_norm_'s of the unclipped ones, bit for bit, and the norm
+  // reported is the norm before clipping.
+  v1::JobSpec spec = SyntheticSpec(1);
+  spec.mutable_eval()->set_disabled(true);
+  v1::JobSpec clipped_spec = spec;
+  clipped_spec.set_gradient_clip_norm(0.05);
+  auto plain = Trainer::Create(OptionsFor(spec));
+  auto clipped = Trainer::Create(OptionsFor(clipped_spec));
+  ASSERT_OK(plain);
+  ASSERT_OK(clipped);
+  FakeJobContext plain_context, clipped_context;
+  ASSERT_OK((*plain)->Run(plain_context));
+  ASSERT_OK((*clipped)->Run(clipped_context));
+  const double unclipped_norm = ModelGradNorm(**plain);
+  EXPECT_EQ(clipped_context.job().progress().grad_norm(), unclipped_norm);
+  ASSERT_GT(unclipped_norm, 0.05);  // the clip is active
+
+  std::vector<torch::Tensor> reference = (*plain)->model().Parameters();
+  torch::nn::utils::clip_grad_norm_(reference, 0.05);
+  const std::vector<torch::Tensor> ours = (*clipped)->model().Parameters();
+  ASSERT_EQ(ours.size(), reference.size());
+  for (size_t i = 0; i < ours.size(); ++i) {
+    EXPECT_TRUE(torch::equal(ours[i].grad(), reference[i].grad())) << "parameter " << i;
+  }
+  EXPECT_NEAR(ModelGradNorm(**clipped), 0.05, 1e-6);
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+TEST(TrainerGradientTest, TheRecordIsKeptByTheNextAttempt) {
+  testing::TempDir dir;
+  v1::JobSpec spec = SyntheticSpec(10);
+  spec.set_progress_every_n_steps(5);
+  spec.set_checkpoint_every_n_steps(5);
+  spec.mutable_grad_scaler()->set_enabled(true);
+  Trainer::Options options = OptionsFor(spec);
+  options.checkpoint_path = dir.File("checkpoint.pt");
+  auto first = Trainer::Create(options);
+  ASSERT_OK(first);
+  OverflowGradientAt(**first, 0, /*at=*/2);
+  FakeJobContext first_context;
+  first_context.set_on_update([](const v1::JobEvent& e, FakeJobContext& ctx) {
+    if (e.type() == v1::JobEvent::PROGRESS && e.job().progress().step() == 5) ctx.Cancel();
+  });
+  ASSERT_THAT((*first)->Run(first_context), StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  ASSERT_EQ(first_context.job().precision_stats().last_non_finite().step(), 2);
+
+  // The next attempt resumes the same job: its stats replace the old ones
+  // but keep the record, which no later step replaced.
+  options.resume_path = options.checkpoint_path;
+  auto second = Trainer::Create(options);
+  ASSERT_OK(second);
+  FakeJobContext second_context;
+  const v1::Job stored = first_context.job();
+  second_context.Update(
+      v1::JobEvent::STATE_CHANGED, [&](v1::Job& job) { job = stored; }, "");
+  ASSERT_OK((*second)->Run(second_context));
+  const v1::Job job = second_context.job();
+  EXPECT_EQ(job.start_step(), 5);
+  EXPECT_EQ(job.progress().step(), 10);
+  EXPECT_EQ(job.precision_stats().optimizer_steps(), 10);
+  EXPECT_EQ(job.precision_stats().last_non_finite().step(), 2);
+  EXPECT_EQ(job.precision_stats().last_non_finite().parameters(0), "1.weight");
+}
+
+TEST(TrainerGradientTest, KahanTrainsEagerlyAndCountsItsBuffers) {
+  v1::JobSpec spec = SyntheticSpec(3);
+  spec.set_precision("bf16-true");
+  spec.set_bf16_update("kahan");
+  spec.set_cuda_graph(true);
+  auto trainer = Trainer::Create(OptionsFor(spec));
+  ASSERT_OK(trainer);
+  FakeJobContext context;
+  ASSERT_OK((*trainer)->Run(context));
+  const v1::Job job = context.job();
+  ASSERT_EQ(job.warnings_size(), 1);
+  EXPECT_EQ(job.warnings(0), "cuda_graph: not with bf16_update=kahan; training eagerly");
+  EXPECT_EQ(job.precision_stats().bf16_update(), "kahan");
+  // One bf16 buffer per parameter.
+  EXPECT_EQ(job.memory().compensation_bytes(), job.parameter_count() * 2);
+}
+
+}  // namespace
+}  // namespace mantissa
+
+namespace mantissa {
+namespace {
+
+// Trains `spec` on two ranks (threads, Gloo over 127.0.0.1); `prepare` gets
+// each rank's trainer before it runs.
+std::vector<v1::Job> TrainOnTwoRanks(const v1::JobSpec& spec,
+                                     const std::function<void(int, Trainer&)>& prepare) {
+  std::vector<v1::Job> jobs(2);
+  std::promise<int> port;
+  std::shared_future<int> ready = port.get_future().share();
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      at::set_num_threads(1);
+      DataParallel::Options dp_options{.rank = rank,
+                                       .world_size = 2,
+                                       .master_port = rank == 0 ? 0 : ready.get(),
+                                       .store_prefix = "gradients/1"};
+      if (rank == 0) dp_options.on_store_ready = [&](int p) { port.set_value(p); };
+      auto dp = DataParallel::Create(dp_options);
+      ASSERT_OK(dp);
+      Trainer::Options options = OptionsFor(spec);
+      options.data_parallel = dp->get();
+      auto trainer = Trainer::Create(std::move(options));
+      ASSERT_OK(trainer);
+      prepare(rank, **trainer);
+      FakeJobContext context;
+      ASSERT_OK((*trainer)->Run(context));
+      jobs[rank] = context.job();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return jobs;
+}
+
+TEST(TrainerGradientTest, RanksReportTheGlobalNormAndTheSameRecord) {
+  v1::JobSpec spec = SyntheticSpec(4);
+  spec.set_batch_size(16);  // per rank: global batches of 32
+  spec.set_progress_every_n_steps(4);
+  spec.set_memory_baseline_steps(0);
+  spec.mutable_eval()->set_disabled(true);
+  spec.mutable_grad_scaler()->set_enabled(true);
+  // Rank 1's gradient of 3.bias overflows in step 2; the sum carries it to
+  // rank 0, and both skip the step.
+  const std::vector<v1::Job> jobs = TrainOnTwoRanks(spec, [](int rank, Trainer& trainer) {
+    if (rank == 1) OverflowGradientAt(trainer, 3, /*at=*/2);
+  });
+  for (int rank = 0; rank < 2; ++rank) {
+    SCOPED_TRACE(rank);
+    const v1::NonFiniteStep& record = jobs[rank].precision_stats().last_non_finite();
+    EXPECT_EQ(record.step(), 2);
+    EXPECT_EQ(record.batch(), 1);
+    EXPECT_EQ(record.first_item(), 32);  // in the global order
+    EXPECT_EQ(record.items(), 32);
+    ASSERT_EQ(record.parameters_size(), 1);
+    EXPECT_EQ(record.parameters(0), "3.bias");
+    EXPECT_TRUE(record.skipped());
+    EXPECT_EQ(jobs[rank].precision_stats().skipped_steps(), 1);
+    // The norm of the summed gradients: the same on every rank.
+    EXPECT_GT(jobs[rank].progress().grad_norm(), 0);
+    EXPECT_EQ(jobs[rank].progress().grad_norm(), jobs[0].progress().grad_norm());
+    EXPECT_EQ(jobs[rank].progress().max_grad_norm(), jobs[0].progress().max_grad_norm());
+  }
 }
 
 }  // namespace
