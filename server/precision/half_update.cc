@@ -256,14 +256,26 @@ torch::Tensor StochasticRound(const torch::Tensor& x, torch::Dtype dtype,
   // bits of mantissa against 23), 13 for float16 (10). Adding uniform random
   // bits there and truncating rounds the magnitude up with probability equal
   // to the dropped fraction, which is unbiased. bfloat16 is then exact;
-  // float16 too in its normal range (below it the conversion rounds again).
+  // float16 too in its normal range.
   const int dropped = dtype == torch::kBFloat16 ? 16 : 13;
+  // float16's subnormals (below 2^-14) are 2^-24 apart, as its normals in
+  // [2^-14, 2^-13) are: shifted there and back, they are rounded once at
+  // their own spacing, not to 10 bits and then to nearest by the conversion.
+  // The shift itself rounds float32 at 2^-37: a bias of at most 2^-14 unit.
+  torch::Tensor shift;
+  if (dtype == torch::kFloat16) {
+    constexpr double kSmallestNormal = 6.103515625e-05;  // 2^-14
+    shift =
+        torch::where(x.abs() < kSmallestNormal, x.sign() * kSmallestNormal, torch::zeros_like(x));
+  }
+  const torch::Tensor shifted = shift.defined() ? x + shift : x;
   const int64_t keep_mask = ~((int64_t{1} << dropped) - 1);
   const torch::Tensor noise =
       torch::randint(0, int64_t{1} << dropped, x.sizes(), generator,
                      torch::TensorOptions().dtype(torch::kInt32).device(x.device()));
-  const torch::Tensor rounded =
-      x.view(torch::kInt32).add(noise).bitwise_and_(keep_mask).view(torch::kFloat32);
+  torch::Tensor rounded =
+      shifted.view(torch::kInt32).add(noise).bitwise_and_(keep_mask).view(torch::kFloat32);
+  if (shift.defined()) rounded.sub_(shift);  // exact: both are multiples of 2^-24
   // A NaN's pattern could carry into the sign bit; infinities and NaN pass.
   return torch::where(torch::isfinite(x), rounded, x).to(dtype);
 }

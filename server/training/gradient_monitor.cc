@@ -45,7 +45,9 @@ torch::Tensor Norms(const std::vector<torch::Tensor>& parameters, const torch::D
   if (grads.size() == parameters.size() && !grads.empty()) {
     return torch::stack(compat::L2Norms(grads, dtype));
   }
-  std::vector<torch::Tensor> norms = compat::L2Norms(grads, dtype);
+  // _foreach_norm refuses an empty list.
+  std::vector<torch::Tensor> norms;
+  if (!grads.empty()) norms = compat::L2Norms(grads, dtype);
   std::vector<torch::Tensor> all;
   all.reserve(parameters.size());
   auto next = norms.begin();

@@ -656,9 +656,14 @@ absl::Status Trainer::ReportProgress(int64_t step, RunState& run, JobContext& co
     p->set_items_per_second(items_per_second);
     p->set_step_seconds(elapsed / static_cast<double>(run.interval_steps));
     p->set_lr(run.lr);
-    // The latest finite norms stay until a later interval has one.
+    // The latest finite norm stays until a later interval has one; the
+    // largest is this interval's, none if no step of it had a finite norm.
     if (grads.grad_norm) p->set_grad_norm(*grads.grad_norm);
-    if (grads.max_grad_norm) p->set_max_grad_norm(*grads.max_grad_norm);
+    if (grads.max_grad_norm) {
+      p->set_max_grad_norm(*grads.max_grad_norm);
+    } else {
+      p->clear_max_grad_norm();
+    }
     SetPrecisionStats(precision_stats, job);
     *job.mutable_memory() = memory;
   });

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -12,6 +13,7 @@
 #include "server/common/status_macros.h"
 #include "server/precision/grad_scaler.h"
 #include "server/training/fused_adam.h"
+#include "server/training/gradient_monitor.h"
 #include "server/training/job_spec_resolver.h"
 #include "server/training/trainer.h"
 #include "tests/testing/fake_job_context.h"
@@ -202,6 +204,36 @@ std::vector<double> ProgressLosses(FakeJobContext& context) {
   return losses;
 }
 
+std::vector<double> ProgressGradNorms(FakeJobContext& context) {
+  std::vector<double> norms;
+  for (const v1::JobEvent& e : context.events()) {
+    if (e.type() == v1::JobEvent::PROGRESS) norms.push_back(e.job().progress().max_grad_norm());
+  }
+  return norms;
+}
+
+TEST(GradientMonitorCudaTest, ObservingAStepNeverWaitsForTheDevice) {
+  SKIP_WITHOUT_CUDA();
+  std::vector<torch::Tensor> parameters;
+  for (int64_t n : {64, 32, 1}) {
+    torch::Tensor p = torch::zeros({n}, Cuda()).set_requires_grad(true);
+    p.mutable_grad() = torch::randn({n}, Cuda());
+    parameters.push_back(p);
+  }
+  parameters[1].mutable_grad()[0] = std::numeric_limits<float>::infinity();
+  GradientMonitor monitor({.parameter_names = {"a", "b", "c"}, .device = torch::kCUDA});
+  const torch::Tensor unscale = torch::full({1}, 0.5f, Cuda());
+  const torch::Tensor loss = torch::ones({}, Cuda());
+  {
+    [[maybe_unused]] NoHostSync no_sync;
+    for (int i = 0; i < 3; ++i) monitor.Observe(parameters, unscale, loss);
+  }
+  const GradientMonitor::Interval interval = monitor.Read();
+  EXPECT_EQ(interval.steps, 3);
+  EXPECT_EQ(interval.non_finite_steps, 3);
+  EXPECT_EQ(interval.non_finite_parameters, std::vector<int>{1});
+}
+
 TEST(TrainerCudaTest, SkipsDecidedOnTheDeviceStillHoldTheLrSchedule) {
   SKIP_WITHOUT_CUDA();
   // 2^24 overflows float16 gradients for the first few steps only.
@@ -263,6 +295,14 @@ TEST_P(CudaGraphTest, GraphRunsMatchEagerRuns) {
   }
   EXPECT_LT(graph_losses.back(), graph_losses.front());
   EXPECT_NEAR(graph_result->eval_accuracy(), eager_result->eval_accuracy(), 0.01);
+  // The gradient norm, observed inside the captured step, as eagerly.
+  const std::vector<double> eager_norms = ProgressGradNorms(eager_context);
+  const std::vector<double> graph_norms = ProgressGradNorms(graph_context);
+  ASSERT_EQ(graph_norms.size(), eager_norms.size());
+  for (size_t i = 0; i < eager_norms.size(); ++i) {
+    EXPECT_GT(eager_norms[i], 0) << "progress " << i;
+    EXPECT_NEAR(graph_norms[i], eager_norms[i], 1e-2 * eager_norms[i]) << "progress " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, CudaGraphTest,
@@ -323,6 +363,30 @@ TEST(TrainerCudaTest, AFusedRunResumesExactlyWhereItStopped) {
   ASSERT_OK(resumed);
   EXPECT_NEAR(resumed->final_loss(), whole_result->final_loss(),
               1e-3 * std::abs(whole_result->final_loss()));
+}
+
+// bf16_update through the fused AdamW with the grad scaler on: the skip is
+// decided on the device, and stochastic rounding draws from a CUDA
+// generator. Two runs of a seed are identical; kahan's buffers are counted.
+TEST(TrainerCudaTest, CompensatedBf16UpdatesRunFusedAndReproducibly) {
+  SKIP_WITHOUT_CUDA();
+  for (const std::string rounding : {"kahan", "stochastic"}) {
+    SCOPED_TRACE(rounding);
+    v1::JobSpec spec = CudaSpec(20, "bf16-true");
+    spec.set_bf16_update(rounding);
+    spec.mutable_grad_scaler()->set_enabled(true);
+    spec.set_progress_every_n_steps(5);
+    FakeJobContext first, second;
+    auto a = RunTrainer(CudaOptionsFor(spec), first);
+    auto b = RunTrainer(CudaOptionsFor(spec), second);
+    ASSERT_OK(a);
+    ASSERT_OK(b);
+    EXPECT_TRUE(std::isfinite(a->final_loss()));
+    EXPECT_EQ(a->final_loss(), b->final_loss());
+    EXPECT_EQ(first.job().precision_stats().bf16_update(), rounding);
+    const v1::MemoryStats& memory = first.job().memory();
+    EXPECT_EQ(memory.compensation_bytes(), rounding == "kahan" ? memory.parameter_bytes() : 0);
+  }
 }
 
 }  // namespace

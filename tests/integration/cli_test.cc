@@ -32,11 +32,6 @@ class CliTest : public testing::SharedDaemonTest {
     StartSuiteDaemon({.state_dir = dir_->path()});
   }
 
-  static CommandResult Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), daemon_->server_flag());
-    return RunCli(args);
-  }
-
   // Submits with --json and returns the new job's id.
   static std::string SubmitJson(std::vector<std::string> flags) {
     flags.insert(flags.begin(), {"--json", "submit"});

@@ -23,7 +23,6 @@ namespace {
 using testing::CommandResult;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using testing::RunCli;
 using testing::TempDir;
 
 // Two SUCCEEDED jobs with 3 MiB names, as daemons before the field caps
@@ -61,11 +60,6 @@ class LimitsTest : public testing::SharedDaemonTest {
     dir_ = std::make_unique<TempDir>();
     WriteLegacyJobs(dir_->File("jobs.db"));
     StartSuiteDaemon({.state_dir = dir_->path(), .extra_flags = {"--keep_checkpoints=3"}});
-  }
-
-  static CommandResult Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), daemon_->server_flag());
-    return RunCli(args);
   }
 
   // Submits with --wait; the job's id ("" on failure).

@@ -27,7 +27,6 @@ namespace {
 using testing::CommandResult;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using testing::RunCli;
 
 // One daemon for the suite: each case looks only at its own jobs.
 class PrecisionInsightTest : public testing::SharedDaemonTest {
@@ -35,11 +34,6 @@ class PrecisionInsightTest : public testing::SharedDaemonTest {
   static void SetUpTestSuite() {
     dir_ = std::make_unique<testing::TempDir>();
     StartSuiteDaemon({.state_dir = dir_->path()});
-  }
-
-  static CommandResult Cli(std::vector<std::string> args) {
-    args.insert(args.begin(), daemon_->server_flag());
-    return RunCli(args);
   }
 
   // A small MLP on the synthetic dataset with `flags` added; progress every

@@ -119,6 +119,27 @@ TEST_P(HalfUpdateDtypeTest, StochasticRoundIsUnbiasedBetweenTheTwoNeighbours) {
   }
 }
 
+// float16's subnormals (below 2^-14, 2^-24 apart) and the values below its
+// smallest subnormal: rounded at their own spacing, not to nearest.
+TEST(HalfUpdateTest, StochasticRoundIsUnbiasedInFloat16sSubnormalRange) {
+  constexpr int64_t kDraws = 200000;
+  const double ulp = std::ldexp(1.0, -24);
+  at::Generator generator = at::detail::createCPUGenerator(4);
+  for (const double sign : {1.0, -1.0}) {
+    for (const double units : {0.0, 1.0, 5.0, 700.0, 1023.0}) {
+      for (const double fraction : {0.1, 0.5, 0.93}) {
+        const double lo = sign * units * ulp, hi = sign * (units + 1) * ulp;
+        const double x = static_cast<float>(lo + (hi - lo) * fraction);
+        const torch::Tensor input = torch::full({kDraws}, x, torch::kFloat32);
+        const torch::Tensor out = Float(StochasticRound(input, torch::kFloat16, generator));
+        EXPECT_TRUE(torch::logical_or(out == lo, out == hi).all().item<bool>()) << x;
+        const double standard_error = ulp * std::sqrt(fraction * (1 - fraction) / kDraws);
+        EXPECT_NEAR(out.mean().item<double>(), x, 5 * standard_error) << x;
+      }
+    }
+  }
+}
+
 TEST_P(HalfUpdateDtypeTest, StochasticRoundReturnsANeighbourAndIsReproducibleBySeed) {
   const torch::Dtype dtype = GetParam().dtype;
   // Within float16's normal range.

@@ -10,6 +10,7 @@
 
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/temp_dir.h"
 
 namespace mantissa::testing {
@@ -66,6 +67,12 @@ class SharedDaemonTest : public ::testing::Test {
     auto daemon = DaemonProcess::Start(std::move(options));
     ASSERT_OK(daemon);
     daemon_ = std::move(*daemon);
+  }
+
+  // The real CLI against the suite's daemon.
+  static CommandResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), daemon_->server_flag());
+    return RunCli(args);
   }
 
   static inline std::unique_ptr<TempDir> dir_;

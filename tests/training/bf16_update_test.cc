@@ -14,6 +14,7 @@
 #include "tests/testing/fake_job_context.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/trainer_options.h"
 
 namespace mantissa {
 namespace {
@@ -45,15 +46,7 @@ v1::JobSpec Spec(const std::string& rounding) {
   return spec;
 }
 
-Trainer::Options OptionsFor(const v1::JobSpec& spec) {
-  static const ResolveContext* const cpu =
-      new ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1};
-  auto resolved = ResolveJobSpec(spec, *cpu);
-  EXPECT_OK(resolved);
-  Trainer::Options options;
-  if (resolved.ok()) options.job = *std::move(resolved);
-  return options;
-}
+Trainer::Options OptionsFor(const v1::JobSpec& spec) { return testing::CpuTrainerOptions(spec); }
 
 // What a run leaves behind: its weights, its compensation buffers and the job.
 struct Outcome {

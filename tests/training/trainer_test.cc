@@ -11,6 +11,7 @@
 #include "tests/testing/fake_job_context.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/trainer_options.h"
 
 namespace mantissa {
 namespace {
@@ -32,16 +33,7 @@ v1::JobSpec SyntheticSpec(int64_t steps) {
   return spec;
 }
 
-// The trainer's options for `spec`, resolved as the daemon does.
-Trainer::Options OptionsFor(const v1::JobSpec& spec) {
-  static const ResolveContext* const cpu =
-      new ResolveContext{DeviceCapabilities::Probe(torch::kCPU), 1};
-  auto resolved = ResolveJobSpec(spec, *cpu);
-  EXPECT_OK(resolved);
-  Trainer::Options options;
-  if (resolved.ok()) options.job = *std::move(resolved);
-  return options;
-}
+Trainer::Options OptionsFor(const v1::JobSpec& spec) { return testing::CpuTrainerOptions(spec); }
 
 Trainer::Options SyntheticOptions(int64_t steps) { return OptionsFor(SyntheticSpec(steps)); }
 
@@ -443,6 +435,31 @@ TEST(TrainerGradientTest, AScaledOverflowIsTracedToItsLayerAndBatch) {
     EXPECT_GE(e.job().progress().max_grad_norm(), e.job().progress().grad_norm());
     EXPECT_EQ(e.job().precision_stats().last_non_finite().step(), 3);
   }
+}
+
+TEST(TrainerGradientTest, AnIntervalWithoutAFiniteNormHasNoLargestNorm) {
+  v1::JobSpec spec = SyntheticSpec(10);
+  spec.set_progress_every_n_steps(5);
+  spec.mutable_grad_scaler()->set_enabled(true);  // in 32-true
+  auto trainer = Trainer::Create(OptionsFor(spec));
+  ASSERT_OK(trainer);
+  // Every step of the second interval (steps 6-10) overflows.
+  auto backwards = std::make_shared<int>(0);
+  (*trainer)->model().Parameters()[0].register_hook(
+      [backwards](torch::Tensor grad) { return ++*backwards > 5 ? grad * 1e39 : grad; });
+  FakeJobContext context;
+  ASSERT_OK((*trainer)->Run(context));
+
+  const std::vector<v1::JobEvent> progress = EventsOf(context, v1::JobEvent::PROGRESS);
+  ASSERT_EQ(progress.size(), 2u);
+  const v1::Progress& first = progress[0].job().progress();
+  const v1::Progress& second = progress[1].job().progress();
+  ASSERT_TRUE(first.has_max_grad_norm());
+  // The latest finite norm stays; the largest is the interval's own.
+  EXPECT_EQ(second.grad_norm(), first.grad_norm());
+  EXPECT_FALSE(second.has_max_grad_norm());
+  EXPECT_EQ(context.job().precision_stats().last_non_finite().step(), 6);
+  EXPECT_EQ(context.job().precision_stats().last_non_finite().steps_in_interval(), 5);
 }
 
 TEST(TrainerGradientTest, WithoutAScalerTheFailureNamesTheLayer) {
