@@ -759,11 +759,16 @@ absl::Status Trainer::FailNonFinite(int64_t step, double loss,
                                     JobContext& context) {
   if (!record) return NonFiniteLoss(step, loss, options_.job, "");
   last_non_finite_ = *record;
-  context.Update(v1::JobEvent::PROGRESS, [&](v1::Job& job) {
-    *job.mutable_precision_stats()->mutable_last_non_finite() = *record;
-  });
-  return NonFiniteLoss(step, loss, options_.job,
-                       DescribeNonFiniteStep(*record, batches_per_epoch_, ParameterTensors()));
+  const std::string text = DescribeNonFiniteStep(*record, batches_per_epoch_, ParameterTensors());
+  // A warning, as at progress time, that also carries the record to the job.
+  context.Update(
+      v1::JobEvent::WARNING,
+      [&](v1::Job& job) {
+        job.add_warnings(text);
+        *job.mutable_precision_stats()->mutable_last_non_finite() = *record;
+      },
+      text);
+  return NonFiniteLoss(step, loss, options_.job, text);
 }
 
 absl::Status Trainer::MaybeCheckpoint(int64_t step, RunState& run, JobContext& context) {

@@ -482,6 +482,12 @@ TEST(TrainerGradientTest, WithoutAScalerTheFailureNamesTheLayer) {
   EXPECT_EQ(record.parameters(0), "3.weight");
   EXPECT_FALSE(record.skipped());
   EXPECT_FALSE(record.loss_non_finite());
+  // The record reaches the job as a warning, not as another progress report.
+  ASSERT_GT(job.warnings_size(), 0);
+  EXPECT_THAT(job.warnings(job.warnings_size() - 1), HasSubstr("step 3 (epoch 1, batch 2 of 32"));
+  const v1::JobEvent& last = context.events().back();
+  EXPECT_EQ(last.type(), v1::JobEvent::WARNING);
+  EXPECT_EQ(last.job().precision_stats().last_non_finite().step(), 3);
 }
 
 // The L2 norm of the model's gradients, as clip_grad_norm_ computes it.
