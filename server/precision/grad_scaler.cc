@@ -132,10 +132,7 @@ void GradScaler::CheckAndUnscale(torch::optim::Optimizer& optimizer, bool check_
     LazyInit(device_order.empty() ? torch::Device(torch::kCPU) : device_order.front());
   }
   found_inf_.zero_();
-  // Double reciprocal then float, as torch.amp.GradScaler.unscale_.
-  const torch::Tensor inv_scale = check_only
-                                      ? torch::ones_like(scale_)
-                                      : scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
+  const torch::Tensor inv_scale = check_only ? torch::ones_like(scale_) : InverseScale();
 
   for (const torch::Device& device : device_order) {
     const bool home = device == scale_.device();
@@ -177,9 +174,14 @@ OptimizerStepResult GradScaler::Step(torch::optim::Optimizer& optimizer) {
   return result;
 }
 
+torch::Tensor GradScaler::InverseScale() const {
+  // Double reciprocal then float, as torch.amp.GradScaler.unscale_.
+  return scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
+}
+
 torch::Tensor GradScaler::UnscaleFactor() const {
   if (!enabled() || unscaled_ || !scale_.defined()) return {};
-  return scale_.to(torch::kDouble).reciprocal().to(torch::kFloat);
+  return InverseScale();
 }
 
 void GradScaler::Update() {

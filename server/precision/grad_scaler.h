@@ -127,6 +127,8 @@ class GradScaler {
   // gradients by the scale (check_only: by 1, as torch.amp.GradScaler's
   // _check_inf_per_device before a fused step).
   void CheckAndUnscale(torch::optim::Optimizer& optimizer, bool check_only);
+  // 1/scale, float32 [1], computed as Unscale divides by it.
+  torch::Tensor InverseScale() const;
 
   Options options_;
   torch::Tensor scale_;           // float32 [1]

@@ -42,22 +42,21 @@ torch::Tensor Norms(const std::vector<torch::Tensor>& parameters, const torch::D
     float64 = float64 || grad.scalar_type() == torch::kFloat64;
   }
   const torch::ScalarType dtype = float64 ? torch::kFloat64 : torch::kFloat32;
-  if (grads.size() == parameters.size() && !grads.empty()) {
-    return torch::stack(compat::L2Norms(grads, dtype));
+  const auto options = torch::TensorOptions(dtype).device(device);
+  // No gradient at all (and _foreach_norm refuses an empty list): all 0.
+  if (grads.empty()) return torch::zeros({static_cast<int64_t>(parameters.size())}, options);
+  std::vector<torch::Tensor> norms = compat::L2Norms(grads, dtype);
+  if (norms.size() < parameters.size()) {
+    // Zeros where a parameter has no gradient, in parameter order.
+    std::vector<torch::Tensor> all;
+    all.reserve(parameters.size());
+    auto next = norms.begin();
+    for (const torch::Tensor& parameter : parameters) {
+      all.push_back(parameter.grad().defined() ? *next++ : torch::zeros({}, options));
+    }
+    norms = std::move(all);
   }
-  // _foreach_norm refuses an empty list.
-  std::vector<torch::Tensor> norms;
-  if (!grads.empty()) norms = compat::L2Norms(grads, dtype);
-  std::vector<torch::Tensor> all;
-  all.reserve(parameters.size());
-  auto next = norms.begin();
-  for (const torch::Tensor& parameter : parameters) {
-    all.push_back(parameter.grad().defined()
-                      ? *next++
-                      : torch::zeros({}, torch::TensorOptions(dtype).device(device)));
-  }
-  if (all.empty()) return torch::zeros({0}, torch::TensorOptions(dtype).device(device));
-  return torch::stack(all);
+  return torch::stack(norms);
 }
 
 // The indices whose flag is set, last first (the order backward reaches
