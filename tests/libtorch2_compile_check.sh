@@ -1,6 +1,7 @@
 #!/bin/bash
-# Syntax-checks every server source that sees LibTorch against LibTorch 2.x
-# headers, so code that only compiles with Debian's LibTorch 1.13 cannot land.
+# Syntax-checks every server source that sees LibTorch, and the tests with
+# CUDA-only code, against LibTorch 2.x headers, so code that only compiles
+# with Debian's LibTorch 1.13 cannot land.
 # No linking: the 2.x libraries (with CUDA) are not on the CI machines, only
 # their headers. A source sees LibTorch when it includes a LibTorch header,
 # directly or through the project's headers, or when its target compiles it
@@ -81,8 +82,13 @@ for file in $all; do
   if sees "$file" || grep -qxF "$file" <<<"$pch_sources"; then sources+=("$file"); fi
 done
 total=$(wc -l <<<"$all")
+# Tests whose code differs on CUDA or that use LibTorch's internals (the
+# profiler): a GPU machine builds them, and only there would they fail.
+tests=($(grep -rlE 'MANTISSA_WITH_CUDA|<(c10|ATen)/cuda|<torch/csrc/' tests --include='*.cc' | sort))
+sources+=("${tests[@]}")
 printf '%s\n' "${sources[@]}" | xargs -P "$(nproc)" -I{} sh -c \
   'g++ "$@" -include "'"$work"'/torch_pch.h" -fsyntax-only {} || { echo "FAILED: {}" >&2; exit 255; }' \
   _ "${flags[@]}"
-echo "libtorch2_compile_check: ${#sources[@]} server sources that see LibTorch (of $total)" \
+echo "libtorch2_compile_check: $((${#sources[@]} - ${#tests[@]})) server sources that see" \
+  "LibTorch (of $total) and ${#tests[@]} CUDA-specific test sources" \
   "compile against LibTorch $version (PCH ${pch_seconds} s, sources $((SECONDS - pch_seconds)) s)"

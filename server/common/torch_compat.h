@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #define MANTISSA_TORCH_AT_LEAST(major, minor) \
@@ -273,6 +274,34 @@ typename StateMap::key_type OptimizerStateKey(const at::Tensor& param) {
     return key.str();
   } else {
     return param.unsafeGetTensorImpl();
+  }
+}
+
+// Profiler events (torch::autograd::profiler::KinetoEvent) give their times
+// in microseconds in 1.13 (startUs, durationUs) and in nanoseconds in later
+// 2.x (startNs, durationNs; 2.11 has only these). Detected rather than keyed
+// to a version, so this header needs no profiler header.
+template <typename Event, typename = void>
+struct EventHasNanoseconds : std::false_type {};
+template <typename Event>
+struct EventHasNanoseconds<Event, std::void_t<decltype(std::declval<const Event&>().durationNs())>>
+    : std::true_type {};
+
+template <typename Event>
+int64_t EventStartNanos(const Event& e) {
+  if constexpr (EventHasNanoseconds<Event>::value) {
+    return static_cast<int64_t>(e.startNs());
+  } else {
+    return static_cast<int64_t>(e.startUs()) * 1000;
+  }
+}
+
+template <typename Event>
+int64_t EventDurationNanos(const Event& e) {
+  if constexpr (EventHasNanoseconds<Event>::value) {
+    return static_cast<int64_t>(e.durationNs());
+  } else {
+    return static_cast<int64_t>(e.durationUs()) * 1000;
   }
 }
 

@@ -375,6 +375,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
   if (id.size() > 64) {
     return absl::NotFoundError(absl::StrCat("no job with this ", id.size(), "-byte id"));
   }
+  bool stopped_here = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = active_.find(id);
@@ -386,14 +387,21 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& id) {
       // Running here: stopped at its next step, without waiting for the
       // heartbeat to read the request back from the store.
       ActiveJob& active = *it->second;
-      active.Stop(StopReason::kCancelled);
       active.job.set_cancel_requested(true);
+      active.Stop(StopReason::kCancelled);
+      stopped_here = true;
       PublishLocked(
           active, MakeJobEvent(v1::JobEvent::STATE_CHANGED, active.job, "cancellation requested"));
     }
   }
   // Recorded in the store too: the request outlives this worker.
   absl::StatusOr<v1::Job> job = options_.store->RequestCancel(id);
+  if (stopped_here && absl::IsFailedPrecondition(job.status())) {
+    // The run stopped above can end (a fast step) and write CANCELLED before
+    // the request reaches the store: then the request has done its work.
+    absl::StatusOr<v1::Job> ended = options_.store->Get(id);
+    if (ended.ok() && ended->state() == v1::CANCELLED) return ended;
+  }
   if (job.ok() && job->state() == v1::CANCELLED) {
     options_.metrics->JobFinished(v1::JobState_Name(v1::CANCELLED), job->effective_precision());
   }

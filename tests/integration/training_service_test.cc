@@ -307,7 +307,9 @@ TEST_F(TrainingServiceTest, ConcurrentJobsRunTogetherWhenAllowed) {
     v1::CancelJobRequest request;
     request.set_job_id(id);
     v1::CancelJobResponse response;
-    ASSERT_TRUE(stub_->CancelJob(&context, request, &response).ok());
+    const grpc::Status status = stub_->CancelJob(&context, request, &response);
+    // OK also when the stopped run ended before the request reached the store.
+    ASSERT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
   }
 }
 

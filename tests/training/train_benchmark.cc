@@ -5,7 +5,7 @@
 //
 //   mantissa_train_benchmark [--workloads=mlp,gpt] [--precisions=32-true,...]
 //                            [--device=auto|cpu|cuda:N] [--warmup=5] [--steps=20]
-//                            [--scale=1.0] [--json_only]
+//                            [--scale=1.0] [--json_only] [--profile=DIR]
 //
 // Data is synthetic and copied to the device once (Trainer::Options::
 // data_on_device), the optimizer is AdamW with the daemon's defaults, and
@@ -16,17 +16,26 @@
 // what was allocated before the model was built, so the resident data set
 // is not in it. Fabric's figures are printed only for full-size runs on a
 // CUDA device: at --scale != 1 or on the CPU nothing is comparable.
+//
+// --profile=DIR records a PyTorch (Kineto) profile of each run's measured
+// steps (the warm-up is left out) into DIR/<workload>-<precision>.trace.json
+// and prints where the device's time went: on CUDA the top kernels and how
+// much of the window the GPU was busy, which shows a launch-bound step. The
+// profiler's overhead is in those runs' step times, so the table's figures
+// come from a run without --profile.
 
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -52,6 +61,7 @@
 #include "server/training/memory_tracker.h"
 #include "server/training/trainer.h"
 #include "tests/testing/fake_job_context.h"
+#include "tests/training/kernel_profile.h"
 
 ABSL_FLAG(std::string, workloads, "mlp,gpt", "Comma-separated: mlp, gpt.");
 ABSL_FLAG(std::string, precisions, "",
@@ -76,7 +86,15 @@ ABSL_FLAG(bool, cuda_graph, false,
           "JobSpec.cuda_graph: replay each step as one CUDA graph (CUDA only; elsewhere the job "
           "trains eagerly and the line's warnings say why).");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch intra-op threads; 0 = one per core (mantissad's).");
-ABSL_FLAG(bool, json_only, false, "Print only the JSON lines, not the summary table.");
+ABSL_FLAG(bool, json_only, false,
+          "Print only the JSON lines, not the summary table or --profile's summaries.");
+ABSL_FLAG(std::string, profile, "",
+          "A directory (created if missing); empty = off. Records a PyTorch (Kineto) profile of "
+          "each run's measured steps into DIR/<workload>-<precision>.trace.json (Chrome trace "
+          "format), prints the top kernels (CPU ops on the CPU) after the run's JSON line and adds "
+          "\"profile\" and \"device_busy_ratio\" to it. The profiler's overhead is in these "
+          "runs' step times: take the table's figures from a run without --profile. Needs "
+          "--warmup >= 1.");
 
 namespace mantissa {
 namespace {
@@ -240,6 +258,7 @@ struct Measurement {
   double median_seconds = 0;
   v1::MemoryStats memory;
   double final_loss = 0;
+  std::optional<KernelProfile::Summary> profile;  // with --profile
 };
 
 double Median(std::vector<double> values) {
@@ -248,8 +267,61 @@ double Median(std::vector<double> values) {
   return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
+// Profiles steps first..last of a run when given a trace path. Trainer::Run
+// calls on_step on the thread that runs the steps, the thread LibTorch's
+// profiler state belongs to, so the profile starts and stops there.
+class StepProfiler {
+ public:
+  StepProfiler(std::string trace_path, bool cuda, int64_t first, int64_t last)
+      : trace_path_(std::move(trace_path)), cuda_(cuda), first_(first), last_(last) {}
+
+  // After each step: starts once step first - 1 is done, stops after last.
+  void OnStep(int64_t step) {
+    if (trace_path_.empty() || !status_.ok()) return;
+    if (step == first_ - 1) {
+      absl::StatusOr<std::unique_ptr<KernelProfile>> started = KernelProfile::Start(cuda_);
+      if (started.ok()) {
+        profile_ = *std::move(started);
+      } else {
+        status_ = started.status();
+      }
+    } else if (step == last_) {
+      Stop();
+    }
+  }
+
+  // After the run: stops a profile the run left on (it ended early), and
+  // returns the summary (none without a trace path) or the first error.
+  absl::StatusOr<std::optional<KernelProfile::Summary>> Finish() {
+    if (profile_ != nullptr) Stop();
+    RETURN_IF_ERROR(status_);
+    return std::move(summary_);
+  }
+
+ private:
+  void Stop() {
+    if (profile_ == nullptr) return;
+    absl::StatusOr<KernelProfile::Summary> summary = profile_->Stop(trace_path_);
+    profile_.reset();
+    if (summary.ok()) {
+      summary_ = *std::move(summary);
+    } else {
+      status_ = summary.status();
+    }
+  }
+
+  const std::string trace_path_;
+  const bool cuda_;
+  const int64_t first_;
+  const int64_t last_;
+  std::unique_ptr<KernelProfile> profile_;  // on while not null
+  std::optional<KernelProfile::Summary> summary_;
+  absl::Status status_;
+};
+
+// `trace_path` non-empty: the measured steps are profiled into it.
 absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string& precision,
-                                    const DeviceCapabilities& caps) {
+                                    const DeviceCapabilities& caps, const std::string& trace_path) {
   const int warmup = absl::GetFlag(FLAGS_warmup);
   const int steps = absl::GetFlag(FLAGS_steps);
   v1::JobSpec submitted = workload.spec;
@@ -276,6 +348,7 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
   m.eps = prepared.spec.eps();
   // Metric labels do not matter here; the job message carries the figures.
   testing::FakeJobContext context;
+  StepProfiler profiler(trace_path, caps.is_cuda(), warmup + 1, warmup + steps);
   absl::StatusOr<v1::JobResult> result;
   RETURN_IF_ERROR(GuardTorch(absl::StrCat(workload.name, " ", precision), [&]() -> absl::Status {
     Trainer::Options options;
@@ -285,12 +358,14 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
     options.synchronize_steps = true;
     options.on_step = [&](int64_t step, double seconds) {
       if (step > warmup) m.step_seconds.push_back(seconds);
+      profiler.OnStep(step);
     };
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
     return absl::OkStatus();
   }));
   RETURN_IF_ERROR(result.status());
+  ASSIGN_OR_RETURN(m.profile, profiler.Finish());
   if (m.step_seconds.empty()) return absl::InternalError("no step was measured");
   const v1::Job job = context.job();
   for (const std::string& w : job.warnings()) m.warnings.push_back(w);
@@ -366,6 +441,20 @@ int Run() {
   if (absl::GetFlag(FLAGS_warmup) < 0 || absl::GetFlag(FLAGS_steps) < 1) {
     return Fail("flags", absl::InvalidArgumentError("--warmup must be >= 0 and --steps >= 1"));
   }
+  const std::string profile_dir = absl::GetFlag(FLAGS_profile);
+  if (!profile_dir.empty()) {
+    // The first step's one-time costs (cuBLAS handles, the allocator's
+    // first blocks) are not what a profile of steps should show.
+    if (absl::GetFlag(FLAGS_warmup) < 1) {
+      return Fail("--profile", absl::InvalidArgumentError("needs --warmup >= 1"));
+    }
+    std::error_code error;
+    std::filesystem::create_directories(profile_dir, error);
+    if (error) {
+      return Fail("--profile", absl::InvalidArgumentError(absl::StrCat(
+                                   "cannot create ", profile_dir, ": ", error.message())));
+    }
+  }
   ConfigureHostAllocator();
   const int threads = ConfigureIntraOpThreads(absl::GetFlag(FLAGS_intra_op_threads));
   absl::StatusOr<std::string> device = ResolveDevice(absl::GetFlag(FLAGS_device));
@@ -429,7 +518,12 @@ int Run() {
         rows.push_back(row);
         continue;
       }
-      absl::StatusOr<Measurement> m = Measure(workload, precision, caps);
+      const std::string trace_path =
+          profile_dir.empty() ? ""
+                              : (std::filesystem::path(profile_dir) /
+                                 absl::StrCat(workload.name, "-", precision, ".trace.json"))
+                                    .string();
+      absl::StatusOr<Measurement> m = Measure(workload, precision, caps, trace_path);
       if (!m.ok()) {
         ++failures;
         line.Add("error", m.status().ToString());
@@ -483,7 +577,16 @@ int Run() {
       if (m->memory.baseline_fp32_peak_bytes() > 0) {
         line.Add("baseline_fp32_peak_mib", m->memory.baseline_fp32_peak_bytes() / kMiB);
       }
+      if (m->profile) {
+        line.Add("profile", m->profile->trace_path)
+            .Add("device_busy_ratio", m->profile->busy_ratio);
+      }
       std::printf("%s\n", line.str().c_str());
+      if (m->profile && !absl::GetFlag(FLAGS_json_only)) {
+        std::printf("\nProfile of %s %s, %d measured steps (with the profiler's overhead):\n%s\n",
+                    workload.name.c_str(), precision.c_str(), absl::GetFlag(FLAGS_steps),
+                    m->profile->Format().c_str());
+      }
       std::fflush(stdout);
       row.runs_as = m->effective_precision;
       row.step_ms = step_ms;
@@ -509,7 +612,8 @@ int main(int argc, char** argv) {
       "Runs the reference training workloads (DESIGN.md \"Performance anchors\") through the "
       "daemon's Trainer in each precision and compares them with Lightning Fabric's figures.\n"
       "Usage: mantissa_train_benchmark [--workloads=mlp,gpt] [--precisions=P,...] "
-      "[--device=auto|cpu|cuda:N] [--warmup=5] [--steps=20] [--scale=1.0] [--json_only]");
+      "[--device=auto|cpu|cuda:N] [--warmup=5] [--steps=20] [--scale=1.0] [--json_only] "
+      "[--profile=DIR]");
   absl::ParseCommandLine(argc, argv);
   return mantissa::Run();
 }
