@@ -180,6 +180,9 @@ def train_steps(model, optimizer, backward, inputs, targets, warmup, steps, sync
         logits = model(inputs[step])
         # trainer.cc's Loss: the mean over every row (gpt: every token position).
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets[step].reshape(-1))
+        # Not held through backward: Mantissa's trainer frees its logits here too,
+        # and the peaks are compared.
+        del logits
         backward(loss)
         optimizer.step()
         synchronize()

@@ -10,18 +10,20 @@
 #   on a CPU machine, to check the script against an existing build:
 #           bash tests/gpu/gpu_check.sh --cpu --build-dir build /tmp/gpu-check
 #
-# Options: --budget SECONDS (default 540: every stage's timeout is cut to what
-# is left of it), --stages LIST (build,tests,daemon,bench,fabric,graph,profile;
-# default all, in that order), --build-dir DIR (default build-gpu).
+# Options: --budget SECONDS (default 560: every stage's timeout is cut to what
+# is left of it), --stages LIST (of build, tests, bench, daemon, fabric,
+# graph, tuned, profile; default all, in that order: what the targets need
+# first), --build-dir DIR (default build-gpu).
 #
-# RESULTS_DIR receives at most eight files: summary.txt (a line per stage:
-# ok / FAILED / skipped, seconds, and the figures it checked), bench.jsonl,
-# bench_graph.jsonl, fabric.jsonl, table.md (tests/gpu/benchmark_table.py:
-# Mantissa and Fabric side by side, and the targets), and logs.tar.gz (every
-# stage's log, the daemon's, /metrics, the profiles' summaries and traces).
+# RESULTS_DIR receives seven files: summary.txt (a line per stage: ok /
+# FAILED / skipped, seconds, and the figures it checked), bench.jsonl,
+# bench_graph.jsonl, fabric.jsonl (default and tuned Fabric rows),
+# table.md (tests/gpu/benchmark_table.py: Mantissa and Fabric side by side,
+# and the targets), logs.tar.gz (every stage's log, the daemon's, /metrics,
+# the profiles' summaries) and profiles.tar.gz (the Kineto traces).
 set -uo pipefail
 
-cpu=0 budget=540 stages=build,tests,daemon,bench,fabric,graph,profile build=build-gpu
+cpu=0 budget=560 stages=build,tests,bench,daemon,fabric,graph,tuned,profile build=build-gpu
 while [ $# -gt 1 ]; do
   case $1 in
     --cpu) cpu=1; shift ;;
@@ -31,7 +33,7 @@ while [ $# -gt 1 ]; do
     *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
   esac
 done
-[ $# -eq 1 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
+[ $# -eq 1 ] || { sed -n '2,23p' "$0" >&2; exit 2; }
 results=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root" || exit 2
@@ -39,9 +41,11 @@ mkdir -p "$results" || exit 2
 results=$(cd "$results" && pwd)
 work=$(mktemp -d /tmp/gpu-check.XXXXXX)
 logs=$work/logs
-mkdir -p "$logs"
+profiles=$work/profiles
+mkdir -p "$logs" "$profiles"
 summary=$results/summary.txt
 : >"$summary"
+rm -f "$results"/*.jsonl "$results"/*.tar.gz "$results/table.md"
 deadline=$((SECONDS + budget))
 failed=0
 
@@ -58,8 +62,12 @@ fi
 note() { echo "$*" | tee -a "$summary"; }
 wanted() { [[ ",$stages," == *",$1,"* ]]; }
 
-# Everything under $logs goes back as one archive; written after each stage.
-pack() { tar -czf "$results/logs.tar.gz" -C "$work" logs 2>/dev/null; }
+# Everything under $logs goes back as one archive, the traces as another (a
+# file over 16 MiB would not come back); written after each stage.
+pack() {
+  tar -czf "$results/logs.tar.gz" -C "$work" logs 2>/dev/null
+  [ -n "$(ls "$profiles")" ] && tar -czf "$results/profiles.tar.gz" -C "$work" profiles
+}
 
 # stage NAME LIMIT FUNCTION: runs FUNCTION with its output in logs/NAME.log,
 # under the smaller of LIMIT and what is left of the budget.
@@ -108,6 +116,9 @@ environment() {
       python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda,
         torch.cuda.get_device_name(0))'
       python3 -c 'import lightning; print("lightning", lightning.__version__)'
+      pkg-config --version || echo "no pkg-config on the image (the staged one is used)"
+      g++ --version | head -1
+      cmake --version | head -1
     fi
     git log -1 --oneline 2>/dev/null
   } >"$logs/environment.log" 2>&1
@@ -122,12 +133,19 @@ build_stage() {
   # binaries this script runs, not the whole suite.
   bash .gpu/build.sh -DMANTISSA_BUILD_TESTS=OFF
   source .gpu/env.sh
+  # libpq's Kerberos libraries, only where the image has none of its own.
+  if ! ldconfig -p | grep -q libgssapi_krb5.so.2; then
+    for f in .gpu/fallback/*.deb; do dpkg -x "$f" /opt/deps; done
+    figure "Kerberos libraries unpacked from .gpu/fallback"
+  fi
   cmake -S . -B "$build" -DMANTISSA_BUILD_TESTS=ON >/dev/null
-  cmake --build "$build" -j"$(nproc)" --target gpu_test precision_test training_test \
-    mantissa_train_benchmark
-  grep -q MANTISSA_WITH_CUDA "$build/compile_commands.json" && figure "CUDA paths built"
-  ldd "$build/server/mantissad" | grep "not found" && return 1
-  return 0
+  cmake --build "$build" -j"$(nproc)" --target gpu_test precision_test mantissa_train_benchmark
+  if ! grep -q MANTISSA_WITH_CUDA "$build/compile_commands.json"; then
+    figure "the CUDA paths were NOT built (no CUDA in this LibTorch?)"
+    return 1
+  fi
+  grep -q USE_C10D_NCCL "$build/compile_commands.json" || figure "built without NCCL"
+  ! ldd "$build/server/mantissad" "$build/tests/gpu_test" | grep "not found"
 }
 
 # A gtest binary's pass/fail/skip counts, from the summary at the end of its log.
@@ -143,7 +161,7 @@ gtest_counts() {
 tests_stage() {
   current=tests
   local rc=0 t
-  for t in "gpu_test:*" "precision_test:*Cuda*" "training_test:*Cuda*"; do
+  for t in "gpu_test:*" "precision_test:*Cuda*"; do
     local bin=${t%%:*} filter=${t#*:}
     echo "== $bin --gtest_filter=$filter"
     "$build/tests/$bin" --gtest_filter="$filter" 2>&1 | tee "$work/$bin.log" || rc=1
@@ -184,12 +202,11 @@ start_daemon() {
     kill -0 $daemon 2>/dev/null || { echo "mantissad exited"; return 1; }
     sleep 0.1
   done
-  local grpc
-  grpc=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"])' \
+  local ports
+  ports=$(python3 -c 'import json,sys; p = json.load(open(sys.argv[1])); print(p["grpc"], p["metrics"])' \
     "$state/ports.json") || return 1
-  metrics_port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"])' \
-    "$state/ports.json") || return 1
-  mantissa="$build/client/mantissa --server=127.0.0.1:$grpc"
+  metrics_port=${ports#* }
+  mantissa="$build/client/mantissa --server=127.0.0.1:${ports% *}"
   for _ in $(seq 100); do
     $mantissa capabilities >/dev/null 2>&1 && return 0
     sleep 0.1
@@ -210,7 +227,10 @@ last_job() {
 # Device memory as the daemon exports it and as nvidia-smi sees it, in MiB.
 check_memory_metrics() {
   local scrape
-  scrape=$(curl -sf "http://127.0.0.1:$metrics_port/metrics") || return 1
+  # Python rather than curl, which CUDA images often lack.
+  scrape=$(python3 -c 'import sys, urllib.request as u;
+print(u.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:$metrics_port/metrics") || return 1
   echo "$scrape" >"$logs/metrics.txt"
   local used total
   used=$(echo "$scrape" | awk '/^mantissa_device_memory_used_bytes/ {print int($2 / 1048576)}')
@@ -260,11 +280,13 @@ daemon_stage() {
   local big small
   big=$(last_job)
   if [ $cpu -eq 0 ]; then
-    # Out of memory: ~70 GB of float32 logits alone (4096 x 512 x 8192).
+    # Out of memory: ~70 GB of float32 logits alone (4096 x 512 x 8192). The
+    # data must hold a whole batch: the loader cuts a batch to the data set.
     $mantissa submit --name oom --model gpt --model-option d_model=768 --model-option layers=12 \
       --model-option heads=12 --model-option seq_len=512 --dataset synthetic-tokens \
-      --dataset-option vocab=8192 --dataset-option seq_len=512 --batch-size 4096 --steps 2 \
-      --memory-baseline-steps 0 --wait && rc=1
+      --dataset-option vocab=8192 --dataset-option seq_len=512 \
+      --dataset-option train_tokens=$((4096 * 512 + 1)) --batch-size 4096 --steps 2 \
+      --memory-baseline-steps 0 --no-eval --wait && rc=1
     local oom error
     oom=$(last_job)
     error=$(job_field "$oom" 'j.get("state", "") + ": " + j.get("error", "")')
@@ -318,27 +340,40 @@ graph_stage() {
     tee "$results/bench_graph.jsonl"
 }
 
-fabric_stage() {
-  current=fabric
+# Fabric's own Python process: none of the libraries env.sh put first.
+fabric() {
   local flags=(--device="$device")
   if [ $cpu -eq 1 ]; then
     flags+=(--scale=0.05 --warmup=1 --steps=3)
     python3 -c 'import lightning' 2>/dev/null || { figure "skipped: no lightning here"; return 0; }
   fi
-  python3 tests/gpu/fabric_benchmark.py "${flags[@]}" | tee "$results/fabric.jsonl"
+  env -u LD_LIBRARY_PATH python3 tests/gpu/fabric_benchmark.py "${flags[@]}" "$@" |
+    tee -a "$results/fabric.jsonl"
+}
+
+fabric_stage() {
+  current=fabric
+  fabric --mode=default
+}
+
+# Tuned Fabric (fused AdamW, torch.compile: a cold compile each) for the rows
+# with a hand-tuned anchor.
+tuned_stage() {
+  current=tuned
+  fabric --mode=tuned --precisions=16-mixed,bf16-mixed,bf16-true
 }
 
 profile_stage() {
   current=profile
   # The rows with targets of their own; timings here carry the profiler's cost.
+  local rc=0
   "$build/tests/mantissa_train_benchmark" --device="$device" "${bench_flags[@]}" \
-    --workloads=gpt --precisions=bf16-mixed,bf16-true,transformer-engine --warmup=3 --steps=5 \
-    --profile="$logs/profiles"
+    --workloads=gpt --precisions=bf16-mixed,bf16-true,transformer-engine --warmup=3 --steps=3 \
+    --profile="$profiles" || rc=1
   "$build/tests/mantissa_train_benchmark" --device="$device" "${bench_flags[@]}" \
-    --workloads=mlp --precisions=16-mixed,bf16-true --warmup=3 --steps=5 \
-    --profile="$logs/profiles"
-  gzip -f "$logs"/profiles/*.json 2>/dev/null
-  return 0
+    --workloads=mlp --precisions=16-mixed,bf16-true --warmup=3 --steps=3 \
+    --profile="$profiles" || rc=1
+  return $rc
 }
 
 # table.md from what has been measured so far; --final notes its verdict.
@@ -353,20 +388,21 @@ table() {
 }
 
 environment
-stage build 330 build_stage
+stage build 300 build_stage
 # The stages run in subshells: the libraries build.sh unpacked (gRPC, Abseil,
 # ...) reach the binaries through the environment it wrote.
 [ -f .gpu/env.sh ] && source .gpu/env.sh
 [ -x "$build/server/mantissad" ] || { note "no $build/server/mantissad: nothing to run"; exit 1; }
-stage tests 90 tests_stage
-stage bench 90 bench_stage
+stage tests 60 tests_stage
+stage bench 75 bench_stage
 table
-stage daemon 120 daemon_stage
-stage fabric 150 fabric_stage
+stage daemon 90 daemon_stage
+stage fabric 75 fabric_stage
 table
-stage graph 60 graph_stage
+stage graph 75 graph_stage
+stage tuned 120 tuned_stage
 table
-stage profile 60 profile_stage
+stage profile 45 profile_stage
 table --final
 pack
 note "total ${SECONDS}s of ${budget}s"

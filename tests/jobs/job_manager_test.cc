@@ -590,6 +590,85 @@ TEST_F(JobManagerTest, CancelRunningJobEndsCancelled) {
   EXPECT_TRUE(stored->cancel_requested());
 }
 
+// A store whose RequestCancel reaches it only once the job has ended there:
+// the stopped run wins the race a fast step makes likely.
+class CancelArrivesLateStore : public JobStore {
+ public:
+  explicit CancelArrivesLateStore(JobStore& inner) : inner_(inner) {}
+
+  absl::StatusOr<v1::Job> RequestCancel(const std::string& id) override {
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<v1::Job> job = inner_.Get(id);
+      if (job.ok() && IsTerminal(job->state())) break;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return inner_.RequestCancel(id);
+  }
+
+  std::string kind() const override { return inner_.kind(); }
+  absl::Status Insert(const v1::Job& job, const QueueCaps& caps) override {
+    return inner_.Insert(job, caps);
+  }
+  absl::StatusOr<v1::Job> Get(const std::string& id) override { return inner_.Get(id); }
+  absl::StatusOr<JobSnapshot> Snapshot(const std::string& id) override {
+    return inner_.Snapshot(id);
+  }
+  absl::StatusOr<JobPage> List(const JobQuery& query) override { return inner_.List(query); }
+  absl::Status Delete(const std::string& id) override { return inner_.Delete(id); }
+  absl::StatusOr<JobCounts> Count() override { return inner_.Count(); }
+  absl::StatusOr<std::optional<v1::Job>> Claim(const std::string& worker,
+                                               absl::Duration lease) override {
+    return inner_.Claim(worker, lease);
+  }
+  absl::StatusOr<int64_t> Update(const v1::Job& job, const Lease& lease,
+                                 const v1::JobEvent* event) override {
+    return inner_.Update(job, lease, event);
+  }
+  absl::StatusOr<std::vector<HeldLease>> Renew(const std::string& worker, absl::Duration lease,
+                                               const std::vector<std::string>& job_ids) override {
+    return inner_.Renew(worker, lease, job_ids);
+  }
+  absl::StatusOr<std::vector<v1::Job>> ExpireLeases(bool all_running) override {
+    return inner_.ExpireLeases(all_running);
+  }
+  absl::StatusOr<std::vector<StoredEvent>> EventsAfter(const std::string& id, int64_t after,
+                                                       int limit) override {
+    return inner_.EventsAfter(id, after, limit);
+  }
+  absl::StatusOr<int64_t> PublishModelChange(const std::string& name, bool loaded) override {
+    return inner_.PublishModelChange(name, loaded);
+  }
+  absl::StatusOr<std::vector<ModelRecord>> ModelRecords() override { return inner_.ModelRecords(); }
+  void SetChangeListener(ChangeListener listener) override {
+    inner_.SetChangeListener(std::move(listener));
+  }
+
+ private:
+  JobStore& inner_;
+};
+
+TEST_F(JobManagerTest, CancellingARunThatEndsFirstIsStillOk) {
+  CancelArrivesLateStore store(*store_);
+  JobManager::Options options;
+  options.store = &store;
+  options.runner = &runner_;
+  options.metrics = &metrics_;
+  absl::StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(options);
+  ASSERT_OK(manager);
+  absl::StatusOr<v1::Job> job = (*manager)->Submit(BlockingSpec(/*steps=*/5, /*block_at=*/2));
+  ASSERT_OK(job);
+  ASSERT_TRUE(runner_.WaitForBlocked(1));
+
+  // The run stops at once and writes CANCELLED before the request arrives.
+  absl::StatusOr<v1::Job> cancelled = (*manager)->Cancel(job->id());
+  ASSERT_OK(cancelled);
+  EXPECT_EQ(cancelled->state(), v1::CANCELLED);
+  // Counted once, by the run's end.
+  EXPECT_THAT(MetricsText(), HasSubstr("mantissa_jobs_finished_total{precision=\"32-true\","
+                                       "state=\"CANCELLED\"} 1"));
+}
+
 TEST_F(JobManagerTest, CancelEndedJobIsFailedPrecondition) {
   StartManager();
   const v1::Job job = Submit(Spec());

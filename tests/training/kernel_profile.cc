@@ -204,11 +204,14 @@ absl::StatusOr<std::unique_ptr<KernelProfile>> KernelProfile::Start(bool cuda) {
   return std::unique_ptr<KernelProfile>(new KernelProfile(cuda));
 }
 
-absl::StatusOr<KernelProfile::Summary> KernelProfile::Stop(const std::string& trace_path,
-                                                           int top_n) {
+absl::StatusOr<KernelProfile::Summary> KernelProfile::Stop(const std::string& trace_path, int top_n,
+                                                           double work_ms) {
   if (!active_) return absl::FailedPreconditionError("the profiler was stopped already");
   const double wall_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+      work_ms > 0
+          ? work_ms
+          : std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
+                .count();
   active_ = false;
   Summary summary;
   RETURN_IF_ERROR(GuardTorch("stopping the profiler", [&]() -> absl::Status {
@@ -233,10 +236,10 @@ KernelProfile::~KernelProfile() {
 
 std::string KernelProfile::Summary::Format() const {
   const bool on_cuda = device == "cuda";
-  std::string out = absl::StrFormat(
-      "%s: %d events, %d names, %.3f ms summed; busy %.3f ms of %.3f ms wall (%.1f%%)\n",
-      on_cuda ? "CUDA kernels and copies" : "CPU ops (self time)", events, names, total_ms, busy_ms,
-      wall_ms, 100.0 * busy_ratio);
+  std::string out =
+      absl::StrFormat("%s: %d events, %d names, %.3f ms summed; busy %.3f ms of %.3f ms (%.1f%%)\n",
+                      on_cuda ? "CUDA kernels and copies" : "CPU ops (self time)", events, names,
+                      total_ms, busy_ms, wall_ms, 100.0 * busy_ratio);
   if (!trace_path.empty()) absl::StrAppend(&out, "trace: ", trace_path, "\n");
   if (top.empty()) return out;
   // Kernel names run to hundreds of characters (templated CUTLASS ones).

@@ -39,7 +39,7 @@ class KernelProfile {
     int64_t names = 0;       // distinct names among them
     double total_ms = 0;     // their times summed (concurrent kernels both count)
     double busy_ms = 0;      // time with at least one of them running
-    double wall_ms = 0;      // from Start to Stop
+    double wall_ms = 0;      // the work's time (Stop's work_ms), else Start to Stop
     double busy_ratio = 0;   // busy_ms / wall_ms
     std::string trace_path;  // where the trace went; empty = not saved
 
@@ -53,8 +53,11 @@ class KernelProfile {
   static absl::StatusOr<std::unique_ptr<KernelProfile>> Start(bool cuda);
 
   // Turns the profiler off, writes the Chrome trace to `trace_path` (none
-  // when empty) and summarises the top `top_n` names. Once only.
-  absl::StatusOr<Summary> Stop(const std::string& trace_path, int top_n = 25);
+  // when empty) and summarises the top `top_n` names. Once only. The busy
+  // ratio is over `work_ms`, the time the profiled work itself took, when
+  // given (> 0): else over the whole time since Start, host-only work in
+  // between (progress reports, say) included.
+  absl::StatusOr<Summary> Stop(const std::string& trace_path, int top_n = 25, double work_ms = 0);
 
   // Turns the profiler off if Stop was not called (a run that failed).
   ~KernelProfile();
