@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -272,13 +273,19 @@ double Median(std::vector<double> values) {
 // profiler state belongs to, so the profile starts and stops there.
 class StepProfiler {
  public:
-  StepProfiler(std::string trace_path, bool cuda, int64_t first, int64_t last)
-      : trace_path_(std::move(trace_path)), cuda_(cuda), first_(first), last_(last) {}
+  // `measured_seconds`: the times of steps first.. as they run, the
+  // profiled window's.
+  StepProfiler(std::string trace_path, bool cuda, int64_t first, int64_t last,
+               const std::vector<double>& measured_seconds)
+      : trace_path_(std::move(trace_path)),
+        cuda_(cuda),
+        first_(first),
+        last_(last),
+        measured_seconds_(measured_seconds) {}
 
   // After each step: starts once step first - 1 is done, stops after last.
-  void OnStep(int64_t step, double seconds) {
+  void OnStep(int64_t step) {
     if (trace_path_.empty() || !status_.ok()) return;
-    if (step >= first_ && step <= last_) step_ms_ += seconds * 1e3;
     if (step == first_ - 1) {
       absl::StatusOr<std::unique_ptr<KernelProfile>> started = KernelProfile::Start(cuda_);
       if (started.ok()) {
@@ -304,8 +311,10 @@ class StepProfiler {
     if (profile_ == nullptr) return;
     // Busy over the steps' own time: the progress report after each step
     // (host work, in the window) does not count as the device idling.
+    const double step_ms =
+        std::accumulate(measured_seconds_.begin(), measured_seconds_.end(), 0.0) * 1e3;
     absl::StatusOr<KernelProfile::Summary> summary =
-        profile_->Stop(trace_path_, /*top_n=*/25, step_ms_);
+        profile_->Stop(trace_path_, /*top_n=*/25, step_ms);
     profile_.reset();
     if (summary.ok()) {
       summary_ = *std::move(summary);
@@ -318,7 +327,7 @@ class StepProfiler {
   const bool cuda_;
   const int64_t first_;
   const int64_t last_;
-  double step_ms_ = 0;                      // the profiled steps' time
+  const std::vector<double>& measured_seconds_;
   std::unique_ptr<KernelProfile> profile_;  // on while not null
   std::optional<KernelProfile::Summary> summary_;
   absl::Status status_;
@@ -353,7 +362,7 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
   m.eps = prepared.spec.eps();
   // Metric labels do not matter here; the job message carries the figures.
   testing::FakeJobContext context;
-  StepProfiler profiler(trace_path, caps.is_cuda(), warmup + 1, warmup + steps);
+  StepProfiler profiler(trace_path, caps.is_cuda(), warmup + 1, warmup + steps, m.step_seconds);
   absl::StatusOr<v1::JobResult> result;
   RETURN_IF_ERROR(GuardTorch(absl::StrCat(workload.name, " ", precision), [&]() -> absl::Status {
     Trainer::Options options;
@@ -363,7 +372,7 @@ absl::StatusOr<Measurement> Measure(const Workload& workload, const std::string&
     options.synchronize_steps = true;
     options.on_step = [&](int64_t step, double seconds) {
       if (step > warmup) m.step_seconds.push_back(seconds);
-      profiler.OnStep(step, seconds);
+      profiler.OnStep(step);
     };
     ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(std::move(options)));
     result = trainer->Run(context);
